@@ -1,0 +1,471 @@
+//! Socket syscalls of target processes: data (read and write families),
+//! connect, accept and close.
+//!
+//! Syscall tracepoints have a fixed format on every kernel, so these programs
+//! need neither kprobes nor BTF. Arguments are saved per thread on entry and
+//! the event is built on exit, when the byte count is known.
+
+use aya_ebpf::{
+    helpers::generated::bpf_probe_read_user,
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use llmslo_probe_common::{
+    ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, DropReason, EventHeader, EventKind,
+    MAX_PAYLOAD, SockAddr,
+};
+
+use crate::{
+    filter::is_target,
+    maps::{
+        DATA_SCRATCH, EVENTS, count_drop, current_ids, emit_conn, header, is_socket, now_ns,
+        track_socket, untrack_socket,
+    },
+};
+
+/// Offsets of the arguments in `syscalls:sys_enter_*` and of the return
+/// value in `syscalls:sys_exit_*`.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const ARG4: usize = 48;
+const RET: usize = 16;
+
+/// At most this many iovec entries of one `readv`/`writev`/`recvmsg`/
+/// `sendmsg` are copied; the rest counts as truncated.
+const MAX_IOVECS: usize = 8;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const EINPROGRESS: i64 = 115;
+/// Errors that end a connection and are worth reporting.
+const ECONNRESET: i64 = 104;
+const EPIPE: i64 = 32;
+const ETIMEDOUT: i64 = 110;
+
+/// How the data of a call is laid out in user memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum BufferShape {
+    /// One buffer: `read`, `write`, `recvfrom`, `sendto`.
+    Flat = 0,
+    /// An iovec array: `readv`, `writev`.
+    Iovec = 1,
+    /// A `struct msghdr` pointing at an iovec array: `recvmsg`, `sendmsg`.
+    Msghdr = 2,
+}
+
+/// Arguments of a data syscall, saved on entry.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct DataArgs {
+    start_ns: u64,
+    /// Buffer, iovec array or msghdr address.
+    buffer: u64,
+    /// Element count for [`BufferShape::Iovec`].
+    iovec_count: u64,
+    fd: i32,
+    kind: u8,
+    shape: u8,
+    _pad: [u8; 2],
+}
+
+/// Arguments of `connect` or `accept`, saved on entry.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct ConnArgs {
+    start_ns: u64,
+    /// `struct sockaddr *` argument (may be null for accept).
+    sockaddr: u64,
+    fd: i32,
+    _pad: [u8; 4],
+}
+
+/// Data syscalls in flight, by `pid_tgid`.
+#[map]
+static ACTIVE_DATA: HashMap<u64, DataArgs> = HashMap::with_max_entries(16_384, 0);
+
+/// `connect` and `accept` calls in flight, by `pid_tgid`.
+#[map]
+static ACTIVE_CONN: HashMap<u64, ConnArgs> = HashMap::with_max_entries(16_384, 0);
+
+/// `struct iovec` in user memory.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+// ---- data syscalls ---------------------------------------------------------
+
+fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u32 {
+    let (tgid, _) = current_ids();
+    if !is_target(tgid) {
+        return 0;
+    }
+    // SAFETY: offsets come from the syscall tracepoints' fixed format.
+    let (Ok(fd), Ok(buffer), Ok(count)) = (unsafe {
+        (
+            ctx.read_at::<u64>(ARG0),
+            ctx.read_at::<u64>(ARG1),
+            ctx.read_at::<u64>(ARG2),
+        )
+    }) else {
+        return 0;
+    };
+    let fd = fd as i32;
+    if !is_socket(tgid, fd) {
+        // `sendto` with a destination on a socket never connected is how
+        // unconnected UDP (DNS) clients send; track those sockets from here.
+        if kind != EventKind::Write || shape != BufferShape::Flat || !sendto_has_address(ctx) {
+            return 0;
+        }
+        track_socket(tgid, fd);
+    }
+    let args = DataArgs {
+        start_ns: now_ns(),
+        buffer,
+        iovec_count: count,
+        fd,
+        kind: kind as u8,
+        shape: shape as u8,
+        _pad: [0; 2],
+    };
+    if ACTIVE_DATA
+        .insert(&aya_ebpf::helpers::bpf_get_current_pid_tgid(), &args, 0)
+        .is_err()
+    {
+        count_drop(DropReason::MapFull, 1);
+    }
+    0
+}
+
+/// True when the tracepoint is `sys_enter_sendto` with a non-null address;
+/// for `write` the fifth argument slot holds no argument and reads as zero.
+fn sendto_has_address(ctx: &TracePointContext) -> bool {
+    // SAFETY: the offset lies inside every sys_enter_* record (6 arguments).
+    matches!(unsafe { ctx.read_at::<u64>(ARG4) }, Ok(address) if address != 0)
+}
+
+fn exit_data(ctx: &TracePointContext) -> u32 {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied before the entry is removed.
+    let Some(args) = (unsafe { ACTIVE_DATA.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = ACTIVE_DATA.remove(&pid_tgid);
+    // SAFETY: offset from the fixed sys_exit_* format.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(RET) }) else {
+        return 0;
+    };
+
+    let is_read = args.kind == EventKind::Read as u8;
+    let kind = if is_read {
+        EventKind::Read
+    } else {
+        EventKind::Write
+    };
+    // Writes are stamped when the bytes were handed to the kernel, reads
+    // when they reached the process.
+    let ts_ns = if is_read { now_ns() } else { args.start_ns };
+
+    if ret <= 0 {
+        let errno = -ret;
+        let ends_connection = errno == ECONNRESET || errno == EPIPE || errno == ETIMEDOUT;
+        if (ret == 0 && is_read) || ends_connection {
+            emit_data(&header(kind, args.fd, ts_ns), 0, 0, errno as i32);
+        }
+        return 0;
+    }
+
+    let total = ret as u64;
+    if args.shape == BufferShape::Flat as u8 {
+        emit_data(&header(kind, args.fd, ts_ns), args.buffer, total, 0);
+        return 0;
+    }
+
+    let (iovecs, iovec_count) = if args.shape == BufferShape::Msghdr as u8 {
+        // struct msghdr: msg_iov at offset 16, msg_iovlen at offset 24.
+        let iov = read_user::<u64>(args.buffer + 16).unwrap_or(0);
+        let count = read_user::<u64>(args.buffer + 24).unwrap_or(0);
+        (iov, count)
+    } else {
+        (args.buffer, args.iovec_count)
+    };
+    emit_iovecs(&header(kind, args.fd, ts_ns), iovecs, iovec_count, total);
+    0
+}
+
+/// Emits one event per iovec until `total` bytes are covered.
+fn emit_iovecs(header: &EventHeader, iovecs: u64, count: u64, total: u64) {
+    let mut remaining = total;
+    for index in 0..MAX_IOVECS {
+        if remaining == 0 || index as u64 >= count {
+            return;
+        }
+        let Some(iovec) = read_user::<Iovec>(iovecs + (index * 16) as u64) else {
+            count_drop(DropReason::PayloadReadFailed, 1);
+            return;
+        };
+        let len = if iovec.len < remaining {
+            iovec.len
+        } else {
+            remaining
+        };
+        emit_data(header, iovec.base, len, 0);
+        remaining -= len;
+    }
+    if remaining > 0 {
+        count_drop(DropReason::PayloadTruncatedBytes, remaining);
+    }
+}
+
+fn read_user<T: Copy>(address: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user tolerates any address and reports faults.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const T) }.ok()
+}
+
+/// Copies up to [`MAX_PAYLOAD`] bytes from `buffer` and sends the event.
+fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
+    let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the scratch slot belongs to this CPU for the program's run.
+    let event = unsafe { &mut *event };
+    event.header = *header;
+    event.byte_count = byte_count;
+    event.errno = errno;
+    event.source = DataSource::Syscall as u8;
+    event._pad = [0; 7];
+
+    // The verifier needs a provable bound on the copy length: a full copy
+    // uses the constant, a partial one a mask that cannot exceed it.
+    let captured = if byte_count >= MAX_PAYLOAD as u64 {
+        MAX_PAYLOAD as u32
+    } else {
+        (byte_count as u32) & (MAX_PAYLOAD as u32 - 1)
+    };
+    if byte_count > MAX_PAYLOAD as u64 {
+        count_drop(
+            DropReason::PayloadTruncatedBytes,
+            byte_count - MAX_PAYLOAD as u64,
+        );
+    }
+    let mut captured_len = 0;
+    if captured > 0 {
+        // SAFETY: `captured` is at most MAX_PAYLOAD, the payload's size.
+        let status = unsafe {
+            bpf_probe_read_user(
+                event.payload.as_mut_ptr().cast(),
+                captured,
+                buffer as *const core::ffi::c_void,
+            )
+        };
+        if status == 0 {
+            captured_len = captured;
+        } else {
+            count_drop(DropReason::PayloadReadFailed, 1);
+        }
+    }
+    event.captured_len = captured_len;
+
+    let length = DATA_EVENT_HEADER_LEN + (captured_len as usize & (MAX_PAYLOAD * 2 - 1));
+    if length > core::mem::size_of_val(event) {
+        return;
+    }
+    // SAFETY: `length` is at most the size of the event, checked above.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), length) };
+    if EVENTS.output(bytes, 0).is_err() {
+        count_drop(DropReason::RingBufferFull, 1);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Read, BufferShape::Flat)
+}
+
+#[tracepoint]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Read, BufferShape::Flat)
+}
+
+#[tracepoint]
+pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Read, BufferShape::Iovec)
+}
+
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Read, BufferShape::Msghdr)
+}
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Write, BufferShape::Flat)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Write, BufferShape::Flat)
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Write, BufferShape::Iovec)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, EventKind::Write, BufferShape::Msghdr)
+}
+
+/// Shared by every `sys_exit_*` of the data syscalls above.
+#[tracepoint]
+pub fn sys_exit_data(ctx: TracePointContext) -> u32 {
+    exit_data(&ctx)
+}
+
+// ---- connect, accept, close ------------------------------------------------
+
+fn enter_conn(ctx: &TracePointContext) -> u32 {
+    let (tgid, _) = current_ids();
+    if !is_target(tgid) {
+        return 0;
+    }
+    // SAFETY: offsets from the fixed sys_enter_* format.
+    let (Ok(fd), Ok(sockaddr)) = (unsafe { (ctx.read_at::<u64>(ARG0), ctx.read_at::<u64>(ARG1)) })
+    else {
+        return 0;
+    };
+    let args = ConnArgs {
+        start_ns: now_ns(),
+        sockaddr,
+        fd: fd as i32,
+        _pad: [0; 4],
+    };
+    if ACTIVE_CONN
+        .insert(&aya_ebpf::helpers::bpf_get_current_pid_tgid(), &args, 0)
+        .is_err()
+    {
+        count_drop(DropReason::MapFull, 1);
+    }
+    0
+}
+
+fn take_conn_args(ctx: &TracePointContext) -> Option<(ConnArgs, i64)> {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied before the entry is removed.
+    let args = unsafe { ACTIVE_CONN.get(&pid_tgid) }.copied()?;
+    let _ = ACTIVE_CONN.remove(&pid_tgid);
+    // SAFETY: offset from the fixed sys_exit_* format.
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    Some((args, ret))
+}
+
+/// Reads an IPv4 or IPv6 `struct sockaddr`; other families yield `None`.
+fn read_sockaddr(address: u64) -> Option<SockAddr> {
+    if address == 0 {
+        return None;
+    }
+    let family = read_user::<u16>(address)?;
+    let port = u16::from_be(read_user::<u16>(address + 2)?);
+    let mut peer = SockAddr {
+        family,
+        port,
+        scope_id: 0,
+        addr: [0; 16],
+    };
+    match family {
+        AF_INET => {
+            let addr = read_user::<[u8; 4]>(address + 4)?;
+            peer.addr[..4].copy_from_slice(&addr);
+        }
+        AF_INET6 => {
+            peer.addr = read_user::<[u8; 16]>(address + 8)?;
+            peer.scope_id = read_user::<u32>(address + 24)?;
+        }
+        _ => return None,
+    }
+    Some(peer)
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    enter_conn(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let Some((args, ret)) = take_conn_args(&ctx) else {
+        return 0;
+    };
+    // Unix-domain and other non-IP sockets are not followed.
+    let Some(peer) = read_sockaddr(args.sockaddr) else {
+        return 0;
+    };
+    let (tgid, _) = current_ids();
+    if ret == 0 || ret == -EINPROGRESS {
+        track_socket(tgid, args.fd);
+    }
+    emit_conn(&ConnEvent {
+        header: header(EventKind::Connect, args.fd, now_ns()),
+        peer,
+        ret,
+        start_ns: args.start_ns,
+    });
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    enter_conn(&ctx)
+}
+
+/// Shared by `sys_exit_accept` and `sys_exit_accept4`.
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let Some((args, ret)) = take_conn_args(&ctx) else {
+        return 0;
+    };
+    if ret < 0 {
+        return 0;
+    }
+    let (tgid, _) = current_ids();
+    let fd = ret as i32;
+    track_socket(tgid, fd);
+    emit_conn(&ConnEvent {
+        header: header(EventKind::Accept, fd, now_ns()),
+        // Without an address argument user space looks the peer up in /proc.
+        peer: read_sockaddr(args.sockaddr).unwrap_or_default(),
+        ret,
+        start_ns: args.start_ns,
+    });
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let (tgid, _) = current_ids();
+    if !is_target(tgid) {
+        return 0;
+    }
+    // SAFETY: offset from the fixed sys_enter_close format.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
+        return 0;
+    };
+    let fd = fd as i32;
+    if !untrack_socket(tgid, fd) {
+        return 0;
+    }
+    emit_conn(&ConnEvent {
+        header: header(EventKind::Close, fd, now_ns()),
+        peer: SockAddr::default(),
+        ret: 0,
+        start_ns: 0,
+    });
+    0
+}

@@ -1,0 +1,146 @@
+//! What the probe saw of the node: processes, connections, scheduling, TLS
+//! libraries and kernel features.
+
+use serde::{Deserialize, Serialize};
+
+/// A process the probe treated as a target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetProcess {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_pid: Option<u32>,
+    /// Command name (`/proc/PID/comm`).
+    pub comm: String,
+    /// cgroup v2 id of the process when it was first seen.
+    pub cgroup_id: u64,
+    /// Container id (64 hex digits) parsed from the cgroup path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Pod UID parsed from the cgroup path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// True for processes that started during the window.
+    #[serde(default)]
+    pub started_in_window: bool,
+    /// True for processes that exited during the window.
+    #[serde(default)]
+    pub exited_in_window: bool,
+}
+
+/// One TCP connection attempt by a target process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectAttempt {
+    pub pid: u32,
+    pub tid: u32,
+    /// `ip:port` that was connected to.
+    pub peer: String,
+    /// `CLOCK_MONOTONIC` when `connect()` was called.
+    pub start_ns: u64,
+    /// Time until the handshake completed or failed; absent when neither
+    /// happened inside the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    /// `errno` name when the attempt failed (`ECONNREFUSED`, `ETIMEDOUT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// TCP retransmissions towards one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetransmitCount {
+    pub pid: u32,
+    pub peer: String,
+    pub segments: u64,
+    /// `CLOCK_MONOTONIC` of each retransmission, for overlap with exchanges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at_ns: Vec<u64>,
+}
+
+/// Run-queue waits of target threads: the time between becoming runnable
+/// and getting a CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scheduling {
+    /// Waits counted in the kernel.
+    pub waits: u64,
+    /// Sum of all waits.
+    pub total_wait_us: u64,
+    /// Log2 histogram: bucket `i` counts waits in `[2^i, 2^(i+1))` µs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wait_histogram_log2_us: Vec<u64>,
+    /// Individual waits longer than the probe's reporting threshold, so
+    /// that they can be placed inside exchanges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub long_waits: Vec<RunQueueWait>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunQueueWait {
+    pub pid: u32,
+    pub tid: u32,
+    /// `CLOCK_MONOTONIC` when the thread got the CPU.
+    pub end_ns: u64,
+    pub wait_us: u64,
+}
+
+/// Samples of a cgroup's `cpu.stat` over the window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupCpu {
+    /// Path below the cgroup mount.
+    pub cgroup_path: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<CpuStatSample>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuStatSample {
+    pub at_ns: u64,
+    pub usage_usec: u64,
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_usec: u64,
+}
+
+/// A TLS library found in a target process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsVisibility {
+    pub pid: u32,
+    /// `openssl`, `boringssl`, `go_crypto_tls`, `rustls`, `java`, ...
+    pub library: String,
+    /// Path of the library or executable inside the process's mount
+    /// namespace.
+    pub path: String,
+    /// True when the probe attached to it and reads its plaintext.
+    pub visible: bool,
+    /// Why the plaintext is not visible, and what would make it visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Kernel capabilities the probe detected, and what it did with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelReport {
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    /// SLIs or components that cannot be measured on this node, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableSignal>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    /// Stable name: `tracepoints`, `uprobes`, `ring_buffer`, `btf`, ...
+    pub name: String,
+    pub available: bool,
+    /// Detail such as the tracefs path or the error that disabled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnavailableSignal {
+    /// Signal or SLI name: `tls_plaintext`, `run_queue_latency`, ...
+    pub signal: String,
+    pub reason: String,
+    /// What to change on the node to get it.
+    pub remedy: String,
+}

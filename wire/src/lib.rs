@@ -1,0 +1,1 @@
+//! Incremental parsers for the protocols llmslo reads from sockets.
