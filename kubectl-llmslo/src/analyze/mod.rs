@@ -1,0 +1,1 @@
+//! analyze step (not implemented yet).

@@ -1,0 +1,294 @@
+//! Command-line interface: every subcommand and flag, with its unit.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Measures LLM SLIs of Kubernetes workloads from the kernel with eBPF, and
+/// says which component explains an SLO breach.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl llmslo", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log verbosity: -v for progress details, -vv for debug logs (stderr).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe a workload for a bounded window and report its LLM SLIs, SLOs
+    /// and attribution verdicts.
+    Diagnose(Box<DiagnoseArgs>),
+    /// Check on each target node what the probe can measure there.
+    Doctor(DoctorArgs),
+    /// Delete probe Jobs left behind by interrupted runs.
+    Cleanup(CleanupArgs),
+    /// Print the client version, the default probe image and the result
+    /// schema version.
+    Version(VersionArgs),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+}
+
+/// How to reach the cluster; the same flags and defaults as kubectl.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Namespace of the target (default: the context's namespace).
+    #[arg(short, long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+/// Which pods to probe.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TargetArgs {
+    /// Workload to probe: deploy/NAME, sts/NAME, ds/NAME, rs/NAME, job/NAME,
+    /// pod/NAME (or a bare pod NAME). Omit it when using --selector.
+    #[arg(value_name = "TYPE/NAME")]
+    pub target: Option<String>,
+
+    /// Probe the pods that match this label selector (for example
+    /// app=chat,tier!=batch).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// With --selector: look for pods in every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Probe only this container of each pod (default: every container).
+    #[arg(short, long, value_name = "NAME")]
+    pub container: Option<String>,
+}
+
+/// How the probe Jobs are created.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeJobArgs {
+    /// Namespace that holds the probe Jobs.
+    #[arg(long, value_name = "NAMESPACE", default_value = "llmslo-system")]
+    pub probe_namespace: String,
+
+    /// Probe container image (default: the llmslo probe image of this CLI's
+    /// version). Mirror it and set this flag in air-gapped clusters.
+    #[arg(long, value_name = "IMAGE")]
+    pub probe_image: Option<String>,
+
+    /// Run the probe as a privileged container instead of with only CAP_BPF,
+    /// CAP_PERFMON and CAP_SYS_PTRACE. Use it where those are not enough,
+    /// for example on kernels older than 5.8.
+    #[arg(long)]
+    pub privileged: bool,
+
+    /// Print the probe Jobs that would be created and exit without creating
+    /// anything. Use with -o yaml or -o json.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How long to wait for probe pods to be scheduled and start, on top of
+    /// the collection window.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub probe: ProbeJobArgs,
+
+    /// Length of the collection window (for example 30s, 2m).
+    #[arg(short, long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Probe processes on this host instead of a cluster (needs root or
+    /// CAP_BPF and CAP_PERFMON). Use with --pid.
+    #[arg(long)]
+    pub local: bool,
+
+    /// With --local: process id to probe; repeat for several processes.
+    /// Children they start during the window are probed too.
+    #[arg(long = "pid", value_name = "PID", requires = "local")]
+    pub pids: Vec<u32>,
+
+    /// With --local: path of the llmslo-probe binary (default: next to this
+    /// binary, then on PATH).
+    #[arg(long, value_name = "PATH", requires = "local")]
+    pub probe_binary: Option<PathBuf>,
+
+    /// SLO to evaluate, as SLI.STATISTIC=TARGET or SLI.STATISTIC>=TARGET;
+    /// repeat for several. Examples: ttft.p95=800ms, e2e.p99=8s,
+    /// error_rate=1%, tokens_per_sec.p50>=20.
+    #[arg(long = "slo", value_name = "SLO")]
+    pub slos: Vec<String>,
+
+    /// OpenSLO v1 file with SLOs to evaluate, in addition to --slo.
+    #[arg(long, value_name = "PATH")]
+    pub slo_file: Option<PathBuf>,
+
+    /// Compare with a run saved earlier with --save-baseline (NAME, or
+    /// "latest").
+    #[arg(long, value_name = "NAME")]
+    pub baseline: Option<String>,
+
+    /// Save this run as a baseline under NAME in the user's data directory.
+    #[arg(long, value_name = "NAME")]
+    pub save_baseline: Option<String>,
+
+    /// Rule that assigns outbound calls to a component, as
+    /// COMPONENT=MATCH where MATCH is host[:port][/path-prefix], for example
+    /// guardrail=policy.internal:8181/v1/data; repeat for several.
+    #[arg(long = "component", value_name = "RULE")]
+    pub component_rules: Vec<String>,
+
+    /// Rule that names a private LLM gateway, as PROVIDER=host[:port][/path],
+    /// for example openai=llm-gateway.internal/v1; repeat for several.
+    #[arg(long = "provider", value_name = "RULE")]
+    pub provider_rules: Vec<String>,
+
+    /// Export one span per LLM call and GenAI metrics to this OTLP endpoint
+    /// (for example http://collector:4318 or grpc://collector:4317).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Header sent with every OTLP export, as KEY=VALUE; repeat for several.
+    #[arg(
+        long = "otlp-header",
+        value_name = "KEY=VALUE",
+        requires = "otlp_endpoint"
+    )]
+    pub otlp_headers: Vec<String>,
+
+    /// CA certificate (PEM) that signs the OTLP endpoint's certificate.
+    #[arg(long, value_name = "PATH", requires = "otlp_endpoint")]
+    pub otlp_ca: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub probe: ProbeJobArgs,
+
+    /// Check this host instead of a cluster.
+    #[arg(long)]
+    pub local: bool,
+
+    /// With --local: path of the llmslo-probe binary.
+    #[arg(long, value_name = "PATH", requires = "local")]
+    pub probe_binary: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Namespace that holds the probe Jobs.
+    #[arg(long, value_name = "NAMESPACE", default_value = "llmslo-system")]
+    pub probe_namespace: String,
+
+    /// Remove only the Jobs of this run id (default: every llmslo Job).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// List what would be deleted without deleting it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// Shell to generate the completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for people.
+    Table,
+    /// Tables with every column.
+    Wide,
+    /// The report as JSON (stable; see docs/output.md).
+    Json,
+    /// The report as YAML.
+    Yaml,
+}
+
+impl OutputFormat {
+    pub fn is_machine_readable(self) -> bool {
+        matches!(self, Self::Json | Self::Yaml)
+    }
+}
+
+/// Parses durations such as `30s`, `2m`, `1h30m`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        format!("invalid duration {text:?}: {error} (examples: 30s, 2m, 500ms)")
+    })?;
+    if duration.is_zero() {
+        return Err(format!(
+            "invalid duration {text:?}: must be greater than zero"
+        ));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn duration_accepts_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn duration_rejects_zero_and_garbage() {
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! gather step (not implemented yet).

@@ -1,0 +1,1 @@
+//! Probing processes on this host with a child llmslo-probe (not implemented yet).

@@ -1,0 +1,1 @@
+//! plan step (not implemented yet).

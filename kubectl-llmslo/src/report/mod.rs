@@ -1,0 +1,1 @@
+//! report step (not implemented yet).

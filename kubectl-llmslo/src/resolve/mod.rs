@@ -1,0 +1,1 @@
+//! resolve step (not implemented yet).
