@@ -16,6 +16,7 @@
 //! Adding an optional field does not change it, so readers ignore unknown
 //! fields.
 
+pub mod envelope;
 mod exchange;
 mod host;
 
