@@ -59,7 +59,7 @@ pub fn encode_gzip_base64(result: &ProbeResult) -> Result<String, EnvelopeError>
 /// # Errors
 ///
 /// [`EnvelopeError::SchemaVersion`] when the probe used another schema
-/// version; the other variants when no line holds a readable result.
+/// version; the other variants when no line contains a readable result.
 pub fn decode(output: &str) -> Result<ProbeResult, EnvelopeError> {
     let mut lines = 0;
     let mut candidate = None;
