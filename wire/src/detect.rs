@@ -1,0 +1,86 @@
+//! Recognising a connection's protocol, and which side sends requests, from
+//! its first bytes.
+
+use crate::Flow;
+use crate::http1::{starts_request, starts_response};
+
+/// Bytes kept per flow before deciding; enough for any request method.
+const MAX_DETECTION_BYTES: usize = 16;
+
+/// Bytes of one `on_data` call kept during detection.
+#[derive(Debug)]
+pub struct Chunk {
+    pub flow: Flow,
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Detection {
+    /// Too few bytes to tell yet.
+    Pending,
+    /// The flow's bytes start no known message; they were dropped, and
+    /// detection starts again at the flow's next read.
+    Unknown { dropped_bytes: u64 },
+    /// HTTP/1.x, with requests on `request_flow`.
+    Http1 { request_flow: Flow },
+}
+
+/// Chunks of both flows, in arrival order, until the protocol is known.
+#[derive(Debug, Default)]
+pub struct Detector {
+    chunks: Vec<Chunk>,
+}
+
+impl Detector {
+    pub fn push(&mut self, chunk: Chunk) -> Detection {
+        let flow = chunk.flow;
+        self.chunks.push(chunk);
+
+        let mut prefix = Vec::with_capacity(MAX_DETECTION_BYTES);
+        for chunk in self.chunks.iter().filter(|c| c.flow == flow) {
+            let room = MAX_DETECTION_BYTES - prefix.len();
+            prefix.extend_from_slice(&chunk.bytes[..chunk.bytes.len().min(room)]);
+        }
+
+        match (starts_request(&prefix), starts_response(&prefix)) {
+            (Some(true), _) => Detection::Http1 { request_flow: flow },
+            (_, Some(true)) => Detection::Http1 {
+                request_flow: other(flow),
+            },
+            (Some(false), Some(false)) => Detection::Unknown {
+                dropped_bytes: self.drop_flow(flow),
+            },
+            _ if prefix.len() >= MAX_DETECTION_BYTES => Detection::Unknown {
+                dropped_bytes: self.drop_flow(flow),
+            },
+            _ => Detection::Pending,
+        }
+    }
+
+    /// Drops the kept chunks of `flow` and returns how many bytes they held.
+    pub fn drop_flow(&mut self, flow: Flow) -> u64 {
+        let mut dropped = 0;
+        self.chunks.retain(|chunk| {
+            if chunk.flow == flow {
+                dropped += chunk.bytes.len() as u64;
+                false
+            } else {
+                true
+            }
+        });
+        dropped
+    }
+
+    pub fn take(&mut self) -> Vec<Chunk> {
+        std::mem::take(&mut self.chunks)
+    }
+}
+
+fn other(flow: Flow) -> Flow {
+    match flow {
+        Flow::Egress => Flow::Ingress,
+        Flow::Ingress => Flow::Egress,
+    }
+}
