@@ -9,6 +9,13 @@
 /// verifier can bound the copy length with a mask.
 pub const MAX_PAYLOAD: usize = 16 * 1024;
 
+/// Bit of the eBPF global `FILTER_FLAGS`: events of thread group ids in the
+/// `TARGET_TGIDS` map pass.
+pub const FILTER_BY_TGID: u8 = 1;
+/// Bit of the eBPF global `FILTER_FLAGS`: events of tasks whose cgroup v2 id
+/// is in the `TARGET_CGROUPS` map pass.
+pub const FILTER_BY_CGROUP: u8 = 2;
+
 /// Kind of a [`DataEvent`] or [`ConnEvent`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +129,7 @@ pub struct ConnEvent {
     /// Peer address for connect and accept.
     pub peer: SockAddr,
     /// Syscall return value: 0 or a negative errno for connect, the new fd
-    /// for accept; the child pid for fork; the exit code for exit.
+    /// for accept; the child pid for fork; 0 for close and exit.
     pub ret: i64,
     /// For connect, `ts_ns` of the syscall's entry; the event's own
     /// timestamp is its exit.

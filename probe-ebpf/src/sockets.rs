@@ -100,7 +100,22 @@ struct Iovec {
 
 // ---- data syscalls ---------------------------------------------------------
 
-fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u32 {
+/// Whether a data syscall may start tracking a socket that is not tracked
+/// yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Untracked {
+    Ignore,
+    /// `sendto` with an IPv4 or IPv6 destination: how unconnected UDP (DNS)
+    /// clients send.
+    TrackIfAddressed,
+}
+
+fn enter_data(
+    ctx: &TracePointContext,
+    kind: EventKind,
+    shape: BufferShape,
+    untracked: Untracked,
+) -> u32 {
     let (tgid, _) = current_ids();
     if !is_target(tgid) {
         return 0;
@@ -117,9 +132,7 @@ fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u
     };
     let fd = fd as i32;
     if !is_socket(tgid, fd) {
-        // `sendto` with a destination on a socket never connected is how
-        // unconnected UDP (DNS) clients send; track those sockets from here.
-        if kind != EventKind::Write || shape != BufferShape::Flat || !sendto_has_address(ctx) {
+        if untracked != Untracked::TrackIfAddressed || !sendto_has_ip_address(ctx) {
             return 0;
         }
         track_socket(tgid, fd);
@@ -142,11 +155,19 @@ fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u
     0
 }
 
-/// True when the tracepoint is `sys_enter_sendto` with a non-null address;
-/// for `write` the fifth argument slot holds no argument and reads as zero.
-fn sendto_has_address(ctx: &TracePointContext) -> bool {
-    // SAFETY: the offset lies inside every sys_enter_* record (6 arguments).
-    matches!(unsafe { ctx.read_at::<u64>(ARG4) }, Ok(address) if address != 0)
+/// True when `sys_enter_sendto` has an `AF_INET` or `AF_INET6` destination.
+/// Only `sendto` may call this: the records of syscalls with fewer
+/// arguments end before `ARG4`, and reading past them returns unrelated
+/// bytes.
+fn sendto_has_ip_address(ctx: &TracePointContext) -> bool {
+    // SAFETY: `sys_enter_sendto` has six arguments, so ARG4 is inside it.
+    let Ok(address) = (unsafe { ctx.read_at::<u64>(ARG4) }) else {
+        return false;
+    };
+    if address == 0 {
+        return false;
+    }
+    matches!(read_user::<u16>(address), Some(AF_INET | AF_INET6))
 }
 
 fn exit_data(ctx: &TracePointContext) -> u32 {
@@ -285,42 +306,82 @@ fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
 
 #[tracepoint]
 pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Flat)
+    enter_data(
+        &ctx,
+        EventKind::Read,
+        BufferShape::Flat,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Flat)
+    enter_data(
+        &ctx,
+        EventKind::Read,
+        BufferShape::Flat,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Iovec)
+    enter_data(
+        &ctx,
+        EventKind::Read,
+        BufferShape::Iovec,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Msghdr)
+    enter_data(
+        &ctx,
+        EventKind::Read,
+        BufferShape::Msghdr,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Flat)
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Flat,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Flat)
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Flat,
+        Untracked::TrackIfAddressed,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Iovec)
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Iovec,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Msghdr)
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Msghdr,
+        Untracked::Ignore,
+    )
 }
 
 /// Shared by every `sys_exit_*` of the data syscalls above.
