@@ -306,32 +306,17 @@ fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
 
 #[tracepoint]
 pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    enter_data(
-        &ctx,
-        EventKind::Read,
-        BufferShape::Flat,
-        Untracked::Ignore,
-    )
+    enter_data(&ctx, EventKind::Read, BufferShape::Flat, Untracked::Ignore)
 }
 
 #[tracepoint]
 pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
-    enter_data(
-        &ctx,
-        EventKind::Read,
-        BufferShape::Flat,
-        Untracked::Ignore,
-    )
+    enter_data(&ctx, EventKind::Read, BufferShape::Flat, Untracked::Ignore)
 }
 
 #[tracepoint]
 pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
-    enter_data(
-        &ctx,
-        EventKind::Read,
-        BufferShape::Iovec,
-        Untracked::Ignore,
-    )
+    enter_data(&ctx, EventKind::Read, BufferShape::Iovec, Untracked::Ignore)
 }
 
 #[tracepoint]
@@ -346,12 +331,7 @@ pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    enter_data(
-        &ctx,
-        EventKind::Write,
-        BufferShape::Flat,
-        Untracked::Ignore,
-    )
+    enter_data(&ctx, EventKind::Write, BufferShape::Flat, Untracked::Ignore)
 }
 
 #[tracepoint]

@@ -137,11 +137,13 @@ fn parse_container_id(text: &str) -> Result<String, String> {
 
 /// Parses `PROVIDER=HOST[:PORT][/PATH]`; an IPv6 host goes in brackets.
 fn parse_provider_rule(text: &str) -> Result<ProviderRule, String> {
-    let (provider, target) = text
-        .split_once('=')
-        .ok_or_else(|| format!("provider rule `{text}` has no `=`: use PROVIDER=HOST[:PORT][/PATH]"))?;
+    let (provider, target) = text.split_once('=').ok_or_else(|| {
+        format!("provider rule `{text}` has no `=`: use PROVIDER=HOST[:PORT][/PATH]")
+    })?;
     if provider.is_empty() {
-        return Err(format!("provider rule `{text}` has no provider name before `=`"));
+        return Err(format!(
+            "provider rule `{text}` has no provider name before `=`"
+        ));
     }
 
     let (authority, path_prefix) = match target.find('/') {

@@ -65,21 +65,17 @@ fn main() -> ExitCode {
         Ok(report) => match result::print(&report.result, args.result_format) {
             Ok(()) => ExitCode::from(report.exit_code),
             Err(error) => {
-                tracing::error!(%error, "failed to print the result");
                 eprintln!("llmslo-probe: error: {error}");
                 ExitCode::from(cli::exit_code::STOPPED_PART_WAY)
             }
         },
         Err(error) => {
             if let run::SetupError::Collect(collect::CollectError::Load(
-                collect::LoadError::Verifier {
-                    log: Some(log), ..
-                },
+                collect::LoadError::Verifier { log: Some(log), .. },
             )) = &error
             {
                 eprintln!("{log}");
             }
-            tracing::error!(%error, "probe failed before collecting");
             eprintln!("llmslo-probe: error: {error}");
             ExitCode::from(cli::exit_code::FAILED_BEFORE_COLLECTION)
         }
@@ -89,6 +85,8 @@ fn main() -> ExitCode {
 /// Logs to stderr; `RUST_LOG` overrides the level that `-v` selects.
 #[cfg(target_os = "linux")]
 fn init_logging(verbose: u8) {
+    use std::io::IsTerminal as _;
+
     use tracing_subscriber::EnvFilter;
 
     let level = match verbose {
@@ -100,6 +98,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

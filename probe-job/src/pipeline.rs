@@ -43,7 +43,10 @@ pub struct PipelineOutput {
     pub decode_errors: u64,
 }
 
-type Parsers = ConnectionTable<ConnectionParser, Box<dyn FnMut(llmslo_wire::ConnectionInfo) -> ConnectionParser>>;
+type Parsers = ConnectionTable<
+    ConnectionParser,
+    Box<dyn FnMut(llmslo_wire::ConnectionInfo) -> ConnectionParser>,
+>;
 
 /// Per-window state between the ring buffer and the result.
 pub struct Pipeline {
@@ -143,7 +146,9 @@ impl Pipeline {
                 self.seeded.remove(&key);
                 self.table.close(key, header.ts_ns);
             }
-            Event::Fork { header, child_pid } => self.on_fork(header.tgid, child_pid, header.cgroup_id),
+            Event::Fork { header, child_pid } => {
+                self.on_fork(header.tgid, child_pid, header.cgroup_id)
+            }
             Event::Exit(header) => self.on_exit(header.tgid, header.ts_ns, "its exit event"),
         }
     }
@@ -262,6 +267,7 @@ impl Pipeline {
 
     /// Records the exit of a target process, once, however it was noticed.
     pub fn on_exit(&mut self, pid: u32, ts_ns: u64, noticed_by: &str) {
+        let child = self.registry.started_in_window(pid);
         if !self.registry.mark_exited(pid) {
             return;
         }
@@ -269,9 +275,15 @@ impl Pipeline {
         let closed = self.table.close_process(pid, ts_ns);
         self.map_actions.push(MapAction::ForgetProcess(pid));
         let offset_ms = ts_ns.saturating_sub(self.window_start_ns) / 1_000_000;
-        tracing::info!(pid, comm, closed, noticed_by, "target process exited");
+        tracing::debug!(pid, comm, closed, noticed_by, "target process exited");
+        // Children that come and go (subprocesses) are normal; a target that
+        // was running when the window started deserves a warning.
         self.diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
+            severity: if child {
+                Severity::Info
+            } else {
+                Severity::Warning
+            },
             code: "target_exited".into(),
             message: format!(
                 "target process {pid} ({comm}) exited {offset_ms} ms into the window (noticed by \

@@ -82,11 +82,26 @@ pub fn drops(kernel: KernelDrops, table: &TableStats) -> Drops {
 /// Signals this probe version does not collect, stated so that readers do
 /// not take their absence for zero.
 const NOT_COLLECTED: &[(&str, &str)] = &[
-    ("tls_plaintext", "TLS library uprobes are not implemented in this probe version"),
-    ("run_queue_latency", "sched tracepoints are not implemented in this probe version"),
-    ("connect_latency", "non-blocking connects need sock:inet_sock_set_state, not implemented in this probe version"),
-    ("retransmits", "tcp:tcp_retransmit_skb is not implemented in this probe version"),
-    ("cgroup_cpu", "cpu.stat sampling is not implemented in this probe version"),
+    (
+        "tls_plaintext",
+        "TLS library uprobes are not implemented in this probe version",
+    ),
+    (
+        "run_queue_latency",
+        "sched tracepoints are not implemented in this probe version",
+    ),
+    (
+        "connect_latency",
+        "non-blocking connects need sock:inet_sock_set_state, not implemented in this probe version",
+    ),
+    (
+        "retransmits",
+        "tcp:tcp_retransmit_skb is not implemented in this probe version",
+    ),
+    (
+        "cgroup_cpu",
+        "cpu.stat sampling is not implemented in this probe version",
+    ),
 ];
 
 pub fn kernel_report(tracefs: &Path, ring_buffer_bytes: u32) -> KernelReport {
@@ -155,7 +170,10 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos() as i128;
-        assert!((now_unix - system).abs() < 5_000_000, "{now_unix} vs {system}");
+        assert!(
+            (now_unix - system).abs() < 5_000_000,
+            "{now_unix} vs {system}"
+        );
     }
 
     #[test]

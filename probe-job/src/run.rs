@@ -143,7 +143,9 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         diagnostics.push(Diagnostic {
             severity: Severity::Error,
             code: "drops_unknown".into(),
-            message: format!("the kernel drop counters could not be read ({error}); losses are unknown"),
+            message: format!(
+                "the kernel drop counters could not be read ({error}); losses are unknown"
+            ),
             pid: None,
         });
         KernelDrops::default()
@@ -266,9 +268,7 @@ fn apply_map_actions(
             diagnostics.push(Diagnostic {
                 severity: Severity::Warning,
                 code: "socket_map_update_failed".into(),
-                message: format!(
-                    "{error}; traffic on that socket may be missing from the result"
-                ),
+                message: format!("{error}; traffic on that socket may be missing from the result"),
                 pid: Some(match action {
                     MapAction::Track(key) => key.tgid,
                     MapAction::ForgetProcess(tgid) => tgid,

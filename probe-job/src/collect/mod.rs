@@ -70,8 +70,8 @@ impl Collector {
         })?;
         // SAFETY: the ring buffer owns its map fd, and nothing replaces or
         // closes that fd while the AsyncFd holds it.
-        let events = unsafe { AsyncFd::register(ring) }
-            .map_err(|error| CollectError::Poll(error.into()))?;
+        let events =
+            unsafe { AsyncFd::register(ring) }.map_err(|error| CollectError::Poll(error.into()))?;
         Ok(Self { ebpf, events })
     }
 
@@ -170,7 +170,11 @@ impl Collector {
         budget: usize,
         mut handle: impl FnMut(&[u8]),
     ) -> Result<usize, CollectError> {
-        let mut guard = self.events.readable_mut().await.map_err(CollectError::Poll)?;
+        let mut guard = self
+            .events
+            .readable_mut()
+            .await
+            .map_err(CollectError::Poll)?;
         let ring = guard.get_inner_mut();
         let mut count = 0;
         while let Some(item) = ring.next() {

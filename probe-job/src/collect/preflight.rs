@@ -108,12 +108,18 @@ mod tests {
 
     #[test]
     fn bpf_and_perfmon_are_enough() {
-        assert_eq!(missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)), None);
+        assert_eq!(
+            missing_capabilities((1 << CAP_BPF) | (1 << CAP_PERFMON)),
+            None
+        );
     }
 
     #[test]
     fn missing_capabilities_are_named() {
-        assert_eq!(missing_capabilities(0).as_deref(), Some("CAP_BPF and CAP_PERFMON"));
+        assert_eq!(
+            missing_capabilities(0).as_deref(),
+            Some("CAP_BPF and CAP_PERFMON")
+        );
         assert_eq!(
             missing_capabilities(1 << CAP_BPF).as_deref(),
             Some("CAP_PERFMON")

@@ -148,7 +148,11 @@ pub fn process_cgroup_path(pid: u32) -> Option<String> {
 /// Lists the processes in a cgroup; `None` when the cgroup is gone.
 pub fn cgroup_pids(path: &Path) -> Option<Vec<u32>> {
     let text = fs::read_to_string(path.join("cgroup.procs")).ok()?;
-    Some(text.lines().filter_map(|line| line.trim().parse().ok()).collect())
+    Some(
+        text.lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect(),
+    )
 }
 
 fn relative_path(mount: &Path, path: &Path) -> String {
@@ -237,27 +241,39 @@ mod tests {
             parse_path_ids("/user.slice/user-0.slice/session-1.scope"),
             PathIds::default()
         );
-        assert_eq!(parse_path_ids("/system.slice/pod-broken.slice"), PathIds::default());
+        assert_eq!(
+            parse_path_ids("/system.slice/pod-broken.slice"),
+            PathIds::default()
+        );
     }
 
     #[test]
     fn container_search_finds_scope_and_skips_conmon() {
-        let root = std::env::temp_dir().join(format!("llmslo-cgroup-search-{}", std::process::id()));
-        let pod = root.join(format!("kubepods.slice/kubepods-pod{}.slice", UID.replace('-', "_")));
+        let root =
+            std::env::temp_dir().join(format!("llmslo-cgroup-search-{}", std::process::id()));
+        let pod = root.join(format!(
+            "kubepods.slice/kubepods-pod{}.slice",
+            UID.replace('-', "_")
+        ));
         fs::create_dir_all(pod.join(format!("crio-conmon-{ID}.scope"))).unwrap();
         fs::create_dir_all(pod.join(format!("crio-{ID}.scope/init"))).unwrap();
 
         let found = find_container(&root, &ID[..12]).unwrap();
         fs::remove_dir_all(&root).unwrap();
 
-        assert!(found.relative.ends_with(&format!("crio-{ID}.scope")), "{}", found.relative);
+        assert!(
+            found.relative.ends_with(&format!("crio-{ID}.scope")),
+            "{}",
+            found.relative
+        );
         assert_eq!(found.ids.container_id.as_deref(), Some(ID));
         assert_eq!(found.ids.pod_uid.as_deref(), Some(UID));
     }
 
     #[test]
     fn container_search_reports_missing_and_ambiguous() {
-        let root = std::env::temp_dir().join(format!("llmslo-cgroup-ambiguous-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("llmslo-cgroup-ambiguous-{}", std::process::id()));
         fs::create_dir_all(root.join(format!("a/{ID}"))).unwrap();
         fs::create_dir_all(root.join(format!("b/docker-{ID}.scope"))).unwrap();
 
@@ -265,7 +281,12 @@ mod tests {
         let missing = find_container(&root, "ffffffffffff");
         fs::remove_dir_all(&root).unwrap();
 
-        assert!(matches!(ambiguous, Err(IdentityError::ContainerAmbiguous { ref paths, .. }) if paths.len() == 2));
-        assert!(matches!(missing, Err(IdentityError::ContainerNotFound { .. })));
+        assert!(
+            matches!(ambiguous, Err(IdentityError::ContainerAmbiguous { ref paths, .. }) if paths.len() == 2)
+        );
+        assert!(matches!(
+            missing,
+            Err(IdentityError::ContainerNotFound { .. })
+        ));
     }
 }

@@ -113,7 +113,10 @@ impl ProcessRegistry {
     pub fn add_child(&mut self, parent: u32, child: u32, cgroup_id: u64) {
         let facts = read_facts(child);
         let exited = facts.is_none();
-        let inherited = self.processes.get(&parent).map(|tracked| tracked.process.clone());
+        let inherited = self
+            .processes
+            .get(&parent)
+            .map(|tracked| tracked.process.clone());
         self.add(child, facts, None, true);
         let Some(tracked) = self.processes.get_mut(&child) else {
             return;
@@ -137,16 +140,27 @@ impl ProcessRegistry {
         }
     }
 
-    /// Marks a process as exited; returns true the first time.
+    /// Marks a process as exited; returns true the first time. The comm is
+    /// read again while `/proc` still has it, because a child process
+    /// reported at fork time usually ran `exec` since.
     pub fn mark_exited(&mut self, pid: u32) -> bool {
         match self.processes.get_mut(&pid) {
             Some(tracked) if !tracked.exited => {
                 tracked.exited = true;
                 tracked.process.exited_in_window = true;
+                if let Some(comm) = read_comm(pid) {
+                    tracked.process.comm = comm;
+                }
                 true
             }
             _ => false,
         }
+    }
+
+    pub fn started_in_window(&self, pid: u32) -> bool {
+        self.processes
+            .get(&pid)
+            .is_some_and(|tracked| tracked.process.started_in_window)
     }
 
     /// Checks `/proc` for every process not yet known to have exited and
@@ -180,12 +194,26 @@ impl ProcessRegistry {
             .map(|tracked| tracked.process.comm.as_str())
     }
 
+    /// Returns every process, with the comm of live ones read again.
     pub fn into_processes(self) -> Vec<TargetProcess> {
         self.processes
-            .into_values()
-            .map(|tracked| tracked.process)
+            .into_iter()
+            .map(|(pid, mut tracked)| {
+                if !tracked.exited
+                    && let Some(comm) = read_comm(pid)
+                {
+                    tracked.process.comm = comm;
+                }
+                tracked.process
+            })
             .collect()
     }
+}
+
+/// Reads `/proc/PID/comm`, which zombies still have.
+fn read_comm(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_string()).filter(|comm| !comm.is_empty())
 }
 
 fn cgroup_id_of(mount: &Path, relative: &str) -> Option<u64> {
@@ -233,7 +261,10 @@ mod tests {
         let child = &processes[1];
         assert_eq!(child.parent_pid, Some(1));
         assert!(child.started_in_window);
-        assert!(child.exited_in_window, "a pid that does not exist counts as exited");
+        assert!(
+            child.exited_in_window,
+            "a pid that does not exist counts as exited"
+        );
         assert_eq!(child.cgroup_id, 55);
         assert_eq!(child.container_id, ids.container_id);
     }

@@ -106,7 +106,11 @@ where
     /// `dup2` over the fd).
     pub fn open(&mut self, key: SocketKey, cgroup_id: u64, meta: ConnectionMeta, ts_ns: u64) {
         if self.connections.contains_key(&key) {
-            tracing::debug!(tgid = key.tgid, fd = key.fd, "fd reused without a close; ending the old connection");
+            tracing::debug!(
+                tgid = key.tgid,
+                fd = key.fd,
+                "fd reused without a close; ending the old connection"
+            );
             self.close(key, ts_ns);
         }
         let parser = (self.new_parser)(meta.info());
@@ -218,7 +222,8 @@ where
             self.stats.unparsed_bytes += connection.parser.unparsed_bytes();
             self.annotate_all(key, &connection.meta, connection.cgroup_id, exchanges);
         }
-        self.exchanges.sort_by_key(|exchange| (exchange.t0_ns, exchange.id));
+        self.exchanges
+            .sort_by_key(|exchange| (exchange.t0_ns, exchange.id));
         (self.exchanges, self.stats)
     }
 

@@ -62,7 +62,11 @@ impl ExchangeParser for Recorder {
 
 type Log = Rc<RefCell<Vec<String>>>;
 
-fn table() -> (ConnectionTable<Recorder, impl FnMut(ConnectionInfo) -> Recorder>, Log, Rc<RefCell<Vec<ConnectionInfo>>>) {
+fn table() -> (
+    ConnectionTable<Recorder, impl FnMut(ConnectionInfo) -> Recorder>,
+    Log,
+    Rc<RefCell<Vec<ConnectionInfo>>>,
+) {
     let log: Log = Rc::default();
     let infos: Rc<RefCell<Vec<ConnectionInfo>>> = Rc::default();
     let (parser_log, parser_infos) = (log.clone(), infos.clone());
