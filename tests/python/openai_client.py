@@ -8,7 +8,11 @@ to ``--log`` with CLOCK_MONOTONIC nanoseconds: just before the SDK call
 (``first_content_ns``) and when the response was consumed (``end_ns``).
 
 With ``--wait-stdin`` it reads one line from stdin before the first
-request, so that a test can attach the probe first.
+request, after printing ``waiting``, so that a test can attach the probe
+first. ``--warmup N`` sends N
+unlogged requests before that: the SDK's first request is slow (lazy
+imports, model classes built on first use), which would delay the reads of
+the first logged one.
 """
 
 import argparse
@@ -29,6 +33,7 @@ def parse_args(argv):
     parser.add_argument("--no-usage", action="store_true", help="do not ask for the usage chunk")
     parser.add_argument("--log", required=True)
     parser.add_argument("--wait-stdin", action="store_true")
+    parser.add_argument("--warmup", type=int, default=0, help="unlogged requests sent first")
     return parser.parse_args(argv)
 
 
@@ -81,11 +86,14 @@ def run_blocking(client, options, index):
 def main(argv):
     options = parse_args(argv)
     client = openai.OpenAI(base_url=options.base_url, api_key="sk-llmslo-test", max_retries=0)
+    run = run_blocking if options.no_stream else run_streaming
+    for index in range(options.warmup):
+        run(client, options, -1 - index)
     if options.wait_stdin:
+        print("waiting", flush=True)
         sys.stdin.readline()
     with open(options.log, "a", encoding="utf-8") as log:
         for index in range(1, options.requests + 1):
-            run = run_blocking if options.no_stream else run_streaming
             record = run(client, options, index)
             log.write(json.dumps(record) + "\n")
             log.flush()

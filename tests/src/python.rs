@@ -138,11 +138,13 @@ impl OpenAiServer {
     }
 }
 
-/// A client process that waits for a line on stdin before it starts, so
-/// that the probe can attach to it first.
+/// A client process that prints `waiting` and then waits for a line on
+/// stdin before its requests, so that the probe can attach to it first.
+/// Construction returns once it waits.
 pub struct GatedClient {
     child: ChildGuard,
     stdin: Option<ChildStdin>,
+    stdout: LineReader,
     stderr: LineReader,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -173,7 +175,7 @@ impl GatedClient {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("read _gate; exec {script}"))
+            .arg(format!("echo waiting; read _gate; exec {script}"))
             .env("CLIENT_LOG", &log);
         Self::spawn(name, command, dir, log)
     }
@@ -181,19 +183,27 @@ impl GatedClient {
     fn spawn(name: &str, mut command: Command, dir: tempfile::TempDir, log: PathBuf) -> Self {
         let mut child = command
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|error| panic!("{name} does not start: {error}"));
         let stdin = child.stdin.take();
+        let stdout = LineReader::spawn(child.stdout.take().expect("stdout is piped"));
         let stderr = LineReader::spawn(child.stderr.take().expect("stderr is piped"));
-        Self {
+        let client = Self {
             child: ChildGuard::new(name, child),
             stdin,
+            stdout,
             stderr,
             log,
             _dir: dir,
-        }
+        };
+        assert!(
+            client.stdout.wait_for("waiting", START_TIMEOUT),
+            "{name} did not reach its gate; stderr:\n{}",
+            client.stderr.text()
+        );
+        client
     }
 
     pub fn pid(&self) -> u32 {

@@ -117,10 +117,24 @@ fn check_against_capture(
             .find(|packet| capture::has_openai_content(&packet.payload))
             .unwrap_or_else(|| panic!("no content packet to port {port}"));
         let first_content_unix = t0_unix + i128::from(probe_ttft_ns(exchange));
+        let responses: Vec<String> = packets
+            .iter()
+            .filter(|packet| packet.src_port == server_port && packet.dst_port == port)
+            .map(|packet| {
+                format!(
+                    "+{} us {} bytes content={}",
+                    (packet.unix_ns - t0_unix) / 1_000,
+                    packet.payload.len(),
+                    capture::has_openai_content(&packet.payload)
+                )
+            })
+            .collect();
         assert!(
             (content_packet.unix_ns - first_content_unix).abs() <= CAPTURE_SLACK_NS,
-            "first content {first_content_unix} is {} ns from its packet",
-            content_packet.unix_ns - first_content_unix
+            "first content at +{} us is {} ns from its packet; response packets after t0:\n{}\nexchange: {exchange:?}",
+            (first_content_unix - t0_unix) / 1_000,
+            content_packet.unix_ns - first_content_unix,
+            responses.join("\n")
         );
     }
 }
@@ -130,8 +144,10 @@ fn openai_sdk_streaming_requests() {
     let _lock = probe::exclusive();
     let server = OpenAiServer::start(SERVER_ARGS);
     let capture = Capture::start(server.port);
-    let client =
-        GatedClient::openai_sdk(&server.base_url(), &["--requests", "5", "--model", MODEL]);
+    let client = GatedClient::openai_sdk(
+        &server.base_url(),
+        &["--warmup", "1", "--requests", "5", "--model", MODEL],
+    );
     let pid = client.pid();
 
     let probe = Probe::start(&[
@@ -150,7 +166,8 @@ fn openai_sdk_streaming_requests() {
     let result = output.result();
 
     let exchanges = llm_exchanges(&result);
-    let server_log = server.requests();
+    // The warm-up request ran before the probe attached.
+    let server_log = server.requests().split_off(1);
     assert_eq!(client_log.len(), 5);
     check_against_server(&exchanges, &server_log);
     for (exchange, request) in exchanges.iter().zip(&client_log) {
