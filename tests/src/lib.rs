@@ -2,6 +2,7 @@
 
 pub mod binaries;
 pub mod capture;
+pub mod cgroup;
 pub mod net;
 pub mod probe;
 pub mod process;

@@ -248,3 +248,29 @@ impl GatedClient {
         &self.log
     }
 }
+
+impl GatedClient {
+    /// Starts `tests/python/preconnected_client.py`, which connects before
+    /// its gate and sends one streaming request after it.
+    pub fn preconnected(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("unused.log");
+        let mut command = Command::new("python3");
+        command
+            .arg(binaries::python_script("preconnected_client.py"))
+            .arg("127.0.0.1")
+            .arg(port.to_string());
+        Self::spawn("preconnected_client.py", command, dir, log)
+    }
+
+    /// Starts a Python snippet that runs after the gate; `sys` is imported.
+    pub fn python_snippet(name: &str, code: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("unused.log");
+        let mut command = Command::new("python3");
+        command.arg("-c").arg(format!(
+            "import sys\nprint('waiting', flush=True)\nsys.stdin.readline()\n{code}"
+        ));
+        Self::spawn(name, command, dir, log)
+    }
+}
