@@ -191,19 +191,24 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     // Writes are stamped when the bytes were handed to the kernel, reads
     // when they reached the process.
     let ts_ns = if is_read { now_ns() } else { args.start_ns };
+    let flat = args.shape == BufferShape::Flat as u8;
+    let call = Call {
+        start_ns: args.start_ns,
+        requested_bytes: if flat { args.iovec_count } else { 0 },
+    };
 
     if ret <= 0 {
         let errno = -ret;
         let ends_connection = errno == ECONNRESET || errno == EPIPE || errno == ETIMEDOUT;
         if (ret == 0 && is_read) || ends_connection {
-            emit_data(&header(kind, args.fd, ts_ns), 0, 0, errno as i32);
+            emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
         }
         return 0;
     }
 
     let total = ret as u64;
-    if args.shape == BufferShape::Flat as u8 {
-        emit_data(&header(kind, args.fd, ts_ns), args.buffer, total, 0);
+    if flat {
+        emit_data(&header(kind, args.fd, ts_ns), &call, args.buffer, total, 0);
         return 0;
     }
 
@@ -215,12 +220,18 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     } else {
         (args.buffer, args.iovec_count)
     };
-    emit_iovecs(&header(kind, args.fd, ts_ns), iovecs, iovec_count, total);
+    emit_iovecs(
+        &header(kind, args.fd, ts_ns),
+        call,
+        iovecs,
+        iovec_count,
+        total,
+    );
     0
 }
 
 /// Emits one event per iovec until `total` bytes are covered.
-fn emit_iovecs(header: &EventHeader, iovecs: u64, count: u64, total: u64) {
+fn emit_iovecs(header: &EventHeader, call: Call, iovecs: u64, count: u64, total: u64) {
     let mut remaining = total;
     for index in 0..MAX_IOVECS {
         if remaining == 0 || index as u64 >= count {
@@ -235,7 +246,7 @@ fn emit_iovecs(header: &EventHeader, iovecs: u64, count: u64, total: u64) {
         } else {
             remaining
         };
-        emit_data(header, iovec.base, len, 0);
+        emit_data(header, &call, iovec.base, len, 0);
         remaining -= len;
     }
     if remaining > 0 {
@@ -248,8 +259,16 @@ fn read_user<T: Copy>(address: u64) -> Option<T> {
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const T) }.ok()
 }
 
+/// The syscall a [`DataEvent`] came from: its entry time and the byte count
+/// it asked for (0 when unknown).
+#[derive(Clone, Copy)]
+struct Call {
+    start_ns: u64,
+    requested_bytes: u64,
+}
+
 /// Copies up to [`MAX_PAYLOAD`] bytes from `buffer` and sends the event.
-fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
+fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, errno: i32) {
     let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -260,6 +279,8 @@ fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
     event.errno = errno;
     event.source = DataSource::Syscall as u8;
     event._pad = [0; 7];
+    event.call_start_ns = call.start_ns;
+    event.requested_bytes = call.requested_bytes;
 
     // The verifier needs a provable bound on the copy length: a full copy
     // uses the constant, a partial one a mask that cannot exceed it.

@@ -11,8 +11,8 @@ use std::{
 };
 
 use llmslo_probe_common::{
-    ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, EventHeader, EventKind, MAX_PAYLOAD,
-    SockAddr,
+    ArrivalEvent, ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, EventHeader, EventKind,
+    FlowKey, MAX_PAYLOAD, SockAddr,
 };
 use llmslo_wire::Flow;
 
@@ -41,6 +41,10 @@ pub struct DataRecord<'a> {
     /// Positive errno of a call that ended the connection, else 0.
     pub errno: i32,
     pub source: Source,
+    /// `CLOCK_MONOTONIC` of the syscall's entry.
+    pub call_start_ns: u64,
+    /// Bytes the call asked for; 0 when unknown.
+    pub requested_bytes: u64,
     pub payload: &'a [u8],
 }
 
@@ -82,8 +86,17 @@ pub enum Event<'a> {
     Connect(ConnRecord),
     Accept(ConnRecord),
     Close(Header),
-    Fork { header: Header, child_pid: u32 },
+    Fork {
+        header: Header,
+        child_pid: u32,
+    },
     Exit(Header),
+    /// A TCP segment with `data_len` payload bytes arrived on `flow`.
+    Arrival {
+        ts_ns: u64,
+        flow: FlowKey,
+        data_len: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -139,7 +152,30 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
             })
         }
         EventKind::Exit => Ok(Event::Exit(header)),
+        EventKind::Arrival => decode_arrival(record, header),
     }
+}
+
+fn decode_arrival(record: &[u8], header: Header) -> Result<Event<'_>, DecodeError> {
+    require(record, size_of::<ArrivalEvent>(), "arrival event")?;
+    let flow_at = offset_of!(ArrivalEvent, flow);
+    let address = |at: usize| {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&record[flow_at + at..flow_at + at + 16]);
+        bytes
+    };
+    Ok(Event::Arrival {
+        ts_ns: header.ts_ns,
+        flow: FlowKey {
+            family: read_u16(record, flow_at + offset_of!(FlowKey, family)),
+            local_port: read_u16(record, flow_at + offset_of!(FlowKey, local_port)),
+            remote_port: read_u16(record, flow_at + offset_of!(FlowKey, remote_port)),
+            _pad: 0,
+            local_addr: address(offset_of!(FlowKey, local_addr)),
+            remote_addr: address(offset_of!(FlowKey, remote_addr)),
+        },
+        data_len: read_u32(record, offset_of!(ArrivalEvent, data_len)),
+    })
 }
 
 fn decode_data(record: &[u8], header: Header, kind: EventKind) -> Result<Event<'_>, DecodeError> {
@@ -170,6 +206,8 @@ fn decode_data(record: &[u8], header: Header, kind: EventKind) -> Result<Event<'
         byte_count: read_u64(record, offset_of!(DataEvent, byte_count)),
         errno: read_u32(record, offset_of!(DataEvent, errno)) as i32,
         source,
+        call_start_ns: read_u64(record, offset_of!(DataEvent, call_start_ns)),
+        requested_bytes: read_u64(record, offset_of!(DataEvent, requested_bytes)),
         payload: &record[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + captured_len],
     }))
 }
@@ -363,6 +401,34 @@ mod tests {
             panic!("not an accept event");
         };
         assert_eq!(conn.peer, None);
+    }
+
+    #[test]
+    fn arrival_decodes_flow() {
+        let mut record = header_bytes(EventKind::Arrival, -1);
+        record.resize(size_of::<ArrivalEvent>(), 0);
+        let flow = offset_of!(ArrivalEvent, flow);
+        record[flow + offset_of!(FlowKey, family)..][..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        record[flow + offset_of!(FlowKey, local_port)..][..2]
+            .copy_from_slice(&40000u16.to_ne_bytes());
+        record[flow + offset_of!(FlowKey, remote_port)..][..2]
+            .copy_from_slice(&443u16.to_ne_bytes());
+        record[flow + offset_of!(FlowKey, remote_addr)..][..4].copy_from_slice(&[10, 0, 0, 1]);
+        record[offset_of!(ArrivalEvent, data_len)..][..4].copy_from_slice(&1448u32.to_ne_bytes());
+
+        let Event::Arrival {
+            ts_ns,
+            flow,
+            data_len,
+        } = decode(&record).unwrap()
+        else {
+            panic!("not an arrival event");
+        };
+        assert_eq!(ts_ns, 1_000);
+        assert_eq!(flow.local_port, 40000);
+        assert_eq!(flow.remote_port, 443);
+        assert_eq!(flow.remote_addr[..4], [10, 0, 0, 1]);
+        assert_eq!(data_len, 1448);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! connections, fork and exit to the process registry. Changes the kernel
 //! maps need are queued as [`MapAction`]s for the caller to apply.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
+use llmslo_probe_common::FlowKey;
 use llmslo_schema::{ConnectAttempt, Diagnostic, Direction, Exchange, Severity, TargetProcess};
 use llmslo_wire::{ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
 
@@ -14,7 +15,7 @@ use crate::{
         processes::{ProcessRegistry, read_facts},
         sockets::{self, SocketInfo},
     },
-    reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats},
+    reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats, Transfer},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -29,6 +30,10 @@ pub enum MapAction {
     Track(SocketKey),
     /// Stop reporting every socket of this process.
     ForgetProcess(u32),
+    /// Report segment arrivals of this connection.
+    AddFlow(FlowKey),
+    /// Stop reporting segment arrivals of this connection.
+    RemoveFlow(FlowKey),
 }
 
 /// What the pipeline saw, for the result.
@@ -60,6 +65,11 @@ pub struct Pipeline {
     connects: Vec<ConnectAttempt>,
     diagnostics: Vec<Diagnostic>,
     map_actions: Vec<MapAction>,
+    /// Whether the kernel reports segment arrivals (`tcp:tcp_probe`).
+    arrivals: bool,
+    /// Followed TCP connections by their kernel flow, and back.
+    socket_of_flow: HashMap<FlowKey, SocketKey>,
+    flow_of_socket: HashMap<SocketKey, FlowKey>,
     window_start_ns: u64,
     events: u64,
     payload_bytes: u64,
@@ -86,6 +96,9 @@ impl Pipeline {
             connects: Vec::new(),
             diagnostics: Vec::new(),
             map_actions: Vec::new(),
+            arrivals: false,
+            socket_of_flow: HashMap::new(),
+            flow_of_socket: HashMap::new(),
             window_start_ns: 0,
             events: 0,
             payload_bytes: 0,
@@ -95,6 +108,11 @@ impl Pipeline {
 
     pub fn set_window_start(&mut self, start_ns: u64) {
         self.window_start_ns = start_ns;
+    }
+
+    /// Turns on arrival stamps for connections opened from now on.
+    pub fn enable_arrivals(&mut self) {
+        self.arrivals = true;
     }
 
     pub fn registry(&self) -> &ProcessRegistry {
@@ -144,12 +162,50 @@ impl Pipeline {
                     fd: header.fd,
                 };
                 self.seeded.remove(&key);
-                self.table.close(key, header.ts_ns);
+                self.close(key, header.ts_ns);
             }
             Event::Fork { header, child_pid } => {
                 self.on_fork(header.tgid, child_pid, header.cgroup_id)
             }
             Event::Exit(header) => self.on_exit(header.tgid, header.ts_ns, "its exit event"),
+            Event::Arrival {
+                ts_ns,
+                flow,
+                data_len,
+            } => {
+                if let Some(key) = self.socket_of_flow.get(&flow) {
+                    self.table.arrival(*key, ts_ns, u64::from(data_len));
+                }
+            }
+        }
+    }
+
+    /// Starts following a connection, with arrival stamps when the kernel
+    /// reports them and both addresses are known.
+    fn open(&mut self, key: SocketKey, cgroup_id: u64, meta: ConnectionMeta, ts_ns: u64) {
+        self.forget_flow(key);
+        let flow = match (meta.transport, meta.local, meta.peer) {
+            (Transport::Tcp, Some(local), Some(peer)) if self.arrivals => flow_key(local, peer),
+            _ => None,
+        };
+        self.table.open(key, cgroup_id, meta, ts_ns);
+        if let Some(flow) = flow {
+            self.table.enable_arrivals(key);
+            self.socket_of_flow.insert(flow, key);
+            self.flow_of_socket.insert(key, flow);
+            self.map_actions.push(MapAction::AddFlow(flow));
+        }
+    }
+
+    fn close(&mut self, key: SocketKey, ts_ns: u64) {
+        self.forget_flow(key);
+        self.table.close(key, ts_ns);
+    }
+
+    fn forget_flow(&mut self, key: SocketKey) {
+        if let Some(flow) = self.flow_of_socket.remove(&key) {
+            self.socket_of_flow.remove(&flow);
+            self.map_actions.push(MapAction::RemoveFlow(flow));
         }
     }
 
@@ -180,17 +236,21 @@ impl Pipeline {
                 tls_library: data.source.tls_library(),
                 ..meta
             };
-            self.table.open(key, header.cgroup_id, meta, header.ts_ns);
+            self.open(key, header.cgroup_id, meta, header.ts_ns);
         }
 
         if data.byte_count > 0 {
             self.table.data(
                 key,
-                data.flow,
-                header.ts_ns,
-                header.tid,
-                data.payload,
-                data.byte_count,
+                Transfer {
+                    flow: data.flow,
+                    ts_ns: header.ts_ns,
+                    tid: header.tid,
+                    payload: data.payload,
+                    byte_count: data.byte_count,
+                    call_start_ns: data.call_start_ns,
+                    requested_bytes: data.requested_bytes,
+                },
             );
         } else if data.errno != 0 {
             self.table.end(key, header.ts_ns, StreamEnd::Reset);
@@ -235,7 +295,7 @@ impl Pipeline {
             peer: Some(peer),
             tls_library: None,
         };
-        self.table.open(key, header.cgroup_id, meta, header.ts_ns);
+        self.open(key, header.cgroup_id, meta, header.ts_ns);
     }
 
     fn on_accept(&mut self, conn: ConnRecord) {
@@ -254,7 +314,7 @@ impl Pipeline {
             peer: conn.peer.or_else(|| info.and_then(|info| info.peer)),
             tls_library: None,
         };
-        self.table.open(key, header.cgroup_id, meta, header.ts_ns);
+        self.open(key, header.cgroup_id, meta, header.ts_ns);
     }
 
     fn on_fork(&mut self, parent: u32, child: u32, cgroup_id: u64) {
@@ -272,6 +332,15 @@ impl Pipeline {
             return;
         }
         let comm = self.registry.comm(pid).unwrap_or_default().to_string();
+        let followed: Vec<SocketKey> = self
+            .flow_of_socket
+            .keys()
+            .filter(|key| key.tgid == pid)
+            .copied()
+            .collect();
+        for key in followed {
+            self.forget_flow(key);
+        }
         let closed = self.table.close_process(pid, ts_ns);
         self.map_actions.push(MapAction::ForgetProcess(pid));
         let offset_ms = ts_ns.saturating_sub(self.window_start_ns) / 1_000_000;
@@ -348,6 +417,29 @@ impl Pipeline {
             decode_errors: self.decode_errors,
         }
     }
+}
+
+/// The kernel's view of a TCP connection, as `tcp:tcp_probe` reports it.
+fn flow_key(local: SocketAddr, peer: SocketAddr) -> Option<FlowKey> {
+    let mut flow = FlowKey {
+        local_port: local.port(),
+        remote_port: peer.port(),
+        ..FlowKey::default()
+    };
+    match (local, peer) {
+        (SocketAddr::V4(local), SocketAddr::V4(peer)) => {
+            flow.family = 2;
+            flow.local_addr[..4].copy_from_slice(&local.ip().octets());
+            flow.remote_addr[..4].copy_from_slice(&peer.ip().octets());
+        }
+        (SocketAddr::V6(local), SocketAddr::V6(peer)) => {
+            flow.family = 10;
+            flow.local_addr = local.ip().octets();
+            flow.remote_addr = peer.ip().octets();
+        }
+        _ => return None,
+    }
+    Some(flow)
 }
 
 fn meta_from_proc(info: &SocketInfo, role: Option<Direction>) -> ConnectionMeta {

@@ -104,10 +104,39 @@ const NOT_COLLECTED: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn kernel_report(tracefs: &Path, ring_buffer_bytes: u32) -> KernelReport {
+/// Describes the kernel features in use. `arrivals` is why segment arrival
+/// times are unavailable, if they are.
+pub fn kernel_report(
+    tracefs: &Path,
+    ring_buffer_bytes: u32,
+    arrivals: &Result<(), String>,
+) -> KernelReport {
     let btf = Path::new("/sys/kernel/btf/vmlinux");
+    let mut unavailable: Vec<UnavailableSignal> = NOT_COLLECTED
+        .iter()
+        .map(|(signal, reason)| UnavailableSignal {
+            signal: (*signal).into(),
+            reason: (*reason).into(),
+            remedy: "use a newer llmslo probe image".into(),
+        })
+        .collect();
+    if let Err(reason) = arrivals {
+        unavailable.push(UnavailableSignal {
+            signal: "segment_arrival_times".into(),
+            reason: format!(
+                "{reason}; received bytes are stamped when the target read them, which adds \
+                 the target's own read delay to TTFB, TTFT and ITL"
+            ),
+            remedy: "a kernel with the tcp:tcp_probe tracepoint (Linux 4.16 or later)".into(),
+        });
+    }
     KernelReport {
         features: vec![
+            Feature {
+                name: "segment_arrival_times".into(),
+                available: arrivals.is_ok(),
+                detail: Some("tcp:tcp_probe stamps received bytes with their arrival".into()),
+            },
             Feature {
                 name: "tracepoints".into(),
                 available: true,
@@ -124,14 +153,7 @@ pub fn kernel_report(tracefs: &Path, ring_buffer_bytes: u32) -> KernelReport {
                 detail: Some("not needed by this probe version".into()),
             },
         ],
-        unavailable: NOT_COLLECTED
-            .iter()
-            .map(|(signal, reason)| UnavailableSignal {
-                signal: (*signal).into(),
-                reason: (*reason).into(),
-                remedy: "use a newer llmslo probe image".into(),
-            })
-            .collect(),
+        unavailable,
     }
 }
 

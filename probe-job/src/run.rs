@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{Args, exit_code},
-    collect::{CollectError, Collector, KernelDrops, preflight},
+    collect::{self, CollectError, Collector, KernelDrops, preflight},
     identity::{self, processes::ProcessRegistry},
     pipeline::{MapAction, Pipeline},
     result,
@@ -76,7 +76,16 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         filter_flags |= FILTER_BY_CGROUP;
     }
     let ring_buffer_bytes = args.ring_buffer_mib << 20;
-    let mut collector = Collector::load(ring_buffer_bytes, filter_flags, args.verbose > 0)?;
+    let tcp_probe_layout = collect::loader::tcp_probe_layout(&tracefs);
+    if let Err(reason) = &tcp_probe_layout {
+        tracing::warn!(%reason, "received bytes are stamped at their read, not their arrival");
+    }
+    let mut collector = Collector::load(
+        ring_buffer_bytes,
+        filter_flags,
+        tcp_probe_layout.clone().unwrap_or_default(),
+        args.verbose > 0,
+    )?;
     for &pid in &targets.pids {
         collector.add_target_pid(pid)?;
     }
@@ -106,6 +115,16 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let mut pipeline = Pipeline::new(config, registry, &targets.containers);
 
     collector.attach()?;
+    let mut arrivals = tcp_probe_layout.map(|_| ());
+    if arrivals.is_ok() {
+        arrivals = collector.attach_arrivals().map_err(|error| {
+            tracing::warn!(%error, "received bytes are stamped at their read, not their arrival");
+            error.to_string()
+        });
+    }
+    if arrivals.is_ok() {
+        pipeline.enable_arrivals();
+    }
     let start_ns = result::monotonic_ns();
     let unix_offset_ns = result::unix_offset_ns();
     pipeline.set_window_start(start_ns);
@@ -161,6 +180,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         exchanges = output.exchanges.len(),
         events = output.events,
         ring_buffer_full = kernel_drops.ring_buffer_full,
+        bytes_at_arrival = output.table.bytes_at_arrival,
         "collection stopped"
     );
 
@@ -208,7 +228,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     probe_result.connects = output.connects;
     probe_result.drops = result::drops(kernel_drops, &output.table);
     probe_result.probe_usage = result::resource_usage(output.events, output.payload_bytes);
-    probe_result.kernel = result::kernel_report(&tracefs, ring_buffer_bytes);
+    probe_result.kernel = result::kernel_report(&tracefs, ring_buffer_bytes, &arrivals);
     probe_result.diagnostics = all_diagnostics;
     probe_result.outcome = outcome;
 
@@ -262,6 +282,8 @@ fn apply_map_actions(
         let applied = match action {
             MapAction::Track(key) => collector.track_socket(key.tgid, key.fd).map(|()| 0),
             MapAction::ForgetProcess(tgid) => collector.forget_sockets(tgid),
+            MapAction::AddFlow(flow) => collector.add_flow(&flow).map(|()| 0),
+            MapAction::RemoveFlow(flow) => collector.remove_flow(&flow).map(|()| 0),
         };
         if let Err(error) = applied {
             tracing::warn!(%error, ?action, "failed to update the kernel socket map");
@@ -269,10 +291,11 @@ fn apply_map_actions(
                 severity: Severity::Warning,
                 code: "socket_map_update_failed".into(),
                 message: format!("{error}; traffic on that socket may be missing from the result"),
-                pid: Some(match action {
-                    MapAction::Track(key) => key.tgid,
-                    MapAction::ForgetProcess(tgid) => tgid,
-                }),
+                pid: match action {
+                    MapAction::Track(key) => Some(key.tgid),
+                    MapAction::ForgetProcess(tgid) => Some(tgid),
+                    MapAction::AddFlow(_) | MapAction::RemoveFlow(_) => None,
+                },
             });
         }
     }

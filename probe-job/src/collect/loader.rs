@@ -1,13 +1,14 @@
 //! Loads the embedded eBPF object and attaches its programs to
 //! tracepoints.
 
-use std::io;
+use std::{fs, io, path::Path};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader, VerifierLogLevel,
     maps::MapError,
     programs::{ProgramError, TracePoint},
 };
+use llmslo_probe_common::TcpProbeLayout;
 
 /// The eBPF object built by build.rs from `probe-ebpf/`.
 static EBPF_OBJECT: &[u8] =
@@ -41,6 +42,9 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
+
+/// The optional program that reports TCP segment arrivals.
+const ARRIVAL_PROGRAM: (&str, &str, &str) = ("tcp_probe", "tcp", "tcp_probe");
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -98,11 +102,13 @@ pub enum LoadError {
 pub fn load(
     ring_buffer_bytes: u32,
     filter_flags: u8,
+    tcp_probe_layout: TcpProbeLayout,
     keep_verifier_log: bool,
 ) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes)
         .override_global("FILTER_FLAGS", &filter_flags, true)
+        .override_global("TCP_PROBE_LAYOUT", &tcp_probe_layout, true)
         .verifier_log_level(if keep_verifier_log {
             VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS
         } else {
@@ -121,7 +127,8 @@ pub fn load(
             other => LoadError::Object(other),
         })?;
 
-    for (program, _, _) in TRACEPOINTS {
+    let arrivals = (tcp_probe_layout != TcpProbeLayout::default()).then_some(&ARRIVAL_PROGRAM);
+    for (program, _, _) in TRACEPOINTS.iter().chain(arrivals) {
         let tracepoint = tracepoint_mut(&mut ebpf, program)?;
         if tracepoint.fd().is_ok() {
             continue;
@@ -153,6 +160,94 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     }
     tracing::debug!(count = TRACEPOINTS.len(), "attached eBPF programs");
     Ok(())
+}
+
+/// Attaches the program that reports TCP segment arrivals. Without it the
+/// probe still works, with received bytes stamped at their read.
+///
+/// # Errors
+///
+/// [`LoadError::Attach`] when the tracepoint cannot be attached.
+pub fn attach_arrivals(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let (program, category, name) = ARRIVAL_PROGRAM;
+    tracepoint_mut(ebpf, program)?
+        .attach(category, name)
+        .map_err(|source| LoadError::Attach {
+            program,
+            category,
+            name,
+            source,
+        })?;
+    Ok(())
+}
+
+/// Reads the offsets of the `tcp:tcp_probe` fields the arrival program
+/// needs from the tracepoint's format file.
+///
+/// # Errors
+///
+/// Why arrival times are unavailable: the tracepoint or a field is missing.
+pub fn tcp_probe_layout(tracefs: &Path) -> Result<TcpProbeLayout, String> {
+    let path = tracefs.join("events/tcp/tcp_probe/format");
+    let format = fs::read_to_string(&path)
+        .map_err(|error| format!("{} cannot be read ({error})", path.display()))?;
+    let field = |wanted: &str, min_size: u32| -> Result<u32, String> {
+        format
+            .lines()
+            .filter_map(parse_format_field)
+            .find(|(name, _, _)| *name == wanted)
+            .filter(|(_, _, size)| *size >= min_size)
+            .map(|(_, offset, _)| offset)
+            .ok_or_else(|| format!("tcp:tcp_probe has no usable field {wanted} on this kernel"))
+    };
+    // saddr and daddr hold a struct sockaddr_in6 (28 bytes) or sockaddr_in.
+    Ok(TcpProbeLayout {
+        saddr: field("saddr", 28)?,
+        daddr: field("daddr", 28)?,
+        sport: field("sport", 2)?,
+        dport: field("dport", 2)?,
+        data_len: field("data_len", 2)?,
+    })
+}
+
+/// Parses `field:__u16 sport;\toffset:64;\tsize:2;\tsigned:0;` into
+/// `(name, offset, size)`.
+fn parse_format_field(line: &str) -> Option<(&str, u32, u32)> {
+    let declaration = line.trim().strip_prefix("field:")?.split(';').next()?;
+    let name = declaration.split_whitespace().last()?;
+    let name = name.split('[').next()?;
+    let number = |key: &str| -> Option<u32> {
+        line.split(';')
+            .find_map(|part| part.trim().strip_prefix(key))?
+            .parse()
+            .ok()
+    };
+    Some((name, number("offset:")?, number("size:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_fields_parse() {
+        assert_eq!(
+            parse_format_field("\tfield:__u8 saddr[28];\toffset:8;\tsize:28;\tsigned:0;"),
+            Some(("saddr", 8, 28))
+        );
+        assert_eq!(
+            parse_format_field("\tfield:__u16 data_len;\toffset:76;\tsize:2;\tsigned:0;"),
+            Some(("data_len", 76, 2))
+        );
+        assert_eq!(parse_format_field("name: tcp_probe"), None);
+    }
+
+    #[test]
+    fn this_kernel_has_tcp_probe() {
+        let layout = tcp_probe_layout(Path::new("/sys/kernel/tracing")).unwrap();
+        assert_ne!(layout.data_len, 0);
+        assert_eq!(layout.dport, layout.sport + 2);
+    }
 }
 
 fn tracepoint_mut<'a>(

@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
-use llmslo_probe_common::{DropReason, SocketKey};
+use llmslo_probe_common::{DropReason, FlowKey, SocketKey, TcpProbeLayout};
 use tokio::io::unix::AsyncFd;
 
 pub use loader::LoadError;
@@ -57,9 +57,15 @@ impl Collector {
     pub fn load(
         ring_buffer_bytes: u32,
         filter_flags: u8,
+        tcp_probe_layout: TcpProbeLayout,
         keep_verifier_log: bool,
     ) -> Result<Self, CollectError> {
-        let mut ebpf = loader::load(ring_buffer_bytes, filter_flags, keep_verifier_log)?;
+        let mut ebpf = loader::load(
+            ring_buffer_bytes,
+            filter_flags,
+            tcp_probe_layout,
+            keep_verifier_log,
+        )?;
         let map = ebpf
             .take_map("EVENTS")
             .ok_or(CollectError::MissingMap { map: "EVENTS" })?;
@@ -77,6 +83,11 @@ impl Collector {
 
     pub fn attach(&mut self) -> Result<(), CollectError> {
         Ok(loader::attach(&mut self.ebpf)?)
+    }
+
+    /// Attaches the optional arrival program; see [`loader::attach_arrivals`].
+    pub fn attach_arrivals(&mut self) -> Result<(), CollectError> {
+        Ok(loader::attach_arrivals(&mut self.ebpf)?)
     }
 
     pub fn add_target_pid(&mut self, pid: u32) -> Result<(), CollectError> {
@@ -108,6 +119,24 @@ impl Collector {
                 map: "SOCKETS",
                 source,
             })
+    }
+
+    /// Makes the kernel report segment arrivals of a connection.
+    pub fn add_flow(&mut self, flow: &FlowKey) -> Result<(), CollectError> {
+        let mut map: HashMap<_, FlowKey, u8> = self.hash_map("FLOWS")?;
+        map.insert(flow, &1, 0).map_err(|source| CollectError::Map {
+            action: "insert a connection",
+            map: "FLOWS",
+            source,
+        })
+    }
+
+    /// Stops arrival reports of a connection; a missing entry is not an
+    /// error.
+    pub fn remove_flow(&mut self, flow: &FlowKey) -> Result<(), CollectError> {
+        let mut map: HashMap<_, FlowKey, u8> = self.hash_map("FLOWS")?;
+        let _ = map.remove(flow);
+        Ok(())
     }
 
     /// Removes every socket of a process that exited, so that a new process

@@ -2,6 +2,7 @@
 //! ordered byte streams for a protocol parser, and collects the exchanges it
 //! returns with the connection's identity filled in.
 
+mod arrivals;
 mod parser;
 mod stream;
 
@@ -10,6 +11,7 @@ use std::{collections::HashMap, net::SocketAddr};
 use llmslo_schema::{Direction, Exchange};
 use llmslo_wire::{ConnectionInfo, Flow, StreamEnd, Transport};
 
+pub use arrivals::ArrivalQueue;
 pub use parser::ExchangeParser;
 pub use stream::StreamState;
 
@@ -52,6 +54,8 @@ struct Connection<P> {
     parser: P,
     egress: StreamState,
     ingress: StreamState,
+    /// Segment arrivals, once the kernel reports them for this connection.
+    arrivals: Option<ArrivalQueue>,
 }
 
 impl<P> Connection<P> {
@@ -61,6 +65,24 @@ impl<P> Connection<P> {
             Flow::Ingress => &mut self.ingress,
         }
     }
+}
+
+/// Bytes that one socket call transferred.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer<'a> {
+    pub flow: Flow,
+    /// When the bytes became visible to the call: syscall entry for writes,
+    /// return for reads.
+    pub ts_ns: u64,
+    pub tid: u32,
+    /// The captured prefix of the bytes.
+    pub payload: &'a [u8],
+    /// Bytes the call transferred; those beyond `payload` reach the parser
+    /// as a gap.
+    pub byte_count: u64,
+    pub call_start_ns: u64,
+    /// Bytes the call asked for; 0 when unknown.
+    pub requested_bytes: u64,
 }
 
 /// Byte totals of every connection the table followed, open or closed.
@@ -73,6 +95,11 @@ pub struct TableStats {
     pub missing_bytes: u64,
     /// Exchanges still open when the window ended.
     pub open_at_window_end: u64,
+    /// Received bytes stamped with their segment's arrival rather than
+    /// their read.
+    pub bytes_at_arrival: u64,
+    /// Arrival records dropped as retransmitted duplicates or for space.
+    pub arrivals_discarded: u64,
 }
 
 /// Every connection the probe follows, keyed by `(tgid, fd)`.
@@ -122,41 +149,90 @@ where
                 parser,
                 egress: StreamState::default(),
                 ingress: StreamState::default(),
+                arrivals: None,
             },
         );
         self.stats.connections_opened += 1;
+    }
+
+    /// Starts stamping received bytes of a connection with segment arrival
+    /// times; the kernel reports arrivals from now on.
+    pub fn enable_arrivals(&mut self, key: SocketKey) {
+        if let Some(connection) = self.connections.get_mut(&key) {
+            connection
+                .arrivals
+                .get_or_insert_with(ArrivalQueue::default);
+        }
+    }
+
+    /// Records a segment of `bytes` payload that arrived at `arrival_ns`.
+    pub fn arrival(&mut self, key: SocketKey, arrival_ns: u64, bytes: u64) {
+        if let Some(queue) = self
+            .connections
+            .get_mut(&key)
+            .and_then(|connection| connection.arrivals.as_mut())
+        {
+            queue.push(arrival_ns, bytes);
+        }
     }
 
     pub fn contains(&self, key: SocketKey) -> bool {
         self.connections.contains_key(&key)
     }
 
-    /// Feeds bytes of one socket call. `byte_count` is what the call
-    /// transferred; bytes beyond `payload` reach the parser as a gap.
+    /// Feeds bytes of one socket call. Received bytes of a connection with
+    /// arrivals enabled reach the parser in runs stamped with their arrival
+    /// times; all other bytes carry the call's time.
     ///
     /// Returns false when the connection is not followed; the caller opens it
     /// first.
-    pub fn data(
-        &mut self,
-        key: SocketKey,
-        flow: Flow,
-        ts_ns: u64,
-        tid: u32,
-        payload: &[u8],
-        byte_count: u64,
-    ) -> bool {
+    pub fn data(&mut self, key: SocketKey, transfer: Transfer<'_>) -> bool {
         let Some(connection) = self.connections.get_mut(&key) else {
             return false;
         };
-        let missing = byte_count.saturating_sub(payload.len() as u64);
+        let flow = transfer.flow;
+        let captured = transfer.payload.len() as u64;
+        let missing = transfer.byte_count.saturating_sub(captured);
         connection
             .stream_mut(flow)
-            .record(ts_ns, payload.len() as u64, missing);
-        if !payload.is_empty() {
-            connection.parser.on_data(flow, ts_ns, tid, payload);
+            .record(transfer.ts_ns, captured, missing);
+
+        let arrivals = match (&mut connection.arrivals, flow) {
+            (Some(queue), Flow::Ingress) => Some(queue),
+            _ => None,
+        };
+        match arrivals {
+            Some(queue) => {
+                let runs = queue.take(transfer.byte_count, transfer.ts_ns);
+                let mut offset = 0usize;
+                for run in runs {
+                    let end = (offset as u64 + run.bytes).min(captured) as usize;
+                    if offset < end {
+                        connection.parser.on_data(
+                            flow,
+                            run.arrival_ns,
+                            transfer.tid,
+                            &transfer.payload[offset..end],
+                        );
+                        if run.arrival_ns != transfer.ts_ns {
+                            self.stats.bytes_at_arrival += (end - offset) as u64;
+                        }
+                    }
+                    offset = end;
+                }
+                if transfer.requested_bytes > transfer.byte_count {
+                    queue.drained(transfer.call_start_ns);
+                }
+            }
+            None if !transfer.payload.is_empty() => {
+                connection
+                    .parser
+                    .on_data(flow, transfer.ts_ns, transfer.tid, transfer.payload);
+            }
+            None => {}
         }
         if missing > 0 {
-            connection.parser.on_gap(flow, ts_ns, missing);
+            connection.parser.on_gap(flow, transfer.ts_ns, missing);
             self.stats.missing_bytes += missing;
         }
         self.collect(key);
@@ -186,6 +262,7 @@ where
         let mut exchanges = connection.parser.take_exchanges();
         exchanges.extend(connection.parser.finish(ts_ns));
         self.stats.unparsed_bytes += connection.parser.unparsed_bytes();
+        self.stats.arrivals_discarded += connection.arrivals.map_or(0, |queue| queue.discarded);
         self.annotate_all(key, &connection.meta, connection.cgroup_id, exchanges);
     }
 
@@ -220,6 +297,7 @@ where
                 .count() as u64;
             exchanges.extend(unfinished);
             self.stats.unparsed_bytes += connection.parser.unparsed_bytes();
+            self.stats.arrivals_discarded += connection.arrivals.map_or(0, |queue| queue.discarded);
             self.annotate_all(key, &connection.meta, connection.cgroup_id, exchanges);
         }
         self.exchanges

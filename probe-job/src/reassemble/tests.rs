@@ -93,6 +93,18 @@ fn outbound() -> ConnectionMeta {
 
 const KEY: SocketKey = SocketKey { tgid: 100, fd: 7 };
 
+fn transfer(flow: Flow, ts_ns: u64, tid: u32, payload: &[u8], byte_count: u64) -> Transfer<'_> {
+    Transfer {
+        flow,
+        ts_ns,
+        tid,
+        payload,
+        byte_count,
+        call_start_ns: ts_ns.saturating_sub(1),
+        requested_bytes: 0,
+    }
+}
+
 #[test]
 fn parser_gets_connection_info() {
     let (mut table, _, infos) = table();
@@ -109,8 +121,8 @@ fn parser_gets_connection_info() {
 fn bytes_reach_parser_in_order() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
-    assert!(table.data(KEY, Flow::Egress, 10, 101, b"request", 7));
-    assert!(table.data(KEY, Flow::Ingress, 20, 102, b"response", 8));
+    assert!(table.data(KEY, transfer(Flow::Egress, 10, 101, b"request", 7)));
+    assert!(table.data(KEY, transfer(Flow::Ingress, 20, 102, b"response", 8)));
     assert_eq!(
         *log.borrow(),
         ["data Egress 10 101 request", "data Ingress 20 102 response"]
@@ -121,8 +133,8 @@ fn bytes_reach_parser_in_order() {
 fn truncated_capture_becomes_gap() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
-    table.data(KEY, Flow::Ingress, 30, 101, b"abc", 10);
-    table.data(KEY, Flow::Ingress, 31, 101, b"", 4);
+    table.data(KEY, transfer(Flow::Ingress, 30, 101, b"abc", 10));
+    table.data(KEY, transfer(Flow::Ingress, 31, 101, b"", 4));
     assert_eq!(
         *log.borrow(),
         [
@@ -138,7 +150,7 @@ fn truncated_capture_becomes_gap() {
 #[test]
 fn unknown_socket_is_not_fed() {
     let (mut table, log, _) = table();
-    assert!(!table.data(KEY, Flow::Egress, 10, 101, b"x", 1));
+    assert!(!table.data(KEY, transfer(Flow::Egress, 10, 101, b"x", 1)));
     assert!(log.borrow().is_empty());
 }
 
@@ -146,8 +158,8 @@ fn unknown_socket_is_not_fed() {
 fn exchanges_get_probe_fields() {
     let (mut table, _, _) = table();
     table.open(KEY, 9, outbound(), 1);
-    table.data(KEY, Flow::Ingress, 50, 101, b"done", 4);
-    table.data(KEY, Flow::Ingress, 60, 101, b"done", 4);
+    table.data(KEY, transfer(Flow::Ingress, 50, 101, b"done", 4));
+    table.data(KEY, transfer(Flow::Ingress, 60, 101, b"done", 4));
     let (exchanges, _) = table.finish(70);
 
     assert_eq!(exchanges.len(), 3);
@@ -211,9 +223,59 @@ fn process_exit_closes_only_its_sockets() {
 fn window_end_counts_open_exchanges_and_unparsed_bytes() {
     let (mut table, _, _) = table();
     table.open(KEY, 9, outbound(), 1);
-    table.data(KEY, Flow::Egress, 10, 101, b"garbage", 7);
+    table.data(KEY, transfer(Flow::Egress, 10, 101, b"garbage", 7));
     let (exchanges, stats) = table.finish(100);
     assert_eq!(exchanges.len(), 1);
     assert_eq!(stats.open_at_window_end, 1);
     assert_eq!(stats.unparsed_bytes, 7);
+}
+
+#[test]
+fn received_bytes_carry_arrival_times() {
+    let (mut table, log, _) = table();
+    table.open(KEY, 9, outbound(), 1);
+    table.enable_arrivals(KEY);
+    table.arrival(KEY, 100, 4);
+    table.arrival(KEY, 200, 6);
+    table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcdefghij", 10));
+    table.data(KEY, transfer(Flow::Egress, 310, 101, b"req", 3));
+    assert_eq!(
+        *log.borrow(),
+        [
+            "data Ingress 100 101 abcd",
+            "data Ingress 200 101 efghij",
+            "data Egress 310 101 req"
+        ]
+    );
+    let (_, stats) = table.finish(400);
+    assert_eq!(stats.bytes_at_arrival, 10);
+}
+
+#[test]
+fn arrivals_ignored_until_enabled() {
+    let (mut table, log, _) = table();
+    table.open(KEY, 9, outbound(), 1);
+    table.arrival(KEY, 100, 4);
+    table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcd", 4));
+    assert_eq!(*log.borrow(), ["data Ingress 300 101 abcd"]);
+}
+
+#[test]
+fn short_read_discards_duplicate_arrivals() {
+    let (mut table, log, _) = table();
+    table.open(KEY, 9, outbound(), 1);
+    table.enable_arrivals(KEY);
+    table.arrival(KEY, 100, 2);
+    table.arrival(KEY, 120, 2);
+    let mut first = transfer(Flow::Ingress, 300, 101, b"ab", 2);
+    first.call_start_ns = 250;
+    first.requested_bytes = 65_536;
+    table.data(KEY, first);
+    table.data(KEY, transfer(Flow::Ingress, 500, 101, b"cd", 2));
+    assert_eq!(
+        *log.borrow(),
+        ["data Ingress 100 101 ab", "data Ingress 500 101 cd"]
+    );
+    let (_, stats) = table.finish(600);
+    assert_eq!(stats.arrivals_discarded, 1);
 }
