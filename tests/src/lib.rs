@@ -1,1 +1,9 @@
 //! Fixtures shared by the integration tests.
+
+pub mod binaries;
+pub mod capture;
+pub mod cgroup;
+pub mod net;
+pub mod probe;
+pub mod process;
+pub mod python;
