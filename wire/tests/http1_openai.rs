@@ -3,41 +3,10 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use llmslo_schema::{Direction, ErrorKind, Exchange, Protocol, TokenSource};
-use llmslo_wire::ParserConfig;
-use support::{Step, byte_by_byte, load, replay, split_step};
+use llmslo_schema::{Direction, ErrorKind, Protocol, TokenSource};
+use support::exchanges_of;
 
 const T0: u64 = 1_000_000_000;
-
-/// Replays a fixture whole, split in two at every offset of every read, and
-/// one byte per read; asserts every run gives the same exchanges and
-/// returns them.
-fn exchanges_of(name: &str) -> Vec<Exchange> {
-    let fixture = load(name);
-    let config = Arc::new(ParserConfig::default());
-    let whole = replay(&fixture.info, &fixture.steps, config.clone());
-
-    for (index, step) in fixture.steps.iter().enumerate() {
-        let Step::Data { bytes, .. } = step else {
-            continue;
-        };
-        for offset in 1..bytes.len() {
-            let split = split_step(&fixture.steps, index, offset);
-            let exchanges = replay(&fixture.info, &split, config.clone());
-            assert_eq!(exchanges, whole, "{name}: step {index} split at {offset}");
-        }
-    }
-
-    let bytes = byte_by_byte(&fixture.steps);
-    assert_eq!(
-        replay(&fixture.info, &bytes, config),
-        whole,
-        "{name}: byte by byte"
-    );
-    whole
-}
 
 #[test]
 fn openai_chat_stream() {

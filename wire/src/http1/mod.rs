@@ -282,7 +282,13 @@ impl Http1Connection {
             path: &head.path,
         };
         let llm = llm::identify(&target, &self.config.provider_rules).map(|(provider, format)| {
-            LlmTracker::new(provider, format, t0_ns, self.config.max_body_bytes)
+            LlmTracker::new(
+                provider,
+                format,
+                &head.path,
+                t0_ns,
+                self.config.max_body_bytes,
+            )
         });
 
         if self.pending.len() >= MAX_PENDING_EXCHANGES
