@@ -9,6 +9,7 @@
 //! Parsers never panic on input and keep memory bounded per connection;
 //! bytes they cannot place are counted, not buffered without limit.
 
+mod decode;
 mod detect;
 mod exchange_end;
 pub mod http1;

@@ -176,6 +176,11 @@ fn openai_rate_limited() {
     assert_eq!(error.provider_code.as_deref(), Some("rate_limit_exceeded"));
     let http = exchange.http.as_ref().unwrap();
     assert_eq!(http.status, Some(429));
+    assert_eq!(http.retry_after_secs, Some(20));
+    let limit = http.rate_limit.as_ref().expect("rate limit headers");
+    assert_eq!(limit.limit_requests, Some(3));
+    assert_eq!(limit.remaining_requests, Some(0));
+    assert_eq!(limit.limit_tokens, None);
     let llm = exchange.llm.as_ref().unwrap();
     assert!(llm.streaming);
     assert!(!llm.terminated);
@@ -233,4 +238,32 @@ fn http_framing_cases() {
     assert_eq!(http.path, "/page");
     assert_eq!(http.query_keys, ["lang", "token"]);
     assert!(exchanges.iter().all(|e| e.missing_bytes == 0));
+}
+
+#[test]
+fn openai_chat_stream_gzip() {
+    let exchanges = exchanges_of("openai_chat_stream_gzip");
+    assert_eq!(exchanges.len(), 2);
+
+    let stream = &exchanges[0];
+    assert_eq!(stream.error, None);
+    let http = stream.http.as_ref().unwrap();
+    assert_eq!(http.content_encoding.as_deref(), Some("gzip"));
+    let llm = stream.llm.as_ref().unwrap();
+    assert!(llm.terminated);
+    // The first content event completes with its second compressed read.
+    assert_eq!(llm.ttft_us, Some(190_000));
+    assert_eq!(llm.content_events, 2);
+    assert_eq!(llm.itl_us, [50_000]);
+    assert_eq!(llm.usage.output_tokens, Some(2));
+    assert_eq!(llm.usage.source, TokenSource::Provider);
+    assert_eq!(stream.e2e_us, Some(260_000));
+
+    let overloaded = &exchanges[1];
+    let error = overloaded.error.as_ref().expect("status error");
+    assert_eq!(error.kind, ErrorKind::HttpStatus);
+    assert_eq!(error.provider_code.as_deref(), Some("server_error"));
+    let http = overloaded.http.as_ref().unwrap();
+    assert_eq!(http.status, Some(503));
+    assert_eq!(http.retry_after_secs, Some(45));
 }

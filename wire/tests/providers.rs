@@ -121,6 +121,17 @@ fn anthropic_messages_stream() {
     assert_eq!(llm.finish_reason.as_deref(), Some("tool_use"));
     assert_eq!(exchanges[0].ttfb_us, Some(600_000));
     assert_eq!(exchanges[0].e2e_us, Some(1_000_000));
+    let limit = exchanges[0]
+        .http
+        .as_ref()
+        .unwrap()
+        .rate_limit
+        .clone()
+        .unwrap();
+    assert_eq!(limit.limit_requests, Some(4000));
+    assert_eq!(limit.remaining_requests, Some(3999));
+    assert_eq!(limit.limit_tokens, Some(400000));
+    assert_eq!(limit.remaining_tokens, Some(399000));
     assert!(exchanges[0].error.is_none());
 }
 

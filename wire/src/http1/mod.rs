@@ -421,6 +421,8 @@ impl Http1Connection {
             http.status = Some(head.status);
             http.content_type = head.content_type.clone();
             http.content_encoding = head.content_encoding.clone();
+            http.retry_after_secs = head.retry_after_secs();
+            http.rate_limit = head.rate_limit();
         }
         if let Some(llm) = pending.llm.as_mut() {
             llm.on_response_head(

@@ -20,11 +20,16 @@ use llmslo_schema::{ErrorKind, ExchangeError, LlmCall, TokenSource};
 use self::format::StreamFraming;
 pub use self::format::{ApiFormat, RequestTarget, identify};
 use self::ndjson::NdjsonSplitter;
+use crate::decode::ContentDecoder;
 use crate::sse::SseParser;
 
 /// Largest single stream event (SSE event or NDJSON line) kept for JSON
 /// decoding; larger events are counted but not read.
 const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// Maximum decoded size of one compressed response body. Decoding stops
+/// there, which bounds the work a decompression bomb can cause.
+const MAX_DECODED_BYTES: u64 = 64 << 20;
 
 /// Facts about one stream event.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -81,6 +86,8 @@ pub struct LlmTracker {
     max_body_bytes: usize,
     request_body: BoundedBody,
     reader: ResponseReader,
+    /// Decoder of a compressed response body.
+    decoder: Option<ContentDecoder>,
     status: u16,
     first_content_ns: Option<u64>,
     last_content_ns: Option<u64>,
@@ -126,6 +133,7 @@ impl LlmTracker {
             max_body_bytes,
             request_body: BoundedBody::default(),
             reader: ResponseReader::Pending,
+            decoder: None,
             status: 0,
             first_content_ns: None,
             last_content_ns: None,
@@ -157,8 +165,7 @@ impl LlmTracker {
     }
 
     /// Chooses how to read the response body from the final response head.
-    /// `content_encoding` other than identity makes the body unreadable
-    /// until decoding is supported.
+    /// A body in an unsupported content coding is not read.
     pub fn on_response_head(
         &mut self,
         status: u16,
@@ -166,8 +173,16 @@ impl LlmTracker {
         content_encoding: Option<&str>,
     ) {
         self.status = status;
-        let encoded =
-            content_encoding.is_some_and(|coding| !coding.eq_ignore_ascii_case("identity"));
+        let unreadable = match ContentDecoder::new(content_encoding, MAX_DECODED_BYTES) {
+            Ok(decoder) => {
+                self.decoder = decoder;
+                false
+            }
+            Err(error) => {
+                tracing::debug!(%error, "LLM response body not decoded");
+                true
+            }
+        };
         let framing = if (200..300).contains(&status) {
             self.format.stream_framing(content_type)
         } else {
@@ -175,8 +190,7 @@ impl LlmTracker {
         };
 
         self.reader = match framing {
-            // TODO: decode gzip, deflate, br and zstd bodies incrementally.
-            _ if encoded => ResponseReader::Ignored,
+            _ if unreadable => ResponseReader::Ignored,
             Some(StreamFraming::Sse) => {
                 self.call.streaming = true;
                 ResponseReader::Sse(Box::new(SseParser::new(MAX_EVENT_BYTES)))
@@ -191,6 +205,22 @@ impl LlmTracker {
     /// Takes decoded response body bytes delivered by a read at `ts_ns`.
     pub fn on_response_body(&mut self, ts_ns: u64, bytes: &[u8]) {
         self.last_body_ns = ts_ns;
+        let decoded;
+        let bytes = match &mut self.decoder {
+            None => bytes,
+            Some(decoder) => match decoder.decode(bytes) {
+                Ok(output) => {
+                    decoded = output;
+                    &decoded[..]
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "LLM response body decoding stopped");
+                    self.decoder = None;
+                    self.reader = ResponseReader::Ignored;
+                    return;
+                }
+            },
+        };
         match &mut self.reader {
             ResponseReader::Pending | ResponseReader::Ignored => {}
             ResponseReader::Whole(body) => body.push(bytes, self.max_body_bytes),
