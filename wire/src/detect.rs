@@ -3,9 +3,11 @@
 
 use crate::Flow;
 use crate::http1::{starts_request, starts_response};
+use crate::http2::frame::PREFACE;
 
-/// Bytes kept per flow before deciding; enough for any request method.
-const MAX_DETECTION_BYTES: usize = 16;
+/// Bytes kept per flow before deciding: the HTTP/2 connection preface,
+/// which is longer than any HTTP/1 request method.
+const MAX_DETECTION_BYTES: usize = 24;
 
 /// Bytes of one `on_data` call kept during detection.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub enum Detection {
     Unknown { dropped_bytes: u64 },
     /// HTTP/1.x, with requests on `request_flow`.
     Http1 { request_flow: Flow },
+    /// HTTP/2, with the connection preface on `client_flow`.
+    Http2 { client_flow: Flow },
 }
 
 /// Chunks of both flows, in arrival order, until the protocol is known.
@@ -42,6 +46,15 @@ impl Detector {
         for chunk in self.chunks.iter().filter(|c| c.flow == flow) {
             let room = MAX_DETECTION_BYTES - prefix.len();
             prefix.extend_from_slice(&chunk.bytes[..chunk.bytes.len().min(room)]);
+        }
+
+        let preface_len = prefix.len().min(PREFACE.len());
+        if prefix[..preface_len] == PREFACE[..preface_len] {
+            return if preface_len == PREFACE.len() {
+                Detection::Http2 { client_flow: flow }
+            } else {
+                Detection::Pending
+            };
         }
 
         match (starts_request(&prefix), starts_response(&prefix)) {

@@ -13,6 +13,7 @@ mod decode;
 mod detect;
 mod exchange_end;
 pub mod http1;
+pub mod http2;
 mod llm;
 pub mod sse;
 mod trace;
@@ -23,6 +24,7 @@ pub use llmslo_schema::{Direction, Exchange};
 
 use crate::detect::{Chunk, Detection, Detector};
 use crate::http1::Http1Connection;
+use crate::http2::Http2Connection;
 
 /// Which way bytes travelled, seen from the target process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +106,9 @@ pub struct ParserStats {
     /// Times the parser lost its place in a stream and had to wait for the
     /// start of a new message.
     pub lost_sync: u64,
+    /// HTTP/2 header blocks that HPACK could not decode. The direction's
+    /// dynamic table is then out of step, so its later blocks are skipped.
+    pub hpack_lost_sync: u64,
 }
 
 /// Turns one connection's byte streams into exchanges.
@@ -118,6 +123,7 @@ enum State {
     /// Bytes kept until the protocol and the request side are known.
     Detecting(Detector),
     Http1(Box<Http1Connection>),
+    Http2(Box<Http2Connection>),
 }
 
 impl ConnectionParser {
@@ -140,6 +146,7 @@ impl ConnectionParser {
         }
         match &mut self.state {
             State::Http1(http) => http.on_data(flow, ts_ns, tid, bytes),
+            State::Http2(http) => http.on_data(flow, ts_ns, tid, bytes),
             State::Detecting(detector) => {
                 let chunk = Chunk {
                     flow,
@@ -155,6 +162,10 @@ impl ConnectionParser {
                     Detection::Http1 { request_flow } => {
                         let chunks = detector.take();
                         self.start_http1(request_flow, chunks);
+                    }
+                    Detection::Http2 { client_flow } => {
+                        let chunks = detector.take();
+                        self.start_http2(client_flow, chunks);
                     }
                 }
             }
@@ -173,11 +184,24 @@ impl ConnectionParser {
         self.state = State::Http1(Box::new(http));
     }
 
+    fn start_http2(&mut self, client_flow: Flow, chunks: Vec<Chunk>) {
+        let server_port = match client_flow {
+            Flow::Egress => self.info.peer_port,
+            Flow::Ingress => self.info.local_port,
+        };
+        let mut http = Http2Connection::new(client_flow, server_port, self.config.clone());
+        for chunk in chunks {
+            http.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+        }
+        self.state = State::Http2(Box::new(http));
+    }
+
     /// Reports bytes that crossed the socket but were not captured.
     pub fn on_gap(&mut self, flow: Flow, ts_ns: u64, missing_bytes: u64) {
         let _ = ts_ns;
         match &mut self.state {
             State::Http1(http) => http.on_gap(flow, missing_bytes),
+            State::Http2(http) => http.on_gap(flow, missing_bytes),
             State::Detecting(detector) => {
                 self.stats.unparsed_bytes += missing_bytes + detector.drop_flow(flow);
             }
@@ -189,6 +213,7 @@ impl ConnectionParser {
         let _ = ts_ns;
         match &mut self.state {
             State::Http1(http) => http.on_end(end),
+            State::Http2(http) => http.on_end(end),
             State::Detecting(_) => {}
         }
     }
@@ -197,6 +222,7 @@ impl ConnectionParser {
     pub fn take_exchanges(&mut self) -> Vec<Exchange> {
         match &mut self.state {
             State::Http1(http) => http.take_exchanges(),
+            State::Http2(http) => http.take_exchanges(),
             State::Detecting(_) => Vec::new(),
         }
     }
@@ -208,6 +234,7 @@ impl ConnectionParser {
         let _ = ts_ns;
         match &mut self.state {
             State::Http1(http) => http.finish(),
+            State::Http2(http) => http.finish(),
             State::Detecting(detector) => {
                 self.stats.unparsed_bytes += detector.drop_flow(Flow::Egress);
                 self.stats.unparsed_bytes += detector.drop_flow(Flow::Ingress);
@@ -218,10 +245,19 @@ impl ConnectionParser {
 
     pub fn stats(&self) -> ParserStats {
         let mut stats = self.stats;
-        if let State::Http1(http) = &self.state {
-            let http = http.stats();
-            stats.unparsed_bytes += http.unparsed_bytes;
-            stats.lost_sync += http.lost_sync;
+        match &self.state {
+            State::Http1(http) => {
+                let http = http.stats();
+                stats.unparsed_bytes += http.unparsed_bytes;
+                stats.lost_sync += http.lost_sync;
+            }
+            State::Http2(http) => {
+                let http = http.stats();
+                stats.unparsed_bytes += http.unparsed_bytes;
+                stats.lost_sync += http.lost_sync;
+                stats.hpack_lost_sync += http.hpack_lost_sync;
+            }
+            State::Detecting(_) => {}
         }
         stats
     }

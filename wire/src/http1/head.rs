@@ -128,30 +128,62 @@ impl RequestHead {
         }
 
         for header in request.headers.iter() {
-            let value = trimmed_str(header.value);
-            let name = header.name;
-            if name.eq_ignore_ascii_case("host") {
-                if head.host.is_none() {
-                    head.host = value.map(host_without_port);
-                }
-            } else if name.eq_ignore_ascii_case("content-length") {
-                head.content_length = Some(parse_content_length(value)?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                head.chunked = value.is_some_and(ends_with_chunked);
-            } else if name.eq_ignore_ascii_case("expect") {
-                head.expect_continue =
-                    value.is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-            } else if name.eq_ignore_ascii_case("content-type") {
-                head.content_type = value.map(media_type);
-            } else if name.eq_ignore_ascii_case("content-encoding") {
-                head.content_encoding = value.map(str::to_ascii_lowercase);
-            } else if name.eq_ignore_ascii_case("traceparent") {
-                head.traceparent = value.map(str::to_owned);
-            } else if name.eq_ignore_ascii_case("tracestate") {
-                head.tracestate = value.map(str::to_owned);
-            }
+            head.apply_header(header.name, trimmed_str(header.value))?;
         }
         Ok(head)
+    }
+
+    /// Builds the head of an HTTP/2 request from its pseudo-header fields
+    /// and its other fields.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`HeadError::InvalidContentLength`] for an invalid
+    /// `content-length` field.
+    pub fn from_fields(
+        method: &str,
+        target: &str,
+        authority: Option<&str>,
+        fields: &[(String, String)],
+    ) -> Result<Self, HeadError> {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut head = RequestHead {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query_keys: query.map(query_keys).unwrap_or_default(),
+            host: authority.map(host_without_port),
+            ..RequestHead::default()
+        };
+        for (name, value) in fields {
+            head.apply_header(name, Some(value.trim()))?;
+        }
+        Ok(head)
+    }
+
+    fn apply_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HeadError> {
+        if name.eq_ignore_ascii_case("host") {
+            if self.host.is_none() {
+                self.host = value.map(host_without_port);
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            self.content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.chunked = value.is_some_and(ends_with_chunked);
+        } else if name.eq_ignore_ascii_case("expect") {
+            self.expect_continue = value.is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        } else if name.eq_ignore_ascii_case("content-type") {
+            self.content_type = value.map(media_type);
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            self.content_encoding = value.map(str::to_ascii_lowercase);
+        } else if name.eq_ignore_ascii_case("traceparent") {
+            self.traceparent = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("tracestate") {
+            self.tracestate = value.map(str::to_owned);
+        }
+        Ok(())
     }
 
     /// Framing of the request body (RFC 9112, section 6.3): chunked, then
@@ -201,28 +233,49 @@ impl ResponseHead {
             ..ResponseHead::default()
         };
         for header in response.headers.iter() {
-            let value = trimmed_str(header.value);
-            let name = header.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                head.content_length = Some(parse_content_length(value)?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                head.transfer_encoding = value.map(str::to_ascii_lowercase);
-            } else if name.eq_ignore_ascii_case("content-type") {
-                head.content_type = value.map(media_type);
-            } else if name.eq_ignore_ascii_case("content-encoding") {
-                head.content_encoding = value.map(str::to_ascii_lowercase);
-            } else if name.eq_ignore_ascii_case("retry-after") {
-                head.retry_after = value.map(str::to_owned);
-            } else if name.eq_ignore_ascii_case("date") {
-                head.date = value.map(str::to_owned);
-            } else if is_rate_limit_header(name)
-                && let Some(value) = value
-            {
-                head.rate_limit_headers
-                    .push((name.to_ascii_lowercase(), value.to_owned()));
-            }
+            head.apply_header(header.name, trimmed_str(header.value))?;
         }
         Ok(head)
+    }
+
+    /// Builds the head of an HTTP/2 response from its `:status` and its
+    /// other fields.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`HeadError::InvalidContentLength`] for an invalid
+    /// `content-length` field.
+    pub fn from_fields(status: u16, fields: &[(String, String)]) -> Result<Self, HeadError> {
+        let mut head = ResponseHead {
+            status,
+            ..ResponseHead::default()
+        };
+        for (name, value) in fields {
+            head.apply_header(name, Some(value.trim()))?;
+        }
+        Ok(head)
+    }
+
+    fn apply_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HeadError> {
+        if name.eq_ignore_ascii_case("content-length") {
+            self.content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = value.map(str::to_ascii_lowercase);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            self.content_type = value.map(media_type);
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            self.content_encoding = value.map(str::to_ascii_lowercase);
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            self.retry_after = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("date") {
+            self.date = value.map(str::to_owned);
+        } else if is_rate_limit_header(name)
+            && let Some(value) = value
+        {
+            self.rate_limit_headers
+                .push((name.to_ascii_lowercase(), value.to_owned()));
+        }
+        Ok(())
     }
 
     /// Returns the `Retry-After` delay in seconds. An HTTP date is measured
