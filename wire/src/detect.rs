@@ -2,6 +2,8 @@
 //! its first bytes.
 
 use crate::Flow;
+use crate::db::postgres::starts_startup;
+use crate::db::redis::starts_command;
 use crate::http1::{starts_request, starts_response};
 use crate::http2::frame::PREFACE;
 
@@ -29,6 +31,10 @@ pub enum Detection {
     Http1 { request_flow: Flow },
     /// HTTP/2, with the connection preface on `client_flow`.
     Http2 { client_flow: Flow },
+    /// PostgreSQL, with the startup message on `client_flow`.
+    Postgres { client_flow: Flow },
+    /// Redis, with RESP command arrays on `client_flow`.
+    Redis { client_flow: Flow },
 }
 
 /// Chunks of both flows, in arrival order, until the protocol is known.
@@ -57,12 +63,20 @@ impl Detector {
             };
         }
 
-        match (starts_request(&prefix), starts_response(&prefix)) {
-            (Some(true), _) => Detection::Http1 { request_flow: flow },
-            (_, Some(true)) => Detection::Http1 {
+        let checks = [
+            starts_request(&prefix),
+            starts_response(&prefix),
+            starts_startup(&prefix),
+            starts_command(&prefix),
+        ];
+        match checks {
+            [Some(true), ..] => Detection::Http1 { request_flow: flow },
+            [_, Some(true), ..] => Detection::Http1 {
                 request_flow: other(flow),
             },
-            (Some(false), Some(false)) => Detection::Unknown {
+            [_, _, Some(true), _] => Detection::Postgres { client_flow: flow },
+            [.., Some(true)] => Detection::Redis { client_flow: flow },
+            [Some(false), Some(false), Some(false), Some(false)] => Detection::Unknown {
                 dropped_bytes: self.drop_flow(flow),
             },
             _ if prefix.len() >= MAX_DETECTION_BYTES => Detection::Unknown {

@@ -9,8 +9,10 @@
 //! Parsers never panic on input and keep memory bounded per connection;
 //! bytes they cannot place are counted, not buffered without limit.
 
+pub mod db;
 mod decode;
 mod detect;
+pub mod dns;
 mod exchange_end;
 pub mod http1;
 pub mod http2;
@@ -22,7 +24,10 @@ use std::sync::Arc;
 
 pub use llmslo_schema::{Direction, Exchange};
 
+use crate::db::postgres::PostgresConnection;
+use crate::db::redis::RedisConnection;
 use crate::detect::{Chunk, Detection, Detector};
+use crate::dns::DnsConnection;
 use crate::http1::Http1Connection;
 use crate::http2::Http2Connection;
 
@@ -124,14 +129,25 @@ enum State {
     Detecting(Detector),
     Http1(Box<Http1Connection>),
     Http2(Box<Http2Connection>),
+    Postgres(Box<PostgresConnection>),
+    Redis(Box<RedisConnection>),
+    Dns(Box<DnsConnection>),
 }
 
 impl ConnectionParser {
     pub fn new(info: ConnectionInfo, config: Arc<ParserConfig>) -> Self {
+        // DNS is recognised by transport and port: its messages have no
+        // leading signature.
+        let dns_port = info.peer_port == Some(53) || info.local_port == Some(53);
+        let state = match info.transport {
+            Transport::Udp => State::Dns(Box::new(DnsConnection::new(false))),
+            Transport::Tcp if dns_port => State::Dns(Box::new(DnsConnection::new(true))),
+            Transport::Tcp => State::Detecting(Detector::default()),
+        };
         Self {
             info,
             config,
-            state: State::Detecting(Detector::default()),
+            state,
             stats: ParserStats::default(),
         }
     }
@@ -147,6 +163,9 @@ impl ConnectionParser {
         match &mut self.state {
             State::Http1(http) => http.on_data(flow, ts_ns, tid, bytes),
             State::Http2(http) => http.on_data(flow, ts_ns, tid, bytes),
+            State::Postgres(postgres) => postgres.on_data(flow, ts_ns, tid, bytes),
+            State::Redis(redis) => redis.on_data(flow, ts_ns, tid, bytes),
+            State::Dns(dns) => dns.on_data(flow, ts_ns, tid, bytes),
             State::Detecting(detector) => {
                 let chunk = Chunk {
                     flow,
@@ -166,6 +185,20 @@ impl ConnectionParser {
                     Detection::Http2 { client_flow } => {
                         let chunks = detector.take();
                         self.start_http2(client_flow, chunks);
+                    }
+                    Detection::Postgres { client_flow } => {
+                        let mut postgres = PostgresConnection::new(client_flow);
+                        for chunk in detector.take() {
+                            postgres.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                        }
+                        self.state = State::Postgres(Box::new(postgres));
+                    }
+                    Detection::Redis { client_flow } => {
+                        let mut redis = RedisConnection::new(client_flow);
+                        for chunk in detector.take() {
+                            redis.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                        }
+                        self.state = State::Redis(Box::new(redis));
                     }
                 }
             }
@@ -202,6 +235,9 @@ impl ConnectionParser {
         match &mut self.state {
             State::Http1(http) => http.on_gap(flow, missing_bytes),
             State::Http2(http) => http.on_gap(flow, missing_bytes),
+            State::Postgres(postgres) => postgres.on_gap(missing_bytes),
+            State::Redis(redis) => redis.on_gap(flow, missing_bytes),
+            State::Dns(dns) => dns.on_gap(flow),
             State::Detecting(detector) => {
                 self.stats.unparsed_bytes += missing_bytes + detector.drop_flow(flow);
             }
@@ -214,6 +250,9 @@ impl ConnectionParser {
         match &mut self.state {
             State::Http1(http) => http.on_end(end),
             State::Http2(http) => http.on_end(end),
+            State::Postgres(postgres) => postgres.on_end(end),
+            State::Redis(redis) => redis.on_end(end),
+            State::Dns(dns) => dns.on_end(end),
             State::Detecting(_) => {}
         }
     }
@@ -223,6 +262,9 @@ impl ConnectionParser {
         match &mut self.state {
             State::Http1(http) => http.take_exchanges(),
             State::Http2(http) => http.take_exchanges(),
+            State::Postgres(postgres) => postgres.take_exchanges(),
+            State::Redis(redis) => redis.take_exchanges(),
+            State::Dns(dns) => dns.take_exchanges(),
             State::Detecting(_) => Vec::new(),
         }
     }
@@ -235,6 +277,9 @@ impl ConnectionParser {
         match &mut self.state {
             State::Http1(http) => http.finish(),
             State::Http2(http) => http.finish(),
+            State::Postgres(postgres) => postgres.finish(),
+            State::Redis(redis) => redis.finish(),
+            State::Dns(dns) => dns.finish(),
             State::Detecting(detector) => {
                 self.stats.unparsed_bytes += detector.drop_flow(Flow::Egress);
                 self.stats.unparsed_bytes += detector.drop_flow(Flow::Ingress);
@@ -257,6 +302,15 @@ impl ConnectionParser {
                 stats.lost_sync += http.lost_sync;
                 stats.hpack_lost_sync += http.hpack_lost_sync;
             }
+            State::Postgres(postgres) => {
+                stats.unparsed_bytes += postgres.unparsed_bytes;
+                stats.lost_sync += postgres.lost_sync;
+            }
+            State::Redis(redis) => {
+                stats.unparsed_bytes += redis.unparsed_bytes;
+                stats.lost_sync += redis.lost_sync;
+            }
+            State::Dns(dns) => stats.unparsed_bytes += dns.unparsed_bytes,
             State::Detecting(_) => {}
         }
         stats
