@@ -137,8 +137,10 @@ pub fn judge_pod(pod: &Pod, image: &str) -> PodVerdict {
             return PodVerdict::Terminated(terminated.into());
         }
         if state.running.is_some() {
-            let ready = condition_status(pod, "Ready");
-            if ready.as_deref() == Some("False") && probe.is_some_and(|c| !c.ready) {
+            // The node lifecycle controller flips only the pod's Ready
+            // condition; the container status keeps what the kubelet last
+            // reported.
+            if condition_status(pod, "Ready").as_deref() == Some("False") {
                 return PodVerdict::NotReadyWhileRunning;
             }
             return PodVerdict::Progress(Stage::Running);
@@ -362,7 +364,7 @@ mod tests {
     fn not_ready_while_running_is_suspect() {
         let stale = pod(json!({"phase": "Running",
             "conditions": [{"type": "Ready", "status": "False"}],
-            "containerStatuses": probe_status(json!({"running": {}}), false)}));
+            "containerStatuses": probe_status(json!({"running": {}}), true)}));
         assert_eq!(judge_pod(&stale, IMAGE), PodVerdict::NotReadyWhileRunning);
     }
 

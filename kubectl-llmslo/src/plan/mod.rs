@@ -40,8 +40,9 @@ pub const PROBE_ENTRYPOINT: &str = "/llmslo-probe";
 pub const PROBE_CONTAINER: &str = "probe";
 
 /// Time the probe gets after its window to stop, serialize and print its
-/// result before the Job deadline kills it.
-pub const RESULT_GRACE: Duration = Duration::from_secs(30);
+/// result before the Job deadline ends it; also the pod's termination grace
+/// period, so a deleted probe has as long to print a partial result.
+pub const RESULT_GRACE: Duration = Duration::from_secs(10);
 
 /// How long finished Jobs stay when the CLI could not delete them.
 pub const TTL_AFTER_FINISHED_SECS: i32 = 600;
@@ -463,7 +464,7 @@ mod tests {
         let job = &jobs[0].job;
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
-        assert_eq!(spec.active_deadline_seconds, Some(120 + 30 + 30));
+        assert_eq!(spec.active_deadline_seconds, Some(120 + 30 + 10));
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.host_pid, Some(true));
         assert_eq!(pod.automount_service_account_token, Some(false));

@@ -18,7 +18,8 @@ use std::{
 };
 
 use llmslo_schema::{
-    Diagnostic, Outcome, OutcomeStatus, ProbeInfo, ProbeResult, Severity, TargetFilter, TargetProcess, Window, envelope,
+    Diagnostic, Outcome, OutcomeStatus, ProbeInfo, ProbeResult, Severity, TargetFilter,
+    TargetProcess, Window, envelope,
 };
 
 static TERMINATED: AtomicBool = AtomicBool::new(false);
@@ -46,7 +47,11 @@ fn parse_options() -> Result<Options, String> {
     };
     let mut arguments = std::env::args().skip(1);
     while let Some(flag) = arguments.next() {
-        let mut value = || arguments.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || {
+            arguments
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--container-id" => options.container_ids.push(value()?),
             "--duration" => {
@@ -68,8 +73,15 @@ fn parse_options() -> Result<Options, String> {
     if options.container_ids.is_empty() {
         return Err("at least one --container-id is required".into());
     }
-    if options.container_ids.iter().any(|id| id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit())) {
-        return Err(format!("--container-id must be 64 hex digits: {:?}", options.container_ids));
+    if options
+        .container_ids
+        .iter()
+        .any(|id| id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!(
+            "--container-id must be 64 hex digits: {:?}",
+            options.container_ids
+        ));
     }
     Ok(options)
 }
@@ -143,17 +155,27 @@ fn main() {
         Some(node) if *node != options.node => "ok",
         _ => options.mode.as_str(),
     };
-    eprintln!("INFO stub probe on node {} watching {} container(s)", options.node, options.container_ids.len());
+    eprintln!(
+        "INFO stub probe on node {} watching {} container(s)",
+        options.node,
+        options.container_ids.len()
+    );
 
     match mode {
         "fail-early" => {
-            eprintln!("ERROR failed to load the eBPF programs: bpf() returned EPERM; the container needs CAP_BPF and CAP_PERFMON");
+            eprintln!(
+                "ERROR failed to load the eBPF programs: bpf() returned EPERM; the container needs CAP_BPF and CAP_PERFMON"
+            );
             std::process::exit(1);
         }
         "fail-part-way" => {
             wait(options.duration / 2);
             eprintln!("ERROR ring buffer poll failed: EBADF");
-            print_result(&options, OutcomeStatus::Failed, Some("ring buffer poll failed".into()));
+            print_result(
+                &options,
+                OutcomeStatus::Failed,
+                Some("ring buffer poll failed".into()),
+            );
             std::process::exit(3);
         }
         "no-result" => {
@@ -167,7 +189,11 @@ fn main() {
         }
         _ => {
             let interrupted = wait(options.duration);
-            let status = if interrupted { OutcomeStatus::Interrupted } else { OutcomeStatus::Completed };
+            let status = if interrupted {
+                OutcomeStatus::Interrupted
+            } else {
+                OutcomeStatus::Completed
+            };
             print_result(&options, status, None);
         }
     }

@@ -5,8 +5,19 @@ use serde_json::Value;
 
 /// Capabilities the baseline level allows containers to add.
 const BASELINE_CAPABILITIES: [&str; 13] = [
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
-    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
 ];
 
 /// The enforced level of a namespace, from its
@@ -47,7 +58,11 @@ fn containers(pod_spec: &Value) -> impl Iterator<Item = &Value> {
 }
 
 fn quoted(names: &[String]) -> String {
-    names.iter().map(|name| format!("{name:?}")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn baseline_violations(pod_spec: &Value) -> Vec<String> {
@@ -93,7 +108,10 @@ fn baseline_violations(pod_spec: &Value) -> Vec<String> {
         }
     }
     if !capability_messages.is_empty() {
-        violations.push(format!("non-default capabilities ({})", capability_messages.join("; ")));
+        violations.push(format!(
+            "non-default capabilities ({})",
+            capability_messages.join("; ")
+        ));
     }
 
     let host_paths: Vec<String> = pod_spec["volumes"]
@@ -116,7 +134,9 @@ fn baseline_violations(pod_spec: &Value) -> Vec<String> {
         .filter(|container| container["securityContext"]["seccompProfile"]["type"] == "Unconfined")
         .map(|container| container["name"].as_str().unwrap_or_default().to_string())
         .collect();
-    if !unconfined.is_empty() || pod_spec["securityContext"]["seccompProfile"]["type"] == "Unconfined" {
+    if !unconfined.is_empty()
+        || pod_spec["securityContext"]["seccompProfile"]["type"] == "Unconfined"
+    {
         violations.push(format!(
             "seccompProfile (container{} {} must not set securityContext.seccompProfile.type to \"Unconfined\")",
             if unconfined.len() > 1 { "s" } else { "" },
@@ -143,7 +163,9 @@ fn restricted_violations(pod_spec: &Value) -> Vec<String> {
         if !drops_all {
             drop_all.push(name.clone());
         }
-        if security["runAsNonRoot"] != Value::Bool(true) && pod_spec["securityContext"]["runAsNonRoot"] != Value::Bool(true) {
+        if security["runAsNonRoot"] != Value::Bool(true)
+            && pod_spec["securityContext"]["runAsNonRoot"] != Value::Bool(true)
+        {
             non_root.push(name);
         }
     }
@@ -154,7 +176,10 @@ fn restricted_violations(pod_spec: &Value) -> Vec<String> {
         violations.push(format!("unrestricted capabilities (containers {} must set securityContext.capabilities.drop=[\"ALL\"])", quoted(&drop_all)));
     }
     if !non_root.is_empty() {
-        violations.push(format!("runAsNonRoot != true (containers {} must set securityContext.runAsNonRoot=true)", quoted(&non_root)));
+        violations.push(format!(
+            "runAsNonRoot != true (containers {} must set securityContext.runAsNonRoot=true)",
+            quoted(&non_root)
+        ));
     }
     violations
 }

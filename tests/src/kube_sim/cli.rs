@@ -34,7 +34,9 @@ fn target_directory() -> PathBuf {
 pub fn workspace_binary(package: &str, binary: &str) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut built = built
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let path = target_directory().join("debug").join(binary);
     if !built.iter().any(|name| name == binary) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -70,7 +72,11 @@ pub fn stub_probe_binary() -> PathBuf {
 /// Panics with the command to run when it is missing.
 pub fn kubectl_binary() -> PathBuf {
     let path = workspace_root().join(".tools/bin/kubectl");
-    assert!(path.exists(), "{} is missing; run scripts/setup.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; run scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
@@ -130,12 +136,18 @@ impl KubeSim {
 pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Finished {
     let started = Instant::now();
     loop {
-        if child.try_wait().expect("failed to poll the child").is_some() {
+        if child
+            .try_wait()
+            .expect("failed to poll the child")
+            .is_some()
+        {
             break;
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
-            let output = child.wait_with_output().expect("failed to collect the output");
+            let output = child
+                .wait_with_output()
+                .expect("failed to collect the output");
             panic!(
                 "the command did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
                 String::from_utf8_lossy(&output.stdout),
@@ -144,7 +156,9 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Finished {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let output = child.wait_with_output().expect("failed to collect the output");
+    let output = child
+        .wait_with_output()
+        .expect("failed to collect the output");
     Finished {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

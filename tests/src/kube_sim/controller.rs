@@ -43,8 +43,13 @@ pub async fn run_job(shared: Arc<Shared>, namespace: String, job_name: String) {
         return;
     };
     let started = Instant::now();
-    let deadline = job["spec"]["activeDeadlineSeconds"].as_u64().map(Duration::from_secs);
-    let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let deadline = job["spec"]["activeDeadlineSeconds"]
+        .as_u64()
+        .map(Duration::from_secs);
+    let job_uid = job["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     shared.update(Resource::Jobs, &namespace, &job_name, |job| {
         job["status"]["startTime"] = json!(now_rfc3339());
         job["status"]["active"] = json!(0);
@@ -62,7 +67,15 @@ pub async fn run_job(shared: Arc<Shared>, namespace: String, job_name: String) {
             return;
         }
         if deadline.is_some_and(|deadline| started.elapsed() >= deadline) {
-            fail_job(&shared, &namespace, &job_name, "DeadlineExceeded", "Job was active longer than specified deadline", pod_name.as_deref()).await;
+            fail_job(
+                &shared,
+                &namespace,
+                &job_name,
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+                pod_name.as_deref(),
+            )
+            .await;
             break;
         }
         let Some(pod_name) = &pod_name else {
@@ -70,7 +83,15 @@ pub async fn run_job(shared: Arc<Shared>, namespace: String, job_name: String) {
         };
         match shared.get(Resource::Pods, &namespace, pod_name) {
             None => {
-                fail_job(&shared, &namespace, &job_name, "BackoffLimitExceeded", "Job has reached the specified backoff limit", None).await;
+                fail_job(
+                    &shared,
+                    &namespace,
+                    &job_name,
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                    None,
+                )
+                .await;
                 break;
             }
             Some(pod) => match pod["status"]["phase"].as_str() {
@@ -79,7 +100,15 @@ pub async fn run_job(shared: Arc<Shared>, namespace: String, job_name: String) {
                     break;
                 }
                 Some("Failed") => {
-                    fail_job(&shared, &namespace, &job_name, "BackoffLimitExceeded", "Job has reached the specified backoff limit", None).await;
+                    fail_job(
+                        &shared,
+                        &namespace,
+                        &job_name,
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                        None,
+                    )
+                    .await;
                     break;
                 }
                 Some("Running") => {
@@ -95,7 +124,10 @@ pub async fn run_job(shared: Arc<Shared>, namespace: String, job_name: String) {
 
     if let Some(ttl) = job["spec"]["ttlSecondsAfterFinished"].as_u64() {
         tokio::time::sleep(Duration::from_secs(ttl)).await;
-        if shared.get(Resource::Jobs, &namespace, &job_name).is_some_and(|job| job["metadata"]["uid"] == job_uid.as_str()) {
+        if shared
+            .get(Resource::Jobs, &namespace, &job_name)
+            .is_some_and(|job| job["metadata"]["uid"] == job_uid.as_str())
+        {
             delete_job(&shared, &namespace, &job_name, "Background");
         }
     }
@@ -106,7 +138,10 @@ pub async fn run_job(shared: Arc<Shared>, namespace: String, job_name: String) {
 async fn create_pod(shared: &Arc<Shared>, namespace: &str, job: &Value) -> Option<String> {
     let job_name = job["metadata"]["name"].as_str().unwrap_or_default();
     let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default();
-    let pod_name = format!("{job_name}-{}", shared.with_state(|state| state.name_suffix()));
+    let pod_name = format!(
+        "{job_name}-{}",
+        shared.with_state(|state| state.name_suffix())
+    );
     let template = &job["spec"]["template"];
 
     let level = shared
@@ -114,11 +149,22 @@ async fn create_pod(shared: &Arc<Shared>, namespace: &str, job: &Value) -> Optio
         .map(|namespace| admission::enforced_level(&namespace))
         .unwrap_or_default();
     if let Some(message) = admission::check(&level, &pod_name, &template["spec"]) {
-        record_event(shared, namespace, job, "Warning", "FailedCreate", &format!("Error creating: {message}"), "job-controller");
+        record_event(
+            shared,
+            namespace,
+            job,
+            "Warning",
+            "FailedCreate",
+            &format!("Error creating: {message}"),
+            "job-controller",
+        );
         return None;
     }
 
-    let mut labels = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+    let mut labels = template["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     for (key, value) in [
         ("batch.kubernetes.io/job-name", job_name),
         ("job-name", job_name),
@@ -147,7 +193,15 @@ async fn create_pod(shared: &Arc<Shared>, namespace: &str, job: &Value) -> Optio
         "status": {"phase": "Pending", "qosClass": "Burstable"},
     });
     shared.insert(Resource::Pods, pod);
-    record_event(shared, namespace, job, "Normal", "SuccessfulCreate", &format!("Created pod: {pod_name}"), "job-controller");
+    record_event(
+        shared,
+        namespace,
+        job,
+        "Normal",
+        "SuccessfulCreate",
+        &format!("Created pod: {pod_name}"),
+        "job-controller",
+    );
     Some(pod_name)
 }
 
@@ -158,8 +212,18 @@ fn complete_job(shared: &Shared, namespace: &str, job_name: &str) {
         job["status"]["ready"] = json!(0);
         job["status"]["succeeded"] = json!(1);
         job["status"]["conditions"] = json!([
-            condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", &now),
-            condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", &now),
+            condition(
+                "SuccessCriteriaMet",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                &now
+            ),
+            condition(
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                &now
+            ),
         ]);
         job["status"]["completionTime"] = json!(now);
     });
@@ -167,7 +231,14 @@ fn complete_job(shared: &Shared, namespace: &str, job_name: &str) {
 
 /// Marks the Job failed: FailureTarget first, the pod deleted, then Failed,
 /// in the order of the Job controller since Kubernetes 1.31.
-async fn fail_job(shared: &Arc<Shared>, namespace: &str, job_name: &str, reason: &str, message: &str, active_pod: Option<&str>) {
+async fn fail_job(
+    shared: &Arc<Shared>,
+    namespace: &str,
+    job_name: &str,
+    reason: &str,
+    message: &str,
+    active_pod: Option<&str>,
+) {
     let now = now_rfc3339();
     shared.update(Resource::Jobs, namespace, job_name, |job| {
         job["status"]["conditions"] = json!([condition("FailureTarget", reason, message, &now)]);
@@ -201,7 +272,15 @@ fn condition(type_: &str, reason: &str, message: &str, now: &str) -> Value {
 }
 
 /// Records an Event about `object`.
-pub fn record_event(shared: &Shared, namespace: &str, object: &Value, type_: &str, reason: &str, message: &str, component: &str) {
+pub fn record_event(
+    shared: &Shared,
+    namespace: &str,
+    object: &Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     let suffix = shared.with_state(|state| state.container_id()[..16].to_string());
     let now = now_rfc3339();
@@ -259,17 +338,30 @@ fn pinned_node(shared: &Shared, pod: &Value) -> Option<String> {
     None
 }
 
-fn set_pod_condition(pod: &mut Value, type_: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+fn set_pod_condition(
+    pod: &mut Value,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
     let now = now_rfc3339();
-    let mut condition = json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    let mut condition =
+        json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
     if let Some(reason) = reason {
         condition["reason"] = json!(reason);
     }
     if let Some(message) = message {
         condition["message"] = json!(message);
     }
-    let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let mut conditions: Vec<Value> = conditions.into_iter().filter(|existing| existing["type"] != type_).collect();
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions
+        .into_iter()
+        .filter(|existing| existing["type"] != type_)
+        .collect();
     conditions.push(condition);
     pod["status"]["conditions"] = json!(conditions);
 }
@@ -285,10 +377,12 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
     // Scheduler.
     let node_count = shared.list(Resource::Nodes, None).len();
     let node_name = pinned_node(&shared, &pod);
-    let node = node_name.as_deref().and_then(|name| shared.get(Resource::Nodes, "", name));
-    let knob_message = node_name
+    let node = node_name
         .as_deref()
-        .and_then(|name| shared.with_state(|state| state.knobs.unschedulable_nodes.get(name).cloned()));
+        .and_then(|name| shared.get(Resource::Nodes, "", name));
+    let knob_message = node_name.as_deref().and_then(|name| {
+        shared.with_state(|state| state.knobs.unschedulable_nodes.get(name).cloned())
+    });
     let unschedulable = match (&node, knob_message) {
         (_, Some(message)) => Some(message),
         (None, None) => Some(format!(
@@ -298,9 +392,23 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
     };
     if let Some(message) = unschedulable {
         shared.update(Resource::Pods, &namespace, &pod_name, |pod| {
-            set_pod_condition(pod, "PodScheduled", "False", Some("Unschedulable"), Some(&message));
+            set_pod_condition(
+                pod,
+                "PodScheduled",
+                "False",
+                Some("Unschedulable"),
+                Some(&message),
+            );
         });
-        record_event(&shared, &namespace, &pod, "Warning", "FailedScheduling", &message, "default-scheduler");
+        record_event(
+            &shared,
+            &namespace,
+            &pod,
+            "Warning",
+            "FailedScheduling",
+            &message,
+            "default-scheduler",
+        );
         return;
     }
     let node_name = node_name.unwrap_or_default();
@@ -308,7 +416,15 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
         pod["spec"]["nodeName"] = json!(node_name);
         set_pod_condition(pod, "PodScheduled", "True", None, None);
     });
-    record_event(&shared, &namespace, &pod, "Normal", "Scheduled", &format!("Successfully assigned {namespace}/{pod_name} to {node_name}"), "default-scheduler");
+    record_event(
+        &shared,
+        &namespace,
+        &pod,
+        "Normal",
+        "Scheduled",
+        &format!("Successfully assigned {namespace}/{pod_name} to {node_name}"),
+        "default-scheduler",
+    );
 
     // Kubelet: create the sandbox and pull the image.
     tokio::time::sleep(RECONCILE_INTERVAL).await;
@@ -320,8 +436,22 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
         pod["status"]["startTime"] = json!(now);
         pod["status"]["hostIP"] = json!("127.0.0.1");
         set_pod_condition(pod, "Initialized", "True", None, None);
-        set_pod_condition(pod, "Ready", "False", Some("ContainersNotReady"), Some(&format!("containers with unready status: [{container_name}]")));
-        pod["status"]["containerStatuses"] = json!([container_status(&container_name, &image, json!({"waiting": {"reason": "ContainerCreating"}}), false, None)]);
+        set_pod_condition(
+            pod,
+            "Ready",
+            "False",
+            Some("ContainersNotReady"),
+            Some(&format!(
+                "containers with unready status: [{container_name}]"
+            )),
+        );
+        pod["status"]["containerStatuses"] = json!([container_status(
+            &container_name,
+            &image,
+            json!({"waiting": {"reason": "ContainerCreating"}}),
+            false,
+            None
+        )]);
     });
 
     let image_spec = shared.with_state(|state| {
@@ -337,16 +467,37 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
     };
 
     let Some(command) = container_command(&image_spec, &container) else {
-        let executable = container["command"][0].as_str().unwrap_or_default().to_string();
-        finish_container(&shared, &namespace, &pod_name, &container_name, &image, None, 128, "StartError",
-            Some(&format!("failed to create containerd task: failed to create shim task: OCI runtime create failed: exec: {executable:?}: stat {executable}: no such file or directory")));
+        let executable = container["command"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        finish_container(
+            &shared,
+            &namespace,
+            &pod_name,
+            &container_name,
+            &image,
+            None,
+            128,
+            "StartError",
+            Some(&format!(
+                "failed to create containerd task: failed to create shim task: OCI runtime create failed: exec: {executable:?}: stat {executable}: no such file or directory"
+            )),
+        );
         return;
     };
     let environment = container_environment(&container, &pod_name, &namespace, &node_name, &pod);
     let arguments: Vec<String> = command[1..]
         .iter()
         .cloned()
-        .chain(container["args"].as_array().into_iter().flatten().filter_map(Value::as_str).map(|argument| expand(argument, &environment)))
+        .chain(
+            container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|argument| expand(argument, &environment)),
+        )
         .collect();
 
     let mut child = match tokio::process::Command::new(&command[0])
@@ -360,7 +511,17 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
     {
         Ok(child) => child,
         Err(error) => {
-            finish_container(&shared, &namespace, &pod_name, &container_name, &image, None, 128, "StartError", Some(&format!("failed to start {:?}: {error}", command[0])));
+            finish_container(
+                &shared,
+                &namespace,
+                &pod_name,
+                &container_name,
+                &image,
+                None,
+                128,
+                "StartError",
+                Some(&format!("failed to start {:?}: {error}", command[0])),
+            );
             return;
         }
     };
@@ -368,9 +529,16 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
         pid: child.id().unwrap_or_default(),
         frozen: AtomicBool::new(false),
     });
-    shared.processes.lock().unwrap().insert((namespace.clone(), pod_name.clone()), process.clone());
+    shared
+        .processes
+        .lock()
+        .unwrap()
+        .insert((namespace.clone(), pod_name.clone()), process.clone());
 
-    let container_id = format!("containerd://{}", shared.with_state(|state| state.container_id()));
+    let container_id = format!(
+        "containerd://{}",
+        shared.with_state(|state| state.container_id())
+    );
     let now = now_rfc3339();
     shared.update(Resource::Pods, &namespace, &pod_name, |pod| {
         pod["status"]["phase"] = json!("Running");
@@ -378,23 +546,41 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
         pod["status"]["podIPs"] = json!([{"ip": "127.0.0.1"}]);
         set_pod_condition(pod, "ContainersReady", "True", None, None);
         set_pod_condition(pod, "Ready", "True", None, None);
-        pod["status"]["containerStatuses"] = json!([container_status(&container_name, &image, json!({"running": {"startedAt": now}}), true, Some(&container_id))]);
+        pod["status"]["containerStatuses"] = json!([container_status(
+            &container_name,
+            &image,
+            json!({"running": {"startedAt": now}}),
+            true,
+            Some(&container_id)
+        )]);
     });
 
     // stdout and stderr both go to the container log, line by line.
     let log_key = (namespace.clone(), pod_name.clone(), container_name.clone());
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        readers.push(tokio::spawn(copy_lines(shared.clone(), log_key.clone(), BufReader::new(stdout))));
+        readers.push(tokio::spawn(copy_lines(
+            shared.clone(),
+            log_key.clone(),
+            BufReader::new(stdout),
+        )));
     }
     if let Some(stderr) = child.stderr.take() {
-        readers.push(tokio::spawn(copy_lines(shared.clone(), log_key.clone(), BufReader::new(stderr))));
+        readers.push(tokio::spawn(copy_lines(
+            shared.clone(),
+            log_key.clone(),
+            BufReader::new(stderr),
+        )));
     }
     let exit = child.wait().await;
     for reader in readers {
         let _ = reader.await;
     }
-    shared.processes.lock().unwrap().remove(&(namespace.clone(), pod_name.clone()));
+    shared
+        .processes
+        .lock()
+        .unwrap()
+        .remove(&(namespace.clone(), pod_name.clone()));
     if process.frozen.load(Ordering::SeqCst) {
         return;
     }
@@ -407,10 +593,24 @@ pub async fn run_pod(shared: Arc<Shared>, namespace: String, pod_name: String) {
         Err(_) => 255,
     };
     let reason = if exit_code == 0 { "Completed" } else { "Error" };
-    finish_container(&shared, &namespace, &pod_name, &container_name, &image, Some((&container_id, &now)), exit_code, reason, None);
+    finish_container(
+        &shared,
+        &namespace,
+        &pod_name,
+        &container_name,
+        &image,
+        Some((&container_id, &now)),
+        exit_code,
+        reason,
+        None,
+    );
 }
 
-async fn copy_lines<R: tokio::io::AsyncBufRead + Unpin>(shared: Arc<Shared>, key: (String, String, String), reader: R) {
+async fn copy_lines<R: tokio::io::AsyncBufRead + Unpin>(
+    shared: Arc<Shared>,
+    key: (String, String, String),
+    reader: R,
+) {
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         shared.with_state(|state| {
@@ -421,26 +621,68 @@ async fn copy_lines<R: tokio::io::AsyncBufRead + Unpin>(shared: Arc<Shared>, key
     }
 }
 
-async fn fail_pull(shared: &Shared, namespace: &str, pod_name: &str, container_name: &str, image: &str) {
-    let pull_error = format!("failed to pull and unpack image {image:?}: failed to resolve reference {image:?}: {image}: not found");
-    let pod = shared.get(Resource::Pods, namespace, pod_name).unwrap_or_default();
-    record_event(shared, namespace, &pod, "Warning", "Failed", &format!("Failed to pull image {image:?}: {pull_error}"), "kubelet");
+async fn fail_pull(
+    shared: &Shared,
+    namespace: &str,
+    pod_name: &str,
+    container_name: &str,
+    image: &str,
+) {
+    let pull_error = format!(
+        "failed to pull and unpack image {image:?}: failed to resolve reference {image:?}: {image}: not found"
+    );
+    let pod = shared
+        .get(Resource::Pods, namespace, pod_name)
+        .unwrap_or_default();
+    record_event(
+        shared,
+        namespace,
+        &pod,
+        "Warning",
+        "Failed",
+        &format!("Failed to pull image {image:?}: {pull_error}"),
+        "kubelet",
+    );
     let mut reason = "ErrImagePull";
     loop {
-        let message = if reason == "ErrImagePull" { pull_error.clone() } else { format!("Back-off pulling image {image:?}") };
+        let message = if reason == "ErrImagePull" {
+            pull_error.clone()
+        } else {
+            format!("Back-off pulling image {image:?}")
+        };
         let updated = shared.update(Resource::Pods, namespace, pod_name, |pod| {
-            pod["status"]["containerStatuses"] = json!([container_status(container_name, image, json!({"waiting": {"reason": reason, "message": message}}), false, None)]);
+            pod["status"]["containerStatuses"] = json!([container_status(
+                container_name,
+                image,
+                json!({"waiting": {"reason": reason, "message": message}}),
+                false,
+                None
+            )]);
         });
         if updated.is_none() {
             return;
         }
         tokio::time::sleep(PULL_BACKOFF_DELAY).await;
-        reason = if reason == "ErrImagePull" { "ImagePullBackOff" } else { "ErrImagePull" };
+        reason = if reason == "ErrImagePull" {
+            "ImagePullBackOff"
+        } else {
+            "ErrImagePull"
+        };
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_container(shared: &Shared, namespace: &str, pod_name: &str, container_name: &str, image: &str, started: Option<(&str, &str)>, exit_code: i32, reason: &str, message: Option<&str>) {
+fn finish_container(
+    shared: &Shared,
+    namespace: &str,
+    pod_name: &str,
+    container_name: &str,
+    image: &str,
+    started: Option<(&str, &str)>,
+    exit_code: i32,
+    reason: &str,
+    message: Option<&str>,
+) {
     let now = now_rfc3339();
     let mut terminated = json!({"exitCode": exit_code, "reason": reason, "finishedAt": now, "startedAt": started.map(|(_, at)| at).unwrap_or(&now)});
     if let Some(message) = message {
@@ -449,17 +691,37 @@ fn finish_container(shared: &Shared, namespace: &str, pod_name: &str, container_
     if let Some((container_id, _)) = started {
         terminated["containerID"] = json!(container_id);
     }
-    let phase = if exit_code == 0 { "Succeeded" } else { "Failed" };
-    let ready_reason = if exit_code == 0 { "PodCompleted" } else { "PodFailed" };
+    let phase = if exit_code == 0 {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let ready_reason = if exit_code == 0 {
+        "PodCompleted"
+    } else {
+        "PodFailed"
+    };
     shared.update(Resource::Pods, namespace, pod_name, |pod| {
         pod["status"]["phase"] = json!(phase);
         set_pod_condition(pod, "ContainersReady", "False", Some(ready_reason), None);
         set_pod_condition(pod, "Ready", "False", Some(ready_reason), None);
-        pod["status"]["containerStatuses"] = json!([container_status(container_name, image, json!({"terminated": terminated}), false, started.map(|(id, _)| id))]);
+        pod["status"]["containerStatuses"] = json!([container_status(
+            container_name,
+            image,
+            json!({"terminated": terminated}),
+            false,
+            started.map(|(id, _)| id)
+        )]);
     });
 }
 
-fn container_status(name: &str, image: &str, state: Value, ready: bool, container_id: Option<&str>) -> Value {
+fn container_status(
+    name: &str,
+    image: &str,
+    state: Value,
+    ready: bool,
+    container_id: Option<&str>,
+) -> Value {
     let mut status = json!({
         "name": name,
         "image": image,
@@ -479,7 +741,13 @@ fn container_status(name: &str, image: &str, state: Value, ready: bool, containe
 /// the image's entrypoint, and its first word must be an executable of the
 /// image.
 fn container_command(image: &ImageSpec, container: &Value) -> Option<Vec<String>> {
-    let command: Vec<String> = container["command"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect();
+    let command: Vec<String> = container["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
     if command.is_empty() {
         return (!image.entrypoint.is_empty()).then(|| image.entrypoint.clone());
     }
@@ -488,7 +756,13 @@ fn container_command(image: &ImageSpec, container: &Value) -> Option<Vec<String>
     Some(local)
 }
 
-fn container_environment(container: &Value, pod_name: &str, namespace: &str, node_name: &str, pod: &Value) -> BTreeMap<String, String> {
+fn container_environment(
+    container: &Value,
+    pod_name: &str,
+    namespace: &str,
+    node_name: &str,
+    pod: &Value,
+) -> BTreeMap<String, String> {
     let mut environment = BTreeMap::new();
     for variable in container["env"].as_array().into_iter().flatten() {
         let name = variable["name"].as_str().unwrap_or_default().to_string();
@@ -499,7 +773,10 @@ fn container_environment(container: &Value, pod_name: &str, namespace: &str, nod
                 Some("spec.nodeName") => node_name.to_string(),
                 Some("metadata.name") => pod_name.to_string(),
                 Some("metadata.namespace") => namespace.to_string(),
-                Some("metadata.uid") => pod["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+                Some("metadata.uid") => pod["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 Some("status.podIP" | "status.hostIP") => "127.0.0.1".to_string(),
                 _ => String::new(),
             }
@@ -545,7 +822,9 @@ pub async fn delete_pod(shared: Arc<Shared>, namespace: String, pod_name: String
     let Some(pod) = shared.get(Resource::Pods, &namespace, &pod_name) else {
         return;
     };
-    let grace = pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
     if pod["metadata"]["deletionTimestamp"].is_null() {
         let now = now_rfc3339();
         shared.update(Resource::Pods, &namespace, &pod_name, |pod| {
@@ -589,13 +868,27 @@ pub fn signal(pid: u32, signal: libc::c_int) {
 
 /// Deletes a Job with a propagation policy, as the API server and the
 /// garbage collector do together.
-pub fn delete_job(shared: &Arc<Shared>, namespace: &str, job_name: &str, propagation: &str) -> Option<Value> {
+pub fn delete_job(
+    shared: &Arc<Shared>,
+    namespace: &str,
+    job_name: &str,
+    propagation: &str,
+) -> Option<Value> {
     let job = shared.get(Resource::Jobs, namespace, job_name)?;
-    let job_uid = job["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let job_uid = job["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let owned_pods: Vec<String> = shared
         .list(Resource::Pods, Some(namespace))
         .into_iter()
-        .filter(|pod| pod["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|owner| owner["uid"] == job_uid.as_str()))
+        .filter(|pod| {
+            pod["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|owner| owner["uid"] == job_uid.as_str())
+        })
         .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_string))
         .collect();
 
@@ -614,7 +907,8 @@ pub fn delete_job(shared: &Arc<Shared>, namespace: &str, job_name: &str, propaga
                 job["metadata"]["deletionTimestamp"] = json!(now);
                 job["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
             });
-            let (shared, namespace, job_name) = (shared.clone(), namespace.to_string(), job_name.to_string());
+            let (shared, namespace, job_name) =
+                (shared.clone(), namespace.to_string(), job_name.to_string());
             tokio::spawn(async move {
                 for pod in owned_pods {
                     delete_pod(shared.clone(), namespace.clone(), pod).await;

@@ -41,7 +41,10 @@ pub fn api_group(group: &str) -> Option<Value> {
 
 /// The resources of one group version; `None` for a version not served.
 pub fn api_resource_list(group: &str) -> Option<Value> {
-    let resources: Vec<Resource> = ALL.into_iter().filter(|resource| resource.group() == group).collect();
+    let resources: Vec<Resource> = ALL
+        .into_iter()
+        .filter(|resource| resource.group() == group)
+        .collect();
     if resources.is_empty() {
         return None;
     }

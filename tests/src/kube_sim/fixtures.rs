@@ -89,7 +89,12 @@ fn pod_template(fixture: &WorkloadFixture) -> Value {
     let containers: Vec<Value> = fixture
         .pods
         .first()
-        .map(|pod| pod.containers.iter().map(|c| json!({"name": c.name, "image": "chat:v1"})).collect())
+        .map(|pod| {
+            pod.containers
+                .iter()
+                .map(|c| json!({"name": c.name, "image": "chat:v1"}))
+                .collect()
+        })
         .unwrap_or_default();
     json!({"metadata": {"labels": fixture.labels}, "spec": {"containers": containers}})
 }
@@ -156,7 +161,13 @@ impl KubeSim {
     }
 
     /// Adds a pod with the status a kubelet reports for its fixture.
-    pub fn add_pod(&self, namespace: &str, pod: &PodFixture, labels: &BTreeMap<String, String>, owner: Option<&Value>) -> Value {
+    pub fn add_pod(
+        &self,
+        namespace: &str,
+        pod: &PodFixture,
+        labels: &BTreeMap<String, String>,
+        owner: Option<&Value>,
+    ) -> Value {
         let now = now_rfc3339();
         let statuses: Vec<Value> = pod
             .containers
@@ -184,7 +195,8 @@ impl KubeSim {
                 status
             })
             .collect();
-        let all_ready = pod.phase == "Running" && pod.containers.iter().all(|c| c.ready && c.running);
+        let all_ready =
+            pod.phase == "Running" && pod.containers.iter().all(|c| c.ready && c.running);
         let mut metadata = json!({
             "name": pod.name,
             "namespace": namespace,

@@ -61,7 +61,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn with_state<R>(&self, action: impl FnOnce(&mut State) -> R) -> R {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         action(&mut state)
     }
 
@@ -96,7 +99,13 @@ impl Shared {
         .unwrap_or_default()
     }
 
-    fn update(&self, resource: Resource, namespace: &str, name: &str, update: impl FnOnce(&mut Value)) -> Option<Value> {
+    fn update(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        update: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
         self.with_state_and_publish::<_, ()>(|state| {
             let change = state.update(resource, namespace, name, update);
             let object = change.as_ref().map(|change| change.object.clone());
@@ -107,7 +116,13 @@ impl Shared {
 
     /// Like [`Self::update`], but records no change when `update` leaves
     /// the object as it was.
-    fn update_if_changed(&self, resource: Resource, namespace: &str, name: &str, update: impl FnOnce(&mut Value)) {
+    fn update_if_changed(
+        &self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        update: impl FnOnce(&mut Value),
+    ) {
         let Some(mut object) = self.get(resource, namespace, name) else {
             return;
         };
@@ -177,7 +192,9 @@ impl KubeSim {
                 };
                 let shared = server_shared.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| server::handle(shared.clone(), request));
+                    let service = hyper::service::service_fn(move |request| {
+                        server::handle(shared.clone(), request)
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -185,10 +202,16 @@ impl KubeSim {
             }
         });
 
-        let directory = std::env::temp_dir().join(format!("llmslo-kube-sim-{}-{}", std::process::id(), address.port()));
-        std::fs::create_dir_all(&directory).expect("failed to create the simulated cluster's directory");
+        let directory = std::env::temp_dir().join(format!(
+            "llmslo-kube-sim-{}-{}",
+            std::process::id(),
+            address.port()
+        ));
+        std::fs::create_dir_all(&directory)
+            .expect("failed to create the simulated cluster's directory");
         let kubeconfig = directory.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(address)).expect("failed to write the kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(address))
+            .expect("failed to write the kubeconfig");
 
         let sim = Self {
             shared,
@@ -225,9 +248,10 @@ impl KubeSim {
 
     /// Sets `pod-security.kubernetes.io/enforce` on a namespace.
     pub fn enforce_pod_security(&self, namespace: &str, level: &str) {
-        self.shared.update(Resource::Namespaces, "", namespace, |object| {
-            object["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!(level);
-        });
+        self.shared
+            .update(Resource::Namespaces, "", namespace, |object| {
+                object["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!(level);
+            });
     }
 
     /// Adds a Ready node with the usual hostname label.
@@ -261,7 +285,8 @@ impl KubeSim {
     /// node lifecycle controller marks its pods not Ready, and its
     /// container processes are killed without any status update.
     pub fn lose_node(&self, name: &str) {
-        self.shared.with_state(|state| state.lost_nodes.insert(name.to_string()));
+        self.shared
+            .with_state(|state| state.lost_nodes.insert(name.to_string()));
         self.shared.update(Resource::Nodes, "", name, |node| {
             node["status"]["conditions"] = json!([{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]);
         });
@@ -272,27 +297,42 @@ impl KubeSim {
             .filter(|pod| pod["spec"]["nodeName"] == name)
             .collect();
         for pod in pods {
-            let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-            let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            if let Some(process) = self.shared.processes.lock().unwrap().get(&(namespace.clone(), pod_name.clone())) {
-                process.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+            let namespace = pod["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let pod_name = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(process) = self
+                .shared
+                .processes
+                .lock()
+                .unwrap()
+                .get(&(namespace.clone(), pod_name.clone()))
+            {
+                process
+                    .frozen
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 controller::signal(process.pid, libc::SIGKILL);
             }
-            self.shared.update(Resource::Pods, &namespace, &pod_name, |pod| {
-                let conditions: Vec<Value> = pod["status"]["conditions"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|mut condition| {
-                        if condition["type"] == "Ready" {
-                            condition["status"] = json!("False");
-                        }
-                        condition
-                    })
-                    .collect();
-                pod["status"]["conditions"] = json!(conditions);
-            });
+            self.shared
+                .update(Resource::Pods, &namespace, &pod_name, |pod| {
+                    let conditions: Vec<Value> = pod["status"]["conditions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|mut condition| {
+                            if condition["type"] == "Ready" {
+                                condition["status"] = json!("False");
+                            }
+                            condition
+                        })
+                        .collect();
+                    pod["status"]["conditions"] = json!(conditions);
+                });
         }
     }
 
@@ -307,10 +347,24 @@ impl KubeSim {
             .filter(|pod| pod["spec"]["nodeName"] == name)
             .collect();
         for pod in pods {
-            let namespace = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-            let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            if let Some(process) = self.shared.processes.lock().unwrap().get(&(namespace.clone(), pod_name.clone())) {
-                process.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+            let namespace = pod["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let pod_name = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if let Some(process) = self
+                .shared
+                .processes
+                .lock()
+                .unwrap()
+                .get(&(namespace.clone(), pod_name.clone()))
+            {
+                process
+                    .frozen
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 controller::signal(process.pid, libc::SIGKILL);
             }
             self.shared.remove(Resource::Pods, &namespace, &pod_name);
@@ -335,18 +389,24 @@ impl KubeSim {
     /// maps paths in the image (such as `/llmslo-probe`) to the program and
     /// leading arguments that stand for them.
     pub fn map_image(&self, image: &str, spec: ImageSpec) {
-        self.shared.with_state(|state| state.knobs.images.insert(image.to_string(), spec));
+        self.shared
+            .with_state(|state| state.knobs.images.insert(image.to_string(), spec));
     }
 
     /// Makes every pull of `image` fail with ErrImagePull.
     pub fn fail_image_pull(&self, image: &str) {
-        self.shared.with_state(|state| state.knobs.unpullable_images.insert(image.to_string()));
+        self.shared
+            .with_state(|state| state.knobs.unpullable_images.insert(image.to_string()));
     }
 
     /// Makes the scheduler refuse `node` with `message`.
     pub fn make_unschedulable(&self, node: &str, message: &str) {
-        self.shared
-            .with_state(|state| state.knobs.unschedulable_nodes.insert(node.to_string(), message.to_string()));
+        self.shared.with_state(|state| {
+            state
+                .knobs
+                .unschedulable_nodes
+                .insert(node.to_string(), message.to_string())
+        });
     }
 
     /// Denies `verb` on `resource` (RBAC spelling: `jobs.batch`,
@@ -381,8 +441,16 @@ impl KubeSim {
 
     /// The log of a container, as `kubectl logs` would print it.
     pub fn log(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
-        self.shared
-            .with_state(|state| state.logs.get(&(namespace.to_string(), pod.to_string(), container.to_string())).cloned())
+        self.shared.with_state(|state| {
+            state
+                .logs
+                .get(&(
+                    namespace.to_string(),
+                    pod.to_string(),
+                    container.to_string(),
+                ))
+                .cloned()
+        })
     }
 
     /// Polls `condition` every 20 ms until it holds or `timeout` passes;

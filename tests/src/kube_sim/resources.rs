@@ -113,7 +113,16 @@ impl Resource {
     /// lists them for these kinds.
     pub fn field_selectors(self) -> &'static [&'static str] {
         match self {
-            Self::Pods => &["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.podIP"],
+            Self::Pods => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "status.phase",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "status.podIP",
+            ],
             Self::Events => &[
                 "metadata.name",
                 "metadata.namespace",
@@ -137,6 +146,7 @@ impl Resource {
 
     /// Finds the resource served at `group`/`plural`.
     pub fn find(group: &str, plural: &str) -> Option<Self> {
-        ALL.into_iter().find(|resource| resource.group() == group && resource.plural() == plural)
+        ALL.into_iter()
+            .find(|resource| resource.group() == group && resource.plural() == plural)
     }
 }

@@ -37,8 +37,12 @@ impl LabelSelector {
         self.0.iter().all(|requirement| match requirement {
             LabelRequirement::Equals(key, value) => labels.get(key) == Some(value),
             LabelRequirement::NotEquals(key, value) => labels.get(key) != Some(value),
-            LabelRequirement::In(key, values) => labels.get(key).is_some_and(|v| values.contains(v)),
-            LabelRequirement::NotIn(key, values) => labels.get(key).is_none_or(|v| !values.contains(v)),
+            LabelRequirement::In(key, values) => {
+                labels.get(key).is_some_and(|v| values.contains(v))
+            }
+            LabelRequirement::NotIn(key, values) => {
+                labels.get(key).is_none_or(|v| !values.contains(v))
+            }
             LabelRequirement::Exists(key) => labels.contains_key(key),
             LabelRequirement::DoesNotExist(key) => !labels.contains_key(key),
         })
@@ -70,13 +74,22 @@ fn parse_label_requirement(part: &str) -> Result<LabelRequirement, String> {
         return Ok(LabelRequirement::DoesNotExist(valid_key(key.trim())?));
     }
     if let Some((key, value)) = part.split_once("!=") {
-        return Ok(LabelRequirement::NotEquals(valid_key(key.trim())?, value.trim().to_string()));
+        return Ok(LabelRequirement::NotEquals(
+            valid_key(key.trim())?,
+            value.trim().to_string(),
+        ));
     }
     if let Some((key, value)) = part.split_once("==") {
-        return Ok(LabelRequirement::Equals(valid_key(key.trim())?, value.trim().to_string()));
+        return Ok(LabelRequirement::Equals(
+            valid_key(key.trim())?,
+            value.trim().to_string(),
+        ));
     }
     if let Some((key, value)) = part.split_once('=') {
-        return Ok(LabelRequirement::Equals(valid_key(key.trim())?, value.trim().to_string()));
+        return Ok(LabelRequirement::Equals(
+            valid_key(key.trim())?,
+            value.trim().to_string(),
+        ));
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
     if words.len() == 2 {
@@ -90,14 +103,18 @@ fn parse_label_requirement(part: &str) -> Result<LabelRequirement, String> {
         let values = list
             .strip_prefix('(')
             .and_then(|list| list.strip_suffix(')'))
-            .ok_or_else(|| format!("unable to parse requirement: expected a list in parentheses in {part:?}"))?
+            .ok_or_else(|| {
+                format!("unable to parse requirement: expected a list in parentheses in {part:?}")
+            })?
             .split(',')
             .map(|value| value.trim().to_string())
             .collect();
         return match operator.trim() {
             "in" => Ok(LabelRequirement::In(key, values)),
             "notin" => Ok(LabelRequirement::NotIn(key, values)),
-            other => Err(format!("unable to parse requirement: unknown operator {other:?}")),
+            other => Err(format!(
+                "unable to parse requirement: unknown operator {other:?}"
+            )),
         };
     }
     Ok(LabelRequirement::Exists(valid_key(part)?))
@@ -105,7 +122,9 @@ fn parse_label_requirement(part: &str) -> Result<LabelRequirement, String> {
 
 fn valid_key(key: &str) -> Result<String, String> {
     if key.is_empty() || key.contains(char::is_whitespace) || key.contains(['(', ')', '=', '!']) {
-        return Err(format!("unable to parse requirement: invalid label key {key:?}"));
+        return Err(format!(
+            "unable to parse requirement: invalid label key {key:?}"
+        ));
     }
     Ok(key.to_string())
 }
@@ -118,7 +137,11 @@ impl FieldSelector {
     /// Parses the selector and checks each field against `supported`.
     pub fn parse(text: &str, supported: &[&str]) -> Result<Self, String> {
         let mut terms = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        for part in text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+        {
             let (field, equal, value) = if let Some((field, value)) = part.split_once("!=") {
                 (field, false, value)
             } else if let Some((field, value)) = part.split_once("==") {
@@ -126,7 +149,9 @@ impl FieldSelector {
             } else if let Some((field, value)) = part.split_once('=') {
                 (field, true, value)
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
             if !supported.contains(&field) {
@@ -167,7 +192,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -201,7 +229,11 @@ mod tests {
     #[test]
     fn field_selector_checks_support() {
         let object = serde_json::json!({"metadata": {"name": "a"}, "status": {"phase": "Running"}});
-        let selector = FieldSelector::parse("metadata.name=a,status.phase!=Pending", &["metadata.name", "status.phase"]).unwrap();
+        let selector = FieldSelector::parse(
+            "metadata.name=a,status.phase!=Pending",
+            &["metadata.name", "status.phase"],
+        )
+        .unwrap();
         assert!(selector.matches(&object));
         assert!(FieldSelector::parse("spec.foo=a", &["metadata.name"]).is_err());
     }

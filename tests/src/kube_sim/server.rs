@@ -27,21 +27,26 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(full(serde_json::to_vec(value).unwrap_or_default()));
     *response.status_mut() = code;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 fn status_response(error: ApiStatus) -> Response<Body> {
-    json_response(StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &error.body)
+    json_response(
+        StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &error.body,
+    )
 }
 
 fn text_response(text: String) -> Response<Body> {
     let mut response = Response::new(full(text));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
     response
 }
 
@@ -53,7 +58,10 @@ struct ResourcePath {
     subresource: Option<String>,
 }
 
-pub async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = parse_query(request.uri().query().unwrap_or_default());
@@ -67,7 +75,11 @@ pub async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>
         Err(_) => Bytes::new(),
     };
 
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let not_found = || {
         status_response(ApiStatus {
             code: 404,
@@ -80,9 +92,18 @@ pub async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>
         ["version"] => return Ok(json_response(StatusCode::OK, &discovery::version())),
         ["api"] => return Ok(json_response(StatusCode::OK, &discovery::api_versions())),
         ["apis"] => return Ok(json_response(StatusCode::OK, &discovery::api_group_list())),
-        ["api", "v1"] => return Ok(discovery::api_resource_list("").map_or_else(not_found, |d| json_response(StatusCode::OK, &d))),
-        ["apis", group] => return Ok(discovery::api_group(group).map_or_else(not_found, |d| json_response(StatusCode::OK, &d))),
-        ["apis", group, "v1"] => return Ok(discovery::api_resource_list(group).map_or_else(not_found, |d| json_response(StatusCode::OK, &d))),
+        ["api", "v1"] => {
+            return Ok(discovery::api_resource_list("")
+                .map_or_else(not_found, |d| json_response(StatusCode::OK, &d)));
+        }
+        ["apis", group] => {
+            return Ok(discovery::api_group(group)
+                .map_or_else(not_found, |d| json_response(StatusCode::OK, &d)));
+        }
+        ["apis", group, "v1"] => {
+            return Ok(discovery::api_resource_list(group)
+                .map_or_else(not_found, |d| json_response(StatusCode::OK, &d)));
+        }
         ["api", "v1", rest @ ..] => ("", rest),
         ["apis", group, "v1", rest @ ..] => (*group, rest),
         _ => return Ok(not_found()),
@@ -92,7 +113,11 @@ pub async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>
     };
 
     let verb = match (&method, &target.name) {
-        (&Method::GET, None) if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) => "watch",
+        (&Method::GET, None)
+            if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) =>
+        {
+            "watch"
+        }
         (&Method::GET, None) => "list",
         (&Method::GET, Some(_)) => "get",
         (&Method::POST, None) => "create",
@@ -100,7 +125,11 @@ pub async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>
         (&Method::DELETE, None) => "deletecollection",
         (&Method::PUT, _) => "update",
         (&Method::PATCH, _) => "patch",
-        _ => return Ok(status_response(status::method_not_allowed(format!("the server does not allow this method on the requested resource")))),
+        _ => {
+            return Ok(status_response(status::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource"
+            ))));
+        }
     };
     let record = RequestRecord {
         verb: verb.to_string(),
@@ -136,13 +165,18 @@ pub async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>
     }
 
     let response = match verb {
-        "get" if target.subresource.as_deref() == Some("log") => get_log(&shared, &target, &query).await,
+        "get" if target.subresource.as_deref() == Some("log") => {
+            get_log(&shared, &target, &query).await
+        }
         "get" if target.subresource.is_none() => get(&shared, &target),
         "list" => list(&shared, &target, &query, wants_table),
         "watch" => watch(&shared, &target, &query),
         "create" if target.subresource.is_none() => create(&shared, &target, &body),
         "delete" if target.subresource.is_none() => delete(&shared, &target, &query, &body),
-        _ => Err(status::method_not_allowed(format!("{verb} is not supported on {} by the simulated API server", record.resource))),
+        _ => Err(status::method_not_allowed(format!(
+            "{verb} is not supported on {} by the simulated API server",
+            record.resource
+        ))),
     };
     Ok(response.unwrap_or_else(status_response))
 }
@@ -150,9 +184,12 @@ pub async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>
 fn parse_resource_path(group: &str, rest: &[&str]) -> Option<ResourcePath> {
     let (namespace, plural, name, subresource) = match rest {
         ["namespaces", namespace] => (None, "namespaces", Some(*namespace), None),
-        ["namespaces", namespace, plural, tail @ ..] if group != "" || *plural != "finalize" => {
-            (Some(*namespace), *plural, tail.first().copied(), tail.get(1).copied())
-        }
+        ["namespaces", namespace, plural, tail @ ..] if group != "" || *plural != "finalize" => (
+            Some(*namespace),
+            *plural,
+            tail.first().copied(),
+            tail.get(1).copied(),
+        ),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return None,
     };
@@ -213,28 +250,50 @@ fn get(shared: &Shared, target: &ResourcePath) -> Result<Response<Body>, ApiStat
         .ok_or_else(|| status::not_found(target.resource, name))
 }
 
-fn selectors(target: &ResourcePath, query: &BTreeMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiStatus> {
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())
-        .map_err(status::bad_request)?;
+fn selectors(
+    target: &ResourcePath,
+    query: &BTreeMap<String, String>,
+) -> Result<(LabelSelector, FieldSelector), ApiStatus> {
+    let labels = LabelSelector::parse(
+        query
+            .get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(status::bad_request)?;
     let fields = FieldSelector::parse(
-        query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+        query
+            .get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
         target.resource.field_selectors(),
     )
     .map_err(|message| status::bad_request(format!("unable to parse requirement: {message}")))?;
     Ok((labels, fields))
 }
 
-fn list(shared: &Shared, target: &ResourcePath, query: &BTreeMap<String, String>, wants_table: bool) -> Result<Response<Body>, ApiStatus> {
+fn list(
+    shared: &Shared,
+    target: &ResourcePath,
+    query: &BTreeMap<String, String>,
+    wants_table: bool,
+) -> Result<Response<Body>, ApiStatus> {
     let (labels, fields) = selectors(target, query)?;
     let (objects, resource_version) = shared.with_state(|state| {
-        (state.list(target.resource, target.namespace.as_deref()), state.resource_version())
+        (
+            state.list(target.resource, target.namespace.as_deref()),
+            state.resource_version(),
+        )
     });
     let items: Vec<Value> = objects
         .into_iter()
         .filter(|object| labels.matches(&labels_of(object)) && fields.matches(object))
         .collect();
     if wants_table {
-        return Ok(json_response(StatusCode::OK, &tables::table(target.resource, &items, resource_version)));
+        return Ok(json_response(
+            StatusCode::OK,
+            &tables::table(target.resource, &items, resource_version),
+        ));
     }
     Ok(json_response(
         StatusCode::OK,
@@ -247,9 +306,16 @@ fn list(shared: &Shared, target: &ResourcePath, query: &BTreeMap<String, String>
     ))
 }
 
-fn watch(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, String>) -> Result<Response<Body>, ApiStatus> {
+fn watch(
+    shared: &Arc<Shared>,
+    target: &ResourcePath,
+    query: &BTreeMap<String, String>,
+) -> Result<Response<Body>, ApiStatus> {
     let (labels, fields) = selectors(target, query)?;
-    let requested: u64 = query.get("resourceVersion").and_then(|rv| rv.parse().ok()).unwrap_or(0);
+    let requested: u64 = query
+        .get("resourceVersion")
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0);
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|seconds| seconds.parse().ok())
@@ -269,7 +335,11 @@ fn watch(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, S
     let (backlog, mut receiver, gone) = shared.with_state(|state| {
         let receiver = shared.changes.subscribe();
         if requested != 0 && requested < state.compacted_below {
-            return (Vec::new(), receiver, Some(status::gone(requested, state.compacted_below)));
+            return (
+                Vec::new(),
+                receiver,
+                Some(status::gone(requested, state.compacted_below)),
+            );
         }
         let backlog: Vec<(String, Value, u64)> = if requested == 0 {
             state
@@ -281,7 +351,13 @@ fn watch(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, S
             state
                 .changes_since(resource, requested)
                 .into_iter()
-                .map(|change| (change.change_type.as_str().to_string(), change.object.clone(), change.resource_version))
+                .map(|change| {
+                    (
+                        change.change_type.as_str().to_string(),
+                        change.object.clone(),
+                        change.resource_version,
+                    )
+                })
                 .collect()
         };
         (backlog, receiver, None)
@@ -290,7 +366,8 @@ fn watch(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, S
     let (sender, lines) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         let line = |type_: &str, object: &Value| {
-            let mut text = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+            let mut text =
+                serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
             text.push(b'\n');
             Bytes::from(text)
         };
@@ -330,20 +407,33 @@ fn watch(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, S
     });
 
     let stream = futures::stream::unfold(lines, |mut lines| async move {
-        lines.recv().await.map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), lines))
+        lines
+            .recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), lines))
     });
     let mut response = Response::new(StreamBody::new(stream).boxed());
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 
-fn create(shared: &Arc<Shared>, target: &ResourcePath, body: &Bytes) -> Result<Response<Body>, ApiStatus> {
-    let mut object: Value = serde_json::from_slice(body)
-        .map_err(|error| status::bad_request(format!("the body of the request was in an unknown format: {error}")))?;
+fn create(
+    shared: &Arc<Shared>,
+    target: &ResourcePath,
+    body: &Bytes,
+) -> Result<Response<Body>, ApiStatus> {
+    let mut object: Value = serde_json::from_slice(body).map_err(|error| {
+        status::bad_request(format!(
+            "the body of the request was in an unknown format: {error}"
+        ))
+    })?;
     if !object.is_object() {
-        return Err(status::bad_request("the body of the request must be a JSON object".into()));
+        return Err(status::bad_request(
+            "the body of the request must be a JSON object".into(),
+        ));
     }
     if let Some(namespace) = &target.namespace {
         if !shared.with_state(|state| state.namespace_exists(namespace)) {
@@ -353,31 +443,45 @@ fn create(shared: &Arc<Shared>, target: &ResourcePath, body: &Bytes) -> Result<R
     }
 
     if target.resource == Resource::Jobs {
-        if let Err(error) = serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(object.clone()) {
-            return Err(status::bad_request(format!("Job in version \"v1\" cannot be handled as a Job: {error}")));
+        if let Err(error) =
+            serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(object.clone())
+        {
+            return Err(status::bad_request(format!(
+                "Job in version \"v1\" cannot be handled as a Job: {error}"
+            )));
         }
         let causes = validation::validate_job(&object);
         if !causes.is_empty() {
-            let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             return Err(status::invalid(Resource::Jobs, &name, &causes));
         }
     }
 
     let namespace = target.namespace.clone().unwrap_or_default();
     let created = shared.with_state_and_publish(|state| {
-        if object["metadata"]["name"].as_str().unwrap_or_default().is_empty()
+        if object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
             && let Some(prefix) = object["metadata"]["generateName"].as_str()
         {
             object["metadata"]["name"] = json!(format!("{prefix}{}", state.name_suffix()));
         }
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if state.get(target.resource, &namespace, &name).is_some() {
             return Err(status::already_exists(target.resource, &name));
         }
         if target.resource == Resource::Jobs {
             let uid = state.new_uid();
             object["metadata"]["uid"] = json!(uid);
-            object["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+            object["spec"]["selector"] =
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
             let labels = &mut object["spec"]["template"]["metadata"]["labels"];
             if !labels.is_object() {
                 *labels = json!({});
@@ -393,13 +497,21 @@ fn create(shared: &Arc<Shared>, target: &ResourcePath, body: &Bytes) -> Result<R
     })?;
 
     if target.resource == Resource::Jobs {
-        let name = created["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = created["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         tokio::spawn(controller::run_job(shared.clone(), namespace, name));
     }
     Ok(json_response(StatusCode::CREATED, &created))
 }
 
-fn delete(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, String>, body: &Bytes) -> Result<Response<Body>, ApiStatus> {
+fn delete(
+    shared: &Arc<Shared>,
+    target: &ResourcePath,
+    query: &BTreeMap<String, String>,
+    body: &Bytes,
+) -> Result<Response<Body>, ApiStatus> {
     let name = target.name.clone().unwrap_or_default();
     let namespace = target.namespace.clone().unwrap_or_default();
     let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -414,11 +526,16 @@ fn delete(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, 
         Resource::Jobs => {
             // The default policy of batch/v1 Jobs orphans their pods.
             let propagation = propagation.unwrap_or_else(|| "Orphan".into());
-            let deleted = controller::delete_job(shared, &namespace, &name, &propagation).unwrap_or(object);
+            let deleted =
+                controller::delete_job(shared, &namespace, &name, &propagation).unwrap_or(object);
             Ok(json_response(StatusCode::OK, &deleted))
         }
         Resource::Pods => {
-            tokio::spawn(controller::delete_pod(shared.clone(), namespace.clone(), name.clone()));
+            tokio::spawn(controller::delete_pod(
+                shared.clone(),
+                namespace.clone(),
+                name.clone(),
+            ));
             let mut marked = object;
             marked["metadata"]["deletionTimestamp"] = json!(super::store::now_rfc3339());
             Ok(json_response(StatusCode::OK, &marked))
@@ -430,7 +547,11 @@ fn delete(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, 
     }
 }
 
-async fn get_log(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<String, String>) -> Result<Response<Body>, ApiStatus> {
+async fn get_log(
+    shared: &Arc<Shared>,
+    target: &ResourcePath,
+    query: &BTreeMap<String, String>,
+) -> Result<Response<Body>, ApiStatus> {
     let namespace = target.namespace.clone().unwrap_or_default();
     let pod_name = target.name.clone().unwrap_or_default();
     let pod = shared
@@ -457,7 +578,10 @@ async fn get_log(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<S
             )));
         }
     };
-    if query.get("previous").is_some_and(|previous| previous == "true") {
+    if query
+        .get("previous")
+        .is_some_and(|previous| previous == "true")
+    {
         return Err(status::bad_request(format!(
             "previous terminated container {container:?} in pod {pod_name:?} not found"
         )));
@@ -484,17 +608,31 @@ async fn get_log(shared: &Arc<Shared>, target: &ResourcePath, query: &BTreeMap<S
     let mut text = shared.with_state(|state| state.logs.get(&key).cloned().unwrap_or_default());
     if query.get("follow").is_some_and(|follow| follow == "true") {
         // Wait for the container to end, then answer with the whole log.
-        while shared.processes.lock().unwrap().contains_key(&(key.0.clone(), key.1.clone())) {
+        while shared
+            .processes
+            .lock()
+            .unwrap()
+            .contains_key(&(key.0.clone(), key.1.clone()))
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         text = shared.with_state(|state| state.logs.get(&key).cloned().unwrap_or_default());
     }
-    if let Some(tail) = query.get("tailLines").and_then(|tail| tail.parse::<usize>().ok()) {
+    if let Some(tail) = query
+        .get("tailLines")
+        .and_then(|tail| tail.parse::<usize>().ok())
+    {
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(tail);
-        text = lines[start..].iter().map(|line| format!("{line}\n")).collect();
+        text = lines[start..]
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
     }
-    if let Some(limit) = query.get("limitBytes").and_then(|limit| limit.parse::<usize>().ok()) {
+    if let Some(limit) = query
+        .get("limitBytes")
+        .and_then(|limit| limit.parse::<usize>().ok())
+    {
         text.truncate(limit);
     }
     Ok(text_response(text))

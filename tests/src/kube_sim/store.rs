@@ -157,7 +157,9 @@ impl State {
 
     /// 64 hex digits, like a containerd container id.
     pub fn container_id(&mut self) -> String {
-        (0..4).map(|_| format!("{:016x}", self.next_random())).collect()
+        (0..4)
+            .map(|_| format!("{:016x}", self.next_random()))
+            .collect()
     }
 
     fn next_random(&mut self) -> u64 {
@@ -228,7 +230,12 @@ impl State {
         Some(self.record(resource, ChangeType::Modified, object))
     }
 
-    pub fn remove(&mut self, resource: Resource, namespace: &str, name: &str) -> Option<Arc<Change>> {
+    pub fn remove(
+        &mut self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<Change>> {
         let key = (resource, namespace.to_string(), name.to_string());
         let mut object = self.objects.remove(&key)?;
         self.resource_version += 1;
@@ -240,7 +247,12 @@ impl State {
         Some(self.record(resource, ChangeType::Deleted, object))
     }
 
-    fn record(&mut self, resource: Resource, change_type: ChangeType, object: Value) -> Arc<Change> {
+    fn record(
+        &mut self,
+        resource: Resource,
+        change_type: ChangeType,
+        object: Value,
+    ) -> Arc<Change> {
         let change = Arc::new(Change {
             resource_version: self.resource_version,
             resource,
@@ -255,7 +267,9 @@ impl State {
     pub fn changes_since(&self, resource: Resource, resource_version: u64) -> Vec<Arc<Change>> {
         self.history
             .iter()
-            .filter(|change| change.resource == resource && change.resource_version > resource_version)
+            .filter(|change| {
+                change.resource == resource && change.resource_version > resource_version
+            })
             .cloned()
             .collect()
     }
@@ -277,11 +291,17 @@ pub fn metadata_mut(object: &mut Value) -> &mut Value {
 
 pub fn key_of(resource: Resource, object: &Value) -> Key {
     let namespace = if resource.namespaced() {
-        object["metadata"]["namespace"].as_str().unwrap_or_default().to_string()
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     } else {
         String::new()
     };
-    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     (resource, namespace, name)
 }
 

@@ -32,23 +32,52 @@ pub fn table(resource: Resource, objects: &[Value], resource_version: u64) -> Va
             let name = object["metadata"]["name"].clone();
             let cells = match resource {
                 Resource::Pods => {
-                    let statuses = object["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
-                    let ready = statuses.iter().filter(|status| status["ready"] == true).count();
-                    let total = object["spec"]["containers"].as_array().map(Vec::len).unwrap_or(0);
-                    let waiting = statuses.iter().find_map(|status| status["state"]["waiting"]["reason"].as_str());
-                    let terminated = statuses.iter().find_map(|status| status["state"]["terminated"]["reason"].as_str());
+                    let statuses = object["status"]["containerStatuses"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    let ready = statuses
+                        .iter()
+                        .filter(|status| status["ready"] == true)
+                        .count();
+                    let total = object["spec"]["containers"]
+                        .as_array()
+                        .map(Vec::len)
+                        .unwrap_or(0);
+                    let waiting = statuses
+                        .iter()
+                        .find_map(|status| status["state"]["waiting"]["reason"].as_str());
+                    let terminated = statuses
+                        .iter()
+                        .find_map(|status| status["state"]["terminated"]["reason"].as_str());
                     let status = if !object["metadata"]["deletionTimestamp"].is_null() {
                         "Terminating"
                     } else {
-                        waiting.or(terminated).or(object["status"]["phase"].as_str()).unwrap_or("Unknown")
+                        waiting
+                            .or(terminated)
+                            .or(object["status"]["phase"].as_str())
+                            .unwrap_or("Unknown")
                     };
-                    json!([name, format!("{ready}/{total}"), status, 0, object["spec"]["nodeName"].as_str().unwrap_or("<none>")])
+                    json!([
+                        name,
+                        format!("{ready}/{total}"),
+                        status,
+                        0,
+                        object["spec"]["nodeName"].as_str().unwrap_or("<none>")
+                    ])
                 }
                 Resource::Jobs => {
-                    let conditions = object["status"]["conditions"].as_array().cloned().unwrap_or_default();
+                    let conditions = object["status"]["conditions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
                     let status = ["Complete", "Failed"]
                         .into_iter()
-                        .find(|type_| conditions.iter().any(|condition| condition["type"] == *type_ && condition["status"] == "True"))
+                        .find(|type_| {
+                            conditions.iter().any(|condition| {
+                                condition["type"] == *type_ && condition["status"] == "True"
+                            })
+                        })
                         .unwrap_or("Running");
                     let succeeded = object["status"]["succeeded"].as_i64().unwrap_or(0);
                     json!([name, status, format!("{succeeded}/1")])
