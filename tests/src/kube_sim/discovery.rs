@@ -87,3 +87,82 @@ pub fn version() -> Value {
         "platform": "linux/amd64",
     })
 }
+
+fn group_version_path(group: &str) -> String {
+    match group {
+        "" => "api/v1".into(),
+        group => format!("apis/{group}/v1"),
+    }
+}
+
+/// `/openapi/v3`: where each group version's document is.
+pub fn openapi_v3_root() -> Value {
+    let paths: serde_json::Map<String, Value> = ["", "apps", "batch"]
+        .into_iter()
+        .map(|group| {
+            let path = group_version_path(group);
+            (
+                path.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash=llmslo-sim")}),
+            )
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/<group version>`: the operations of each kind with the
+/// query parameters kubectl looks for before it asks the server to
+/// validate fields (`fieldValidation` on PATCH). Schemas are left out.
+pub fn openapi_v3_group_version(path: &str) -> Option<Value> {
+    let group = match path {
+        "api/v1" => "",
+        "apis/apps/v1" => "apps",
+        "apis/batch/v1" => "batch",
+        _ => return None,
+    };
+    let mut paths = serde_json::Map::new();
+    for resource in ALL.into_iter().filter(|resource| resource.group() == group) {
+        let scope = if resource.namespaced() {
+            "namespaces/{namespace}/"
+        } else {
+            ""
+        };
+        let gvk = json!({"group": group, "version": "v1", "kind": resource.kind()});
+        let parameters = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        ]);
+        let operation = |id: &str| {
+            json!({
+                "operationId": format!("{id}{}", resource.kind()),
+                "parameters": parameters,
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": id,
+                "x-kubernetes-group-version-kind": gvk,
+            })
+        };
+        paths.insert(
+            format!(
+                "/{}/{scope}{}",
+                group_version_path(group),
+                resource.plural()
+            ),
+            json!({"post": operation("create")}),
+        );
+        paths.insert(
+            format!(
+                "/{}/{scope}{}/{{name}}",
+                group_version_path(group),
+                resource.plural()
+            ),
+            json!({"patch": operation("patch"), "put": operation("replace")}),
+        );
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {},
+    }))
+}

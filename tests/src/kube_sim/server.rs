@@ -104,6 +104,13 @@ pub async fn handle(
             return Ok(discovery::api_resource_list(group)
                 .map_or_else(not_found, |d| json_response(StatusCode::OK, &d)));
         }
+        ["openapi", "v3"] => {
+            return Ok(json_response(StatusCode::OK, &discovery::openapi_v3_root()));
+        }
+        ["openapi", "v3", rest @ ..] => {
+            return Ok(discovery::openapi_v3_group_version(&rest.join("/"))
+                .map_or_else(not_found, |d| json_response(StatusCode::OK, &d)));
+        }
         ["api", "v1", rest @ ..] => ("", rest),
         ["apis", group, "v1", rest @ ..] => (*group, rest),
         _ => return Ok(not_found()),
@@ -171,7 +178,7 @@ pub async fn handle(
         "get" if target.subresource.is_none() => get(&shared, &target),
         "list" => list(&shared, &target, &query, wants_table),
         "watch" => watch(&shared, &target, &query),
-        "create" if target.subresource.is_none() => create(&shared, &target, &body),
+        "create" if target.subresource.is_none() => create(&shared, &target, &query, &body),
         "delete" if target.subresource.is_none() => delete(&shared, &target, &query, &body),
         _ => Err(status::method_not_allowed(format!(
             "{verb} is not supported on {} by the simulated API server",
@@ -423,6 +430,7 @@ fn watch(
 fn create(
     shared: &Arc<Shared>,
     target: &ResourcePath,
+    query: &BTreeMap<String, String>,
     body: &Bytes,
 ) -> Result<Response<Body>, ApiStatus> {
     let mut object: Value = serde_json::from_slice(body).map_err(|error| {
@@ -443,12 +451,28 @@ fn create(
     }
 
     if target.resource == Resource::Jobs {
-        if let Err(error) =
-            serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(object.clone())
+        let typed = serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(object.clone())
+            .map_err(|error| {
+                status::bad_request(format!(
+                    "Job in version \"v1\" cannot be handled as a Job: {error}"
+                ))
+            })?;
+        if query
+            .get("fieldValidation")
+            .is_some_and(|mode| mode == "Strict")
         {
-            return Err(status::bad_request(format!(
-                "Job in version \"v1\" cannot be handled as a Job: {error}"
-            )));
+            let known = serde_json::to_value(&typed).unwrap_or_default();
+            let unknown = unknown_fields(&object, &known, "");
+            if !unknown.is_empty() {
+                let fields: Vec<String> = unknown
+                    .iter()
+                    .map(|field| format!("unknown field {field:?}"))
+                    .collect();
+                return Err(status::bad_request(format!(
+                    "strict decoding error: {}",
+                    fields.join(", ")
+                )));
+            }
         }
         let causes = validation::validate_job(&object);
         if !causes.is_empty() {
@@ -636,4 +660,35 @@ async fn get_log(
         text.truncate(limit);
     }
     Ok(text_response(text))
+}
+
+/// Paths of the fields of `sent` that the typed round trip `known` lost,
+/// which are the fields the API does not define.
+fn unknown_fields(sent: &Value, known: &Value, path: &str) -> Vec<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (sent, known) {
+        (Value::Object(sent), Value::Object(known)) => sent
+            .iter()
+            .flat_map(|(key, value)| match known.get(key) {
+                Some(known_value) => unknown_fields(value, known_value, &join(key)),
+                None if value.is_null() => Vec::new(),
+                None => vec![join(key)],
+            })
+            .collect(),
+        (Value::Array(sent), Value::Array(known)) => sent
+            .iter()
+            .zip(known)
+            .enumerate()
+            .flat_map(|(index, (value, known_value))| {
+                unknown_fields(value, known_value, &format!("{path}[{index}]"))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
