@@ -57,6 +57,8 @@ use store::{Change, State};
 pub(crate) struct Shared {
     state: Mutex<State>,
     changes: broadcast::Sender<Arc<Change>>,
+    /// Incremented to end every open watch stream.
+    watch_epoch: tokio::sync::watch::Sender<u64>,
     processes: Mutex<BTreeMap<(String, String), Arc<ContainerProcess>>>,
 }
 
@@ -178,6 +180,7 @@ impl KubeSim {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(seed)),
             changes,
+            watch_epoch: tokio::sync::watch::Sender::new(0),
             processes: Mutex::new(BTreeMap::new()),
         });
 
@@ -425,6 +428,13 @@ impl KubeSim {
     /// get 410 Gone.
     pub fn compact(&self) {
         self.shared.with_state(|state| state.compact());
+    }
+
+    /// Compacts the history and ends every open watch, as an API server
+    /// restart does: clients must watch again, get 410 Gone, and list.
+    pub fn restart_watches(&self) {
+        self.compact();
+        self.shared.watch_epoch.send_modify(|epoch| *epoch += 1);
     }
 
     /// Every resource request so far, as the authorizer saw it.

@@ -371,6 +371,8 @@ fn watch(
     });
 
     let (sender, lines) = mpsc::channel::<Bytes>(64);
+    let mut epoch = shared.watch_epoch.subscribe();
+    epoch.mark_unchanged();
     tokio::spawn(async move {
         let line = |type_: &str, object: &Value| {
             let mut text =
@@ -408,6 +410,7 @@ fn watch(
                     }
                 }
                 _ = &mut expiry => return,
+                _ = epoch.changed() => return,
                 _ = sender.closed() => return,
             }
         }
