@@ -392,3 +392,33 @@ fn ctrl_c_deletes_jobs() {
     assert_jobs_removed(&sim);
     assert!(sim.wait_until(Duration::from_secs(10), |sim| sim.running_processes() == 0));
 }
+
+#[test]
+fn second_ctrl_c_exits_and_names_leftovers() {
+    let sim = cluster(&["--stub-mode", "hang"]);
+    sim.delay("delete", "jobs.batch", Duration::from_secs(30));
+    let child = sim.spawn_cli(&["diagnose", "deploy/chat-api", "-n", "prod", "--duration", "30s"]);
+    let running = sim.wait_until(Duration::from_secs(20), |sim| {
+        probe_pod_running_on(sim, "worker-1") && probe_pod_running_on(sim, "worker-2")
+    });
+    assert!(running, "probe pods did not start");
+    let interrupt = || {
+        // SAFETY: kill() with the pid of a child this test started.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+    };
+    interrupt();
+    let deleting = sim.wait_until(Duration::from_secs(10), |sim| sim.requests().iter().any(|request| request.verb == "delete"));
+    assert!(deleting, "the first Ctrl-C did not start the cleanup");
+    interrupt();
+    let started = std::time::Instant::now();
+    let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(10), "the second Ctrl-C waited for the slow delete");
+    assert_eq!(finished.code, Some(130), "stderr:\n{}", finished.stderr);
+    assert_contains(&finished.stderr, "Interrupted again");
+    assert_contains(&finished.stderr, "kubectl llmslo cleanup --probe-namespace llmslo-system --run-id ");
+    for job in sim.list(Resource::Jobs, Some(PROBE_NAMESPACE)) {
+        assert_contains(&finished.stderr, job["metadata"]["name"].as_str().unwrap());
+    }
+}

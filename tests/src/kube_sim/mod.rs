@@ -424,6 +424,19 @@ impl KubeSim {
         });
     }
 
+    /// Answers `verb` on `resource` (RBAC spelling) only after `delay`.
+    pub fn delay(&self, verb: &str, resource: &str, delay: Duration) {
+        self.shared.with_state(|state| {
+            state.knobs.delays.push((
+                Denial {
+                    verb: verb.to_string(),
+                    resource: resource.to_string(),
+                },
+                delay,
+            ))
+        });
+    }
+
     /// Forgets the change history, so that watches from older versions
     /// get 410 Gone.
     pub fn compact(&self) {

@@ -147,19 +147,30 @@ pub async fn handle(
         },
         namespace: target.namespace.clone().unwrap_or_default(),
     };
-    let denied = shared.with_state(|state| {
+    let (denied, delay) = shared.with_state(|state| {
         state.requests.push(record.clone());
         let qualified = match group {
             "" => record.resource.clone(),
             group => format!("{}.{group}", record.resource),
         };
-        state
+        let matches = |rule: &super::store::Denial| rule.verb == verb && rule.resource == qualified;
+        let denied = state
             .knobs
             .denials
             .iter()
-            .any(|denial| denial.verb == verb && denial.resource == qualified)
-            .then(|| state.knobs.user.clone())
+            .any(matches)
+            .then(|| state.knobs.user.clone());
+        let delay = state
+            .knobs
+            .delays
+            .iter()
+            .find(|(rule, _)| matches(rule))
+            .map(|(_, delay)| *delay);
+        (denied, delay)
     });
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(user) = denied {
         return Ok(status_response(status::forbidden(
             target.resource,

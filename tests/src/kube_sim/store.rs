@@ -84,6 +84,9 @@ pub struct Knobs {
     /// Nodes the scheduler will not place pods on, with its message.
     pub unschedulable_nodes: BTreeMap<String, String>,
     pub denials: Vec<Denial>,
+    /// Requests answered only after a delay, by verb and resource (RBAC
+    /// spelling), to hold a client inside a call.
+    pub delays: Vec<(Denial, std::time::Duration)>,
     /// The user named in 403 messages.
     pub user: String,
 }
