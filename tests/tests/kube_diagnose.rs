@@ -397,7 +397,14 @@ fn ctrl_c_deletes_jobs() {
 fn second_ctrl_c_exits_and_names_leftovers() {
     let sim = cluster(&["--stub-mode", "hang"]);
     sim.delay("delete", "jobs.batch", Duration::from_secs(30));
-    let child = sim.spawn_cli(&["diagnose", "deploy/chat-api", "-n", "prod", "--duration", "30s"]);
+    let child = sim.spawn_cli(&[
+        "diagnose",
+        "deploy/chat-api",
+        "-n",
+        "prod",
+        "--duration",
+        "30s",
+    ]);
     let running = sim.wait_until(Duration::from_secs(20), |sim| {
         probe_pod_running_on(sim, "worker-1") && probe_pod_running_on(sim, "worker-2")
     });
@@ -409,16 +416,88 @@ fn second_ctrl_c_exits_and_names_leftovers() {
         }
     };
     interrupt();
-    let deleting = sim.wait_until(Duration::from_secs(10), |sim| sim.requests().iter().any(|request| request.verb == "delete"));
+    let deleting = sim.wait_until(Duration::from_secs(10), |sim| {
+        sim.requests()
+            .iter()
+            .any(|request| request.verb == "delete")
+    });
     assert!(deleting, "the first Ctrl-C did not start the cleanup");
     interrupt();
     let started = std::time::Instant::now();
     let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
-    assert!(started.elapsed() < Duration::from_secs(10), "the second Ctrl-C waited for the slow delete");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second Ctrl-C waited for the slow delete"
+    );
     assert_eq!(finished.code, Some(130), "stderr:\n{}", finished.stderr);
     assert_contains(&finished.stderr, "Interrupted again");
-    assert_contains(&finished.stderr, "kubectl llmslo cleanup --probe-namespace llmslo-system --run-id ");
+    assert_contains(
+        &finished.stderr,
+        "kubectl llmslo cleanup --probe-namespace llmslo-system --run-id ",
+    );
     for job in sim.list(Resource::Jobs, Some(PROBE_NAMESPACE)) {
         assert_contains(&finished.stderr, job["metadata"]["name"].as_str().unwrap());
     }
+}
+
+#[test]
+fn progress_lines_shown_only_on_terminal() {
+    let sim = cluster(&["--stub-mode", "ok"]);
+    let cli = llmslo_tests::kube_sim::cli::cli_binary();
+    let command = format!(
+        "{} diagnose deploy/chat-api -n prod --duration 2s",
+        cli.display()
+    );
+    // script(1) gives the CLI a pseudo-terminal for stdout and stderr.
+    let child = sim
+        .command(std::path::Path::new("script"))
+        .args(["-qefc", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .spawn()
+        .unwrap();
+    let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "{}\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+    for expected in ["worker-1", "worker-2", "Running ", "/2s", "Done"] {
+        assert_contains(&finished.stdout, expected);
+    }
+
+    let (finished, _) = diagnose(&sim, &[]);
+    assert_eq!(finished.code, Some(0));
+    assert!(
+        !finished.stderr.contains("Running "),
+        "progress shown on a pipe:\n{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn job_deleted_by_another_client_is_reported() {
+    let sim = cluster(&["--stub-mode", "hang", "--stub-only-on", "worker-2"]);
+    let child = sim.spawn_cli(&[
+        "diagnose",
+        "deploy/chat-api",
+        "-n",
+        "prod",
+        "--duration",
+        "3s",
+    ]);
+    assert!(
+        sim.wait_until(Duration::from_secs(20), |sim| probe_pod_running_on(
+            sim, "worker-2"
+        ))
+    );
+    let finished = sim.run_cli(&["cleanup"], CLI_TIMEOUT);
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
+    assert_eq!(finished.code, Some(1), "stderr:\n{}", finished.stderr);
+    assert_contains(
+        &finished.stderr,
+        "was deleted before it finished, by `kubectl llmslo cleanup`",
+    );
 }

@@ -265,6 +265,7 @@ impl ProbeRun {
             Update::Pod(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
                 self.apply_pod(&pod).await;
             }
+            Update::Job(watcher::Event::Delete(job)) => self.job_deleted(&job),
             Update::Pod(watcher::Event::Delete(pod)) => self.pod_deleted(&pod).await,
             Update::Event(watcher::Event::Apply(event) | watcher::Event::InitApply(event)) => {
                 self.apply_event(&event);
@@ -312,6 +313,29 @@ impl ProbeRun {
                 }
             }
         }
+    }
+
+    fn job_deleted(&mut self, job: &Job) {
+        let Some(index) = job
+            .metadata
+            .name
+            .as_deref()
+            .and_then(|name| self.index_of_job(name))
+        else {
+            return;
+        };
+        let job_name = self.nodes[index].job_name.clone();
+        self.finish(
+            index,
+            None,
+            Some(Failure {
+                code: code::PROBE_FAILED,
+                message: format!(
+                    "the probe Job {job_name} was deleted before it finished, by `kubectl llmslo \
+                     cleanup` or another client"
+                ),
+            }),
+        );
     }
 
     async fn apply_pod(&mut self, pod: &Pod) {
@@ -621,7 +645,10 @@ impl ProbeRun {
         }
         match &failure {
             Some(failure) => {
-                tracing::warn!(node = %probe.node, job = %probe.job_name, code = failure.code, "probe failed");
+                // Info, not warn: the message goes to the user through the
+                // progress display, and a log line on stderr would break
+                // its redraw.
+                tracing::info!(node = %probe.node, job = %probe.job_name, code = failure.code, "probe failed");
                 probe.stage = Stage::Failed;
                 probe.line.fail(failure.code);
                 self.progress
