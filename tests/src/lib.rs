@@ -3,6 +3,7 @@
 pub mod binaries;
 pub mod capture;
 pub mod cgroup;
+pub mod kube_sim;
 pub mod net;
 pub mod probe;
 pub mod process;
