@@ -76,11 +76,13 @@ impl Decomposition {
     }
 
     /// Critical time of `component` in `phase`, zero when absent.
+    #[cfg(test)]
     pub fn critical_us(&self, phase: Phase, component: &str) -> f64 {
         self.share(phase, component)
             .map_or(0.0, |share| share.critical_us)
     }
 
+    #[cfg(test)]
     pub fn share(&self, phase: Phase, component: &str) -> Option<&Share> {
         self.phase(phase)
             .iter()
@@ -215,6 +217,12 @@ fn decompose_window(window: Interval, calls: &[CallSpan], own: OwnTimeContext<'_
             );
             let critical = estimate[index];
             let (a, b) = (low[index], high[index]);
+            // Own time has no calls: its busy time is its critical time.
+            let busy_ns = if components::OWN_TIME.contains(&name.as_str()) {
+                critical as u64
+            } else {
+                busy_ns
+            };
             let share = Share {
                 component: name.clone(),
                 critical_us: critical / 1000.0,

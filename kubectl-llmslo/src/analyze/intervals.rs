@@ -27,10 +27,6 @@ impl Interval {
         let end_ns = self.end_ns.min(window.end_ns);
         (start_ns < end_ns).then_some(Interval { start_ns, end_ns })
     }
-
-    pub fn contains(&self, at_ns: u64) -> bool {
-        self.start_ns <= at_ns && at_ns < self.end_ns
-    }
 }
 
 /// Merges overlapping or touching intervals into a sorted disjoint list.
@@ -61,11 +57,6 @@ pub fn union_len_within(intervals: &[Interval], window: Interval) -> u64 {
         .filter_map(|interval| interval.clip(window))
         .collect();
     merge(&clipped).iter().map(Interval::len_ns).sum()
-}
-
-/// Length of the overlap between two disjoint sorted lists.
-pub fn intersection_len(a: &[Interval], b: &[Interval]) -> u64 {
-    intersection(a, b).iter().map(Interval::len_ns).sum()
 }
 
 /// Intersection of two lists of intervals, as a merged list.
@@ -192,7 +183,6 @@ mod tests {
         let a = [iv(0, 100), iv(200, 300)];
         let b = [iv(50, 250)];
         assert_eq!(intersection(&a, &b), vec![iv(50, 100), iv(200, 250)]);
-        assert_eq!(intersection_len(&a, &b), 100);
     }
 
     #[test]

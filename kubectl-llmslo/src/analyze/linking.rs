@@ -191,16 +191,6 @@ impl LinkingSummary {
             self.ambiguous += 1;
         }
     }
-
-    /// Share of linked calls whose link is ambiguous.
-    pub fn ambiguous_fraction(&self) -> f64 {
-        let linked = self.calls - self.unlinked;
-        if linked == 0 {
-            0.0
-        } else {
-            self.ambiguous as f64 / linked as f64
-        }
-    }
 }
 
 #[cfg(test)]
@@ -298,6 +288,6 @@ mod tests {
         assert_eq!(summary.calls, 3);
         assert_eq!(summary.ambiguous, 1);
         assert_eq!(summary.unlinked, 1);
-        assert!((summary.ambiguous_fraction() - 0.5).abs() < 1e-9);
+        assert_eq!(summary.by_thread, 2);
     }
 }

@@ -173,8 +173,6 @@ pub struct CallRecord {
     /// Every inter-token gap, for pooled ITL percentiles.
     #[serde(skip)]
     pub itl_us: Vec<u64>,
-    #[serde(skip)]
-    pub cgroup_id: u64,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -380,7 +378,6 @@ fn record(
         decomposition: None,
         t0_ns: exchange.t0_ns,
         itl_us: llm.map(|llm| llm.itl_us.clone()).unwrap_or_default(),
-        cgroup_id: exchange.cgroup_id,
     }
 }
 

@@ -569,7 +569,7 @@ fn evaluate_percentile(spec: &SloSpec, in_scope: &[&CallRecord], result: &mut Sl
     let (bad, allowed, breached) = match spec.comparison {
         Comparison::AtMost => (
             values.iter().filter(|&&v| v > spec.target).count(),
-            1.0 - percentile / 100.0,
+            (100.0 - percentile) / 100.0,
             measured > spec.target,
         ),
         Comparison::AtLeast => (
