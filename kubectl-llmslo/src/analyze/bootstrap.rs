@@ -104,6 +104,45 @@ impl BootstrapConfig {
         self.ends(estimates)
     }
 
+    /// Intervals of `k` statistics computed together on the same
+    /// resamples of two independent samples, for statistics that share
+    /// expensive steps (such as finding a tail). `statistic` fills one
+    /// value per statistic and returns false when the resample has none.
+    pub fn intervals_two_sample<F>(
+        &self,
+        n_a: usize,
+        n_b: usize,
+        k: usize,
+        salt: u64,
+        mut statistic: F,
+    ) -> Vec<Option<ConfidenceInterval>>
+    where
+        F: FnMut(&[usize], &[usize], &mut [f64]) -> bool,
+    {
+        if n_a == 0 || n_b == 0 {
+            return vec![None; k];
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ salt);
+        let mut a = vec![0usize; n_a];
+        let mut b = vec![0usize; n_b];
+        let mut values = vec![0.0; k];
+        let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(self.replicates); k];
+        for _ in 0..self.replicates {
+            for index in a.iter_mut() {
+                *index = rng.random_range(0..n_a);
+            }
+            for index in b.iter_mut() {
+                *index = rng.random_range(0..n_b);
+            }
+            if statistic(&a, &b, &mut values) {
+                for (list, value) in estimates.iter_mut().zip(&values) {
+                    list.push(*value);
+                }
+            }
+        }
+        estimates.into_iter().map(|list| self.ends(list)).collect()
+    }
+
     fn ends(&self, mut estimates: Vec<f64>) -> Option<ConfidenceInterval> {
         if estimates.is_empty() {
             return None;

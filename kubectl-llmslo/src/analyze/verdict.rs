@@ -820,55 +820,53 @@ fn explain_latency_regression(
     let mut names: BTreeSet<String> = components_in(&current_tail, phase).into_iter().collect();
     names.extend(components_in(&baseline_tail, phase));
 
+    let names: Vec<String> = names.into_iter().collect();
+    let mean_part = |tail: &[&RequestSample], name: &str, pick: usize| {
+        stats::mean(
+            &tail
+                .iter()
+                .map(|s| {
+                    let (est, low, high) = s.part(phase, name);
+                    [est, low, high][pick]
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(0.0)
+    };
+    // One resampling loop serves every component, so the tails of each
+    // resample are found once. Values 2i and 2i+1 are the low and high
+    // change of component i.
+    let intervals = config.bootstrap.intervals_two_sample(
+        current.len(),
+        baseline.len(),
+        2 * names.len(),
+        salt(&comparison.metric),
+        |a, b, values| {
+            let (Some(cur_tail), Some(base_tail)) = (
+                resampled_tail(current, a, sli, percentile),
+                resampled_tail(baseline, b, sli, percentile),
+            ) else {
+                return false;
+            };
+            for (i, name) in names.iter().enumerate() {
+                let base = mean_part(&base_tail, name, 0);
+                values[2 * i] = mean_part(&cur_tail, name, 1) - base;
+                values[2 * i + 1] = mean_part(&cur_tail, name, 2) - base;
+            }
+            true
+        },
+    );
+
     let mut contributors = Vec::new();
-    for name in &names {
-        let mean_part = |tail: &[&RequestSample], pick: usize| {
-            stats::mean(
-                &tail
-                    .iter()
-                    .map(|s| {
-                        let (est, low, high) = s.part(phase, name);
-                        [est, low, high][pick]
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or(0.0)
-        };
-        let change = mean_part(&current_tail, 0) - mean_part(&baseline_tail, 0);
-        let replicate = |a: &[usize], b: &[usize], pick: usize| {
-            let cur: Vec<&RequestSample> = a.iter().map(|&i| current[i]).collect();
-            let base: Vec<&RequestSample> = b.iter().map(|&i| baseline[i]).collect();
-            let q_cur = stats::percentile(
-                &cur.iter().map(|s| value(s)).collect::<Vec<_>>(),
-                percentile,
-            )?;
-            let q_base = stats::percentile(
-                &base.iter().map(|s| value(s)).collect::<Vec<_>>(),
-                percentile,
-            )?;
-            let cur_tail: Vec<&RequestSample> =
-                cur.into_iter().filter(|s| value(s) >= q_cur).collect();
-            let base_tail: Vec<&RequestSample> =
-                base.into_iter().filter(|s| value(s) >= q_base).collect();
-            Some(mean_part(&cur_tail, pick) - mean_part(&base_tail, 0))
-        };
-        let seed = salt(name) ^ salt(&comparison.metric);
-        let low =
-            config
-                .bootstrap
-                .interval_two_sample(current.len(), baseline.len(), seed, |a, b| {
-                    replicate(a, b, 1)
+    for (i, name) in names.iter().enumerate() {
+        let change = mean_part(&current_tail, name, 0) - mean_part(&baseline_tail, name, 0);
+        let interval =
+            intervals[2 * i]
+                .zip(intervals[2 * i + 1])
+                .map(|(l, h)| ConfidenceInterval {
+                    low: l.low,
+                    high: h.high,
                 });
-        let high =
-            config
-                .bootstrap
-                .interval_two_sample(current.len(), baseline.len(), seed, |a, b| {
-                    replicate(a, b, 2)
-                });
-        let interval = low.zip(high).map(|(l, h)| ConfidenceInterval {
-            low: l.low,
-            high: h.high,
-        });
         let material = change >= config.min_contribution_us
             && change >= config.min_contribution_fraction * total_change.max(0.0);
         if material && interval.is_some_and(|ci| ci.low > 0.0) {
@@ -920,6 +918,24 @@ fn explain_latency_regression(
         }
     );
     verdict
+}
+
+/// The requests of a resample at or beyond its own percentile.
+fn resampled_tail<'a>(
+    samples: &[&'a RequestSample],
+    indices: &[usize],
+    sli: Sli,
+    percentile: f64,
+) -> Option<Vec<&'a RequestSample>> {
+    let picked: Vec<&RequestSample> = indices.iter().map(|&i| samples[i]).collect();
+    let values: Vec<f64> = picked.iter().map(|s| s.value(sli).unwrap_or(0.0)).collect();
+    let q = stats::percentile(&values, percentile)?;
+    Some(
+        picked
+            .into_iter()
+            .filter(|s| s.value(sli).unwrap_or(0.0) >= q)
+            .collect(),
+    )
 }
 
 /// Explains lower output tokens per second by the change in each
