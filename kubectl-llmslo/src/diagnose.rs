@@ -108,8 +108,8 @@ fn export_otlp(analysis: &Analysis, args: &DiagnoseArgs) {
         return;
     };
     // TODO: export one span per LLM call and the GenAI metrics to
-    // `endpoint` (GenAI semantic conventions, parented to the observed
-    // trace); this build has no exporter, so the flag only warns.
+    // `endpoint`, following the GenAI semantic conventions and parented to
+    // the observed trace. This build has no exporter, so the flag warns.
     tracing::warn!(%endpoint, calls = analysis.calls.len(), "OTLP export is not available in this build");
     eprintln!(
         "warning: --otlp-endpoint {endpoint}: OTLP export is not available in this build; nothing was exported"

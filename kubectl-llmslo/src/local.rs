@@ -1,8 +1,8 @@
 //! `--local`: probe processes on this host with a child `llmslo-probe`.
 //!
 //! The child runs in its own process group, so a Ctrl-C in the terminal
-//! reaches only this process, which forwards it: the first Ctrl-C sends
-//! SIGINT and the probe prints what it collected so far, a second one
+//! reaches only this process, which forwards it. The first Ctrl-C sends
+//! SIGINT and the probe prints what it collected so far. A second one
 //! kills the probe.
 
 use std::{
@@ -27,8 +27,8 @@ pub const PROBE_BINARY: &str = "llmslo-probe";
 /// killed: loading the eBPF programs, draining the ring buffer, parsing.
 const EXIT_GRACE: Duration = Duration::from_secs(60);
 
-/// Exit code with which the probe says it stopped part-way but printed a
-/// partial result.
+/// Exit code of a probe that stopped part-way but printed a partial
+/// result.
 const PROBE_STOPPED_PART_WAY: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +76,8 @@ pub enum LocalError {
 /// # Errors
 ///
 /// [`LocalError`] when no pid was given, the probe binary is missing, or
-/// the probe failed without printing a result; the message says what to do
-/// (for example run with sudo).
+/// the probe failed without printing a result. The message tells what to
+/// do, for example run with sudo.
 pub async fn collect(args: &DiagnoseArgs) -> Result<Collection, LocalError> {
     check_args(args)?;
     let probe = find_probe(args.probe_binary.as_deref())?;
@@ -104,7 +104,7 @@ fn check_args(args: &DiagnoseArgs) -> Result<(), LocalError> {
     Ok(())
 }
 
-/// The probe's command line.
+/// Builds the probe's command line.
 pub fn probe_args(args: &DiagnoseArgs) -> Vec<String> {
     let mut out = Vec::new();
     for pid in &args.pids {
@@ -154,7 +154,7 @@ fn find_probe(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
     })
 }
 
-/// What the probe printed and how it ended.
+/// Output and exit status of the probe.
 #[derive(Debug)]
 struct ProbeOutput {
     status: ExitStatus,
@@ -356,7 +356,7 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// The last lines of the probe's stderr, for error messages.
+/// Returns the last lines of the probe's stderr, for error messages.
 fn stderr_tail(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {

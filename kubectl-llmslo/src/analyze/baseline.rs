@@ -27,7 +27,7 @@ pub struct Baseline {
     /// When it was saved, in milliseconds since the Unix epoch.
     pub saved_unix_ms: u64,
     pub run_id: String,
-    /// Which calls were the requests in that run.
+    /// Kind of calls that were the requests in that run.
     pub scope: RequestScope,
     /// One entry per request in scope.
     pub requests: Vec<RequestSample>,
@@ -69,15 +69,15 @@ pub enum BaselineError {
     Version { path: String, found: u32 },
 }
 
-/// The directory that holds baseline files.
+/// Directory of baseline files.
 #[derive(Debug, Clone)]
 pub struct BaselineStore {
     dir: PathBuf,
 }
 
 impl BaselineStore {
-    /// The store under `$LLMSLO_DATA_DIR`, else under the platform data
-    /// directory.
+    /// Opens the store under `$LLMSLO_DATA_DIR`, else under the platform
+    /// data directory.
     pub fn from_environment() -> Result<Self, BaselineError> {
         if let Some(dir) = std::env::var_os("LLMSLO_DATA_DIR").filter(|d| !d.is_empty()) {
             return Ok(Self::at(Path::new(&dir).join("baselines")));

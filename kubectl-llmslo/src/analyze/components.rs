@@ -1,5 +1,5 @@
-//! Which component an outbound call belongs to: provider, embeddings,
-//! retrieval, guardrail, DNS, or another service; user rules first.
+//! Classification of outbound calls into components (provider,
+//! embeddings, retrieval, guardrail, DNS, other), with user rules first.
 
 use llmslo_schema::{Exchange, Protocol};
 
@@ -144,7 +144,7 @@ impl ComponentRule {
     }
 }
 
-/// Where an outbound call went, as far as the probe saw it.
+/// Destination of an outbound call, as far as the probe saw it.
 struct Endpoint<'a> {
     server_name: Option<String>,
     peer_host: Option<String>,
@@ -201,11 +201,11 @@ pub fn split_host_port(text: &str) -> (Option<String>, Option<u16>) {
 
 /// Returns the component of an outbound exchange.
 ///
-/// The first matching user rule wins. Without one: DNS queries are `dns`;
+/// The first matching user rule wins. Without one, DNS queries are `dns`.
 /// PostgreSQL and Redis calls and HTTP calls to known vector-database APIs
-/// are `retrieval`; moderation and policy APIs are `guardrail`; LLM calls
-/// are `embeddings` for the embeddings operation and `provider` otherwise;
-/// everything else is `other`.
+/// are `retrieval`, and moderation and policy APIs are `guardrail`. LLM
+/// calls are `embeddings` for the embeddings operation and `provider`
+/// otherwise. Everything else is `other`.
 pub fn classify(exchange: &Exchange, rules: &[ComponentRule]) -> String {
     let endpoint = endpoint_of(exchange);
     if let Some(rule) = rules.iter().find(|rule| rule.matches(&endpoint)) {

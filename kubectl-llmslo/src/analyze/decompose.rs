@@ -139,7 +139,7 @@ impl ThrottleTimeline {
     }
 }
 
-/// What the decomposition knows about a request's process.
+/// Run-queue waits and CFS throttling of a request's process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OwnTimeContext<'a> {
     /// Merged run-queue waits of the process's threads.

@@ -20,8 +20,8 @@ impl Interval {
         self.end_ns - self.start_ns
     }
 
-    /// The part of `self` inside `window`, or `None` when they do not
-    /// overlap.
+    /// Returns the part of `self` inside `window`, or `None` when they do
+    /// not overlap.
     pub fn clip(&self, window: Interval) -> Option<Interval> {
         let start_ns = self.start_ns.max(window.start_ns);
         let end_ns = self.end_ns.min(window.end_ns);
@@ -86,7 +86,7 @@ pub struct TaggedInterval {
     pub component: usize,
 }
 
-/// How a request window splits into serial time per component and the
+/// Split of a request window into serial time per component and the
 /// request's own time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CriticalSplit {
@@ -99,7 +99,7 @@ pub struct CriticalSplit {
 /// Splits `window` among the calls in flight at each instant.
 ///
 /// Where calls overlap, the instant goes to the call that ends last,
-/// because the request cannot continue before that call returns: two
+/// because the request cannot continue before that call returns. So two
 /// parallel calls of 100 ms and 500 ms put 500 ms on the critical path,
 /// all of it on the longer call. Ties go to the lower component index.
 /// The component times and the own time add up to the window length.

@@ -1,10 +1,10 @@
 //! Links outbound calls to the inbound request they serve.
 //!
-//! In order of preference: the W3C `traceparent` trace id the call shares
-//! with an inbound request; else the inbound requests of the same process
-//! whose window contains the call's start, narrowed to those on the same
-//! thread when there are any (synchronous servers handle one request per
-//! thread). When several requests remain, the link is ambiguous: the call
+//! The W3C `traceparent` trace id that the call shares with an inbound
+//! request comes first. Otherwise the candidates are the inbound requests
+//! of the same process whose window contains the call's start. Those on
+//! the call's thread are preferred when there are any, because synchronous
+//! servers handle one request per thread. When several requests remain, the link is ambiguous: the call
 //! goes to the most recently started candidate for the point estimate,
 //! and the decomposition's bounds consider every candidate.
 
@@ -27,7 +27,7 @@ pub enum LinkMethod {
     Unlinked,
 }
 
-/// How one outbound call was linked.
+/// Link of one outbound call to the request it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Link {
     pub method: LinkMethod,
@@ -50,7 +50,7 @@ impl Link {
     }
 }
 
-/// An inbound request as the linker sees it.
+/// An inbound request in the form the linker uses.
 #[derive(Debug, Clone)]
 pub struct RequestSpan {
     pub index: usize,

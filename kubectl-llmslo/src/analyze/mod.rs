@@ -44,7 +44,7 @@ use sli::{SliGroup, SliSummary};
 use slo::{SloResult, SloSpec, SloStatus};
 use verdict::{BaselineComparison, Verdict, VerdictConfig};
 
-/// Which calls are the requests that SLOs apply to.
+/// Kind of calls that are the requests SLOs apply to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestScope {
@@ -57,7 +57,8 @@ pub enum RequestScope {
     None,
 }
 
-/// What the analysis is asked to do besides computing SLIs.
+/// Inputs of the analysis besides the collection: SLOs, component rules,
+/// a baseline and the verdict thresholds.
 #[derive(Debug, Clone, Default)]
 pub struct AnalysisOptions {
     pub slos: Vec<SloSpec>,
@@ -108,7 +109,7 @@ pub struct NodeDiagnostic {
     pub pid: Option<u32>,
 }
 
-/// What was lost or could not be seen, summed over nodes.
+/// Data lost or not visible to the probes, summed over nodes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DataQuality {
     pub drops: Drops,
@@ -171,7 +172,7 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    /// The exit status for runbooks: a breach or regression first, then
+    /// Returns the exit status for runbooks: a breach or regression first, then
     /// an interruption, then what could not be measured, then missing
     /// nodes.
     pub fn exit_status(&self) -> Status {
@@ -206,7 +207,7 @@ impl Analysis {
         Status::Ok
     }
 
-    /// The baseline to save for this run.
+    /// Builds the baseline to save for this run.
     pub fn to_baseline(&self, name: &str, saved_unix_ms: u64) -> Baseline {
         Baseline {
             baseline_version: baseline::BASELINE_VERSION,

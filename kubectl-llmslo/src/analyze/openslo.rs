@@ -3,11 +3,11 @@
 //!
 //! Each `kind: SLO` document becomes one [`SloSpec`] per objective. A
 //! threshold metric with `op`, `value` and `target` becomes a percentile
-//! objective (`target: 0.95`, `op: lte`, `value: 800` on `sli: ttft` is
-//! `ttft.p95<=800ms`); a ratio metric becomes an error-rate objective
-//! (`target: 0.99` of good requests is `error_rate<=1%`). `kind: SLI`
+//! objective: `target: 0.95`, `op: lte`, `value: 800` on `sli: ttft` is
+//! `ttft.p95<=800ms`. A ratio metric becomes an error-rate objective:
+//! `target: 0.99` of good requests is `error_rate<=1%`. `kind: SLI`
 //! documents can be referenced with `indicatorRef`. Other kinds are
-//! skipped. `timeWindow` is ignored because the window is `--duration`.
+//! //! skipped. `timeWindow` is ignored because the window is `--duration`.
 
 use std::{collections::HashMap, path::Path};
 

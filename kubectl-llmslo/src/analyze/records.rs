@@ -39,7 +39,7 @@ impl Workload {
     }
 }
 
-/// What a call is to the analysis.
+/// Part a call plays in the analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -52,7 +52,7 @@ pub enum Role {
     Excluded,
 }
 
-/// Where TTFT of a record came from.
+/// Source of a record's TTFT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TtftSource {
@@ -70,7 +70,8 @@ pub struct ErrorRecord {
     pub provider_code: Option<String>,
 }
 
-/// Where an outbound call went. Never holds a query string or header.
+/// Destination of an outbound call. It never contains a query string or
+/// header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Endpoint {
     /// TLS server name or HTTP host, else the peer address.
@@ -184,8 +185,8 @@ fn is_zero_u64(value: &u64) -> bool {
 }
 
 impl CallRecord {
-    /// The call's interval, from `t0` to its end; calls without an end
-    /// last until the end of the window.
+    /// Returns the call's interval from `t0` to its end. Calls without an
+    /// end last until the end of the window.
     pub fn interval(&self, window_end_ns: u64) -> Interval {
         let end_ns = match self.e2e_us {
             Some(e2e_us) => self.t0_ns + e2e_us * 1000,

@@ -272,7 +272,7 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
     }
 }
 
-/// The SLIs compared with a baseline: TTFT p95, E2E p95 and output tokens
+/// Lists the SLIs compared with a baseline: TTFT p95, E2E p95 and output tokens
 /// per second p50, plus the SLI and percentile of every latency or
 /// throughput SLO given.
 fn compared_metrics(options: &AnalysisOptions) -> Vec<(Sli, f64)> {
@@ -502,7 +502,7 @@ fn link_and_decompose(
     summary
 }
 
-/// One sample per request, in record order, with its error cause and
+/// Builds one sample per request, in record order, with its error cause and
 /// link counts.
 fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
     let mut linked: HashMap<usize, (usize, usize, Option<(u64, String)>)> = HashMap::new();
@@ -560,7 +560,8 @@ fn sample_index<'a>(
         .collect()
 }
 
-/// A sample of an outbound call whose whole time is its own component.
+/// Builds a sample of an outbound call whose whole time is its own
+/// component.
 fn call_as_sample(record: &CallRecord) -> RequestSample {
     use super::{decompose::Phase, sample::Part};
 

@@ -16,7 +16,7 @@ pub struct Part {
     pub max_us: f64,
 }
 
-/// What the verdicts need of one request.
+/// The values and decomposition of one request that the verdicts use.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestSample {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,7 +88,8 @@ impl RequestSample {
         }
     }
 
-    /// The value of a per-request SLI; ITL uses the request's largest gap.
+    /// Returns the value of a per-request SLI. ITL uses the request's
+    /// largest gap.
     pub fn value(&self, sli: Sli) -> Option<f64> {
         match sli {
             Sli::Ttft => self.ttft_us,
@@ -120,7 +121,7 @@ impl RequestSample {
     }
 }
 
-/// The phase whose decomposition explains an SLI.
+/// Returns the phase whose decomposition explains an SLI.
 pub fn phase_of(sli: Sli) -> Option<Phase> {
     match sli {
         Sli::Ttft | Sli::Ttfb => Some(Phase::Ttft),

@@ -66,7 +66,7 @@ impl Sli {
         matches!(self, Sli::ErrorRate | Sli::RateLimitedRate)
     }
 
-    /// The comparison that `=` means for this SLI.
+    /// Returns the comparison that `=` means for this SLI.
     fn natural_comparison(self) -> Comparison {
         if self == Sli::TokensPerSec {
             Comparison::AtLeast
@@ -92,7 +92,7 @@ impl Comparison {
     }
 }
 
-/// Which calls an SLO applies to.
+/// Set of calls an SLO applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SloScope {
@@ -393,8 +393,8 @@ fn parse_throughput(text: &str) -> Option<f64> {
 pub enum SloStatus {
     Met,
     Breached,
-    /// The objective holds on the samples seen, but there are too few of
-    /// them to tell whether it holds at the target's percentile or rate.
+    /// The objective is met on the samples seen, but there are too few of
+    /// them to tell whether it is met at the target's percentile or rate.
     InsufficientData,
     /// No sample of the SLI was seen.
     NotMeasured,
@@ -532,7 +532,7 @@ fn evaluate_ratio(spec: &SloSpec, in_scope: &[&CallRecord], result: &mut SloResu
     } else {
         bad > 0
     };
-    // A rate of 0 errors in fewer than 1/target requests says little: one
+    // No errors in fewer than 1/target requests proves little, because one
     // more error would have exceeded the target.
     let needed = if spec.target > 0.0 {
         (1.0 / spec.target - 1e-9).ceil() as usize

@@ -5,7 +5,7 @@
 //! samples at or below it, which is the sample at rank `ceil(q / 100 * n)`
 //! of the sorted values. It never interpolates, so every reported
 //! percentile is a value that was observed, and it agrees exactly with the
-//! error-budget counts in [`super::slo`]: `pq <= T` holds exactly when at
+//! error-budget counts in [`super::slo`]: `pq <= T` is true exactly when at
 //! most `floor((1 - q / 100) * n)` samples exceed `T`.
 
 /// Rank (1-based) of the `q_percent` percentile among `n` samples, or

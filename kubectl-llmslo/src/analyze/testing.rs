@@ -1,9 +1,9 @@
 //! Synthetic records and probe results for the analysis tests.
 //!
-//! A [`Scenario`] builds what a probe would report for a chat service:
-//! each inbound request checks a policy (OPA), queries PostgreSQL, and
-//! streams a completion from an LLM provider, with seeded jitter and
-//! optional faults that slow one component for a share of requests.
+//! A [`Scenario`] builds what a probe would report for a chat service.
+//! Each inbound request checks a policy (OPA), queries PostgreSQL and
+//! streams a completion from an LLM provider. Jitter is seeded, and
+//! optional faults slow one component for a share of requests.
 
 use llmslo_schema::{
     Connection, DbCall, Direction, ErrorKind, Exchange, ExchangeError, HttpExchange, LlmCall,
@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use super::records::{CallRecord, Endpoint, Role};
 use crate::collection::{Collection, NodeCollection, WorkloadIdentity};
 
-/// A minimal outbound LLM call record.
+/// Builds a minimal outbound LLM call record.
 pub fn record(id: u64, ttft_us: u64, e2e_us: u64) -> CallRecord {
     CallRecord {
         id: format!("n/{id}"),
@@ -78,8 +78,8 @@ pub struct Scenario {
     pub concurrent: bool,
     /// Requests and their calls carry `traceparent`.
     pub traced: bool,
-    /// Share of inbound requests that fail because the provider answered
-    /// 429.
+    /// Share of inbound requests that fail because the provider returned
+    /// HTTP 429.
     pub rate_limited_fraction: f64,
     /// Share of exchanges with bytes the probe did not see.
     pub lossy_fraction: f64,
@@ -185,7 +185,8 @@ impl Scenario {
             .sum()
     }
 
-    /// The probe result of one node serving `requests` inbound requests.
+    /// Builds the probe result of one node serving `requests` inbound
+    /// requests.
     pub fn result(&self) -> ProbeResult {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let jitter = |rng: &mut ChaCha8Rng, base: f64| base * (0.8 + 0.4 * rng.random::<f64>());
@@ -338,7 +339,7 @@ impl Scenario {
         result
     }
 
-    /// A one-node collection with the chat workload's identity.
+    /// Builds a one-node collection with the chat workload's identity.
     pub fn collection(&self) -> Collection {
         Collection {
             run_id: "run-test".into(),

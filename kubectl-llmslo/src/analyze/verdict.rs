@@ -99,8 +99,8 @@ pub enum Trigger {
 pub enum VerdictStatus {
     /// The contributors explain the breach or regression.
     Attributed,
-    /// The evidence does not support naming a component; `reason` says
-    /// why. Listed contributors are candidates only.
+    /// The evidence does not support naming a component, and `reason`
+    /// explains why. Listed contributors are candidates only.
     Inconclusive,
 }
 
@@ -122,7 +122,7 @@ pub struct Contributor {
     pub interval: Option<ConfidenceInterval>,
 }
 
-/// What a verdict rests on.
+/// Evidence behind a verdict.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Evidence {
     /// Requests in scope with a value of the SLI.
@@ -665,9 +665,10 @@ fn error_causes(
 
 /// Compares one SLI with the baseline and explains a regression.
 ///
-/// Latency SLIs compare the percentile (`current - baseline`, interval
-/// from a two-sample bootstrap); each component's effect is the change in
-/// its mean critical time among requests at or beyond the percentile.
+/// Latency SLIs compare the percentile as `current - baseline`, with an
+/// interval from a two-sample bootstrap. Each component's effect is the
+/// change in its mean critical time among requests at or beyond the
+/// percentile.
 /// Returns the comparison, and a verdict when the SLI regressed.
 pub fn compare_latency(
     sli: Sli,
@@ -920,7 +921,7 @@ fn explain_latency_regression(
     verdict
 }
 
-/// The requests of a resample at or beyond its own percentile.
+/// Returns the requests of a resample at or beyond its own percentile.
 fn resampled_tail<'a>(
     samples: &[&'a RequestSample],
     indices: &[usize],

@@ -34,7 +34,7 @@ impl<'a> Report<'a> {
     }
 }
 
-/// How tables look on this output.
+/// Table style for one output: colour, wrapping and width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
     /// ANSI colours: only on a terminal and when `NO_COLOR` is unset or
@@ -46,7 +46,7 @@ pub struct Style {
 }
 
 impl Style {
-    /// The style for standard output.
+    /// Returns the style for standard output.
     pub fn for_stdout(format: OutputFormat) -> Self {
         let terminal = io::stdout().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
