@@ -12,8 +12,8 @@ use std::{
 };
 
 use indicatif::{ProgressBar, ProgressStyle};
-use llmslo_schema::envelope;
-use tokio::io::AsyncReadExt;
+use llmslo_schema::{OutcomeStatus, envelope};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 use crate::{
     cli::DiagnoseArgs,
@@ -194,12 +194,15 @@ async fn run_probe(
         let _ = stdout.read_to_string(&mut text).await;
         text
     });
+    // Logged line by line as they arrive, so that `-vv` shows the probe's
+    // progress (such as "collection started") live.
     let stderr_task = tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        let _ = stderr.read_to_end(&mut bytes).await;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        for line in text.lines() {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut text = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(target: "llmslo_probe", "{line}");
+            text.push_str(&line);
+            text.push('\n');
         }
         text
     });
@@ -296,11 +299,16 @@ fn collection_from_output(output: ProbeOutput) -> Result<Collection, LocalError>
         }
     };
 
+    // A probed client that finishes its work before the window ends is
+    // normal on a host: the result covers all of its calls.
+    let targets_exited = result.outcome.status == OutcomeStatus::TargetsExited;
     let failure = if output.killed {
         Some(NodeFailure {
             code: "interrupted".to_owned(),
             message: "the probe was killed by a second Ctrl-C".to_owned(),
         })
+    } else if targets_exited && output.status.code() == Some(PROBE_STOPPED_PART_WAY) {
+        None
     } else if output.status.code() == Some(PROBE_STOPPED_PART_WAY) || !output.status.success() {
         Some(NodeFailure {
             code: "probe_failed".to_owned(),
