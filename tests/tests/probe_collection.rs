@@ -150,9 +150,11 @@ fn container_id_selects_cgroup() {
     outside.go();
     inside.wait(CLIENT_TIMEOUT);
     outside.wait(CLIENT_TIMEOUT);
-    let output = probe.interrupt();
-    assert_eq!(output.code(), Some(0), "{}", output.stderr);
+    // The container's cgroup is empty once its one process exited.
+    let output = probe.wait(CLIENT_TIMEOUT);
+    assert_eq!(output.code(), Some(3), "{}", output.stderr);
     let result = output.result();
+    assert_eq!(result.outcome.status, OutcomeStatus::TargetsExited);
 
     assert_eq!(result.filter, TargetFilter::CgroupV2);
     assert_eq!(result.processes.len(), 1, "{:?}", result.processes);
