@@ -181,7 +181,7 @@ fn ring_buffer_overflow_is_counted() {
         while connection.read(&mut buffer).is_ok_and(|count| count > 0) {}
     });
     // 2,000 writes of 16 KiB: each is one event with a full payload, far
-    // more than a 1 MiB ring buffer holds while the probe is stopped.
+    // more than fit in a 1 MiB ring buffer while the probe is stopped.
     let mut client = GatedClient::python_snippet(
         "blaster",
         &format!(
