@@ -273,6 +273,40 @@ mod tests {
     }
 
     #[test]
+    fn verifier_rejection_points_to_verbose_flag() {
+        let error = program_error(
+            "sys_exit_data",
+            ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(libc::EACCES),
+                verifier_log: aya_obj::VerifierLog::new("R1 invalid mem access".into()),
+            },
+            false,
+        );
+        let message = error.to_string();
+        assert!(message.contains("rejected eBPF program sys_exit_data"), "{message}");
+        assert!(message.contains("Run with -v"), "{message}");
+        assert!(!message.contains("R1 invalid mem access"), "{message}");
+        assert!(!message.contains("printed above"), "{message}");
+    }
+
+    #[test]
+    fn verifier_log_is_kept_with_verbose_flag() {
+        let error = program_error(
+            "sys_exit_data",
+            ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(libc::EACCES),
+                verifier_log: aya_obj::VerifierLog::new("R1 invalid mem access".into()),
+            },
+            true,
+        );
+        assert!(error.to_string().contains("printed above"));
+        let LoadError::Verifier { log, .. } = error else {
+            panic!("not a verifier error");
+        };
+        assert_eq!(log.as_deref(), Some("R1 invalid mem access"));
+    }
+
+    #[test]
     fn this_kernel_has_tcp_probe() {
         let layout = tcp_probe_layout(Path::new("/sys/kernel/tracing")).unwrap();
         assert_ne!(layout.data_len, 0);
