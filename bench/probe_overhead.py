@@ -87,6 +87,23 @@ def start_server(extra):
     return server, port
 
 
+def idle_cpu_ms(probe_path, seconds):
+    """CPU of a probe that loads, attaches and waits `seconds` with an idle target."""
+    sleeper = subprocess.Popen(["sleep", str(seconds + 30)])
+    try:
+        output = subprocess.run(
+            [probe_path, "--pid", str(sleeper.pid), "--duration", f"{seconds}s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    usage = json.loads(output.stdout.strip().splitlines()[-1])["probe_usage"]
+    return (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000
+
+
 def run_once(probe_path, scenario, with_probe):
     name, rate, seconds, body, server_args = scenario
     server, port = start_server(server_args)
@@ -144,7 +161,8 @@ def main(argv):
         _, base, _, _ = run_once(options.probe, scenario, with_probe=False)
         name, traced, usage, drops = run_once(options.probe, scenario, with_probe=True)
         requests = len(traced["latencies_ms"])
-        cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000
+        idle_ms = idle_cpu_ms(options.probe, scenario[2])
+        cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000 - idle_ms
         megabytes = usage["payload_bytes"] / 1e6
         rows.append(
             [
@@ -153,7 +171,7 @@ def main(argv):
                 str(requests),
                 f"{percentile(base['latencies_ms'], 0.5):.2f} / {percentile(traced['latencies_ms'], 0.5):.2f}",
                 f"{percentile(base['latencies_ms'], 0.99):.2f} / {percentile(traced['latencies_ms'], 0.99):.2f}",
-                f"{cpu_ms:.1f}",
+                f"{cpu_ms:.1f} (+{idle_ms:.1f})",
                 f"{cpu_ms * 1000 / requests:.0f}",
                 f"{megabytes:.2f}",
                 f"{cpu_ms / megabytes:.1f}" if megabytes else "-",
@@ -164,7 +182,7 @@ def main(argv):
 
     header = [
         "scenario", "rate", "requests", "p50 ms (off / on)", "p99 ms (off / on)",
-        "probe CPU ms", "CPU us/request", "payload MB", "CPU ms/MB", "events", "ring drops",
+        "probe CPU ms (+ idle)", "CPU us/request", "payload MB", "CPU ms/MB", "events", "ring drops",
     ]
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
     print(" | ".join(cell.ljust(width) for cell, width in zip(header, widths)))
@@ -172,8 +190,9 @@ def main(argv):
     for row in rows:
         print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)))
     print(
-        "\nprobe CPU covers the whole run of the probe (load, attach, window); "
-        "latencies are the client's own, request sent to response read."
+        "\nprobe CPU is the traced run minus an idle run of the same length (load, attach, "
+        "target checks), shown in brackets; latencies are the client's own, request sent "
+        "to response read."
     )
 
 
