@@ -71,6 +71,24 @@ pub struct Scheduling {
     /// that they can be placed inside exchanges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub long_waits: Vec<RunQueueWait>,
+    /// The reporting threshold of `long_waits` (`--long-wait-threshold`);
+    /// 0 in results of probes that did not state it.
+    #[serde(default)]
+    pub long_wait_threshold_us: u64,
+    /// On-CPU time and waits per target process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessScheduling>,
+}
+
+/// CPU time and run-queue waits of one target process's threads during the
+/// window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessScheduling {
+    pub pid: u32,
+    /// Sum of the intervals its threads ran on a CPU.
+    pub on_cpu_us: u64,
+    pub waits: u64,
+    pub total_wait_us: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
