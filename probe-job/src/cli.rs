@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
     pub duration: Duration,
 
+    /// Run-queue waits of target threads at least this long are listed one
+    /// by one (with thread and time), such as `1ms` or `500us`; shorter
+    /// waits are only counted in the histogram.
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_long_wait_threshold)]
+    pub long_wait_threshold: Duration,
+
     /// Size of the kernel ring buffer that carries events, in MiB; a power
     /// of two from 1 to 1024.
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_buffer_mib)]
@@ -98,6 +104,22 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         return Err("the window must be longer than zero".into());
     }
     Ok(duration)
+}
+
+/// Shortest threshold accepted: below it nearly every wait would become an
+/// event, which costs ring buffer space on busy nodes.
+const MIN_LONG_WAIT_THRESHOLD: Duration = Duration::from_micros(100);
+
+fn parse_long_wait_threshold(text: &str) -> Result<Duration, String> {
+    let threshold = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if threshold < MIN_LONG_WAIT_THRESHOLD {
+        return Err(format!(
+            "{} is shorter than the minimum of {}; nearly every run-queue wait would be listed",
+            humantime::format_duration(threshold),
+            humantime::format_duration(MIN_LONG_WAIT_THRESHOLD)
+        ));
+    }
+    Ok(threshold)
 }
 
 fn parse_ring_buffer_mib(text: &str) -> Result<u32, String> {
@@ -240,6 +262,21 @@ mod tests {
         assert!(parse_ring_buffer_mib("3").is_err());
         assert!(parse_ring_buffer_mib("0").is_err());
         assert!(parse_ring_buffer_mib("2048").is_err());
+    }
+
+    #[test]
+    fn long_wait_threshold_has_minimum() {
+        assert_eq!(
+            parse_long_wait_threshold("1ms"),
+            Ok(Duration::from_millis(1))
+        );
+        assert_eq!(
+            parse_long_wait_threshold("250us"),
+            Ok(Duration::from_micros(250))
+        );
+        let error = parse_long_wait_threshold("10us").unwrap_err();
+        assert!(error.contains("minimum of 100us"), "{error}");
+        assert!(parse_long_wait_threshold("soon").is_err());
     }
 
     #[test]

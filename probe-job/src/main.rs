@@ -5,8 +5,9 @@
 //! programs and reads the ring buffer, [`decode`] checks and types each
 //! record, and [`pipeline`] routes events. [`reassemble`] keeps
 //! per-connection streams for the protocol parsers, [`identity`] looks up
-//! processes, sockets and cgroups, and [`result`] builds and prints the
-//! result.
+//! processes, sockets and cgroups, [`signals`] collects run-queue waits,
+//! TCP connection attempts, retransmissions and cgroup CPU statistics, and
+//! [`result`] builds and prints the result.
 
 #[cfg(target_os = "linux")]
 mod cli;
@@ -24,6 +25,8 @@ mod reassemble;
 mod result;
 #[cfg(target_os = "linux")]
 mod run;
+#[cfg(target_os = "linux")]
+mod signals;
 
 use std::process::ExitCode;
 

@@ -5,7 +5,9 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use llmslo_probe_common::FlowKey;
-use llmslo_schema::{ConnectAttempt, Diagnostic, Direction, Exchange, Severity, TargetProcess};
+use llmslo_schema::{
+    ConnectAttempt, Diagnostic, Direction, Exchange, RetransmitCount, Severity, TargetProcess,
+};
 use llmslo_wire::{ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
 
 use crate::{
@@ -16,6 +18,11 @@ use crate::{
         sockets::{self, SocketInfo},
     },
     reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats, Transfer},
+    signals::{
+        connects::{ConnectTracker, SocketKind},
+        retransmits::Retransmits,
+        sched::LongWaits,
+    },
 };
 
 const EINPROGRESS: i64 = 115;
@@ -34,6 +41,8 @@ pub enum MapAction {
     AddFlow(FlowKey),
     /// Stop reporting segment arrivals of this connection.
     RemoveFlow(FlowKey),
+    /// Add every thread of this process to the run-queue programs' map.
+    AddThreads(u32),
 }
 
 /// Everything the pipeline collected, for the result.
@@ -41,6 +50,10 @@ pub struct PipelineOutput {
     pub processes: Vec<TargetProcess>,
     pub exchanges: Vec<Exchange>,
     pub connects: Vec<ConnectAttempt>,
+    pub retransmits: Vec<RetransmitCount>,
+    /// Retransmissions that no target connection could be found for.
+    pub retransmits_unattributed: u64,
+    pub long_waits: LongWaits,
     pub diagnostics: Vec<Diagnostic>,
     pub table: TableStats,
     pub events: u64,
@@ -62,11 +75,18 @@ pub struct Pipeline {
     seeded: HashMap<SocketKey, ConnectionMeta>,
     /// Target containers by cgroup id, to name processes that join them.
     containers: HashMap<u64, ContainerCgroup>,
-    connects: Vec<ConnectAttempt>,
+    connects: ConnectTracker,
+    retransmits: Retransmits,
+    long_waits: LongWaits,
     diagnostics: Vec<Diagnostic>,
     map_actions: Vec<MapAction>,
     /// Whether the kernel reports segment arrivals (`tcp:tcp_probe`).
     arrivals: bool,
+    /// Whether the kernel reports retransmissions of the connections in
+    /// its `FLOWS` map.
+    retransmit_flows: bool,
+    /// Whether the kernel's thread map needs the threads of new targets.
+    threads: bool,
     /// Followed TCP connections by their kernel flow, and back.
     socket_of_flow: HashMap<FlowKey, SocketKey>,
     flow_of_socket: HashMap<SocketKey, FlowKey>,
@@ -93,10 +113,14 @@ impl Pipeline {
                 .iter()
                 .map(|container| (container.cgroup_id, container.clone()))
                 .collect(),
-            connects: Vec::new(),
+            connects: ConnectTracker::new(false),
+            retransmits: Retransmits::default(),
+            long_waits: LongWaits::default(),
             diagnostics: Vec::new(),
             map_actions: Vec::new(),
             arrivals: false,
+            retransmit_flows: false,
+            threads: false,
             socket_of_flow: HashMap::new(),
             flow_of_socket: HashMap::new(),
             window_start_ns: 0,
@@ -113,6 +137,25 @@ impl Pipeline {
     /// Turns on arrival stamps for connections opened from now on.
     pub fn enable_arrivals(&mut self) {
         self.arrivals = true;
+    }
+
+    /// Sets which component signals the kernel reports: TCP handshakes,
+    /// retransmissions, and run-queue waits (which need the threads of
+    /// every target in a kernel map).
+    pub fn enable_signals(&mut self, handshakes: bool, retransmits: bool, run_queue: bool) {
+        self.connects = ConnectTracker::new(handshakes);
+        self.retransmit_flows = retransmits;
+        self.threads = run_queue;
+    }
+
+    /// Queues the threads of every live target for the kernel's thread
+    /// map.
+    pub fn add_target_threads(&mut self) {
+        if self.threads {
+            for pid in self.registry.live_pids() {
+                self.map_actions.push(MapAction::AddThreads(pid));
+            }
+        }
     }
 
     pub fn registry(&self) -> &ProcessRegistry {
@@ -161,6 +204,7 @@ impl Pipeline {
                     tgid: header.tgid,
                     fd: header.fd,
                 };
+                self.connects.closed(key.tgid, key.fd);
                 self.seeded.remove(&key);
                 self.close(key, header.ts_ns);
             }
@@ -177,6 +221,26 @@ impl Pipeline {
                     self.table.arrival(*key, ts_ns, u64::from(data_len));
                 }
             }
+            Event::RunQueueWait {
+                pid,
+                tid,
+                end_ns,
+                wait_ns,
+            } => self.long_waits.push(pid, tid, end_ns, wait_ns),
+            Event::Handshake(handshake) => self.connects.handshake(&handshake),
+            Event::SocketError { skaddr, errno } => self.connects.socket_error(skaddr, errno),
+            Event::Retransmit(retransmit) => {
+                let pid = match retransmit.header.tgid {
+                    0 => self
+                        .socket_of_flow
+                        .get(&retransmit.flow)
+                        .map(|key| key.tgid),
+                    tgid => Some(tgid),
+                };
+                if let Some(peer) = retransmit.remote {
+                    self.retransmits.add(pid, peer, retransmit.header.ts_ns);
+                }
+            }
         }
     }
 
@@ -185,12 +249,16 @@ impl Pipeline {
     fn open(&mut self, key: SocketKey, cgroup_id: u64, meta: ConnectionMeta, ts_ns: u64) {
         self.forget_flow(key);
         let flow = match (meta.transport, meta.local, meta.peer) {
-            (Transport::Tcp, Some(local), Some(peer)) if self.arrivals => flow_key(local, peer),
+            (Transport::Tcp, Some(local), Some(peer)) if self.arrivals || self.retransmit_flows => {
+                flow_key(local, peer)
+            }
             _ => None,
         };
         self.table.open(key, cgroup_id, meta, ts_ns);
         if let Some(flow) = flow {
-            self.table.enable_arrivals(key);
+            if self.arrivals {
+                self.table.enable_arrivals(key);
+            }
             self.socket_of_flow.insert(flow, key);
             self.flow_of_socket.insert(key, flow);
             self.map_actions.push(MapAction::AddFlow(flow));
@@ -265,19 +333,8 @@ impl Pipeline {
         let Some(peer) = conn.peer else {
             return;
         };
+        let kind = self.connects.connect_returned(&conn, peer);
         let failed = conn.ret < 0 && conn.ret != -EINPROGRESS;
-        // NOTE: a non-blocking connect returns EINPROGRESS before the
-        // handshake, so its latency stays unknown until the probe follows
-        // `sock:inet_sock_set_state`.
-        self.connects.push(ConnectAttempt {
-            pid: header.tgid,
-            tid: header.tid,
-            peer: peer.to_string(),
-            start_ns: conn.start_ns,
-            latency_us: (conn.ret == 0 || failed)
-                .then(|| header.ts_ns.saturating_sub(conn.start_ns) / 1_000),
-            error: failed.then(|| errno_name(-conn.ret)),
-        });
         if failed {
             return;
         }
@@ -288,8 +345,16 @@ impl Pipeline {
         };
         self.seeded.remove(&key);
         let info = sockets::resolve(key.tgid, key.fd);
+        // The kernel's view wins over `/proc`, which no longer lists a
+        // socket that was closed before this event was read (glibc's
+        // resolver closes its UDP socket right after the answers).
+        let transport = match (kind, info) {
+            (SocketKind::Tcp, _) => Transport::Tcp,
+            (SocketKind::NotTcp, info) => info.map_or(Transport::Udp, |info| info.transport),
+            (SocketKind::Unknown, info) => info.map_or(Transport::Tcp, |info| info.transport),
+        };
         let meta = ConnectionMeta {
-            transport: info.map_or(Transport::Tcp, |info| info.transport),
+            transport,
             role: Some(Direction::Outbound),
             local: info.map(|info| info.local),
             peer: Some(peer),
@@ -401,6 +466,9 @@ impl Pipeline {
         let ids = (ids != &PathIds::default()).then_some(ids);
         self.registry.add(pid, read_facts(pid), ids, true);
         self.seed_sockets(pid);
+        if self.threads {
+            self.map_actions.push(MapAction::AddThreads(pid));
+        }
     }
 
     /// Ends the window and hands over everything for the result.
@@ -409,7 +477,10 @@ impl Pipeline {
         PipelineOutput {
             processes: self.registry.into_processes(),
             exchanges,
-            connects: self.connects,
+            connects: self.connects.finish(),
+            retransmits_unattributed: self.retransmits.unattributed,
+            retransmits: self.retransmits.finish(),
+            long_waits: self.long_waits,
             diagnostics: self.diagnostics,
             table,
             events: self.events,
@@ -451,27 +522,4 @@ fn meta_from_proc(info: &SocketInfo, role: Option<Direction>) -> ConnectionMeta 
         peer: info.peer,
         tls_library: None,
     }
-}
-
-/// Names the errno values `connect()` commonly fails with.
-fn errno_name(errno: i64) -> String {
-    let name = match errno {
-        1 => "EPERM",
-        4 => "EINTR",
-        11 => "EAGAIN",
-        13 => "EACCES",
-        22 => "EINVAL",
-        97 => "EAFNOSUPPORT",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        101 => "ENETUNREACH",
-        104 => "ECONNRESET",
-        106 => "EISCONN",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        113 => "EHOSTUNREACH",
-        114 => "EALREADY",
-        _ => return format!("errno {errno}"),
-    };
-    name.to_string()
 }

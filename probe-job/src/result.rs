@@ -83,28 +83,10 @@ pub fn drops(kernel: KernelDrops, table: &TableStats) -> Drops {
 
 /// Signals this probe version does not collect, stated so that readers do
 /// not take their absence for zero.
-const NOT_COLLECTED: &[(&str, &str)] = &[
-    (
-        "tls_plaintext",
-        "TLS library uprobes are not implemented in this probe version",
-    ),
-    (
-        "run_queue_latency",
-        "sched tracepoints are not implemented in this probe version",
-    ),
-    (
-        "connect_latency",
-        "non-blocking connects need sock:inet_sock_set_state, not implemented in this probe version",
-    ),
-    (
-        "retransmits",
-        "tcp:tcp_retransmit_skb is not implemented in this probe version",
-    ),
-    (
-        "cgroup_cpu",
-        "cpu.stat sampling is not implemented in this probe version",
-    ),
-];
+const NOT_COLLECTED: &[(&str, &str)] = &[(
+    "tls_plaintext",
+    "TLS library uprobes are not implemented in this probe version",
+)];
 
 /// Describes the kernel features in use. `arrivals` is why segment arrival
 /// times are unavailable, if they are.

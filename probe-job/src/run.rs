@@ -16,6 +16,10 @@ use crate::{
     identity::{self, processes::ProcessRegistry},
     pipeline::{MapAction, Pipeline},
     result,
+    signals::{
+        self, SignalSetup,
+        cgroup_cpu::{self, CgroupMounts, CpuSampler},
+    },
 };
 
 /// Records handled per wake-up before signals and timers are checked again.
@@ -80,10 +84,12 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     if let Err(reason) = &tcp_probe_layout {
         tracing::warn!(%reason, "received bytes are stamped at their read, not their arrival");
     }
+    let signal_setup = SignalSetup::detect(&tracefs, args.long_wait_threshold);
     let mut collector = Collector::load(
         ring_buffer_bytes,
         filter_flags,
         tcp_probe_layout.clone().unwrap_or_default(),
+        &signal_setup.globals(),
         args.verbose > 0,
     )?;
     for &pid in &targets.pids {
@@ -125,6 +131,16 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     if arrivals.is_ok() {
         pipeline.enable_arrivals();
     }
+    let signal_availability =
+        signals::programs::attach(collector.ebpf_mut(), &signal_setup, args.verbose > 0);
+    pipeline.enable_signals(
+        signal_availability.handshakes.is_ok(),
+        signal_availability.retransmits.is_ok(),
+        signal_availability.run_queue.is_ok(),
+    );
+    pipeline.add_target_threads();
+    let mut cpu_sampler = CpuSampler::new(CgroupMounts::detect());
+    cpu_sampler.add_processes(&pipeline.registry().live_pids());
     let start_ns = result::monotonic_ns();
     let unix_offset_ns = result::unix_offset_ns();
     pipeline.set_window_start(start_ns);
@@ -148,6 +164,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let stop = collect_window(
         &mut collector,
         &mut pipeline,
+        &mut cpu_sampler,
         &mut diagnostics,
         args.duration,
         &mut sigint,
@@ -169,10 +186,34 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         });
         KernelDrops::default()
     });
+    let run_queue_totals = match &signal_availability.run_queue {
+        Ok(()) => signals::sched::read_totals(collector.ebpf())
+            .inspect_err(|error| {
+                tracing::error!(%error, "failed to read the run-queue totals");
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    code: "run_queue_totals_unknown".into(),
+                    message: format!(
+                        "the kernel's run-queue totals could not be read ({error}); scheduling \
+                         holds the long waits only"
+                    ),
+                    pid: None,
+                });
+            })
+            .ok(),
+        Err(_) => None,
+    };
     let end_ns = result::monotonic_ns();
+    cpu_sampler.sample(end_ns);
     drop(collector);
 
     let output = pipeline.finish(end_ns);
+    if output.retransmits_unattributed > 0 {
+        tracing::debug!(
+            retransmits = output.retransmits_unattributed,
+            "retransmissions on connections that no target owned any more"
+        );
+    }
     let elapsed_ms = end_ns.saturating_sub(start_ns) / 1_000_000;
     let (outcome, exit_code) = outcome(&stop, elapsed_ms, args.duration);
     tracing::info!(
@@ -226,9 +267,23 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     probe_result.processes = output.processes;
     probe_result.exchanges = output.exchanges;
     probe_result.connects = output.connects;
+    probe_result.retransmits = output.retransmits;
+    probe_result.scheduling = scheduling(
+        run_queue_totals.as_ref(),
+        output.long_waits,
+        &signal_setup,
+        &mut all_diagnostics,
+    );
+    let (cgroup_cpu, cgroup_availability) = cpu_sampler.finish();
+    probe_result.cgroup_cpu = cgroup_cpu;
     probe_result.drops = result::drops(kernel_drops, &output.table);
     probe_result.probe_usage = result::resource_usage(output.events, output.payload_bytes);
     probe_result.kernel = result::kernel_report(&tracefs, ring_buffer_bytes, &arrivals);
+    signals::report::apply(
+        &mut probe_result.kernel,
+        &signal_availability,
+        &cgroup_availability,
+    );
     probe_result.diagnostics = all_diagnostics;
     probe_result.outcome = outcome;
 
@@ -238,9 +293,43 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     })
 }
 
+/// Builds the scheduling section from the kernel totals (`None` when the
+/// run-queue programs did not run) and the long waits, and notes long
+/// waits that did not fit.
+fn scheduling(
+    totals: Option<&signals::sched::Totals>,
+    long_waits: signals::sched::LongWaits,
+    setup: &SignalSetup,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> llmslo_schema::Scheduling {
+    if long_waits.omitted > 0 {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            code: "long_waits_truncated".into(),
+            message: format!(
+                "{} run-queue waits above the threshold are counted but not listed, because \
+                 the list holds at most {}; raise --long-wait-threshold (now {}) to list the \
+                 longest ones",
+                long_waits.omitted,
+                signals::sched::MAX_LONG_WAITS,
+                humantime::format_duration(setup.long_wait_threshold)
+            ),
+            pid: None,
+        });
+    }
+    match totals {
+        Some(totals) => {
+            signals::sched::scheduling(totals, long_waits, setup.globals().long_wait_threshold_ns)
+        }
+        None => llmslo_schema::Scheduling::default(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn collect_window(
     collector: &mut Collector,
     pipeline: &mut Pipeline,
+    cpu_sampler: &mut CpuSampler,
     diagnostics: &mut Vec<Diagnostic>,
     window: Duration,
     sigint: &mut tokio::signal::unix::Signal,
@@ -249,6 +338,8 @@ async fn collect_window(
     let deadline = tokio::time::Instant::now() + window;
     let mut target_check = tokio::time::interval(TARGET_CHECK_INTERVAL);
     target_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cpu_sample = tokio::time::interval(cgroup_cpu::SAMPLE_INTERVAL);
+    cpu_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -258,10 +349,12 @@ async fn collect_window(
             _ = target_check.tick() => {
                 let none_left = pipeline.check_targets(result::monotonic_ns());
                 apply_map_actions(collector, pipeline, diagnostics);
+                cpu_sampler.add_processes(&pipeline.registry().live_pids());
                 if none_left {
                     return Stop::TargetsExited;
                 }
             }
+            _ = cpu_sample.tick() => cpu_sampler.sample(result::monotonic_ns()),
             drained = collector.drain(DRAIN_BUDGET, |record| pipeline.handle_record(record)) => {
                 if let Err(error) = drained {
                     tracing::error!(%error, "collection failed");
@@ -284,8 +377,23 @@ fn apply_map_actions(
             MapAction::ForgetProcess(tgid) => collector.forget_sockets(tgid),
             MapAction::AddFlow(flow) => collector.add_flow(&flow).map(|()| 0),
             MapAction::RemoveFlow(flow) => collector.remove_flow(&flow).map(|()| 0),
+            MapAction::AddThreads(pid) => {
+                signals::sched::add_threads(collector.ebpf_mut(), pid).map_err(CollectError::from)
+            }
         };
         if let Err(error) = applied {
+            if let MapAction::AddThreads(pid) = action {
+                tracing::warn!(%error, pid, "failed to add the process's threads to the kernel map");
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Warning,
+                    code: "thread_map_update_failed".into(),
+                    message: format!(
+                        "{error}; run-queue waits of process {pid}'s threads may be missing"
+                    ),
+                    pid: Some(pid),
+                });
+                continue;
+            }
             tracing::warn!(%error, ?action, "failed to update the kernel socket map");
             diagnostics.push(Diagnostic {
                 severity: Severity::Warning,
@@ -293,7 +401,7 @@ fn apply_map_actions(
                 message: format!("{error}; traffic on that socket may be missing from the result"),
                 pid: match action {
                     MapAction::Track(key) => Some(key.tgid),
-                    MapAction::ForgetProcess(tgid) => Some(tgid),
+                    MapAction::ForgetProcess(tgid) | MapAction::AddThreads(tgid) => Some(tgid),
                     MapAction::AddFlow(_) | MapAction::RemoveFlow(_) => None,
                 },
             });

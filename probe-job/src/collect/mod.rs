@@ -13,6 +13,8 @@ use tokio::io::unix::AsyncFd;
 
 pub use loader::LoadError;
 
+use crate::signals::{KernelGlobals, SignalError};
+
 /// Drop counters summed over all CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelDrops {
@@ -37,6 +39,8 @@ pub enum CollectError {
     },
     #[error("failed to poll the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
+    #[error(transparent)]
+    Signal(#[from] SignalError),
 }
 
 /// The loaded programs and the maps user space writes or reads.
@@ -58,12 +62,14 @@ impl Collector {
         ring_buffer_bytes: u32,
         filter_flags: u8,
         tcp_probe_layout: TcpProbeLayout,
+        signals: &KernelGlobals,
         keep_verifier_log: bool,
     ) -> Result<Self, CollectError> {
         let mut ebpf = loader::load(
             ring_buffer_bytes,
             filter_flags,
             tcp_probe_layout,
+            signals,
             keep_verifier_log,
         )?;
         let map = ebpf
@@ -88,6 +94,15 @@ impl Collector {
     /// Attaches the optional arrival program; see [`loader::attach_arrivals`].
     pub fn attach_arrivals(&mut self) -> Result<(), CollectError> {
         Ok(loader::attach_arrivals(&mut self.ebpf)?)
+    }
+
+    /// The loaded object, for the component signals' programs and maps.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     pub fn add_target_pid(&mut self, pid: u32) -> Result<(), CollectError> {
