@@ -314,7 +314,9 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
     }) else {
         return 0;
     };
-    if protocol != IPPROTO_TCP {
+    // Soft errors (an ICMP error while the socket is locked) wake the
+    // socket up with `sk_err` still 0; they carry no errno.
+    if protocol != IPPROTO_TCP || error == 0 {
         return 0;
     }
     let mut flow = FlowKey::default();
