@@ -1,20 +1,13 @@
 //! Run-queue waits and on-CPU time of target threads, from the sched
 //! tracepoints. Needs root and eBPF.
 
-use std::{
-    collections::HashSet,
-    fs,
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashSet, fs, time::Duration};
 
 use llmslo_schema::{OutcomeStatus, ProbeResult};
 use llmslo_tests::{
     probe::{self, Probe},
-    process::{ChildGuard, LineReader},
     python::GatedClient,
-    signals::CpuHog,
+    signals::{CpuHog, SelfGatedPython},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -214,20 +207,9 @@ fn threads_before_and_during_window_are_followed() {
          open('{}', 'w').write(' '.join(map(str, tids)))\n",
         tids_file.display()
     );
-    let mut child = Command::new("taskset")
-        .args(["-c", "0", "nice", "-n", "5", "python3", "-c", &code])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 starts");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = LineReader::spawn(child.stdout.take().unwrap());
-    let mut child = ChildGuard::new("threads", child);
-    let pid = child.pid();
-    assert!(
-        stdout.wait_for("waiting", TIMEOUT),
-        "the script did not start its first thread"
-    );
+    let mut script =
+        SelfGatedPython::start("threads", &["taskset", "-c", "0", "nice", "-n", "5"], &code);
+    let pid = script.pid();
 
     let probe = Probe::start(&[
         "--pid".into(),
@@ -236,10 +218,9 @@ fn threads_before_and_during_window_are_followed() {
         "100s".into(),
     ]);
     probe.wait_ready();
-    stdin.write_all(b"go\n").unwrap();
-    assert!(child.wait_timeout(TIMEOUT).success());
-    let output = probe.wait(TIMEOUT);
-    let result = output.result();
+    script.go();
+    script.wait(TIMEOUT);
+    let result = probe.wait(TIMEOUT).result();
 
     let tids: Vec<u32> = fs::read_to_string(&tids_file)
         .unwrap()
