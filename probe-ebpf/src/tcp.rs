@@ -354,6 +354,9 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// NOTE: a connection accepted during the window is matched through
+/// `FLOWS` only after user space has read its accept and added the flow,
+/// so its retransmissions in the first milliseconds are missed.
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let skaddr_offset = layout!(retransmit_skaddr);
