@@ -31,7 +31,7 @@ stop_workload() {
 }
 trap stop_workload EXIT
 
-# The provider stand-in answers with a time to first token of 80-400 ms and
+# The provider stand-in responds with a time to first token of 80-400 ms and
 # 5-40 ms between tokens.
 python3 tests/python/openai_server.py --seed 7 \
   --min-ttft-ms 80 --max-ttft-ms 400 --min-gap-ms 5 --max-gap-ms 40 \
