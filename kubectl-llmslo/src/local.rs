@@ -414,6 +414,11 @@ pub fn explain_probe_failure(status: &str, stderr: &str) -> String {
     };
     match hint {
         Some(hint) => format!("the probe failed ({status}){detail}; {hint}"),
+        None if detail.is_empty() => {
+            format!(
+                "the probe failed ({status}) without an error message; run with -vv to see its log"
+            )
+        }
         None => format!("the probe failed ({status}){detail}"),
     }
 }
@@ -495,6 +500,12 @@ mod tests {
     fn unknown_errors_keep_the_probe_message() {
         let message = explain_probe_failure("exit code 1", "llmslo-probe: error: something odd\n");
         assert_eq!(message, "the probe failed (exit code 1): something odd");
+    }
+
+    #[test]
+    fn silent_failure_points_to_the_log() {
+        let message = explain_probe_failure("exit code 1", "");
+        assert!(message.contains("run with -vv"), "{message}");
     }
 
     #[test]
