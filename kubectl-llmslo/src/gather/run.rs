@@ -59,7 +59,13 @@ pub enum CreateError {
     #[error("interrupted while creating the probe Jobs")]
     Interrupted,
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(Box<ApiError>),
+}
+
+impl From<ApiError> for CreateError {
+    fn from(error: ApiError) -> Self {
+        Self::Api(Box::new(error))
+    }
 }
 
 /// Creates the Jobs one by one and returns their names.
@@ -136,9 +142,9 @@ struct NodeProbe {
 }
 
 enum Update {
-    Job(watcher::Event<Job>),
-    Pod(watcher::Event<Pod>),
-    Event(watcher::Event<Event>),
+    Job(Box<watcher::Event<Job>>),
+    Pod(Box<watcher::Event<Pod>>),
+    Event(Box<watcher::Event<Event>>),
     WatchFailed {
         call: ApiCall,
         error: watcher::Error,
@@ -204,21 +210,21 @@ impl ProbeRun {
             spawn_watch(
                 Api::<Job>::namespaced(self.client.clone(), &self.namespace),
                 watcher::Config::default().labels(&selector),
-                Update::Job,
+                |event| Update::Job(Box::new(event)),
                 ApiCall::new("watch", "jobs.batch", Some(&self.namespace)),
                 sender.clone(),
             ),
             spawn_watch(
                 Api::<Pod>::namespaced(self.client.clone(), &self.namespace),
                 watcher::Config::default().labels(&selector),
-                Update::Pod,
+                |event| Update::Pod(Box::new(event)),
                 ApiCall::new("watch", "pods", Some(&self.namespace)),
                 sender.clone(),
             ),
             spawn_watch(
                 Api::<Event>::namespaced(self.client.clone(), &self.namespace),
                 watcher::Config::default().fields("involvedObject.kind=Job"),
-                Update::Event,
+                |event| Update::Event(Box::new(event)),
                 ApiCall::new("watch", "events", Some(&self.namespace)),
                 sender,
             ),
@@ -259,19 +265,26 @@ impl ProbeRun {
 
     async fn apply(&mut self, update: Update) {
         match update {
-            Update::Job(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => {
-                self.apply_job(&job).await;
-            }
-            Update::Pod(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                self.apply_pod(&pod).await;
-            }
-            Update::Job(watcher::Event::Delete(job)) => self.job_deleted(&job),
-            Update::Pod(watcher::Event::Delete(pod)) => self.pod_deleted(&pod).await,
-            Update::Event(watcher::Event::Apply(event) | watcher::Event::InitApply(event)) => {
-                self.apply_event(&event);
+            Update::Job(event) => match *event {
+                watcher::Event::Apply(job) | watcher::Event::InitApply(job) => {
+                    self.apply_job(&job).await
+                }
+                watcher::Event::Delete(job) => self.job_deleted(&job),
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            },
+            Update::Pod(event) => match *event {
+                watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                    self.apply_pod(&pod).await
+                }
+                watcher::Event::Delete(pod) => self.pod_deleted(&pod).await,
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            },
+            Update::Event(event) => {
+                if let watcher::Event::Apply(event) | watcher::Event::InitApply(event) = *event {
+                    self.apply_event(&event);
+                }
             }
             Update::WatchFailed { call, error } => self.watch_failed(call, error),
-            _ => {}
         }
     }
 

@@ -49,7 +49,7 @@ pub enum ApiError {
         call: ApiCall,
         message: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("{call} failed: {message}")]
     Rejected {
@@ -60,7 +60,7 @@ pub enum ApiError {
         reason: String,
         message: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error(
         "{call} failed: {source}; check that the cluster is reachable with \
@@ -69,14 +69,15 @@ pub enum ApiError {
     Transport {
         call: ApiCall,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
 impl ApiError {
     /// Classifies a kube client error for `call`.
     pub fn from_kube(call: ApiCall, source: kube::Error) -> Self {
-        match &source {
+        let source = Box::new(source);
+        match source.as_ref() {
             kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
                 call,
                 message: status.message.clone(),

@@ -106,7 +106,13 @@ pub enum ResolveError {
         reason: String,
     },
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(Box<ApiError>),
+}
+
+impl From<ApiError> for ResolveError {
+    fn from(error: ApiError) -> Self {
+        Self::Api(Box::new(error))
+    }
 }
 
 fn summarize_skipped(skipped: &[SkippedPod]) -> String {
@@ -212,7 +218,7 @@ async fn pods_of_workload(
         if error.is_not_found() {
             not_found()
         } else {
-            ResolveError::Api(error)
+            ResolveError::from(error)
         }
     };
 

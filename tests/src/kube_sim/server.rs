@@ -133,9 +133,9 @@ pub async fn handle(
         (&Method::PUT, _) => "update",
         (&Method::PATCH, _) => "patch",
         _ => {
-            return Ok(status_response(status::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            ))));
+            return Ok(status_response(status::method_not_allowed(
+                "the server does not allow this method on the requested resource".into(),
+            )));
         }
     };
     let record = RequestRecord {
@@ -202,12 +202,16 @@ pub async fn handle(
 fn parse_resource_path(group: &str, rest: &[&str]) -> Option<ResourcePath> {
     let (namespace, plural, name, subresource) = match rest {
         ["namespaces", namespace] => (None, "namespaces", Some(*namespace), None),
-        ["namespaces", namespace, plural, tail @ ..] if group != "" || *plural != "finalize" => (
-            Some(*namespace),
-            *plural,
-            tail.first().copied(),
-            tail.get(1).copied(),
-        ),
+        ["namespaces", namespace, plural, tail @ ..]
+            if !group.is_empty() || *plural != "finalize" =>
+        {
+            (
+                Some(*namespace),
+                *plural,
+                tail.first().copied(),
+                tail.get(1).copied(),
+            )
+        }
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return None,
     };
