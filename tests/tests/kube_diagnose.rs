@@ -21,7 +21,7 @@ fn container_id(digit: char) -> String {
     digit.to_string().repeat(64)
 }
 
-/// A cluster with two nodes, the probe namespace, and Deployment
+/// Builds a cluster with two nodes, the probe namespace, and Deployment
 /// prod/chat-api with one pod on each node.
 fn cluster(stub_arguments: &[&str]) -> KubeSim {
     let sim = KubeSim::start();
@@ -415,6 +415,7 @@ fn second_ctrl_c_exits_and_names_leftovers() {
             libc::kill(child.id() as libc::pid_t, libc::SIGINT);
         }
     };
+
     interrupt();
     let deleting = sim.wait_until(Duration::from_secs(10), |sim| {
         sim.requests()
@@ -422,6 +423,7 @@ fn second_ctrl_c_exits_and_names_leftovers() {
             .any(|request| request.verb == "delete")
     });
     assert!(deleting, "the first Ctrl-C did not start the cleanup");
+
     interrupt();
     let started = std::time::Instant::now();
     let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);

@@ -1,7 +1,7 @@
-//! `diagnose deploy/chat-api` end to end with the real probe: two pods on
-//! two simulated nodes whose containers are real curl processes on this
-//! host, each in a cgroup v2 leaf named like the kubelet's, streaming chat
-//! completions from a local OpenAI-style server. The simulated kubelet
+//! `diagnose deploy/chat-api` end to end with the real probe. Two pods run
+//! on two simulated nodes, and their containers are real curl processes on
+//! this host, each in a cgroup v2 leaf named like the kubelet's. They
+//! stream chat completions from a local OpenAI-style server. The simulated kubelet
 //! runs `llmslo-probe` as the probe image's entrypoint; the probes load
 //! real eBPF programs. Needs root and a mounted tracefs.
 
@@ -53,8 +53,8 @@ fn start_server() -> (KillOnDrop, u16) {
     (KillOnDrop(server), port)
 }
 
-/// A shell that joins the cgroup and then streams completions with curl
-/// in a loop, like a service container calling its provider.
+/// Starts a shell that joins the cgroup and then streams completions with
+/// curl in a loop, like a service container calling its provider.
 fn start_client(cgroup: &PodCgroup, port: u16) -> KillOnDrop {
     let script = format!(
         "echo $$ > {procs}; while true; do curl -sN -H 'Content-Type: application/json' \

@@ -68,13 +68,14 @@ impl From<ApiError> for CreateError {
     }
 }
 
-/// Creates the Jobs one by one and returns their names.
+/// Creates the Jobs one by one and appends each created name to
+/// `created`.
 ///
 /// # Errors
 ///
-/// Stops at the first Job the API server does not accept and returns why;
-/// the Jobs created before it are in `created` so that the caller deletes
-/// them.
+/// Stops at the first Job the API server does not accept and returns why.
+/// The Jobs created before it are in `created`, so that the caller can
+/// delete them.
 pub async fn create_jobs(
     client: &Client,
     namespace: &str,
@@ -389,6 +390,7 @@ impl ProbeRun {
         if self.nodes[index].outcome.is_some() {
             return;
         }
+
         // At the deadline the Job controller deletes the pod before it
         // marks the Job Failed, so a deletion alone does not mean the node
         // was lost.
@@ -400,6 +402,7 @@ impl ProbeRun {
             self.finish(index, None, Some(failure));
             return;
         }
+
         let node = self.nodes[index].node.clone();
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let node_state = match Api::<Node>::all(self.client.clone()).get_opt(&node).await {
@@ -410,6 +413,7 @@ impl ProbeRun {
             },
             Err(error) => format!("the state of node {node} cannot be read ({error})"),
         };
+
         self.finish(
             index,
             None,
@@ -639,7 +643,8 @@ impl ProbeRun {
         }
     }
 
-    /// Reads the probe log of the node's pod; `None` when no pod was seen.
+    /// Reads the probe log of the node's pod, or returns `None` when no pod
+    /// was seen.
     async fn read_log(&self, index: usize) -> Option<Result<ProbeLog, ApiError>> {
         let pod = self.nodes[index].pod_name.as_ref()?;
         let text = read_probe_log(&self.pods, &self.namespace, pod).await;

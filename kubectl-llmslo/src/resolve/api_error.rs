@@ -54,7 +54,7 @@ pub enum ApiError {
     #[error("{call} failed: {message}")]
     Rejected {
         call: ApiCall,
-        /// HTTP status code of the API server's answer.
+        /// HTTP status code of the API server's response.
         code: u16,
         /// `reason` of the `Status`, such as `NotFound` or `Invalid`.
         reason: String,
@@ -94,7 +94,8 @@ impl ApiError {
         }
     }
 
-    /// HTTP status of the API server's answer, if it answered.
+    /// Returns the HTTP status of the API server's response, or `None` when
+    /// no response arrived.
     pub fn code(&self) -> Option<u16> {
         match self {
             Self::Forbidden { .. } => Some(403),

@@ -23,7 +23,8 @@ pub use target::{TargetRef, WorkloadKind, parse_target};
 
 use crate::collection::{SkippedPod, WorkloadIdentity};
 
-/// Which pods to resolve, after flags and kubeconfig defaults are applied.
+/// The target or selector to resolve, after flags and kubeconfig defaults
+/// are applied.
 #[derive(Debug, Clone)]
 pub struct ResolveRequest {
     pub target: Option<TargetRef>,

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// Where cgroup v2 is mounted: `/sys/fs/cgroup` on pure v2 hosts,
+/// Returns where cgroup v2 is mounted: `/sys/fs/cgroup` on pure v2 hosts,
 /// `/sys/fs/cgroup/unified` on hybrid ones.
 ///
 /// # Panics
@@ -75,7 +75,8 @@ impl PodCgroup {
         &self.leaf
     }
 
-    /// The file whose write moves a process into the leaf.
+    /// Returns the file that moves a process into the leaf when its pid is
+    /// written to it.
     pub fn procs_file(&self) -> PathBuf {
         self.leaf.join("cgroup.procs")
     }

@@ -353,7 +353,7 @@ fn watch(
     };
 
     // Read the backlog and subscribe under one lock, so that no change
-    // falls between them; duplicates are dropped by resource version.
+    // falls between them. Duplicates are dropped by resource version.
     let (backlog, mut receiver, gone) = shared.with_state(|state| {
         let receiver = shared.changes.subscribe();
         if requested != 0 && requested < state.compacted_below {
@@ -412,8 +412,8 @@ fn watch(
             tokio::select! {
                 change = receiver.recv() => {
                     let Ok(change) = change else {
-                        // Lagged or closed: end the stream; the client
-                        // restarts its watch from its last version.
+                        // Lagged or closed: end the stream, so that the
+                        // client restarts its watch from its last version.
                         return;
                     };
                     if change.resource != resource || change.resource_version <= last_sent {
@@ -649,7 +649,7 @@ async fn get_log(
     let key = (namespace, pod_name, container);
     let mut text = shared.with_state(|state| state.logs.get(&key).cloned().unwrap_or_default());
     if query.get("follow").is_some_and(|follow| follow == "true") {
-        // Wait for the container to end, then answer with the whole log.
+        // Wait for the container to end, then send the whole log.
         while shared
             .processes
             .lock()
