@@ -9,9 +9,27 @@
 //! Parsers never panic on input and keep memory bounded per connection;
 //! bytes they cannot place are counted, not buffered without limit.
 
+pub mod db;
+mod decode;
+mod detect;
+pub mod dns;
+mod exchange_end;
+pub mod http1;
+pub mod http2;
+mod llm;
+pub mod sse;
+mod trace;
+
 use std::sync::Arc;
 
 pub use llmslo_schema::{Direction, Exchange};
+
+use crate::db::postgres::PostgresConnection;
+use crate::db::redis::RedisConnection;
+use crate::detect::{Chunk, Detection, Detector};
+use crate::dns::DnsConnection;
+use crate::http1::Http1Connection;
+use crate::http2::Http2Connection;
 
 /// Which way bytes travelled, seen from the target process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,56 +108,211 @@ pub struct ParserStats {
     /// Bytes skipped because the parser lost its place or the protocol was
     /// not recognised.
     pub unparsed_bytes: u64,
+    /// Times the parser lost its place in a stream and had to wait for the
+    /// start of a new message.
+    pub lost_sync: u64,
+    /// HTTP/2 header blocks that HPACK could not decode. The direction's
+    /// dynamic table is then out of step, so its later blocks are skipped.
+    pub hpack_lost_sync: u64,
 }
 
 /// Turns one connection's byte streams into exchanges.
 pub struct ConnectionParser {
     info: ConnectionInfo,
     config: Arc<ParserConfig>,
+    state: State,
     stats: ParserStats,
+}
+
+enum State {
+    /// Bytes kept until the protocol and the request side are known.
+    Detecting(Detector),
+    Http1(Box<Http1Connection>),
+    Http2(Box<Http2Connection>),
+    Postgres(Box<PostgresConnection>),
+    Redis(Box<RedisConnection>),
+    Dns(Box<DnsConnection>),
 }
 
 impl ConnectionParser {
     pub fn new(info: ConnectionInfo, config: Arc<ParserConfig>) -> Self {
+        // DNS is recognised by transport and port: its messages have no
+        // leading signature.
+        let dns_port = info.peer_port == Some(53) || info.local_port == Some(53);
+        let state = match info.transport {
+            Transport::Udp => State::Dns(Box::new(DnsConnection::new(false))),
+            Transport::Tcp if dns_port => State::Dns(Box::new(DnsConnection::new(true))),
+            Transport::Tcp => State::Detecting(Detector::default()),
+        };
         Self {
             info,
             config,
+            state,
             stats: ParserStats::default(),
         }
     }
 
     /// Feeds bytes in the order the kernel saw them. `ts_ns` is the
-    /// event's `CLOCK_MONOTONIC` timestamp; `tid` is the thread that made
-    /// the call.
+    /// event's `CLOCK_MONOTONIC` timestamp: when the write started for
+    /// `Egress`, when the read returned for `Ingress`. `tid` is the thread
+    /// that made the call.
     pub fn on_data(&mut self, flow: Flow, ts_ns: u64, tid: u32, bytes: &[u8]) {
-        let _ = (flow, ts_ns, tid, &self.info, &self.config);
-        self.stats.unparsed_bytes += bytes.len() as u64;
+        if bytes.is_empty() {
+            return;
+        }
+        match &mut self.state {
+            State::Http1(http) => http.on_data(flow, ts_ns, tid, bytes),
+            State::Http2(http) => http.on_data(flow, ts_ns, tid, bytes),
+            State::Postgres(postgres) => postgres.on_data(flow, ts_ns, tid, bytes),
+            State::Redis(redis) => redis.on_data(flow, ts_ns, tid, bytes),
+            State::Dns(dns) => dns.on_data(flow, ts_ns, tid, bytes),
+            State::Detecting(detector) => {
+                let chunk = Chunk {
+                    flow,
+                    ts_ns,
+                    tid,
+                    bytes: bytes.to_vec(),
+                };
+                match detector.push(chunk) {
+                    Detection::Pending => {}
+                    Detection::Unknown { dropped_bytes } => {
+                        self.stats.unparsed_bytes += dropped_bytes;
+                    }
+                    Detection::Http1 { request_flow } => {
+                        let chunks = detector.take();
+                        self.start_http1(request_flow, chunks);
+                    }
+                    Detection::Http2 { client_flow } => {
+                        let chunks = detector.take();
+                        self.start_http2(client_flow, chunks);
+                    }
+                    Detection::Postgres { client_flow } => {
+                        let mut postgres = PostgresConnection::new(client_flow);
+                        for chunk in detector.take() {
+                            postgres.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                        }
+                        self.state = State::Postgres(Box::new(postgres));
+                    }
+                    Detection::Redis { client_flow } => {
+                        let mut redis = RedisConnection::new(client_flow);
+                        for chunk in detector.take() {
+                            redis.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                        }
+                        self.state = State::Redis(Box::new(redis));
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_http1(&mut self, request_flow: Flow, chunks: Vec<Chunk>) {
+        let server_port = match request_flow {
+            Flow::Egress => self.info.peer_port,
+            Flow::Ingress => self.info.local_port,
+        };
+        let mut http = Http1Connection::new(request_flow, server_port, self.config.clone());
+        for chunk in chunks {
+            http.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+        }
+        self.state = State::Http1(Box::new(http));
+    }
+
+    fn start_http2(&mut self, client_flow: Flow, chunks: Vec<Chunk>) {
+        let server_port = match client_flow {
+            Flow::Egress => self.info.peer_port,
+            Flow::Ingress => self.info.local_port,
+        };
+        let mut http = Http2Connection::new(client_flow, server_port, self.config.clone());
+        for chunk in chunks {
+            http.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+        }
+        self.state = State::Http2(Box::new(http));
     }
 
     /// Reports bytes that crossed the socket but were not captured.
     pub fn on_gap(&mut self, flow: Flow, ts_ns: u64, missing_bytes: u64) {
-        let _ = (flow, ts_ns);
-        self.stats.unparsed_bytes += missing_bytes;
+        let _ = ts_ns;
+        match &mut self.state {
+            State::Http1(http) => http.on_gap(flow, missing_bytes),
+            State::Http2(http) => http.on_gap(flow, missing_bytes),
+            State::Postgres(postgres) => postgres.on_gap(missing_bytes),
+            State::Redis(redis) => redis.on_gap(flow, missing_bytes),
+            State::Dns(dns) => dns.on_gap(flow),
+            State::Detecting(detector) => {
+                self.stats.unparsed_bytes += missing_bytes + detector.drop_flow(flow);
+            }
+        }
     }
 
     /// Reports the end of the connection or of one direction.
     pub fn on_end(&mut self, ts_ns: u64, end: StreamEnd) {
-        let _ = (ts_ns, end);
+        let _ = ts_ns;
+        match &mut self.state {
+            State::Http1(http) => http.on_end(end),
+            State::Http2(http) => http.on_end(end),
+            State::Postgres(postgres) => postgres.on_end(end),
+            State::Redis(redis) => redis.on_end(end),
+            State::Dns(dns) => dns.on_end(end),
+            State::Detecting(_) => {}
+        }
     }
 
     /// Returns the exchanges completed since the last call.
     pub fn take_exchanges(&mut self) -> Vec<Exchange> {
-        Vec::new()
+        match &mut self.state {
+            State::Http1(http) => http.take_exchanges(),
+            State::Http2(http) => http.take_exchanges(),
+            State::Postgres(postgres) => postgres.take_exchanges(),
+            State::Redis(redis) => redis.take_exchanges(),
+            State::Dns(dns) => dns.take_exchanges(),
+            State::Detecting(_) => Vec::new(),
+        }
     }
 
     /// Ends parsing at the end of the window and returns every exchange not
-    /// yet taken, including unfinished ones with their error set.
+    /// yet taken, including unfinished ones with their error set
+    /// (`Unanswered` when the response had not ended).
     pub fn finish(&mut self, ts_ns: u64) -> Vec<Exchange> {
         let _ = ts_ns;
-        Vec::new()
+        match &mut self.state {
+            State::Http1(http) => http.finish(),
+            State::Http2(http) => http.finish(),
+            State::Postgres(postgres) => postgres.finish(),
+            State::Redis(redis) => redis.finish(),
+            State::Dns(dns) => dns.finish(),
+            State::Detecting(detector) => {
+                self.stats.unparsed_bytes += detector.drop_flow(Flow::Egress);
+                self.stats.unparsed_bytes += detector.drop_flow(Flow::Ingress);
+                Vec::new()
+            }
+        }
     }
 
     pub fn stats(&self) -> ParserStats {
-        self.stats
+        let mut stats = self.stats;
+        match &self.state {
+            State::Http1(http) => {
+                let http = http.stats();
+                stats.unparsed_bytes += http.unparsed_bytes;
+                stats.lost_sync += http.lost_sync;
+            }
+            State::Http2(http) => {
+                let http = http.stats();
+                stats.unparsed_bytes += http.unparsed_bytes;
+                stats.lost_sync += http.lost_sync;
+                stats.hpack_lost_sync += http.hpack_lost_sync;
+            }
+            State::Postgres(postgres) => {
+                stats.unparsed_bytes += postgres.unparsed_bytes;
+                stats.lost_sync += postgres.lost_sync;
+            }
+            State::Redis(redis) => {
+                stats.unparsed_bytes += redis.unparsed_bytes;
+                stats.lost_sync += redis.lost_sync;
+            }
+            State::Dns(dns) => stats.unparsed_bytes += dns.unparsed_bytes,
+            State::Detecting(_) => {}
+        }
+        stats
     }
 }

@@ -1,0 +1,273 @@
+//! OpenAI Chat Completions, Completions and Embeddings, and the servers that
+//! copy their format (Azure OpenAI, vLLM, TGI, LiteLLM and other
+//! OpenAI-compatible servers).
+
+use llmslo_schema::{LlmCall, TokenUsage};
+use serde::Deserialize;
+
+use super::EventFacts;
+use super::json::{ArrayLength, ErrorBody, NonEmptyText, label};
+
+/// Token counts as Chat Completions reports them.
+#[derive(Debug, Default, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Replaces the counts in `usage`. A later usage object wins, which is
+    /// right for servers that repeat cumulative usage in every chunk.
+    pub fn apply(&self, usage: &mut TokenUsage) {
+        usage.input_tokens = self.prompt_tokens;
+        usage.output_tokens = self.completion_tokens;
+        usage.cached_input_tokens = self
+            .prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.cached_tokens);
+        usage.reasoning_tokens = self
+            .completion_tokens_details
+            .as_ref()
+            .and_then(|d| d.reasoning_tokens);
+        if usage.output_tokens.is_some() {
+            usage.source = llmslo_schema::TokenSource::Provider;
+        }
+    }
+}
+
+/// One `chat.completion.chunk`, or an error object sent in its place.
+#[derive(Debug, Default, Deserialize)]
+struct ChatChunk {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Option<Vec<ChunkChoice>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    /// Generated text of the legacy Completions API.
+    #[serde(default)]
+    text: NonEmptyText,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+/// The generated parts of a delta. `reasoning_content` is the field of
+/// DeepSeek and vLLM reasoning parsers, `reasoning` the one of OpenRouter and
+/// newer vLLM versions.
+#[derive(Debug, Default, Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: NonEmptyText,
+    #[serde(default)]
+    refusal: NonEmptyText,
+    #[serde(default)]
+    reasoning_content: NonEmptyText,
+    #[serde(default)]
+    reasoning: NonEmptyText,
+    #[serde(default)]
+    tool_calls: ArrayLength,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+/// Reads one SSE `data:` payload of a Chat Completions or Completions
+/// stream.
+pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
+    if data == b"[DONE]" {
+        return EventFacts {
+            terminal: true,
+            ..EventFacts::default()
+        };
+    }
+
+    let chunk: ChatChunk = match serde_json::from_slice(data) {
+        Ok(chunk) => chunk,
+        Err(_) => {
+            return EventFacts {
+                unreadable: true,
+                ..EventFacts::default()
+            };
+        }
+    };
+
+    let mut facts = EventFacts::default();
+    if let Some(error) = chunk.error {
+        facts.error = Some(error.provider_code());
+        return facts;
+    }
+    if let Some(model) = chunk.model.as_deref().filter(|m| !m.is_empty()) {
+        call.response_model = Some(label(model));
+    }
+    if let Some(usage) = &chunk.usage {
+        usage.apply(&mut call.usage);
+    }
+
+    for choice in chunk.choices.unwrap_or_default() {
+        facts.content |= choice.text.0;
+        if let Some(delta) = &choice.delta {
+            let text = delta.content.0 || delta.refusal.0;
+            let reasoning = delta.reasoning_content.0 || delta.reasoning.0;
+            let tool_call = delta.tool_calls.0 > 0 || delta.function_call.is_some();
+            facts.content |= text || reasoning || tool_call;
+            facts.reasoning |= reasoning;
+            facts.tool_call |= tool_call;
+        }
+        if let Some(reason) = choice.finish_reason.as_deref() {
+            call.finish_reason = Some(label(reason));
+        }
+    }
+    facts
+}
+
+/// A complete `chat.completion`, `text_completion` or embeddings `list`
+/// response body.
+#[derive(Debug, Default, Deserialize)]
+struct ChatResponse {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Option<Vec<ResponseChoice>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResponseChoice {
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+/// Reads a non-streaming Chat Completions, Completions or Embeddings
+/// response. Returns false when the body is not JSON of this shape.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
+    let Ok(response) = serde_json::from_slice::<ChatResponse>(body) else {
+        return false;
+    };
+    if let Some(model) = response.model.as_deref().filter(|m| !m.is_empty()) {
+        call.response_model = Some(label(model));
+    }
+    if let Some(usage) = &response.usage {
+        usage.apply(&mut call.usage);
+    }
+    for choice in response.choices.unwrap_or_default() {
+        if let Some(reason) = choice.finish_reason.as_deref() {
+            call.finish_reason = Some(label(reason));
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_only_delta_is_not_content() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#,
+        );
+        assert!(!facts.content);
+        assert_eq!(
+            call.response_model.as_deref(),
+            Some("gpt-4o-mini-2024-07-18")
+        );
+    }
+
+    #[test]
+    fn tool_call_and_reasoning_deltas_are_content() {
+        let mut call = LlmCall::default();
+        let tool = stream_event(
+            &mut call,
+            br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]}"#,
+        );
+        assert!(tool.content);
+        assert!(tool.tool_call);
+        assert!(!tool.reasoning);
+        let reasoning = stream_event(
+            &mut call,
+            br#"{"choices":[{"index":0,"delta":{"reasoning_content":"hm"},"finish_reason":null}]}"#,
+        );
+        assert!(reasoning.content);
+        assert!(reasoning.reasoning);
+    }
+
+    #[test]
+    fn usage_chunk_sets_provider_usage() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
+        );
+        assert!(!facts.content);
+        assert_eq!(call.usage.input_tokens, Some(12));
+        assert_eq!(call.usage.output_tokens, Some(5));
+        assert_eq!(call.usage.cached_input_tokens, Some(4));
+        assert_eq!(call.usage.reasoning_tokens, Some(2));
+        assert_eq!(call.usage.source, llmslo_schema::TokenSource::Provider);
+    }
+
+    #[test]
+    fn error_chunk_is_reported() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"error":{"message":"m","type":"server_error","param":null,"code":null}}"#,
+        );
+        assert_eq!(facts.error, Some(Some("server_error".to_owned())));
+    }
+
+    #[test]
+    fn completions_text_is_content() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"gpt-3.5-turbo-instruct","choices":[{"text":" hi","index":0,"logprobs":null,"finish_reason":null}]}"#,
+        );
+        assert!(facts.content);
+        assert!(!facts.tool_call);
+    }
+
+    #[test]
+    fn several_choices_make_one_event() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":""}}]}"#,
+        );
+        assert!(facts.content);
+    }
+
+    #[test]
+    fn unreadable_event_is_flagged() {
+        let mut call = LlmCall::default();
+        assert!(stream_event(&mut call, b"{not json").unreadable);
+    }
+}
