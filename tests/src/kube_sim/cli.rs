@@ -24,9 +24,11 @@ fn target_directory() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Returns the path of `binary` of workspace package `package`, built once per test
-/// process with the same cargo that runs the tests (`cargo test` builds
-/// only the binaries of the package under test).
+/// Returns the path of `binary` of workspace package `package`, after one
+/// `cargo build --bins` per test process with the cargo that runs the
+/// tests. `cargo test` builds only the binaries of the package under test,
+/// and the workspace-wide build resolves the same features as
+/// scripts/test.sh, so that it does nothing when that script built first.
 ///
 /// # Panics
 ///
@@ -41,13 +43,13 @@ pub fn workspace_binary(package: &str, binary: &str) -> PathBuf {
     if !built.iter().any(|name| name == binary) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let output = Command::new(cargo)
-            .args(["build", "--quiet", "-p", package, "--bin", binary])
+            .args(["build", "--quiet", "--bins"])
             .current_dir(workspace_root())
             .output()
             .expect("failed to run cargo build");
         assert!(
             output.status.success(),
-            "cargo build -p {package} --bin {binary} failed:\n{}",
+            "cargo build --bins (for {binary} of {package}) failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
         built.push(binary.to_string());

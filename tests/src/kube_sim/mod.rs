@@ -24,7 +24,6 @@ pub mod cli;
 mod controller;
 mod discovery;
 mod fixtures;
-pub mod pod_cgroup;
 mod resources;
 mod selectors;
 mod server;
