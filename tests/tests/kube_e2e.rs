@@ -184,6 +184,8 @@ fn deployment_on_two_nodes_end_to_end() {
 
 #[test]
 fn pod_cgroup_holds_client_and_is_removed() {
+    // The end-to-end test shares kubepods.slice, which stays while it runs.
+    let _exclusive = probe::exclusive();
     let (_server, port) = start_server();
     let uid = "0f6c3c8e-3333-4a4a-9c9c-00000000000c";
     let cgroup = PodCgroup::create(uid, &"3c".repeat(32));
