@@ -184,21 +184,21 @@ impl CpuSampler {
                 })
                 .map(|(_, _, path)| path.as_str())
         };
-        if let (Some(mount), Some(path)) = (&self.mounts.v1_cpu, v1_path("cpu")) {
-            if let Some(directory) = mount.directory(path) {
-                let usage = self
-                    .mounts
-                    .v1_cpuacct
-                    .as_ref()
-                    .zip(v1_path("cpuacct"))
-                    .and_then(|(mount, path)| mount.directory(path))
-                    .map(|directory| directory.join("cpuacct.usage"));
-                let files = StatFiles::V1 {
-                    cpu_stat: directory.join("cpu.stat"),
-                    usage,
-                };
-                return Some((path.to_string(), files));
-            }
+        if let (Some(mount), Some(path)) = (&self.mounts.v1_cpu, v1_path("cpu"))
+            && let Some(directory) = mount.directory(path)
+        {
+            let usage = self
+                .mounts
+                .v1_cpuacct
+                .as_ref()
+                .zip(v1_path("cpuacct"))
+                .and_then(|(mount, path)| mount.directory(path))
+                .map(|directory| directory.join("cpuacct.usage"));
+            let files = StatFiles::V1 {
+                cpu_stat: directory.join("cpu.stat"),
+                usage,
+            };
+            return Some((path.to_string(), files));
         }
         let path = lines
             .iter()
