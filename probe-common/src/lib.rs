@@ -27,6 +27,9 @@ pub enum EventKind {
     Fork = 6,
     /// A target process exited.
     Exit = 7,
+    /// A target process replaced its program with `execve()`; its mapped
+    /// libraries changed.
+    Exec = 8,
 }
 
 impl EventKind {
@@ -39,6 +42,7 @@ impl EventKind {
             5 => Self::Close,
             6 => Self::Fork,
             7 => Self::Exit,
+            8 => Self::Exec,
             _ => return None,
         })
     }
@@ -93,6 +97,11 @@ pub struct DataEvent {
     /// A [`DataSource`] value.
     pub source: u8,
     pub _pad: [u8; 7],
+    /// For TLS plaintext, the library's session object in the target's
+    /// address space (`SSL *` or Go `*tls.Conn`); 0 for syscall bytes.
+    /// `header.fd` is -1 when the kernel could not tie the session to a
+    /// socket, and user space resolves it from this value.
+    pub tls_session: u64,
     pub payload: [u8; MAX_PAYLOAD],
 }
 
@@ -154,6 +163,16 @@ pub struct SocketKey {
     pub fd: i32,
 }
 
+/// Key of the map that remembers which socket a TLS session writes to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TlsSessionKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `SSL *` or Go `*tls.Conn` in the target's address space.
+    pub session: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: every type below is `#[repr(C)]`, `Copy`, contains only
@@ -163,4 +182,5 @@ mod user {
     unsafe impl aya::Pod for super::SockAddr {}
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::SocketKey {}
+    unsafe impl aya::Pod for super::TlsSessionKey {}
 }

@@ -11,6 +11,7 @@ mod filter;
 mod maps;
 mod process;
 mod sockets;
+mod tls;
 
 /// The kernel lets only programs with a GPL-compatible license call the
 /// tracing helpers that read user memory.

@@ -124,6 +124,10 @@ fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u
         }
         track_socket(tgid, fd);
     }
+    // Ciphertext inside a TLS call: the TLS uprobes report the plaintext.
+    if crate::tls::claim_socket_call(fd) {
+        return 0;
+    }
     let args = DataArgs {
         start_ns: now_ns(),
         buffer,
@@ -239,6 +243,7 @@ fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
     event.errno = errno;
     event.source = DataSource::Syscall as u8;
     event._pad = [0; 7];
+    event.tls_session = 0;
 
     // The verifier needs a provable bound on the copy length: a full copy
     // uses the constant, a partial one a mask that cannot exceed it.

@@ -1,4 +1,5 @@
 mod collect;
+mod tls;
 
 use aya::maps::{HashMap, RingBuf};
 
