@@ -7,3 +7,6 @@ pub mod discover;
 pub mod elf;
 pub mod golang;
 pub mod watch;
+
+#[cfg(test)]
+mod tests;
