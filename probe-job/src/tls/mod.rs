@@ -8,5 +8,7 @@ pub mod elf;
 pub mod golang;
 pub mod watch;
 
+pub mod route;
+pub mod sni;
 #[cfg(test)]
 mod tests;
