@@ -360,19 +360,7 @@ fn go_http2_plaintext_is_seen() {
     make_ca(&dir);
     let port = free_port();
     let _server = start_openai_server(&dir, port);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/go/openai_stream");
-    let binary = dir.join("openai_stream");
-    let status = Command::new("/usr/lib/go-1.19/bin/go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(&source)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPATH", dir.join("gopath"))
-        .env("GOFLAGS", "-mod=mod")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let binary = build_go_client(&dir, &[]);
 
     let mut client = Command::new(&binary);
     client
@@ -438,5 +426,172 @@ fn node_plaintext_is_seen() {
             event.kind, event.fd, event.byte_count, event.session
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Builds the Go test client into `dir` with extra `go build` flags.
+fn build_go_client(dir: &Path, flags: &[&str]) -> std::path::PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/go/openai_stream");
+    let binary = dir.join(format!("openai_stream{}", flags.len()));
+    let status = Command::new("/usr/lib/go-1.19/bin/go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&source)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "go build {flags:?} failed");
+    binary
+}
+
+#[test]
+fn go_binaries_with_and_without_symbols() {
+    use super::elf::{AttachPlan, TlsLibrary, inspect};
+
+    let dir = temp_dir("tls-go-elf");
+    let binary = build_go_client(&dir, &[]);
+    let finding = inspect(&binary, "openai_stream").unwrap().unwrap();
+    assert_eq!(finding.library, TlsLibrary::GoCryptoTls);
+    let Some(AttachPlan::GoTls(offsets)) = finding.plan else {
+        panic!("no Go plan: {:?}", finding.reason);
+    };
+    assert!(
+        offsets.go_version.starts_with("go1.19"),
+        "{}",
+        offsets.go_version
+    );
+    assert!(!offsets.read_returns.is_empty());
+    assert!(
+        offsets
+            .read_returns
+            .iter()
+            .all(|offset| *offset > offsets.read),
+        "RETs lie after the entry"
+    );
+
+    let stripped = build_go_client(&dir, &["-ldflags=-s -w"]);
+    let finding = inspect(&stripped, "openai_stream").unwrap().unwrap();
+    assert_eq!(finding.library, TlsLibrary::GoCryptoTls);
+    assert!(finding.plan.is_none());
+    assert!(
+        finding
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("without a symbol table"),
+        "{:?}",
+        finding.reason
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn stripped_go_client_is_reported_invisible() {
+    let dir = temp_dir("tls-go-stripped");
+    let stripped = build_go_client(&dir, &["-ldflags=-s -w"]);
+    let mut client = KillOnDrop(
+        Command::new(&stripped)
+            .arg("-url")
+            .arg("https://localhost:1/v1")
+            .arg("-cafile")
+            .arg("/etc/ssl/certs/ca-certificates.crt")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ebpf = load_and_attach(1 << 20).unwrap();
+    let mut watcher = TlsWatcher::new("/proc");
+    watcher.scan(&mut ebpf, client.0.id());
+    let (visibility, diagnostics) = watcher.report();
+    let entry = visibility
+        .iter()
+        .find(|entry| entry.library == "go_crypto_tls")
+        .expect("the Go binary is listed");
+    assert!(!entry.visible);
+    assert!(entry.reason.is_some());
+    assert!(
+        diagnostics
+            .iter()
+            .any(|diagnostic| diagnostic.code == "tls_library_unsupported"
+                && diagnostic.pid == Some(client.0.id())),
+        "{diagnostics:?}"
+    );
+    let _ = client.0.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A Python process that loads libssl with `import ssl` after the probe
+/// started is attached by the periodic scan, before its first request.
+#[test]
+fn libssl_loaded_later_is_attached() {
+    let dir = temp_dir("tls-dlopen");
+    let port = free_port();
+    let _server = start_s_server(&dir, port);
+    let script = format!(
+        "import sys, time\n\
+         sys.stdin.readline()\n\
+         import socket, ssl\n\
+         time.sleep(1.5)\n\
+         context = ssl._create_unverified_context()\n\
+         with socket.create_connection(('127.0.0.1', {port})) as raw:\n\
+         \x20   with context.wrap_socket(raw) as tls:\n\
+         \x20       tls.sendall(b'GET /late-path HTTP/1.0\\r\\n\\r\\n')\n\
+         \x20       tls.recv(100)\n"
+    );
+    let mut python = KillOnDrop(
+        Command::new("python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = python.0.id();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut ebpf = load_and_attach(8 << 20).unwrap();
+    let mut targets: HashMap<_, u32, u8> =
+        HashMap::try_from(ebpf.map_mut("TARGET_TGIDS").unwrap()).unwrap();
+    targets.insert(&pid, &1, 0).unwrap();
+    let mut watcher = TlsWatcher::new("/proc");
+    watcher.scan(&mut ebpf, pid);
+    assert!(
+        watcher.report().0.is_empty(),
+        "libssl is not mapped before `import ssl`"
+    );
+
+    writeln!(python.0.stdin.take().unwrap(), "go").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while python.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the Python client hung");
+        watcher.run_due(&mut ebpf, Instant::now());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(python.0.wait().unwrap().success());
+    assert!(
+        watcher
+            .report()
+            .0
+            .iter()
+            .any(|entry| entry.library == "openssl" && entry.visible)
+    );
+
+    let mut ring = RingBuf::try_from(ebpf.take_map("EVENTS").unwrap()).unwrap();
+    let mut request = None;
+    while let Some(record) = ring.next() {
+        if let Some(data) = parse_data(&record)
+            && data.source == DataSource::OpenSsl as u8
+            && data.kind == EventKind::Write as u8
+        {
+            request = Some(data);
+        }
+    }
+    let request = request.expect("no SSL_write after the late attach");
+    assert!(request.payload.starts_with(b"GET /late-path"));
+    assert!(request.fd >= 0);
     let _ = std::fs::remove_dir_all(dir);
 }
