@@ -6,7 +6,7 @@
 //! A plaintext event names its socket in `header.fd` when the kernel can tie
 //! the TLS session to one:
 //! - OpenSSL with a socket BIO reads and writes the socket inside the TLS
-//!   call on the same thread; the syscall programs hand that fd to
+//!   call on the same thread. The syscall programs hand that fd to
 //!   [`claim_socket_call`] and drop the ciphertext event.
 //! - Go: the fd is read from the `*tls.Conn` (see [`go_conn_fd`]).
 //! - Otherwise the session's last known fd is used ([`TLS_SESSION_FDS`]), or
@@ -48,9 +48,9 @@ struct TlsCall {
 
 /// Key of a Go call in flight: the goroutine, identified by its `g`
 /// pointer. A goroutine blocked in `Read` may resume on another thread, so
-/// the thread id cannot tie the return to the entry; `g` stays the same for
-/// the goroutine's life and sits in R14 at every instruction of Go code
-/// compiled for the register ABI (Go 1.17 and later on amd64).
+/// the thread id cannot tie the return to the entry. `g` stays the same for
+/// the goroutine's life, and Go code compiled for the register ABI (Go 1.17
+/// and later on amd64) keeps it in R14.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct GoCallKey {
@@ -77,10 +77,10 @@ static TLS_SESSION_FDS: LruHashMap<TlsSessionKey, i32> = LruHashMap::with_max_en
 static TLS_SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Offsets that lead from a Go `*tls.Conn` to its socket's fd, checked
-/// against the Go 1.19 sources: `tls.Conn.conn` is the first field (a
-/// `net.Conn` interface, whose data word is at 8); `*net.TCPConn` starts
-/// with `conn.fd *netFD`; `netFD.pfd` is a `poll.FD` whose `Sysfd int`
-/// follows the 16-byte `fdMutex`.
+/// against the Go 1.19 sources. `tls.Conn.conn` is the first field, a
+/// `net.Conn` interface whose data word is at offset 8. `*net.TCPConn`
+/// starts with `conn.fd *netFD`, and `netFD.pfd` is a `poll.FD` whose
+/// `Sysfd int` follows the 16-byte `fdMutex`.
 const GO_CONN_DATA_OFFSET: u64 = 8;
 const GO_NETFD_SYSFD_OFFSET: u64 = 16;
 
@@ -194,8 +194,8 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
 
 /// Called by the syscall programs for each read or write on a target's
 /// socket. Inside an OpenSSL call on the same thread the bytes are
-/// ciphertext of that call's session: the fd is recorded for the session and
-/// true tells the caller to drop the event.
+/// ciphertext of that call's session, so the fd is recorded for the session
+/// and the function returns true: the caller drops the event.
 #[inline(always)]
 pub fn claim_socket_call(fd: i32) -> bool {
     let Some(call) = TLS_CALLS.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
@@ -234,9 +234,9 @@ fn session_fd(tgid: u32, session: u64, fd_in_call: i32) -> i32 {
 /// socket the syscall programs follow for this process.
 ///
 /// NOTE: a `tls.Conn` over a wrapped `net.Conn` (not `*net.TCPConn` or
-/// another type that starts with `conn`) yields an unrelated integer; the
-/// socket check rejects it unless it happens to equal a followed socket of
-/// the same process.
+/// another type that starts with `conn`) yields an unrelated integer. The
+/// socket check rejects it unless it equals a followed socket of the same
+/// process by chance.
 fn go_conn_fd(tgid: u32, conn: u64) -> i32 {
     let from_memory = read_user::<u64>(conn + GO_CONN_DATA_OFFSET)
         .and_then(|data| read_user::<u64>(data))

@@ -26,7 +26,7 @@ pub enum AttachError {
     Load {
         program: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error(
         "failed to attach eBPF program {program} at offset {offset:#x} of {path}: {source}; \
@@ -37,7 +37,7 @@ pub enum AttachError {
         offset: u64,
         path: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -99,11 +99,15 @@ fn attach_one(
         .program_mut(program)
         .ok_or(AttachError::MissingProgram { program })?
         .try_into()
-        .map_err(|source| AttachError::Load { program, source })?;
+        .map_err(|source| AttachError::Load {
+            program,
+            source: Box::new(source),
+        })?;
     if uprobe.fd().is_err() {
-        uprobe
-            .load()
-            .map_err(|source| AttachError::Load { program, source })?;
+        uprobe.load().map_err(|source| AttachError::Load {
+            program,
+            source: Box::new(source),
+        })?;
     }
     uprobe
         .attach([offset], path, UProbeScope::AllProcesses)
@@ -111,7 +115,7 @@ fn attach_one(
             program,
             offset,
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         })?;
     tracing::debug!(program, offset, path = %path.display(), "attached uprobe");
     Ok(())

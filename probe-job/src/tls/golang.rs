@@ -2,10 +2,10 @@
 //! instructions of `(*Conn).Read`.
 //!
 //! Go binaries get uprobes at the entry of `Write` and `Read` and at every
-//! RET of `Read` instead of a uretprobe: a uretprobe overwrites the return
-//! address on the stack, and Go copies stacks when they grow and unwinds
-//! them for tracebacks and the garbage collector, which then finds a
-//! foreign address and crashes the program.
+//! RET of `Read` instead of a uretprobe. A uretprobe overwrites the return
+//! address on the stack, but Go copies stacks when they grow and unwinds
+//! them for tracebacks and the garbage collector. Both then find a foreign
+//! address, and the program crashes.
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use object::{Architecture, Object as _, ObjectSegment as _, ReadRef};
@@ -21,7 +21,7 @@ pub const BUILD_VERSION: &str = "runtime.buildVersion";
 /// programs read them from RAX, RBX and RCX.
 const MIN_REGISTER_ABI: (u32, u32) = (1, 17);
 
-/// Longest function body disassembled; `(*Conn).Read` is a few hundred
+/// Maximum function size disassembled. `(*Conn).Read` is a few hundred
 /// bytes, so a larger size means the symbol table is wrong.
 const MAX_FUNCTION_BYTES: u64 = 64 * 1024;
 

@@ -1,5 +1,5 @@
-//! Ties TLS plaintext events to their sockets in user space, and tells the
-//! pipeline which socket bytes are ciphertext that must not be parsed.
+//! Ties TLS plaintext events to their sockets in user space, and marks the
+//! socket bytes that are ciphertext, which the pipeline must not parse.
 //!
 //! The kernel already sets the fd of most plaintext events. It cannot when a
 //! library encrypts into a memory BIO: Node.js calls `SSL_write`, and then
@@ -12,7 +12,7 @@
 //! - for a write, the next socket the same thread writes to; until then the
 //!   event is held, at most [`MAX_HELD_BYTES`] per thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, hash_map::Entry};
 
 use llmslo_wire::Flow;
 
@@ -107,8 +107,8 @@ impl TlsRouter {
 
     /// Handles the bytes of a socket syscall (`byte_count > 0`) and returns
     /// whether they are ciphertext, plus held plaintext that this call
-    /// resolved: a write by a thread that holds plaintext binds it to this
-    /// socket.
+    /// resolved. A write by a thread with held plaintext binds that
+    /// plaintext to this socket.
     pub fn on_syscall(
         &mut self,
         tgid: u32,
@@ -118,19 +118,14 @@ impl TlsRouter {
         payload: &[u8],
     ) -> (SyscallBytes, Vec<(i32, Plaintext)>) {
         let socket = (tgid, fd);
-        if !self.sockets.contains_key(&socket) {
-            match sni::client_hello(payload) {
-                Some(hello) => {
-                    tracing::debug!(tgid, fd, "TLS handshake seen on a socket");
-                    self.sockets.insert(
-                        socket,
-                        TlsSocket {
-                            server_name: hello.server_name,
-                        },
-                    );
-                }
-                None => return (SyscallBytes::Parse, Vec::new()),
-            }
+        if let Entry::Vacant(entry) = self.sockets.entry(socket) {
+            let Some(hello) = sni::client_hello(payload) else {
+                return (SyscallBytes::Parse, Vec::new());
+            };
+            tracing::debug!(tgid, fd, "TLS handshake seen on a socket");
+            entry.insert(TlsSocket {
+                server_name: hello.server_name,
+            });
         }
 
         let mut ready = Vec::new();

@@ -182,7 +182,7 @@ fn curl_plaintext_is_tied_to_its_socket() {
         assert_eq!(event.session, request.session);
     }
 
-    // Inside SSL_read and SSL_write the ciphertext events are dropped; only
+    // Inside SSL_read and SSL_write the ciphertext events are dropped. Only
     // the handshake, made by SSL_connect, reaches user space as syscall
     // bytes, and it starts with a TLS handshake record.
     let ciphertext: Vec<&Data> = events

@@ -1,7 +1,8 @@
-//! Follows the TLS libraries of target processes through the window: scans
-//! each process when it is first seen, after `execve()` and periodically
-//! (for libraries loaded later with `dlopen`), attaches new library files,
-//! and records what each process can and cannot show.
+//! Follows the TLS libraries of target processes through the window. Each
+//! process is scanned when it is first seen, after `execve()`, and
+//! periodically for libraries loaded later with `dlopen`. New library files
+//! get the uprobes, and the watcher records what each process can and
+//! cannot show.
 //!
 //! # Attach latency
 //!
