@@ -15,7 +15,20 @@ use aya::maps::{HashMap, RingBuf};
 use llmslo_probe_common::{DATA_EVENT_HEADER_LEN, DataEvent, DataSource, EventHeader, EventKind};
 
 use super::watch::TlsWatcher;
-use crate::collect::loader::load_and_attach;
+use crate::collect::loader;
+
+/// Loads the probe's programs with the pid filter and attaches the
+/// tracepoints; the TLS uprobes are attached by the watcher.
+fn load_and_attach(ring_buffer_bytes: u32) -> Result<aya::Ebpf, loader::LoadError> {
+    let mut ebpf = loader::load(
+        ring_buffer_bytes,
+        llmslo_probe_common::FILTER_BY_TGID,
+        llmslo_probe_common::TcpProbeLayout::default(),
+        false,
+    )?;
+    loader::attach(&mut ebpf)?;
+    Ok(ebpf)
+}
 
 /// A data event as the tests need it.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use llmslo_schema::{Direction, Exchange, HttpExchange, Protocol};
 
 use self::body::Framing;
 use self::head::{HeadBuffer, HeadError, RequestHead, ResponseHead};
-use crate::exchange_end::{EndCause, error_for_status};
+use crate::exchange_end::{EndCause, complete_exchange};
 use crate::llm::{self, LlmTracker, RequestTarget};
 use crate::{Flow, ParserConfig, StreamEnd};
 
@@ -282,7 +282,13 @@ impl Http1Connection {
             path: &head.path,
         };
         let llm = llm::identify(&target, &self.config.provider_rules).map(|(provider, format)| {
-            LlmTracker::new(provider, format, t0_ns, self.config.max_body_bytes)
+            LlmTracker::new(
+                provider,
+                format,
+                &head.path,
+                t0_ns,
+                self.config.max_body_bytes,
+            )
         });
 
         if self.pending.len() >= MAX_PENDING_EXCHANGES
@@ -415,6 +421,8 @@ impl Http1Connection {
             http.status = Some(head.status);
             http.content_type = head.content_type.clone();
             http.content_encoding = head.content_encoding.clone();
+            http.retry_after_secs = head.retry_after_secs();
+            http.rate_limit = head.rate_limit();
         }
         if let Some(llm) = pending.llm.as_mut() {
             llm.on_response_head(
@@ -577,33 +585,9 @@ impl Http1Connection {
     }
 }
 
-/// Builds the final exchange. `end_ns` is the timestamp of the last response
-/// byte seen.
+/// Builds the final exchange of a pending request.
 fn finish_exchange(pending: Pending, end_ns: Option<u64>, cause: EndCause) -> Exchange {
-    let mut exchange = pending.exchange;
-    let status = exchange.http.as_ref().and_then(|http| http.status);
-    let complete = cause == EndCause::Complete;
-
-    let mut terminal_ns = None;
-    let mut stream_error = None;
-    let mut provider_code = None;
-    if let Some(llm) = pending.llm {
-        terminal_ns = llm.terminal_ns();
-        let outcome = llm.finish(complete);
-        stream_error = outcome.stream_error;
-        provider_code = outcome.provider_code;
-        exchange.llm = Some(outcome.call);
-    }
-
-    if complete {
-        let end_ns = terminal_ns.or(end_ns);
-        exchange.e2e_us = end_ns.map(|end| end.saturating_sub(exchange.t0_ns) / 1000);
-    }
-
-    exchange.error = error_for_status(status, provider_code)
-        .or_else(|| cause.error())
-        .or(stream_error);
-    exchange
+    complete_exchange(pending.exchange, pending.llm, end_ns, cause)
 }
 
 #[cfg(test)]

@@ -273,3 +273,35 @@ pub fn all_payload(steps: &[Step]) -> Vec<u8> {
         .copied()
         .collect()
 }
+
+/// Replays a fixture whole and returns its exchanges. For byte streams it
+/// also replays every read split in two at every offset, and one byte per
+/// read, and asserts that each run gives the same exchanges.
+pub fn exchanges_of(name: &str) -> Vec<Exchange> {
+    let fixture = load(name);
+    let config = Arc::new(ParserConfig::default());
+    let whole = replay(&fixture.info, &fixture.steps, config.clone());
+    if fixture.info.transport == Transport::Udp {
+        // Each UDP read is one datagram, so reads cannot be split.
+        return whole;
+    }
+
+    for (index, step) in fixture.steps.iter().enumerate() {
+        let Step::Data { bytes, .. } = step else {
+            continue;
+        };
+        for offset in 1..bytes.len() {
+            let split = split_step(&fixture.steps, index, offset);
+            let exchanges = replay(&fixture.info, &split, config.clone());
+            assert_eq!(exchanges, whole, "{name}: step {index} split at {offset}");
+        }
+    }
+
+    let bytes = byte_by_byte(&fixture.steps);
+    assert_eq!(
+        replay(&fixture.info, &bytes, config),
+        whole,
+        "{name}: byte by byte"
+    );
+    whole
+}
