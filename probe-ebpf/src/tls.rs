@@ -186,6 +186,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         ts_ns,
         buffer: call.buffer,
         byte_count,
+        call_start_ns: call.start_ns,
         session: call.session,
         source: DataSource::OpenSsl,
     });
@@ -266,13 +267,15 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
     if length == 0 {
         return 0;
     }
+    let start_ns = now_ns();
     let fd = go_conn_fd(tgid, conn);
     emit_plaintext(&Plaintext {
         kind: EventKind::Write,
         fd,
-        ts_ns: now_ns(),
+        ts_ns: start_ns,
         buffer,
         byte_count: length,
+        call_start_ns: start_ns,
         session: conn,
         source: DataSource::GoTls,
     });
@@ -339,6 +342,7 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
         ts_ns: now_ns(),
         buffer: call.buffer,
         byte_count: count as u64,
+        call_start_ns: call.start_ns,
         session: call.session,
         source: DataSource::GoTls,
     });
@@ -380,6 +384,8 @@ struct Plaintext {
     buffer: u64,
     /// Bytes the call transferred; 0 on a read is end of stream.
     byte_count: u64,
+    /// `CLOCK_MONOTONIC` when the TLS call was entered.
+    call_start_ns: u64,
     session: u64,
     source: DataSource,
 }
@@ -396,6 +402,10 @@ fn emit_plaintext(plaintext: &Plaintext) {
     event.errno = 0;
     event.source = plaintext.source as u8;
     event._pad = [0; 7];
+    event.call_start_ns = plaintext.call_start_ns;
+    // Plaintext byte counts do not match the TCP byte stream, so nothing
+    // that needs the requested length applies to TLS.
+    event.requested_bytes = 0;
     event.tls_session = plaintext.session;
     let byte_count = plaintext.byte_count;
 
