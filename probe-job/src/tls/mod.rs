@@ -6,6 +6,7 @@ pub mod attach;
 pub mod discover;
 pub mod elf;
 pub mod golang;
+pub mod inspector;
 pub mod watch;
 
 pub mod route;

@@ -1,6 +1,11 @@
 //! Ties TLS plaintext events to their sockets in user space, and marks the
 //! socket bytes that are ciphertext, which the pipeline must not parse.
 //!
+//! A socket is classified by the first bytes the probe sees on it: a TLS
+//! ClientHello (with its SNI) or another TLS record header marks it as TLS,
+//! anything else as plaintext. Plaintext bound to a socket by the kernel
+//! also marks it as TLS.
+//!
 //! The kernel already sets the fd of most plaintext events. It cannot when a
 //! library encrypts into a memory BIO: Node.js calls `SSL_write`, and then
 //! libuv writes the ciphertext with a syscall on the same thread after the
@@ -21,20 +26,31 @@ use super::sni;
 /// Plaintext bytes held per thread while waiting for its next socket write.
 pub const MAX_HELD_BYTES: usize = 1 << 20;
 
+/// Largest TLS record length field: 2^14 plaintext bytes plus the 2048
+/// bytes of expansion TLS 1.2 allows.
+const MAX_RECORD_LENGTH: u16 = (1 << 14) + 2048;
+
 /// One TLS plaintext event, owned so that it can be held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plaintext {
     pub tgid: u32,
     pub tid: u32,
+    pub cgroup_id: u64,
+    /// When the bytes became visible: call entry for writes, return for
+    /// reads.
     pub ts_ns: u64,
+    pub call_start_ns: u64,
     /// `SSL *` or `*tls.Conn`.
     pub session: u64,
+    /// Name of the library for `Connection.tls_library`.
+    pub library: &'static str,
     pub flow: Flow,
+    /// Bytes the call transferred; 0 on a read is end of stream.
     pub byte_count: u64,
     pub payload: Vec<u8>,
 }
 
-/// What the pipeline does with the bytes of a socket syscall.
+/// Treatment of the bytes of a socket syscall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyscallBytes {
     /// Plaintext protocol bytes: parse them.
@@ -44,11 +60,14 @@ pub enum SyscallBytes {
     Ciphertext,
 }
 
-/// Per-socket TLS state.
-#[derive(Debug, Clone, Default)]
-struct TlsSocket {
-    /// SNI from the ClientHello.
-    server_name: Option<String>,
+/// Kind of a socket, from the first bytes seen on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SocketKind {
+    Plain,
+    Tls {
+        /// SNI from the ClientHello.
+        server_name: Option<String>,
+    },
 }
 
 /// Plaintext events that lost their socket, for the result's drop counts.
@@ -62,8 +81,8 @@ pub struct RouteStats {
 pub struct TlsRouter {
     /// `(tgid, session)` to fd.
     session_fds: HashMap<(u32, u64), i32>,
-    /// Sockets known to carry TLS, by `(tgid, fd)`.
-    sockets: HashMap<(u32, i32), TlsSocket>,
+    /// Sockets classified so far, by `(tgid, fd)`.
+    sockets: HashMap<(u32, i32), SocketKind>,
     /// Last socket each thread read from, by tid: `(tgid, fd)`.
     last_read: HashMap<u32, (u32, i32)>,
     /// Plaintext without a socket, by tid, in arrival order.
@@ -88,9 +107,7 @@ impl TlsRouter {
         } else if event.flow == Flow::Ingress {
             self.last_read
                 .get(&event.tid)
-                .filter(|(tgid, fd)| {
-                    *tgid == event.tgid && self.sockets.contains_key(&(*tgid, *fd))
-                })
+                .filter(|(tgid, fd)| *tgid == event.tgid && self.is_tls(*tgid, *fd))
                 .map(|(_, fd)| *fd)
         } else {
             None
@@ -118,14 +135,12 @@ impl TlsRouter {
         payload: &[u8],
     ) -> (SyscallBytes, Vec<(i32, Plaintext)>) {
         let socket = (tgid, fd);
-        if let Entry::Vacant(entry) = self.sockets.entry(socket) {
-            let Some(hello) = sni::client_hello(payload) else {
-                return (SyscallBytes::Parse, Vec::new());
-            };
-            tracing::debug!(tgid, fd, "TLS handshake seen on a socket");
-            entry.insert(TlsSocket {
-                server_name: hello.server_name,
-            });
+        let kind = match self.sockets.entry(socket) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(classify(payload)),
+        };
+        if *kind == SocketKind::Plain {
+            return (SyscallBytes::Parse, Vec::new());
         }
 
         let mut ready = Vec::new();
@@ -153,12 +168,15 @@ impl TlsRouter {
     /// Returns true when the socket carries TLS, so its syscall bytes are
     /// ciphertext.
     pub fn is_tls(&self, tgid: u32, fd: i32) -> bool {
-        self.sockets.contains_key(&(tgid, fd))
+        matches!(self.sockets.get(&(tgid, fd)), Some(SocketKind::Tls { .. }))
     }
 
     /// SNI of a TLS socket, when its ClientHello was seen.
     pub fn server_name(&self, tgid: u32, fd: i32) -> Option<&str> {
-        self.sockets.get(&(tgid, fd))?.server_name.as_deref()
+        match self.sockets.get(&(tgid, fd))? {
+            SocketKind::Tls { server_name } => server_name.as_deref(),
+            SocketKind::Plain => None,
+        }
     }
 
     /// Forgets a closed socket and the sessions bound to it.
@@ -202,7 +220,10 @@ impl TlsRouter {
     /// Binds a session to a socket and returns the session's held events.
     fn bind(&mut self, tgid: u32, session: u64, fd: i32) -> Vec<(i32, Plaintext)> {
         self.session_fds.insert((tgid, session), fd);
-        self.sockets.entry((tgid, fd)).or_default();
+        let kind = self.sockets.entry((tgid, fd)).or_insert(SocketKind::Plain);
+        if *kind == SocketKind::Plain {
+            *kind = SocketKind::Tls { server_name: None };
+        }
         let mut ready = Vec::new();
         for events in self.held.values_mut() {
             let (bound, kept): (Vec<_>, Vec<_>) = events
@@ -233,6 +254,34 @@ impl TlsRouter {
     }
 }
 
+/// Classifies a socket by the first bytes seen on it.
+fn classify(payload: &[u8]) -> SocketKind {
+    if let Some(hello) = sni::client_hello(payload) {
+        return SocketKind::Tls {
+            server_name: hello.server_name,
+        };
+    }
+    if is_tls_record(payload) {
+        return SocketKind::Tls { server_name: None };
+    }
+    SocketKind::Plain
+}
+
+/// Returns true when `bytes` start with a TLS record header: content type
+/// change_cipher_spec, alert, handshake or application_data, version 3.1
+/// to 3.4, and a length TLS allows. Sockets that existed before the probe
+/// started show such a record first instead of a ClientHello.
+fn is_tls_record(bytes: &[u8]) -> bool {
+    let [content_type, 3, minor, high, low, ..] = bytes else {
+        return false;
+    };
+    let length = u16::from_be_bytes([*high, *low]);
+    (20..=23).contains(content_type)
+        && (1..=4).contains(minor)
+        && length > 0
+        && length <= MAX_RECORD_LENGTH
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,8 +292,11 @@ mod tests {
         Plaintext {
             tgid: 100,
             tid,
+            cgroup_id: 1,
             ts_ns,
+            call_start_ns: ts_ns,
             session: SESSION,
+            library: "openssl",
             flow,
             byte_count: bytes.len() as u64,
             payload: bytes.to_vec(),
@@ -283,6 +335,54 @@ mod tests {
         assert_eq!(bytes, SyscallBytes::Parse);
         assert!(ready.is_empty());
         assert!(!router.is_tls(100, 9));
+    }
+
+    #[test]
+    fn plain_socket_stays_plain() {
+        let mut router = TlsRouter::new();
+        router.on_syscall(100, 1, 9, Flow::Egress, b"POST / HTTP/1.1\r\n");
+        let (bytes, _) = router.on_syscall(100, 1, 9, Flow::Egress, &client_hello());
+        assert_eq!(
+            bytes,
+            SyscallBytes::Parse,
+            "a body that looks like TLS is still plaintext"
+        );
+    }
+
+    #[test]
+    fn record_on_an_existing_socket_marks_tls() {
+        let mut router = TlsRouter::new();
+        let (bytes, _) = router.on_syscall(100, 1, 9, Flow::Ingress, &[0x17, 3, 3, 0, 40, 1, 2]);
+        assert_eq!(bytes, SyscallBytes::Ciphertext);
+        assert!(router.is_tls(100, 9));
+        assert_eq!(router.server_name(100, 9), None);
+    }
+
+    #[test]
+    fn record_headers_are_checked() {
+        assert!(is_tls_record(&[0x16, 3, 1, 0, 200]));
+        assert!(is_tls_record(&[0x15, 3, 3, 0, 2, 1, 0]));
+        assert!(
+            !is_tls_record(&[0x18, 3, 3, 0, 2]),
+            "heartbeat is not expected"
+        );
+        assert!(!is_tls_record(&[0x17, 3, 5, 0, 2]), "unknown version");
+        assert!(!is_tls_record(&[0x17, 3, 3, 0, 0]), "empty record");
+        assert!(
+            !is_tls_record(&[0x17, 3, 3, 0x48, 1]),
+            "longer than TLS allows"
+        );
+        assert!(!is_tls_record(&[0x17, 3, 3]));
+        assert!(!is_tls_record(b"PRI * HTTP/2.0"));
+    }
+
+    #[test]
+    fn kernel_fd_marks_a_plain_socket_as_tls() {
+        let mut router = TlsRouter::new();
+        router.on_syscall(100, 1, 7, Flow::Egress, b"\x00\x01garbage");
+        assert!(!router.is_tls(100, 7));
+        router.on_plaintext(7, plaintext(1, 10, Flow::Egress, b"POST /"));
+        assert!(router.is_tls(100, 7));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Real eBPF against real TLS clients: `openssl s_server` with a throwaway
-//! certificate on loopback, and curl (dynamic OpenSSL) as the target.
-//! These tests need root and tracefs, like the probe itself.
+//! Real eBPF against real TLS clients: curl (dynamic OpenSSL) with
+//! `openssl s_server` and a throwaway certificate on loopback, Go binaries
+//! with and without symbols, and a late `import ssl`. These tests need
+//! root and tracefs, like the probe itself.
 
 use std::{
     io::Write as _,
@@ -19,15 +20,16 @@ use crate::collect::loader;
 
 /// Loads the probe's programs with the pid filter and attaches the
 /// tracepoints; the TLS uprobes are attached by the watcher.
-fn load_and_attach(ring_buffer_bytes: u32) -> Result<aya::Ebpf, loader::LoadError> {
+fn load_and_attach(ring_buffer_bytes: u32) -> aya::Ebpf {
     let mut ebpf = loader::load(
         ring_buffer_bytes,
         llmslo_probe_common::FILTER_BY_TGID,
         llmslo_probe_common::TcpProbeLayout::default(),
         false,
-    )?;
-    loader::attach(&mut ebpf)?;
-    Ok(ebpf)
+    )
+    .expect("the probe's programs load; run as root");
+    loader::attach(&mut ebpf).expect("the tracepoints attach; mount tracefs");
+    ebpf
 }
 
 /// A data event as the tests need it.
@@ -135,12 +137,13 @@ fn curl_plaintext_is_tied_to_its_socket() {
     );
     let pid = curl.0.id();
 
-    let mut ebpf = load_and_attach(8 << 20).unwrap();
+    let mut ebpf = load_and_attach(8 << 20);
     let mut targets: HashMap<_, u32, u8> =
         HashMap::try_from(ebpf.map_mut("TARGET_TGIDS").unwrap()).unwrap();
     targets.insert(&pid, &1, 0).unwrap();
     let mut watcher = TlsWatcher::new("/proc");
-    watcher.scan(&mut ebpf, pid);
+    watcher.scan(pid);
+    watcher.wait_idle(&mut ebpf, Duration::from_secs(30));
     let (visibility, diagnostics) = watcher.report();
     assert!(
         visibility
@@ -216,232 +219,6 @@ fn curl_plaintext_is_tied_to_its_socket() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A throwaway CA and a server certificate for `localhost` and 127.0.0.1
-/// signed by it, made with the openssl CLI.
-fn make_ca(dir: &Path) {
-    let run = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "openssl {args:?} failed");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=llmslo test CA",
-        "-keyout",
-        "ca-key.pem",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server-key.pem",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca-key.pem",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-}
-
-fn start_openai_server(dir: &Path, port: u16) -> KillOnDrop {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/tls_openai_server.py");
-    let server = Command::new("python3")
-        .arg(script)
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--certfile")
-        .arg(dir.join("server.pem"))
-        .arg("--keyfile")
-        .arg(dir.join("server-key.pem"))
-        .arg("--log")
-        .arg(dir.join("server.jsonl"))
-        .arg("--first-token-delay-ms")
-        .arg("50")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the TLS server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    KillOnDrop(server)
-}
-
-/// Runs `client` as the only target, lets it send one streaming request
-/// once the probe is attached, and returns its plaintext events.
-fn plaintext_of(
-    mut client: Command,
-) -> (Vec<Data>, String, Vec<super::super::tls::elf::TlsLibrary>) {
-    let mut client = KillOnDrop(
-        client
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = client.0.id();
-    // Let the client map its libraries before the scan.
-    std::thread::sleep(Duration::from_millis(500));
-
-    let mut ebpf = load_and_attach(8 << 20).unwrap();
-    let mut targets: HashMap<_, u32, u8> =
-        HashMap::try_from(ebpf.map_mut("TARGET_TGIDS").unwrap()).unwrap();
-    targets.insert(&pid, &1, 0).unwrap();
-    let mut watcher = TlsWatcher::new("/proc");
-    watcher.scan(&mut ebpf, pid);
-    let (visibility, _) = watcher.report();
-    let libraries = visibility
-        .iter()
-        .filter(|entry| entry.visible)
-        .map(|entry| entry.library.clone())
-        .collect::<Vec<_>>();
-    assert!(!libraries.is_empty(), "{visibility:?}");
-
-    let mut stdin = client.0.stdin.take().unwrap();
-    writeln!(stdin, "go").unwrap();
-    let output = {
-        let mut stdout = client.0.stdout.take().unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
-        text
-    };
-    let status = client.0.wait().unwrap();
-    assert!(status.success(), "client failed: {status}");
-
-    let mut ring = RingBuf::try_from(ebpf.take_map("EVENTS").unwrap()).unwrap();
-    let mut events = Vec::new();
-    while let Some(record) = ring.next() {
-        if let Some(data) = parse_data(&record) {
-            events.push(data);
-        }
-    }
-    (events, output, Vec::new())
-}
-
-fn joined(events: &[&Data], kind: EventKind) -> Vec<u8> {
-    events
-        .iter()
-        .filter(|event| event.kind == kind as u8)
-        .flat_map(|event| event.payload.clone())
-        .collect()
-}
-
-#[test]
-fn go_http2_plaintext_is_seen() {
-    let dir = temp_dir("tls-go");
-    make_ca(&dir);
-    let port = free_port();
-    let _server = start_openai_server(&dir, port);
-    let binary = build_go_client(&dir, &[]);
-
-    let mut client = Command::new(&binary);
-    client
-        .arg("-url")
-        .arg(format!("https://localhost:{port}/v1"))
-        .arg("-cafile")
-        .arg(dir.join("ca.pem"));
-    let (events, output, _) = plaintext_of(client);
-    assert!(output.contains("\"proto\":\"HTTP/2.0\""), "{output}");
-    let plaintext: Vec<&Data> = events
-        .iter()
-        .filter(|event| event.source == DataSource::GoTls as u8)
-        .collect();
-    let written = joined(&plaintext, EventKind::Write);
-    assert!(
-        written.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&written[..written.len().min(64)])
-    );
-    let read = joined(&plaintext, EventKind::Read);
-    assert!(
-        read.windows(12).any(|window| window == b"data: [DONE]"),
-        "no SSE end in the read plaintext"
-    );
-    let fd = plaintext[0].fd;
-    assert!(fd >= 0, "Go plaintext not tied to a socket");
-    assert!(plaintext.iter().all(|event| event.fd == fd));
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[test]
-fn node_plaintext_is_seen() {
-    let dir = temp_dir("tls-node");
-    make_ca(&dir);
-    let port = free_port();
-    let _server = start_openai_server(&dir, port);
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/node/openai_stream.mjs");
-    let mut client = Command::new("node");
-    client
-        .arg(script)
-        .arg(format!("https://localhost:{port}/v1"))
-        .arg("gpt-4o-mini")
-        .arg("1")
-        .env("NODE_EXTRA_CA_CERTS", dir.join("ca.pem"));
-    let (events, output, _) = plaintext_of(client);
-    assert!(output.contains("\"content_events\":8"), "{output}");
-    let plaintext: Vec<&Data> = events
-        .iter()
-        .filter(|event| event.source == DataSource::OpenSsl as u8)
-        .collect();
-    let written = joined(&plaintext, EventKind::Write);
-    assert!(
-        written.starts_with(b"POST /v1/chat/completions HTTP/1.1\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&written[..written.len().min(64)])
-    );
-    let read = joined(&plaintext, EventKind::Read);
-    assert!(read.windows(12).any(|window| window == b"data: [DONE]"));
-    for event in &plaintext {
-        eprintln!(
-            "node event kind={} fd={} bytes={} session={:#x}",
-            event.kind, event.fd, event.byte_count, event.session
-        );
-    }
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 /// Builds the Go test client into `dir` with extra `go build` flags.
 fn build_go_client(dir: &Path, flags: &[&str]) -> std::path::PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/clients/go/openai_stream");
@@ -508,18 +285,19 @@ fn stripped_go_client_is_reported_invisible() {
     let stripped = build_go_client(&dir, &["-ldflags=-s -w"]);
     let mut client = KillOnDrop(
         Command::new(&stripped)
-            .arg("-url")
-            .arg("https://localhost:1/v1")
+            .args(["-base-url", "https://localhost:1/v1", "-log", "/dev/null"])
             .arg("-cafile")
             .arg("/etc/ssl/certs/ca-certificates.crt")
             .stdin(Stdio::piped())
+            .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
     std::thread::sleep(Duration::from_millis(200));
-    let mut ebpf = load_and_attach(1 << 20).unwrap();
+    let mut ebpf = load_and_attach(1 << 20);
     let mut watcher = TlsWatcher::new("/proc");
-    watcher.scan(&mut ebpf, client.0.id());
+    watcher.scan(client.0.id());
+    watcher.wait_idle(&mut ebpf, Duration::from_secs(30));
     let (visibility, diagnostics) = watcher.report();
     let entry = visibility
         .iter()
@@ -566,12 +344,13 @@ fn libssl_loaded_later_is_attached() {
     let pid = python.0.id();
     std::thread::sleep(Duration::from_millis(300));
 
-    let mut ebpf = load_and_attach(8 << 20).unwrap();
+    let mut ebpf = load_and_attach(8 << 20);
     let mut targets: HashMap<_, u32, u8> =
         HashMap::try_from(ebpf.map_mut("TARGET_TGIDS").unwrap()).unwrap();
     targets.insert(&pid, &1, 0).unwrap();
     let mut watcher = TlsWatcher::new("/proc");
-    watcher.scan(&mut ebpf, pid);
+    watcher.scan(pid);
+    watcher.wait_idle(&mut ebpf, Duration::from_secs(30));
     assert!(
         watcher.report().0.is_empty(),
         "libssl is not mapped before `import ssl`"
@@ -581,7 +360,8 @@ fn libssl_loaded_later_is_attached() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while python.0.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the Python client hung");
-        watcher.run_due(&mut ebpf, Instant::now());
+        watcher.run_due(Instant::now());
+        watcher.poll(&mut ebpf);
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(python.0.wait().unwrap().success());

@@ -4,19 +4,26 @@
 //! get the uprobes, and the watcher records what each process can and
 //! cannot show.
 //!
+//! Files are inspected on the thread of [`Inspector`]; [`TlsWatcher::poll`]
+//! attaches to what it found.
+//!
 //! # Attach latency
 //!
-//! A process that starts by `fork` runs the same files as its parent, so
-//! the uprobes already cover it once the kernel filter admits it. After
-//! `execve` the new executable is attached when the exec event is handled,
-//! usually within a few milliseconds; its shared libraries are mapped by the
-//! dynamic loader just after, so the process is scanned again
-//! [`EXEC_RESCAN_DELAYS`] later. A library opened with `dlopen` later in the
-//! process's life is found by the periodic scan, within
-//! [`PERIODIC_RESCAN`]. TLS calls made before the attach are not seen.
+//! A uprobe belongs to a file, so a process that maps an attached file,
+//! whether by `fork` or by loading the same library, is covered from its
+//! first call once the kernel filter admits it. A file the probe has not
+//! seen yet is attached after the scan that finds it, its inspection (a few
+//! milliseconds per library in a release build) and the next poll. After
+//! `execve` the process is scanned when the exec event is handled and again
+//! [`EXEC_RESCAN_DELAYS`] later, because the dynamic loader maps the shared
+//! libraries just after the exec. So a program can be missed when it makes
+//! a TLS call within about 20 ms of its exec through a library that no
+//! other target maps. A library opened with `dlopen` later in the process's life is
+//! found by the periodic scan, within [`PERIODIC_RESCAN`]. TLS calls made
+//! before the attach are not seen.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -27,7 +34,8 @@ use llmslo_schema::{Diagnostic, Severity, TlsVisibility};
 use super::{
     attach::attach,
     discover::{FileId, MappedFile, host_paths, mapped_files},
-    elf::{TlsFinding, TlsLibrary, inspect},
+    elf::{TlsFinding, TlsLibrary},
+    inspector::{Inspected, Inspector, Request},
 };
 
 /// Scans after an `execve()`, counted from the exec event.
@@ -40,8 +48,8 @@ pub const EXEC_RESCAN_DELAYS: [Duration; 3] = [
 /// Interval of the scan of every target process.
 pub const PERIODIC_RESCAN: Duration = Duration::from_secs(1);
 
-/// What the probe learned about one file.
-#[derive(Debug, Clone)]
+/// Inspection and attach state of one file.
+#[derive(Debug, Clone, Default)]
 struct FileState {
     finding: Option<TlsFinding>,
     /// Whether the uprobes are in place; false with a plan means the attach
@@ -50,15 +58,25 @@ struct FileState {
     error: Option<String>,
 }
 
+/// A TLS library that a process maps.
+#[derive(Debug, Clone)]
+struct Found {
+    entry: TlsVisibility,
+    /// True when the library is supported but its uprobes failed.
+    attach_failed: bool,
+}
+
 /// TLS state of all target processes.
 pub struct TlsWatcher {
     proc_root: PathBuf,
     files: HashMap<FileId, FileState>,
+    /// Files under inspection, with the processes that map them.
+    pending: HashMap<FileId, Vec<(u32, MappedFile)>>,
+    inspector: Inspector,
     /// Files each live process maps, as of its last scan.
     process_files: HashMap<u32, HashSet<FileId>>,
-    /// One entry per (pid, path), in the order found.
-    visibility: BTreeMap<(u32, String), TlsVisibility>,
-    diagnostics: Vec<Diagnostic>,
+    /// One entry per (pid, path).
+    found: BTreeMap<(u32, String), Found>,
     /// Scans due at an instant.
     scheduled: Vec<(Instant, u32)>,
     last_periodic: Option<Instant>,
@@ -71,17 +89,19 @@ impl TlsWatcher {
         Self {
             proc_root: proc_root.into(),
             files: HashMap::new(),
+            pending: HashMap::new(),
+            inspector: Inspector::start(),
             process_files: HashMap::new(),
-            visibility: BTreeMap::new(),
-            diagnostics: Vec::new(),
+            found: BTreeMap::new(),
             scheduled: Vec::new(),
             last_periodic: None,
         }
     }
 
-    /// Scans one process: inspects each file it maps that the probe has not
-    /// seen, and attaches to the ones with a TLS library.
-    pub fn scan(&mut self, ebpf: &mut Ebpf, pid: u32) {
+    /// Scans one process: queues each file it maps that the probe has not
+    /// seen for inspection, and records the TLS libraries among the files
+    /// already inspected.
+    pub fn scan(&mut self, pid: u32) {
         let files = match mapped_files(&self.proc_root, pid) {
             Ok(files) => files,
             Err(error) => {
@@ -97,19 +117,63 @@ impl TlsWatcher {
             .filter(|file| known.insert(file.id))
             .collect();
         for file in new_files {
-            if !self.files.contains_key(&file.id) {
-                let state = self.inspect_and_attach(ebpf, pid, &file);
-                self.files.insert(file.id, state);
+            if self.files.contains_key(&file.id) {
+                self.record(pid, &file);
+                continue;
             }
-            self.record(pid, &file);
+            match self.pending.entry(file.id) {
+                Entry::Occupied(mut waiting) => waiting.get_mut().push((pid, file)),
+                Entry::Vacant(waiting) => {
+                    self.inspector.submit(Request {
+                        id: file.id,
+                        file_name: file.path.clone(),
+                        paths: host_paths(&self.proc_root, pid, &file),
+                    });
+                    waiting.insert(vec![(pid, file)]);
+                }
+            }
         }
+    }
+
+    /// Attaches to the TLS libraries that finished inspections found, and
+    /// returns the pids whose TLS libraries changed.
+    pub fn poll(&mut self, ebpf: &mut Ebpf) -> Vec<u32> {
+        let mut changed = Vec::new();
+        while let Some(inspected) = self.inspector.try_take() {
+            changed.extend(self.finish_inspection(ebpf, inspected));
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
+    /// Waits up to `timeout` for every queued inspection and attaches to
+    /// what they found; returns the pids whose TLS libraries changed.
+    pub fn wait_idle(&mut self, ebpf: &mut Ebpf, timeout: Duration) -> Vec<u32> {
+        let deadline = Instant::now() + timeout;
+        let mut changed = Vec::new();
+        while !self.pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(inspected) = self.inspector.take_timeout(left) else {
+                tracing::warn!(
+                    files = self.pending.len(),
+                    timeout_ms = timeout.as_millis() as u64,
+                    "TLS library inspection is still running; attaching later"
+                );
+                break;
+            };
+            changed.extend(self.finish_inspection(ebpf, inspected));
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        changed
     }
 
     /// Handles an exec event: scans now and again after the dynamic loader
     /// mapped the program's libraries.
-    pub fn on_exec(&mut self, ebpf: &mut Ebpf, pid: u32, now: Instant) {
+    pub fn on_exec(&mut self, pid: u32, now: Instant) {
         self.process_files.remove(&pid);
-        self.scan(ebpf, pid);
+        self.scan(pid);
         for delay in EXEC_RESCAN_DELAYS {
             self.scheduled.push((now + delay, pid));
         }
@@ -123,7 +187,7 @@ impl TlsWatcher {
 
     /// Runs the scans that are due: scheduled ones, and every known process
     /// once per [`PERIODIC_RESCAN`].
-    pub fn run_due(&mut self, ebpf: &mut Ebpf, now: Instant) {
+    pub fn run_due(&mut self, now: Instant) {
         let mut due: Vec<u32> = Vec::new();
         self.scheduled.retain(|(at, pid)| {
             if *at <= now {
@@ -143,7 +207,7 @@ impl TlsWatcher {
         due.sort_unstable();
         due.dedup();
         for pid in due {
-            self.scan(ebpf, pid);
+            self.scan(pid);
         }
     }
 
@@ -174,33 +238,48 @@ impl TlsWatcher {
         }
     }
 
-    /// Returns what each process showed of TLS, and the diagnostics for
-    /// libraries whose plaintext stayed hidden.
+    /// Returns what each process showed of TLS, and one diagnostic for
+    /// each library whose plaintext stayed hidden. That is a warning, except
+    /// for an unsupported library in a process that also uses a visible one:
+    /// libraries such as GnuTLS come along as dependencies (libcurl's
+    /// librtmp) of programs that make their calls through OpenSSL, so that
+    /// is only information.
     pub fn report(&self) -> (Vec<TlsVisibility>, Vec<Diagnostic>) {
-        (
-            self.visibility.values().cloned().collect(),
-            self.diagnostics.clone(),
-        )
+        let entries: Vec<TlsVisibility> = self
+            .found
+            .values()
+            .map(|found| found.entry.clone())
+            .collect();
+        let diagnostics = self
+            .found
+            .values()
+            .filter(|found| !found.entry.visible)
+            .map(|found| {
+                let visible_library = entries
+                    .iter()
+                    .find(|other| other.pid == found.entry.pid && other.visible)
+                    .map(|other| other.library.as_str());
+                hidden_diagnostic(found, visible_library)
+            })
+            .collect();
+        (entries, diagnostics)
     }
 
-    fn inspect_and_attach(&mut self, ebpf: &mut Ebpf, pid: u32, file: &MappedFile) -> FileState {
-        let paths = host_paths(&self.proc_root, pid, file);
-        let mut last_error = None;
-        for path in &paths {
-            match inspect(path, &file.path) {
-                Ok(finding) => return attach_finding(ebpf, path, finding),
-                Err(error) => last_error = Some(error),
-            }
+    /// Attaches to a finished inspection's TLS library, if any, and records
+    /// it for the processes that map the file; returns those pids.
+    fn finish_inspection(&mut self, ebpf: &mut Ebpf, inspected: Inspected) -> Vec<u32> {
+        let state = match inspected.parsed {
+            Some((path, finding)) => attach_finding(ebpf, &path, finding),
+            None => FileState::default(),
+        };
+        self.files.insert(inspected.id, state);
+        let waiting = self.pending.remove(&inspected.id).unwrap_or_default();
+        let mut pids = Vec::with_capacity(waiting.len());
+        for (pid, file) in waiting {
+            self.record(pid, &file);
+            pids.push(pid);
         }
-        if let Some(error) = last_error {
-            // Not an ELF file (a JIT code cache, for example) or unreadable.
-            tracing::debug!(pid, path = %file.path, %error, "skipped a mapped file");
-        }
-        FileState {
-            finding: None,
-            attached: false,
-            error: None,
-        }
+        pids
     }
 
     fn record(&mut self, pid: u32, file: &MappedFile) {
@@ -211,7 +290,7 @@ impl TlsWatcher {
             return;
         };
         let key = (pid, file.path.clone());
-        if self.visibility.contains_key(&key) {
+        if self.found.contains_key(&key) {
             return;
         }
         let reason = state.error.clone().or_else(|| finding.reason.clone());
@@ -222,25 +301,6 @@ impl TlsWatcher {
             visible: state.attached,
             reason: reason.clone(),
         };
-        if !state.attached {
-            let code = if state.error.is_some() {
-                "tls_attach_failed"
-            } else {
-                "tls_library_unsupported"
-            };
-            self.diagnostics.push(Diagnostic {
-                severity: Severity::Warning,
-                code: code.to_string(),
-                message: format!(
-                    "pid {pid} uses {} in {}, whose plaintext the probe cannot read: {}; \
-                     its HTTPS calls are missing from the result",
-                    finding.library.name(),
-                    file.path,
-                    reason.as_deref().unwrap_or("no reason recorded"),
-                ),
-                pid: Some(pid),
-            });
-        }
         tracing::info!(
             pid,
             library = finding.library.name(),
@@ -248,7 +308,49 @@ impl TlsWatcher {
             visible = state.attached,
             "found a TLS library"
         );
-        self.visibility.insert(key, entry);
+        self.found.insert(
+            key,
+            Found {
+                entry,
+                attach_failed: state.error.is_some(),
+            },
+        );
+    }
+}
+
+fn hidden_diagnostic(found: &Found, visible_library: Option<&str>) -> Diagnostic {
+    let entry = &found.entry;
+    let reason = entry.reason.as_deref().unwrap_or("no reason recorded");
+    let (code, severity, consequence) = match (found.attach_failed, visible_library) {
+        (true, _) => (
+            "tls_attach_failed",
+            Severity::Warning,
+            "its HTTPS calls are missing from the result".to_string(),
+        ),
+        (false, None) => (
+            "tls_library_unsupported",
+            Severity::Warning,
+            "its HTTPS calls are missing from the result".to_string(),
+        ),
+        (false, Some(visible)) => (
+            "tls_library_unsupported",
+            Severity::Info,
+            format!(
+                "the process also uses {visible}, which the probe reads, so only calls made \
+                 through {} (if any) are missing",
+                entry.library
+            ),
+        ),
+    };
+    Diagnostic {
+        severity,
+        code: code.to_string(),
+        message: format!(
+            "pid {} maps {} in {}, whose plaintext the probe cannot read ({reason}); \
+             {consequence}",
+            entry.pid, entry.library, entry.path
+        ),
+        pid: Some(entry.pid),
     }
 }
 
