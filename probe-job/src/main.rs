@@ -23,10 +23,7 @@ mod reassemble;
 mod result;
 #[cfg(target_os = "linux")]
 mod run;
-// NOTE: the event loop below does not call the TLS module yet; its tests
-// exercise it against real clients.
 #[cfg(target_os = "linux")]
-#[allow(dead_code)]
 mod tls;
 
 use std::process::ExitCode;

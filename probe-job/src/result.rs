@@ -83,10 +83,6 @@ pub fn drops(kernel: KernelDrops, table: &TableStats) -> Drops {
 /// not take their absence for zero.
 const NOT_COLLECTED: &[(&str, &str)] = &[
     (
-        "tls_plaintext",
-        "TLS library uprobes are not implemented in this probe version",
-    ),
-    (
         "run_queue_latency",
         "sched tracepoints are not implemented in this probe version",
     ),
@@ -146,6 +142,16 @@ pub fn kernel_report(
                 name: "ring_buffer".into(),
                 available: true,
                 detail: Some(format!("{} MiB", ring_buffer_bytes >> 20)),
+            },
+            Feature {
+                name: "uprobes".into(),
+                // The perf event type that uprobe attachment opens.
+                available: Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
+                detail: Some(
+                    "TLS plaintext of OpenSSL, BoringSSL and Go crypto/tls on x86_64; the tls \
+                     list says which processes are covered"
+                        .into(),
+                ),
             },
             Feature {
                 name: "btf".into(),

@@ -81,6 +81,12 @@ impl Collector {
         Ok(Self { ebpf, events })
     }
 
+    /// The loaded object, for attaching the TLS uprobes to library files
+    /// found during the window.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     pub fn attach(&mut self) -> Result<(), CollectError> {
         Ok(loader::attach(&mut self.ebpf)?)
     }
