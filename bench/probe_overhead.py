@@ -112,6 +112,23 @@ def start_server(extra, certificates):
     return server, port
 
 
+def idle_cpu_ms(probe_path, seconds):
+    """CPU of a probe that loads, attaches and waits `seconds` with an idle target."""
+    sleeper = subprocess.Popen(["sleep", str(seconds + 30)])
+    try:
+        output = subprocess.run(
+            [probe_path, "--pid", str(sleeper.pid), "--duration", f"{seconds}s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    usage = json.loads(output.stdout.strip().splitlines()[-1])["probe_usage"]
+    return (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000
+
+
 def run_once(probe_path, scenario, with_probe, certificates):
     name, rate, seconds, body, server_args, tls = scenario
     certificates = certificates if tls else None
@@ -162,7 +179,8 @@ def measure(probe_path, scenario, certificates):
     _, base, _, _ = run_once(probe_path, scenario, False, certificates)
     name, traced, usage, drops = run_once(probe_path, scenario, True, certificates)
     requests = len(traced["latencies_ms"])
-    cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000
+    idle_ms = idle_cpu_ms(probe_path, scenario[2])
+    cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000 - idle_ms
     megabytes = usage["payload_bytes"] / 1e6
     return [
         name,
@@ -170,7 +188,7 @@ def measure(probe_path, scenario, certificates):
         str(requests),
         f"{percentile(base['latencies_ms'], 0.5):.2f} / {percentile(traced['latencies_ms'], 0.5):.2f}",
         f"{percentile(base['latencies_ms'], 0.99):.2f} / {percentile(traced['latencies_ms'], 0.99):.2f}",
-        f"{cpu_ms:.1f}",
+        f"{cpu_ms:.1f} (+{idle_ms:.1f})",
         f"{cpu_ms * 1000 / requests:.0f}",
         f"{megabytes:.2f}",
         f"{cpu_ms / megabytes:.1f}" if megabytes else "-",
@@ -195,7 +213,7 @@ def main(argv):
 
     header = [
         "scenario", "rate", "requests", "p50 ms (off / on)", "p99 ms (off / on)",
-        "probe CPU ms", "CPU us/request", "payload MB", "CPU ms/MB", "events", "ring drops",
+        "probe CPU ms (+ idle)", "CPU us/request", "payload MB", "CPU ms/MB", "events", "ring drops",
     ]
     widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
     print(" | ".join(cell.ljust(width) for cell, width in zip(header, widths)))
@@ -203,8 +221,9 @@ def main(argv):
     for row in rows:
         print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)))
     print(
-        "\nprobe CPU covers the whole run of the probe (load, attach, window); "
-        "latencies are the client's own, request sent to response read."
+        "\nprobe CPU is the traced run minus an idle run of the same length (load, attach, "
+        "target checks), shown in brackets; latencies are the client's own, request sent "
+        "to response read."
     )
 
 

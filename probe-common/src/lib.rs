@@ -58,7 +58,7 @@ impl EventKind {
     }
 }
 
-/// Where the bytes of a [`DataEvent`] were read.
+/// Origin of the bytes of a [`DataEvent`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataSource {
@@ -153,8 +153,8 @@ pub struct ConnEvent {
     pub start_ns: u64,
 }
 
-/// A TCP connection as the kernel's socket sees it: local and remote
-/// address and port. Key of the `FLOWS` map, which lists the connections
+/// A TCP connection from its socket's side: local and remote address and
+/// port. Key of the `FLOWS` map, which lists the connections
 /// whose segment arrivals are reported.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

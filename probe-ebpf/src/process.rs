@@ -52,9 +52,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exit` fires per thread; only the thread group
-/// leader's exit is reported, and it removes the process from the targets
-/// so that a later process with the same pid is not traced.
+/// `sched:sched_process_exit` fires per thread, and only the thread group
+/// leader's exit is reported. It removes the process from the targets, so
+/// that a later process with the same pid is not traced.
 ///
 /// NOTE: a leader that exits before its other threads (`pthread_exit` in
 /// `main`) is reported as exited while those threads still run.

@@ -44,7 +44,7 @@ const ECONNRESET: i64 = 104;
 const EPIPE: i64 = 32;
 const ETIMEDOUT: i64 = 110;
 
-/// How the data of a call is laid out in user memory.
+/// Layout of a call's data in user memory.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum BufferShape {

@@ -10,7 +10,7 @@ pub mod exit_code {
     /// The window ran to its end, or SIGINT/SIGTERM ended it; the result is
     /// printed.
     pub const OK: u8 = 0;
-    /// The probe failed before it collected anything; stderr says why.
+    /// The probe failed before it collected anything; stderr has the reason.
     pub const FAILED_BEFORE_COLLECTION: u8 = 1;
     /// The command line is invalid (clap uses the same code).
     pub const USAGE: u8 = 2;

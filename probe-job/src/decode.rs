@@ -1,9 +1,9 @@
 //! Decodes raw ring-buffer records into typed events.
 //!
 //! The records come from the kernel, but their lengths are still checked
-//! against the layouts in `llmslo-probe-common` before any field is read: a
-//! mismatched eBPF object or a kernel bug must produce an error, not a panic
-//! or a read past the record.
+//! against the layouts in `llmslo-probe-common` before any field is read. A
+//! mismatched eBPF object or a kernel bug then produces an error, not a
+//! panic or a read past the record.
 
 use std::{
     mem::{offset_of, size_of},
@@ -51,7 +51,7 @@ pub struct DataRecord<'a> {
     pub payload: &'a [u8],
 }
 
-/// Where the bytes of a [`DataRecord`] were read.
+/// Origin of the bytes of a [`DataRecord`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Syscall,

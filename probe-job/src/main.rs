@@ -1,11 +1,12 @@
 //! `llmslo-probe`: traces the sockets of target processes with eBPF for one
 //! window and prints one llmslo result on stdout.
 //!
-//! Data flows through the modules in this order: [`collect`] loads the
+//! Data flows through the modules in this order. [`collect`] loads the
 //! programs and reads the ring buffer, [`decode`] checks and types each
-//! record, [`pipeline`] routes events, [`reassemble`] keeps per-connection
-//! streams for the protocol parsers, [`identity`] answers `/proc` and
-//! cgroup questions, and [`result`] builds and prints the result.
+//! record, and [`pipeline`] routes events. [`reassemble`] keeps
+//! per-connection streams for the protocol parsers, [`identity`] looks up
+//! processes, sockets and cgroups, and [`result`] builds and prints the
+//! result.
 
 #[cfg(target_os = "linux")]
 mod cli;

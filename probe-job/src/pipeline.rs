@@ -51,7 +51,7 @@ pub enum ProcessChange {
     Exited(u32),
 }
 
-/// What the pipeline saw, for the result.
+/// Everything the pipeline collected, for the result.
 pub struct PipelineOutput {
     pub processes: Vec<TargetProcess>,
     pub exchanges: Vec<Exchange>,
@@ -72,8 +72,8 @@ type Parsers = ConnectionTable<
 pub struct Pipeline {
     table: Parsers,
     registry: ProcessRegistry,
-    /// Sockets found in `/proc` before their first event, with what `/proc`
-    /// said about them.
+    /// Sockets found in `/proc` before their first event, with their
+    /// addresses from `/proc`.
     seeded: HashMap<SocketKey, ConnectionMeta>,
     /// Target containers by cgroup id, to name processes that join them.
     containers: HashMap<u64, ContainerCgroup>,
@@ -483,7 +483,8 @@ impl Pipeline {
     }
 }
 
-/// The kernel's view of a TCP connection, as `tcp:tcp_probe` reports it.
+/// Builds the kernel's key of a TCP connection, as `tcp:tcp_probe` reports
+/// it.
 fn flow_key(local: SocketAddr, peer: SocketAddr) -> Option<FlowKey> {
     let mut flow = FlowKey {
         local_port: local.port(),

@@ -30,8 +30,9 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `time` is a valid timespec for the call to fill; both clocks
-    // exist on every Linux kernel, so the call cannot fail.
+    // SAFETY: `time` is a valid timespec for the call to fill. Both clocks
+    // exist on every Linux kernel, and with a valid pointer the call only
+    // fails for unknown clocks.
     unsafe { libc::clock_gettime(clock, &mut time) };
     i128::from(time.tv_sec) * 1_000_000_000 + i128::from(time.tv_nsec)
 }
@@ -55,7 +56,8 @@ pub fn probe_info(node: Option<&str>) -> ProbeInfo {
 pub fn resource_usage(events: u64, payload_bytes: u64) -> ResourceUsage {
     // SAFETY: an all-zero rusage is valid, and getrusage only writes it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
+    // SAFETY: `usage` is a valid rusage for the call to fill; with
+    // RUSAGE_SELF getrusage only fails for an invalid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
     ResourceUsage {

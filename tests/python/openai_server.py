@@ -110,7 +110,7 @@ class Responder:
 
 # ---- OpenAI chat completions -------------------------------------------------
 
-# OpenAI answers an alias with the dated snapshot it resolved to.
+# OpenAI responds to an alias with the dated snapshot it resolved to.
 OPENAI_SNAPSHOTS = {
     "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
     "gpt-4o": "gpt-4o-2024-08-06",
@@ -312,7 +312,7 @@ async def openai_chat_completions(request, responder, rng, options):
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One connection: parses requests in order and answers them one by one."""
+    """One connection: parses requests in order and serves them one by one."""
 
     def __init__(self, server):
         self.server = server

@@ -127,7 +127,7 @@ fn parse_epoch_ns(text: &str) -> Option<i128> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -16,7 +16,7 @@ use crate::{
     process::{ChildGuard, LineReader},
 };
 
-/// `import openai` alone takes about a second on these machines.
+/// `import openai` alone took about a second on a 2-core test VM.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One request as the server logged it, in `CLOCK_MONOTONIC` nanoseconds.
@@ -42,7 +42,8 @@ pub struct ServerRequest {
 }
 
 impl ServerRequest {
-    /// The server's own TTFT: first content write minus request receipt.
+    /// Returns the server's own TTFT: first content write minus request
+    /// receipt.
     pub fn ttft_ns(&self) -> u64 {
         self.first_content_write_ns
             .expect("the response carried content")
@@ -67,7 +68,8 @@ pub struct ClientRequest {
 }
 
 impl ClientRequest {
-    /// The client's own TTFT: first content chunk minus the SDK call.
+    /// Returns the client's own TTFT: first content chunk minus the SDK
+    /// call.
     pub fn ttft_ns(&self) -> u64 {
         self.first_content_ns
             .expect("the response carried content")

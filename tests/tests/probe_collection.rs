@@ -150,9 +150,11 @@ fn container_id_selects_cgroup() {
     outside.go();
     inside.wait(CLIENT_TIMEOUT);
     outside.wait(CLIENT_TIMEOUT);
-    let output = probe.interrupt();
-    assert_eq!(output.code(), Some(0), "{}", output.stderr);
+    // The container's cgroup is empty once its one process exited.
+    let output = probe.wait(CLIENT_TIMEOUT);
+    assert_eq!(output.code(), Some(3), "{}", output.stderr);
     let result = output.result();
+    assert_eq!(result.outcome.status, OutcomeStatus::TargetsExited);
 
     assert_eq!(result.filter, TargetFilter::CgroupV2);
     assert_eq!(result.processes.len(), 1, "{:?}", result.processes);
@@ -179,7 +181,7 @@ fn ring_buffer_overflow_is_counted() {
         while connection.read(&mut buffer).is_ok_and(|count| count > 0) {}
     });
     // 2,000 writes of 16 KiB: each is one event with a full payload, far
-    // more than a 1 MiB ring buffer holds while the probe is stopped.
+    // more than fit in a 1 MiB ring buffer while the probe is stopped.
     let mut client = GatedClient::python_snippet(
         "blaster",
         &format!(

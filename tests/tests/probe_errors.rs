@@ -1,5 +1,5 @@
 //! How the probe fails: missing privileges, unknown targets, tracefs not
-//! mounted, a target that exits, bad command lines. Each failure must say
+//! mounted, a target that exits, bad command lines. Each failure must state
 //! what to do and exit with the documented code. Needs root.
 
 use std::time::Duration;

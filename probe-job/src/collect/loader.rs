@@ -60,7 +60,7 @@ pub enum LoadError {
         source: io::Error,
     },
     #[error("failed to load the embedded eBPF object: {0}")]
-    Object(#[source] EbpfError),
+    Object(#[source] Box<EbpfError>),
     #[error("eBPF program {program} is missing from the embedded object; rebuild llmslo-probe")]
     MissingProgram { program: &'static str },
     #[error(
@@ -79,7 +79,7 @@ pub enum LoadError {
     Program {
         program: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("failed to attach eBPF program {program} to tracepoint {category}:{name}: {source}")]
     Attach {
@@ -87,7 +87,7 @@ pub enum LoadError {
         category: &'static str,
         name: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -125,7 +125,7 @@ pub fn load(
                     source: io_error,
                 }
             }
-            other => LoadError::Object(other),
+            other => LoadError::Object(Box::new(other)),
         })?;
 
     let arrivals = (tcp_probe_layout != TcpProbeLayout::default()).then_some(&ARRIVAL_PROGRAM);
@@ -156,7 +156,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), LoadError> {
                 program,
                 category,
                 name,
-                source,
+                source: Box::new(source),
             })?;
     }
     tracing::debug!(count = TRACEPOINTS.len(), "attached eBPF programs");
@@ -177,7 +177,7 @@ pub fn attach_arrivals(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             program,
             category,
             name,
-            source,
+            source: Box::new(source),
         })?;
     Ok(())
 }
@@ -226,6 +226,36 @@ fn parse_format_field(line: &str) -> Option<(&str, u32, u32)> {
     Some((name, number("offset:")?, number("size:")?))
 }
 
+fn tracepoint_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut TracePoint, LoadError> {
+    ebpf.program_mut(program)
+        .ok_or(LoadError::MissingProgram { program })?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            program,
+            source: Box::new(source),
+        })
+}
+
+fn program_error(program: &'static str, error: ProgramError, keep_log: bool) -> LoadError {
+    match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => LoadError::Verifier {
+            program,
+            source: io_error,
+            log: keep_log.then(|| verifier_log.to_string()),
+        },
+        source => LoadError::Program {
+            program,
+            source: Box::new(source),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,33 +274,43 @@ mod tests {
     }
 
     #[test]
+    fn verifier_rejection_points_to_verbose_flag() {
+        let error = program_error(
+            "sys_exit_data",
+            ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(libc::EACCES),
+                verifier_log: aya_obj::VerifierLog::new("R1 invalid mem access".into()),
+            },
+            false,
+        );
+        let message = error.to_string();
+        assert!(message.contains("rejected eBPF program sys_exit_data"), "{message}");
+        assert!(message.contains("Run with -v"), "{message}");
+        assert!(!message.contains("R1 invalid mem access"), "{message}");
+        assert!(!message.contains("printed above"), "{message}");
+    }
+
+    #[test]
+    fn verifier_log_is_kept_with_verbose_flag() {
+        let error = program_error(
+            "sys_exit_data",
+            ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(libc::EACCES),
+                verifier_log: aya_obj::VerifierLog::new("R1 invalid mem access".into()),
+            },
+            true,
+        );
+        assert!(error.to_string().contains("printed above"));
+        let LoadError::Verifier { log, .. } = error else {
+            panic!("not a verifier error");
+        };
+        assert_eq!(log.as_deref(), Some("R1 invalid mem access"));
+    }
+
+    #[test]
     fn this_kernel_has_tcp_probe() {
         let layout = tcp_probe_layout(Path::new("/sys/kernel/tracing")).unwrap();
         assert_ne!(layout.data_len, 0);
         assert_eq!(layout.dport, layout.sport + 2);
-    }
-}
-
-fn tracepoint_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    program: &'static str,
-) -> Result<&'a mut TracePoint, LoadError> {
-    ebpf.program_mut(program)
-        .ok_or(LoadError::MissingProgram { program })?
-        .try_into()
-        .map_err(|source| LoadError::Program { program, source })
-}
-
-fn program_error(program: &'static str, error: ProgramError, keep_log: bool) -> LoadError {
-    match error {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => LoadError::Verifier {
-            program,
-            source: io_error,
-            log: keep_log.then(|| verifier_log.to_string()),
-        },
-        source => LoadError::Program { program, source },
     }
 }

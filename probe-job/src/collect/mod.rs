@@ -75,7 +75,7 @@ impl Collector {
             source,
         })?;
         // SAFETY: the ring buffer owns its map fd, and nothing replaces or
-        // closes that fd while the AsyncFd holds it.
+        // closes that fd while it is registered with the AsyncFd.
         let events =
             unsafe { AsyncFd::register(ring) }.map_err(|error| CollectError::Poll(error.into()))?;
         Ok(Self { ebpf, events })
@@ -156,7 +156,7 @@ impl Collector {
             .collect();
         for key in &keys {
             // A key may vanish between listing and removal when the kernel
-            // sees the close; that is not an error.
+            // handles the close first, which is not an error.
             let _ = map.remove(key);
         }
         Ok(keys.len())

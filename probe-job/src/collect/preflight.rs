@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// Where aya looks for tracefs, in its order.
+/// Paths where aya looks for tracefs, in its order.
 pub const TRACEFS_PATHS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 const CAP_SYS_ADMIN: u32 = 21;

@@ -10,7 +10,7 @@ use std::{
 
 use super::IdentityError;
 
-/// Where cgroup v2 is mounted on pure v2 nodes and on hybrid nodes.
+/// Mount points of cgroup v2 on pure v2 nodes and on hybrid nodes.
 const PREFERRED_MOUNTS: &[&str] = &["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
 
 /// Depth of the container search below the mount. Kubernetes puts

@@ -1,5 +1,5 @@
 //! Targets and `/proc` lookups: turns `--pid` and `--container-id` into
-//! processes and cgroup ids, and tells which fds are IP sockets.
+//! processes and cgroup ids, and finds which fds are IP sockets.
 
 pub mod cgroup;
 pub mod processes;

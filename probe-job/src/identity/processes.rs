@@ -10,13 +10,13 @@ use procfs::process::Process;
 
 use super::cgroup::{self, PathIds};
 
-/// What `/proc` says about a live process.
+/// Facts from `/proc` about a live process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessFacts {
     pub comm: String,
     pub parent_pid: Option<u32>,
-    /// Start time in clock ticks after boot, which tells a process from a
-    /// later one that reuses its pid.
+    /// Start time in clock ticks after boot, which distinguishes a process
+    /// from a later one that reuses its pid.
     pub start_time: u64,
     /// cgroup v2 path below the mount, starting with `/`.
     pub cgroup_path: Option<String>,
@@ -62,8 +62,8 @@ impl ProcessRegistry {
         self.processes.contains_key(&pid)
     }
 
-    /// Adds a process from its `/proc` facts. `ids` overrides what the
-    /// cgroup path says (a container found by `--container-id`).
+    /// Adds a process from its `/proc` facts. `ids` overrides the ids parsed
+    /// from the cgroup path (a container found by `--container-id`).
     pub fn add(
         &mut self,
         pid: u32,
@@ -109,7 +109,7 @@ impl ProcessRegistry {
     }
 
     /// Records a child process created by a target. The child's facts are
-    /// read now; if it already exited, the parent's comm stands in.
+    /// read now, and if it already exited the parent's comm is used.
     pub fn add_child(&mut self, parent: u32, child: u32, cgroup_id: u64) {
         let facts = read_facts(child);
         let exited = facts.is_none();

@@ -8,10 +8,9 @@
 //!
 //! A retransmitted segment whose data had already arrived is reported by the
 //! kernel again, which would shift later bytes onto earlier arrivals. A read
-//! that returned fewer bytes than it asked for emptied the socket's receive
+//! that returned fewer bytes than it requested emptied the socket's receive
 //! queue, so every segment that arrived before that read started has been
-//! read; whatever such segments the queue still holds are duplicates and
-//! are dropped.
+//! read. Such segments still in the queue are duplicates and are dropped.
 
 use std::collections::VecDeque;
 

@@ -22,7 +22,7 @@ pub struct SocketKey {
     pub fd: i32,
 }
 
-/// What the probe knows about a connection when it starts following it.
+/// Facts about a connection when the probe starts following it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionMeta {
     pub transport: Transport,

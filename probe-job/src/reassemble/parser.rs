@@ -3,8 +3,8 @@
 use llmslo_schema::Exchange;
 use llmslo_wire::{ConnectionParser, Flow, StreamEnd};
 
-/// What reassembly needs from a per-connection protocol parser. The probe
-/// uses [`ConnectionParser`]; tests use recorders.
+/// Interface of a per-connection protocol parser, as reassembly uses it.
+/// The probe uses [`ConnectionParser`] and tests use recorders.
 pub trait ExchangeParser {
     fn on_data(&mut self, flow: Flow, ts_ns: u64, tid: u32, bytes: &[u8]);
     fn on_gap(&mut self, flow: Flow, ts_ns: u64, missing_bytes: u64);

@@ -61,14 +61,15 @@ impl ExchangeParser for Recorder {
 }
 
 type Log = Rc<RefCell<Vec<String>>>;
+type Infos = Rc<RefCell<Vec<ConnectionInfo>>>;
 
 fn table() -> (
     ConnectionTable<Recorder, impl FnMut(ConnectionInfo) -> Recorder>,
     Log,
-    Rc<RefCell<Vec<ConnectionInfo>>>,
+    Infos,
 ) {
     let log: Log = Rc::default();
-    let infos: Rc<RefCell<Vec<ConnectionInfo>>> = Rc::default();
+    let infos: Infos = Rc::default();
     let (parser_log, parser_infos) = (log.clone(), infos.clone());
     let table = ConnectionTable::new(move |info| {
         parser_infos.borrow_mut().push(info);
