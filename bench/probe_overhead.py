@@ -44,7 +44,7 @@ SCENARIOS = [
 
 
 def make_certificates(directory):
-    """A throwaway CA and a certificate for localhost that it signed."""
+    """Make a throwaway CA and a certificate for localhost that it signed."""
 
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
@@ -175,7 +175,7 @@ def run_once(probe_path, scenario, with_probe, certificates):
 
 
 def measure(probe_path, scenario, certificates):
-    """One table row: the scenario without and with the probe."""
+    """Run the scenario without and with the probe; return its table row."""
     _, base, _, _ = run_once(probe_path, scenario, False, certificates)
     name, traced, usage, drops = run_once(probe_path, scenario, True, certificates)
     requests = len(traced["latencies_ms"])

@@ -282,7 +282,7 @@ fn parse_trace_time(line: &str) -> Option<(u64, &str)> {
     Some((seconds * 1_000_000_000 + micros * 1_000, rest))
 }
 
-/// Returns true when the data holds an OpenAI chunk with non-empty
+/// Returns true when the data contains an OpenAI chunk with non-empty
 /// `delta.content`.
 fn carries_content(data: &str) -> bool {
     data.match_indices("\"content\":\"")
