@@ -3,8 +3,11 @@
 and the latency it adds to a client at a fixed request rate.
 
 Each scenario runs the same paced load twice against the OpenAI stand-in
-server on loopback (tests/python/openai_server.py): once without the probe
-and once with the probe attached to the client process. It prints one
+server on loopback (tests/python/openai_server.py, or
+tests/python/tls_openai_server.py for the TLS rows with a throwaway CA made
+by the openssl CLI): once without the probe and once with the probe
+attached to the client process. The TLS client is Python's http.client,
+whose plaintext the probe reads through uprobes on OpenSSL. It prints one
 table. Run as root after `cargo build --release -p llmslo-probe`:
 
     sudo python3 bench/probe_overhead.py [--probe target/release/llmslo-probe]
@@ -17,35 +20,53 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(REPO, "tests", "python", "openai_server.py")
+TLS_SERVER = os.path.join(REPO, "tests", "python", "tls_openai_server.py")
 
-# name, request rate per second, seconds, request body
+STREAM_20 = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}}
+BLOCKING = {"model": "gpt-4o-mini", "stream": False}
+
+# name, request rate per second, seconds, request body, server arguments,
+# whether the client uses TLS
 SCENARIOS = [
-    (
-        "stream 20 tokens",
-        50,
-        10,
-        {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}},
-        ["--min-tokens", "20", "--max-tokens", "20"],
-    ),
-    (
-        "blocking 2000 tokens",
-        20,
-        10,
-        {"model": "gpt-4o-mini", "stream": False},
-        ["--min-tokens", "2000", "--max-tokens", "2000"],
-    ),
+    ("stream 20 tokens", 50, 10, STREAM_20, ["--min-tokens", "20", "--max-tokens", "20"], False),
+    ("blocking 2000 tokens", 20, 10, BLOCKING, ["--min-tokens", "2000", "--max-tokens", "2000"], False),
+    ("TLS stream 20 tokens", 50, 10, STREAM_20, ["--min-tokens", "20", "--max-tokens", "20"], True),
+    ("TLS blocking 2000 tokens", 20, 10, BLOCKING, ["--min-tokens", "2000", "--max-tokens", "2000"], True),
 ]
 
 
-def run_client(port, rate, seconds, body):
-    """Paced load on one keep-alive connection; prints latencies as JSON."""
-    connection = http.client.HTTPConnection("127.0.0.1", port)
+def make_certificates(directory):
+    """Make a throwaway CA and a certificate for localhost that it signed."""
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *p256, "-days", "1", "-subj", "/CN=llmslo bench CA",
+            "-keyout", "ca-key.pem", "-out", "ca.pem")
+    openssl("req", *p256, "-subj", "/CN=localhost", "-keyout", "server-key.pem", "-out", "server.csr")
+    with open(os.path.join(directory, "san.ext"), "w", encoding="utf-8") as extensions:
+        extensions.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", "server.pem")
+
+
+def run_client(port, rate, seconds, body, cafile):
+    """Paced load on one keep-alive connection; prints latencies as JSON.
+    With a CA file the connection uses TLS."""
+    if cafile:
+        context = ssl.create_default_context(cafile=cafile)
+        connection = http.client.HTTPSConnection("localhost", port, context=context)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port)
     payload = dict(body)
     payload["messages"] = [{"role": "user", "content": "benchmark request"}]
     encoded = json.dumps(payload).encode()
@@ -76,9 +97,13 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def start_server(extra):
+def start_server(extra, certificates):
+    script = [SERVER]
+    if certificates:
+        script = [TLS_SERVER, "--certfile", os.path.join(certificates, "server.pem"),
+                  "--keyfile", os.path.join(certificates, "server-key.pem")]
     server = subprocess.Popen(
-        [sys.executable, SERVER, "--min-ttft-ms", "0", "--max-ttft-ms", "0",
+        [sys.executable, *script, "--min-ttft-ms", "0", "--max-ttft-ms", "0",
          "--min-gap-ms", "0", "--max-gap-ms", "0", *extra],
         stdout=subprocess.PIPE,
         text=True,
@@ -104,11 +129,14 @@ def idle_cpu_ms(probe_path, seconds):
     return (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000
 
 
-def run_once(probe_path, scenario, with_probe):
-    name, rate, seconds, body, server_args = scenario
-    server, port = start_server(server_args)
+def run_once(probe_path, scenario, with_probe, certificates):
+    name, rate, seconds, body, server_args, tls = scenario
+    certificates = certificates if tls else None
+    cafile = os.path.join(certificates, "ca.pem") if certificates else ""
+    server, port = start_server(server_args, certificates)
     client = subprocess.Popen(
-        [sys.executable, __file__, "--client", str(port), str(rate), str(seconds), json.dumps(body)],
+        [sys.executable, __file__, "--client", str(port), str(rate), str(seconds), json.dumps(body),
+         cafile],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -146,39 +174,42 @@ def run_once(probe_path, scenario, with_probe):
     return name, report, usage, drops
 
 
+def measure(probe_path, scenario, certificates):
+    """Run the scenario without and with the probe; return its table row."""
+    _, base, _, _ = run_once(probe_path, scenario, False, certificates)
+    name, traced, usage, drops = run_once(probe_path, scenario, True, certificates)
+    requests = len(traced["latencies_ms"])
+    idle_ms = idle_cpu_ms(probe_path, scenario[2])
+    cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000 - idle_ms
+    megabytes = usage["payload_bytes"] / 1e6
+    return [
+        name,
+        f"{scenario[1]}/s",
+        str(requests),
+        f"{percentile(base['latencies_ms'], 0.5):.2f} / {percentile(traced['latencies_ms'], 0.5):.2f}",
+        f"{percentile(base['latencies_ms'], 0.99):.2f} / {percentile(traced['latencies_ms'], 0.99):.2f}",
+        f"{cpu_ms:.1f} (+{idle_ms:.1f})",
+        f"{cpu_ms * 1000 / requests:.0f}",
+        f"{megabytes:.2f}",
+        f"{cpu_ms / megabytes:.1f}" if megabytes else "-",
+        str(usage["events"]),
+        str(drops),
+    ]
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--probe", default=os.path.join(REPO, "target", "release", "llmslo-probe"))
-    parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.client:
-        port, rate, seconds, body = options.client
-        run_client(int(port), float(rate), float(seconds), json.loads(body))
+        port, rate, seconds, body, cafile = options.client
+        run_client(int(port), float(rate), float(seconds), json.loads(body), cafile)
         return
 
-    rows = []
-    for scenario in SCENARIOS:
-        _, base, _, _ = run_once(options.probe, scenario, with_probe=False)
-        name, traced, usage, drops = run_once(options.probe, scenario, with_probe=True)
-        requests = len(traced["latencies_ms"])
-        idle_ms = idle_cpu_ms(options.probe, scenario[2])
-        cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000 - idle_ms
-        megabytes = usage["payload_bytes"] / 1e6
-        rows.append(
-            [
-                name,
-                f"{scenario[1]}/s",
-                str(requests),
-                f"{percentile(base['latencies_ms'], 0.5):.2f} / {percentile(traced['latencies_ms'], 0.5):.2f}",
-                f"{percentile(base['latencies_ms'], 0.99):.2f} / {percentile(traced['latencies_ms'], 0.99):.2f}",
-                f"{cpu_ms:.1f} (+{idle_ms:.1f})",
-                f"{cpu_ms * 1000 / requests:.0f}",
-                f"{megabytes:.2f}",
-                f"{cpu_ms / megabytes:.1f}" if megabytes else "-",
-                str(usage["events"]),
-                str(drops),
-            ]
-        )
+    with tempfile.TemporaryDirectory(prefix="llmslo-bench-") as certificates:
+        make_certificates(certificates)
+        rows = [measure(options.probe, scenario, certificates) for scenario in SCENARIOS]
 
     header = [
         "scenario", "rate", "requests", "p50 ms (off / on)", "p99 ms (off / on)",

@@ -36,6 +36,9 @@ pub enum EventKind {
     Exit = 7,
     /// A TCP segment with payload arrived for a followed connection.
     Arrival = 8,
+    /// A target process replaced its program with `execve()`; its mapped
+    /// libraries changed.
+    Exec = 9,
     /// A target thread waited longer than the threshold for a CPU
     /// ([`RunQueueWaitEvent`]). The component signals use kinds from 20 up,
     /// so that socket and process events can grow below them.
@@ -61,6 +64,7 @@ impl EventKind {
             6 => Self::Fork,
             7 => Self::Exit,
             8 => Self::Arrival,
+            9 => Self::Exec,
             20 => Self::RunQueueWait,
             21 => Self::Handshake,
             22 => Self::SocketError,
@@ -124,6 +128,11 @@ pub struct DataEvent {
     /// Bytes the call asked for (`count` of `read`/`recvfrom`/`write`/
     /// `sendto`); 0 when unknown (the iovec forms).
     pub requested_bytes: u64,
+    /// For TLS plaintext, the library's session object in the target's
+    /// address space (`SSL *` or Go `*tls.Conn`); 0 for syscall bytes.
+    /// `header.fd` is -1 when the kernel could not tie the session to a
+    /// socket, and user space resolves it from this value.
+    pub tls_session: u64,
     pub payload: [u8; MAX_PAYLOAD],
 }
 
@@ -404,6 +413,16 @@ pub struct SocketKey {
     pub fd: i32,
 }
 
+/// Key of the map that remembers which socket a TLS session writes to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TlsSessionKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `SSL *` or Go `*tls.Conn` in the target's address space.
+    pub session: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: every type below is `#[repr(C)]`, `Copy`, contains only
@@ -413,6 +432,7 @@ mod user {
     unsafe impl aya::Pod for super::SockAddr {}
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::SocketKey {}
+    unsafe impl aya::Pod for super::TlsSessionKey {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::TcpProbeLayout {}
     unsafe impl aya::Pod for super::TcpLayout {}

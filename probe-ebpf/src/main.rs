@@ -15,6 +15,7 @@ mod process;
 mod sched;
 mod sockets;
 mod tcp;
+mod tls;
 
 /// The kernel lets only programs with a GPL-compatible license call the
 /// tracing helpers that read user memory.

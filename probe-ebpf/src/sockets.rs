@@ -79,7 +79,10 @@ struct DataArgs {
     fd: i32,
     kind: u8,
     shape: u8,
-    _pad: [u8; 2],
+    /// 1 when the call moves ciphertext inside a TLS library call; only a
+    /// failure that ends the connection is reported for it.
+    in_tls_call: u8,
+    _pad: [u8; 1],
 }
 
 /// Arguments of `connect` or `accept`, saved on entry.
@@ -149,6 +152,8 @@ fn enter_data(
         }
         track_socket(tgid, fd);
     }
+    // Ciphertext inside a TLS call: the TLS uprobes report the plaintext.
+    let in_tls_call = crate::tls::claim_socket_call(fd);
     let args = DataArgs {
         start_ns: now_ns(),
         buffer,
@@ -156,7 +161,8 @@ fn enter_data(
         fd,
         kind: kind as u8,
         shape: shape as u8,
-        _pad: [0; 2],
+        in_tls_call: in_tls_call as u8,
+        _pad: [0; 1],
     };
     if ACTIVE_DATA
         .insert(&aya_ebpf::helpers::bpf_get_current_pid_tgid(), &args, 0)
@@ -209,6 +215,16 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
         requested_bytes: if flat { args.iovec_count } else { 0 },
     };
 
+    let errno = if ret < 0 { -ret } else { 0 };
+    let ends_connection = errno == ECONNRESET || errno == EPIPE || errno == ETIMEDOUT;
+    if args.in_tls_call != 0 {
+        // The TLS uprobes report the plaintext and a clean end of stream,
+        // but a reset only shows here.
+        if ends_connection {
+            emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
+        }
+        return 0;
+    }
     if args.shape == BufferShape::Mmsghdr as u8 {
         if ret > 0 {
             emit_messages(
@@ -222,8 +238,6 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     }
 
     if ret <= 0 {
-        let errno = -ret;
-        let ends_connection = errno == ECONNRESET || errno == EPIPE || errno == ETIMEDOUT;
         if (ret == 0 && is_read) || ends_connection {
             emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
         }
@@ -333,6 +347,7 @@ fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, er
     event._pad = [0; 7];
     event.call_start_ns = call.start_ns;
     event.requested_bytes = call.requested_bytes;
+    event.tls_session = 0;
 
     // The verifier needs a provable bound on the copy length: a full copy
     // uses the constant, a partial one a mask that cannot exceed it.

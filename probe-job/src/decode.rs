@@ -46,6 +46,9 @@ pub struct DataRecord<'a> {
     pub call_start_ns: u64,
     /// Bytes the call asked for; 0 when unknown.
     pub requested_bytes: u64,
+    /// For TLS plaintext, the library's session object (`SSL *` or Go
+    /// `*tls.Conn`); 0 for socket bytes.
+    pub tls_session: u64,
     pub payload: &'a [u8],
 }
 
@@ -119,6 +122,8 @@ pub enum Event<'a> {
         child_pid: u32,
     },
     Exit(Header),
+    /// A target process replaced its program with `execve()`.
+    Exec(Header),
     /// A TCP segment with `data_len` payload bytes arrived on `flow`.
     Arrival {
         ts_ns: u64,
@@ -197,6 +202,7 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
             })
         }
         EventKind::Exit => Ok(Event::Exit(header)),
+        EventKind::Exec => Ok(Event::Exec(header)),
         EventKind::Arrival => decode_arrival(record, header),
         EventKind::RunQueueWait => {
             require(
@@ -326,6 +332,7 @@ fn decode_data(record: &[u8], header: Header, kind: EventKind) -> Result<Event<'
         source,
         call_start_ns: read_u64(record, offset_of!(DataEvent, call_start_ns)),
         requested_bytes: read_u64(record, offset_of!(DataEvent, requested_bytes)),
+        tls_session: read_u64(record, offset_of!(DataEvent, tls_session)),
         payload: &record[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + captured_len],
     }))
 }
@@ -628,6 +635,38 @@ mod tests {
         };
         assert_eq!(retransmit.remote, Some("10.1.2.3:8443".parse().unwrap()));
         assert_eq!(retransmit.flow.remote_port, 8443);
+    }
+
+    #[test]
+    fn tls_plaintext_keeps_its_session() {
+        let mut record = data_record(EventKind::Read, b"HTTP/1.1 200 OK\r\n", 17);
+        record[offset_of!(EventHeader, fd)..][..4].copy_from_slice(&(-1i32).to_ne_bytes());
+        record[offset_of!(DataEvent, source)] = DataSource::OpenSsl as u8;
+        record[offset_of!(DataEvent, tls_session)..][..8]
+            .copy_from_slice(&0x7f00_1234u64.to_ne_bytes());
+        let Event::Data(data) = decode(&record).unwrap() else {
+            panic!("not a data event");
+        };
+        assert_eq!(data.source, Source::OpenSsl);
+        assert_eq!(data.tls_session, 0x7f00_1234);
+        assert_eq!(data.header.fd, -1);
+        assert_eq!(data.payload, b"HTTP/1.1 200 OK\r\n");
+    }
+
+    #[test]
+    fn unknown_source_is_rejected() {
+        let mut record = data_record(EventKind::Write, b"x", 1);
+        record[offset_of!(DataEvent, source)] = 9;
+        assert_eq!(decode(&record), Err(DecodeError::UnknownSource(9)));
+    }
+
+    #[test]
+    fn exec_decodes() {
+        let record = conn_record(EventKind::Exec, 0, &[], 0, 0);
+        let Event::Exec(header) = decode(&record).unwrap() else {
+            panic!("not an exec event");
+        };
+        assert_eq!(header.tgid, 10);
     }
 
     #[test]

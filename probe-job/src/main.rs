@@ -27,6 +27,7 @@ mod result;
 mod run;
 #[cfg(target_os = "linux")]
 mod signals;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,9 @@
 //! Routes decoded events: data to connections, connect and accept to new
 //! connections, fork and exit to the process registry. Changes the kernel
-//! maps need are queued as [`MapAction`]s for the caller to apply.
+//! maps need are queued as [`MapAction`]s, and processes whose TLS
+//! libraries need a look as [`ProcessChange`]s, for the caller to apply.
+
+mod tls;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -11,7 +14,7 @@ use llmslo_schema::{
 use llmslo_wire::{ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
 
 use crate::{
-    decode::{self, ConnRecord, DataRecord, Event},
+    decode::{self, ConnRecord, DataRecord, Event, Source},
     identity::{
         cgroup::{self, ContainerCgroup, PathIds},
         processes::{ProcessRegistry, read_facts},
@@ -23,6 +26,7 @@ use crate::{
         retransmits::Retransmits,
         sched::LongWaits,
     },
+    tls::route::TlsRouter,
 };
 
 const EINPROGRESS: i64 = 115;
@@ -43,6 +47,17 @@ pub enum MapAction {
     RemoveFlow(FlowKey),
     /// Add every thread of this process to the run-queue programs' map.
     AddThreads(u32),
+}
+
+/// A process event that can change which TLS libraries a target maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessChange {
+    /// A process became a target during the window (fork, or it joined a
+    /// target cgroup).
+    Appeared(u32),
+    /// A target replaced its program with `execve()`.
+    Exec(u32),
+    Exited(u32),
 }
 
 /// Everything the pipeline collected, for the result.
@@ -80,6 +95,12 @@ pub struct Pipeline {
     long_waits: LongWaits,
     diagnostics: Vec<Diagnostic>,
     map_actions: Vec<MapAction>,
+    process_changes: Vec<ProcessChange>,
+    /// Ties TLS plaintext to sockets and screens out ciphertext.
+    tls: TlsRouter,
+    /// Name of the OpenSSL-API library each process's plaintext events come
+    /// from, when it is not `openssl`.
+    openssl_api_names: HashMap<u32, &'static str>,
     /// Whether the kernel reports segment arrivals (`tcp:tcp_probe`).
     arrivals: bool,
     /// Whether the kernel reports retransmissions of the connections in
@@ -118,6 +139,9 @@ impl Pipeline {
             long_waits: LongWaits::default(),
             diagnostics: Vec::new(),
             map_actions: Vec::new(),
+            process_changes: Vec::new(),
+            tls: TlsRouter::new(),
+            openssl_api_names: HashMap::new(),
             arrivals: false,
             retransmit_flows: false,
             threads: false,
@@ -179,6 +203,11 @@ impl Pipeline {
         std::mem::take(&mut self.map_actions)
     }
 
+    /// Returns the process changes seen since the last call.
+    pub fn take_process_changes(&mut self) -> Vec<ProcessChange> {
+        std::mem::take(&mut self.process_changes)
+    }
+
     /// Handles one ring-buffer record; malformed records are counted and
     /// logged, never trusted.
     pub fn handle_record(&mut self, record: &[u8]) {
@@ -206,12 +235,17 @@ impl Pipeline {
                 };
                 self.connects.closed(key.tgid, key.fd);
                 self.seeded.remove(&key);
+                self.tls.on_close(key.tgid, key.fd);
                 self.close(key, header.ts_ns);
             }
             Event::Fork { header, child_pid } => {
                 self.on_fork(header.tgid, child_pid, header.cgroup_id)
             }
             Event::Exit(header) => self.on_exit(header.tgid, header.ts_ns, "its exit event"),
+            Event::Exec(header) => {
+                tracing::debug!(pid = header.tgid, "target process ran execve()");
+                self.process_changes.push(ProcessChange::Exec(header.tgid));
+            }
             Event::Arrival {
                 ts_ns,
                 flow,
@@ -280,50 +314,68 @@ impl Pipeline {
     fn on_data(&mut self, data: DataRecord<'_>) {
         self.payload_bytes += data.payload.len() as u64;
         let header = data.header;
+        self.note_process(header.tgid, header.cgroup_id);
+
+        if data.source != Source::Syscall {
+            self.on_tls_plaintext(&data);
+            return;
+        }
+        if data.byte_count > 0 && self.screen_ciphertext(&data) {
+            return;
+        }
+
         let key = SocketKey {
             tgid: header.tgid,
             fd: header.fd,
         };
-        self.note_process(header.tgid, header.cgroup_id);
+        self.open_if_new(key, header.cgroup_id, header.ts_ns);
+        self.feed(
+            key,
+            Transfer {
+                flow: data.flow,
+                ts_ns: header.ts_ns,
+                tid: header.tid,
+                payload: data.payload,
+                byte_count: data.byte_count,
+                call_start_ns: data.call_start_ns,
+                requested_bytes: data.requested_bytes,
+            },
+            data.errno,
+        );
+    }
 
-        if !self.table.contains(key) {
-            let meta = self.seeded.remove(&key).unwrap_or_else(|| {
-                let info = sockets::resolve(key.tgid, key.fd);
-                match info {
-                    Some(info) => meta_from_proc(&info, None),
-                    None => ConnectionMeta {
-                        transport: Transport::Tcp,
-                        role: None,
-                        local: None,
-                        peer: None,
-                        tls_library: None,
-                    },
-                }
-            });
-            let meta = ConnectionMeta {
-                tls_library: data.source.tls_library(),
-                ..meta
-            };
-            self.open(key, header.cgroup_id, meta, header.ts_ns);
+    /// Starts following a socket met first through its data, with what
+    /// `/proc` says about it.
+    fn open_if_new(&mut self, key: SocketKey, cgroup_id: u64, ts_ns: u64) {
+        if self.table.contains(key) {
+            return;
         }
-
-        if data.byte_count > 0 {
-            self.table.data(
-                key,
-                Transfer {
-                    flow: data.flow,
-                    ts_ns: header.ts_ns,
-                    tid: header.tid,
-                    payload: data.payload,
-                    byte_count: data.byte_count,
-                    call_start_ns: data.call_start_ns,
-                    requested_bytes: data.requested_bytes,
+        let meta = self.seeded.remove(&key).unwrap_or_else(|| {
+            let info = sockets::resolve(key.tgid, key.fd);
+            match info {
+                Some(info) => meta_from_proc(&info, None),
+                None => ConnectionMeta {
+                    transport: Transport::Tcp,
+                    role: None,
+                    local: None,
+                    peer: None,
+                    tls_library: None,
+                    server_name: None,
                 },
-            );
-        } else if data.errno != 0 {
-            self.table.end(key, header.ts_ns, StreamEnd::Reset);
-        } else if data.flow == Flow::Ingress {
-            self.table.end(key, header.ts_ns, StreamEnd::PeerClosed);
+            }
+        });
+        self.open(key, cgroup_id, meta, ts_ns);
+    }
+
+    /// Feeds the bytes of one call; a call without bytes is end of stream
+    /// (a read) or a reset (`errno` set).
+    fn feed(&mut self, key: SocketKey, transfer: Transfer<'_>, errno: i32) {
+        if transfer.byte_count > 0 {
+            self.table.data(key, transfer);
+        } else if errno != 0 {
+            self.table.end(key, transfer.ts_ns, StreamEnd::Reset);
+        } else if transfer.flow == Flow::Ingress {
+            self.table.end(key, transfer.ts_ns, StreamEnd::PeerClosed);
         }
     }
 
@@ -359,6 +411,7 @@ impl Pipeline {
             local: info.map(|info| info.local),
             peer: Some(peer),
             tls_library: None,
+            server_name: None,
         };
         self.open(key, header.cgroup_id, meta, header.ts_ns);
     }
@@ -378,6 +431,7 @@ impl Pipeline {
             local: info.map(|info| info.local),
             peer: conn.peer.or_else(|| info.and_then(|info| info.peer)),
             tls_library: None,
+            server_name: None,
         };
         self.open(key, header.cgroup_id, meta, header.ts_ns);
     }
@@ -385,6 +439,7 @@ impl Pipeline {
     fn on_fork(&mut self, parent: u32, child: u32, cgroup_id: u64) {
         tracing::debug!(parent, child, "target process created a child process");
         self.registry.add_child(parent, child, cgroup_id);
+        self.process_changes.push(ProcessChange::Appeared(child));
         // The child inherits the parent's sockets under its own pid, which
         // the kernel map does not know yet.
         self.seed_sockets(child);
@@ -407,7 +462,10 @@ impl Pipeline {
             self.forget_flow(key);
         }
         let closed = self.table.close_process(pid, ts_ns);
+        self.tls.on_exit(pid);
+        self.openssl_api_names.remove(&pid);
         self.map_actions.push(MapAction::ForgetProcess(pid));
+        self.process_changes.push(ProcessChange::Exited(pid));
         let offset_ms = ts_ns.saturating_sub(self.window_start_ns) / 1_000_000;
         tracing::debug!(pid, comm, closed, noticed_by, "target process exited");
         // Children that come and go (subprocesses) are normal; a target that
@@ -465,6 +523,7 @@ impl Pipeline {
         tracing::debug!(pid, "a process joined the targets");
         let ids = (ids != &PathIds::default()).then_some(ids);
         self.registry.add(pid, read_facts(pid), ids, true);
+        self.process_changes.push(ProcessChange::Appeared(pid));
         self.seed_sockets(pid);
         if self.threads {
             self.map_actions.push(MapAction::AddThreads(pid));
@@ -472,8 +531,13 @@ impl Pipeline {
     }
 
     /// Ends the window and hands over everything for the result.
-    pub fn finish(self, end_ns: u64) -> PipelineOutput {
+    pub fn finish(mut self, end_ns: u64) -> PipelineOutput {
         let (exchanges, table) = self.table.finish(end_ns);
+        let unresolved = self.tls.finish();
+        if unresolved.unresolved_events > 0 {
+            self.diagnostics
+                .push(tls::unresolved_diagnostic(unresolved));
+        }
         PipelineOutput {
             processes: self.registry.into_processes(),
             exchanges,
@@ -521,5 +585,6 @@ fn meta_from_proc(info: &SocketInfo, role: Option<Direction>) -> ConnectionMeta 
         local: Some(info.local),
         peer: info.peer,
         tls_library: None,
+        server_name: None,
     }
 }

@@ -81,13 +81,6 @@ pub fn drops(kernel: KernelDrops, table: &TableStats) -> Drops {
     }
 }
 
-/// Signals this probe version does not collect, stated so that readers do
-/// not take their absence for zero.
-const NOT_COLLECTED: &[(&str, &str)] = &[(
-    "tls_plaintext",
-    "TLS library uprobes are not implemented in this probe version",
-)];
-
 /// Describes the kernel features in use. `arrivals` is why segment arrival
 /// times are unavailable, if they are.
 pub fn kernel_report(
@@ -96,14 +89,7 @@ pub fn kernel_report(
     arrivals: &Result<(), String>,
 ) -> KernelReport {
     let btf = Path::new("/sys/kernel/btf/vmlinux");
-    let mut unavailable: Vec<UnavailableSignal> = NOT_COLLECTED
-        .iter()
-        .map(|(signal, reason)| UnavailableSignal {
-            signal: (*signal).into(),
-            reason: (*reason).into(),
-            remedy: "use a newer llmslo probe image".into(),
-        })
-        .collect();
+    let mut unavailable = Vec::new();
     if let Err(reason) = arrivals {
         unavailable.push(UnavailableSignal {
             signal: "segment_arrival_times".into(),
@@ -130,6 +116,16 @@ pub fn kernel_report(
                 name: "ring_buffer".into(),
                 available: true,
                 detail: Some(format!("{} MiB", ring_buffer_bytes >> 20)),
+            },
+            Feature {
+                name: "uprobes".into(),
+                // The perf event type that uprobe attachment opens.
+                available: Path::new("/sys/bus/event_source/devices/uprobe/type").exists(),
+                detail: Some(
+                    "TLS plaintext of OpenSSL, BoringSSL and Go crypto/tls on x86_64; the tls \
+                     list says which processes are covered"
+                        .into(),
+                ),
             },
             Feature {
                 name: "btf".into(),

@@ -14,12 +14,13 @@ use crate::{
     cli::{Args, exit_code},
     collect::{self, CollectError, Collector, KernelDrops, preflight},
     identity::{self, processes::ProcessRegistry},
-    pipeline::{MapAction, Pipeline},
+    pipeline::{MapAction, Pipeline, ProcessChange},
     result,
     signals::{
         self, SignalSetup,
         cgroup_cpu::{self, CgroupMounts, CpuSampler},
     },
+    tls::watch::TlsWatcher,
 };
 
 /// Records handled per wake-up before signals and timers are checked again.
@@ -29,6 +30,18 @@ const DRAIN_BUDGET: usize = 4_096;
 /// exited or joined without an event.
 const TARGET_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often the TLS watcher runs its due scans: the rescans after an
+/// `execve()` and the periodic scan for libraries loaded with `dlopen`.
+const TLS_SCAN_TICK: Duration = Duration::from_millis(10);
+
+/// How long the window's start waits for the inspection of the files the
+/// targets map when the probe starts; a node with many large executables
+/// may need more, and their uprobes then attach during the window.
+const FIRST_INSPECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the probe reads other processes' maps and files. The probe Job
+/// shares the host's PID namespace, so its own `/proc` lists them.
+const PROC_ROOT: &str = "/proc";
 /// Failures before anything was collected (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -153,6 +166,17 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let mut diagnostics = Vec::new();
     apply_map_actions(&mut collector, &mut pipeline, &mut diagnostics);
 
+    // TLS libraries of the targets get their uprobes before the window
+    // counts as started, so that clients gated on the ready line are seen.
+    let mut tls = TlsWatcher::new(PROC_ROOT);
+    for pid in pipeline.registry().live_pids() {
+        tls.scan(pid);
+    }
+    for pid in tls.wait_idle(collector.ebpf_mut(), FIRST_INSPECTION_TIMEOUT) {
+        pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
+    }
+    pipeline.take_process_changes();
+
     tracing::info!(
         pids = ?targets.pids,
         containers = targets.containers.len(),
@@ -165,6 +189,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         &mut collector,
         &mut pipeline,
         &mut cpu_sampler,
+        &mut tls,
         &mut diagnostics,
         args.duration,
         &mut sigint,
@@ -250,7 +275,9 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         });
     }
 
+    let (tls_visibility, tls_diagnostics) = tls.report();
     let mut all_diagnostics = output.diagnostics;
+    all_diagnostics.extend(tls_diagnostics);
     all_diagnostics.extend(diagnostics);
     let mut probe_result = ProbeResult::new(result::probe_info(args.node.as_deref()));
     probe_result.window = Window {
@@ -276,6 +303,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     );
     let (cgroup_cpu, cgroup_availability) = cpu_sampler.finish();
     probe_result.cgroup_cpu = cgroup_cpu;
+    probe_result.tls = tls_visibility;
     probe_result.drops = result::drops(kernel_drops, &output.table);
     probe_result.probe_usage = result::resource_usage(output.events, output.payload_bytes);
     probe_result.kernel = result::kernel_report(&tracefs, ring_buffer_bytes, &arrivals);
@@ -330,6 +358,7 @@ async fn collect_window(
     collector: &mut Collector,
     pipeline: &mut Pipeline,
     cpu_sampler: &mut CpuSampler,
+    tls: &mut TlsWatcher,
     diagnostics: &mut Vec<Diagnostic>,
     window: Duration,
     sigint: &mut tokio::signal::unix::Signal,
@@ -340,6 +369,8 @@ async fn collect_window(
     target_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu_sample = tokio::time::interval(cgroup_cpu::SAMPLE_INTERVAL);
     cpu_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tls_tick = tokio::time::interval(TLS_SCAN_TICK);
+    tls_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -350,17 +381,25 @@ async fn collect_window(
                 let none_left = pipeline.check_targets(result::monotonic_ns());
                 apply_map_actions(collector, pipeline, diagnostics);
                 cpu_sampler.add_processes(&pipeline.registry().live_pids());
+                apply_process_changes(pipeline, tls);
                 if none_left {
                     return Stop::TargetsExited;
                 }
             }
             _ = cpu_sample.tick() => cpu_sampler.sample(result::monotonic_ns()),
+            _ = tls_tick.tick() => {
+                tls.run_due(std::time::Instant::now());
+                for pid in tls.poll(collector.ebpf_mut()) {
+                    pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
+                }
+            }
             drained = collector.drain(DRAIN_BUDGET, |record| pipeline.handle_record(record)) => {
                 if let Err(error) = drained {
                     tracing::error!(%error, "collection failed");
                     return Stop::Failed(error.to_string());
                 }
                 apply_map_actions(collector, pipeline, diagnostics);
+                apply_process_changes(pipeline, tls);
             }
         }
     }
@@ -405,6 +444,20 @@ fn apply_map_actions(
                     MapAction::AddFlow(_) | MapAction::RemoveFlow(_) => None,
                 },
             });
+        }
+    }
+}
+
+/// Lets the TLS watcher follow new processes, program changes and exits.
+fn apply_process_changes(pipeline: &mut Pipeline, tls: &mut TlsWatcher) {
+    for change in pipeline.take_process_changes() {
+        match change {
+            ProcessChange::Appeared(pid) => {
+                tls.scan(pid);
+                pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
+            }
+            ProcessChange::Exec(pid) => tls.on_exec(pid, std::time::Instant::now()),
+            ProcessChange::Exited(pid) => tls.on_exit(pid),
         }
     }
 }

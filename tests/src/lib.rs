@@ -9,3 +9,4 @@ pub mod probe;
 pub mod process;
 pub mod python;
 pub mod signals;
+pub mod tls;

@@ -62,6 +62,9 @@ pub struct ClientRequest {
     pub completion_tokens: Option<u64>,
     #[serde(default)]
     pub response_model: Option<String>,
+    /// Chunks with non-empty content the client received.
+    #[serde(default)]
+    pub content_events: Option<u32>,
 }
 
 impl ClientRequest {
@@ -100,10 +103,17 @@ pub struct OpenAiServer {
 impl OpenAiServer {
     /// Starts the server with extra arguments such as `--max-gap-ms 5`.
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_script("openai_server.py", extra_args)
+    }
+
+    /// Starts a script of `tests/python/` that takes the arguments of
+    /// `openai_server.py` and prints its port the same way, such as
+    /// `tls_openai_server.py`.
+    pub fn start_script(script: &str, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory can be created");
         let log = dir.path().join("server.jsonl");
         let mut child = Command::new("python3")
-            .arg(binaries::python_script("openai_server.py"))
+            .arg(binaries::python_script(script))
             .arg("--log")
             .arg(&log)
             .args(extra_args)
@@ -113,10 +123,10 @@ impl OpenAiServer {
             .spawn()
             .expect("python3 starts");
         let stdout = LineReader::spawn(child.stdout.take().expect("stdout is piped"));
-        let child = ChildGuard::new("openai_server.py", child);
+        let child = ChildGuard::new(script, child);
         assert!(
             stdout.wait_for("\"port\"", START_TIMEOUT),
-            "openai_server.py did not report its port"
+            "{script} did not report its port"
         );
         let line = stdout.text();
         let value: serde_json::Value = serde_json::from_str(line.lines().next().unwrap_or(""))
@@ -179,6 +189,35 @@ impl GatedClient {
             .arg("-c")
             .arg(format!("echo waiting; read _gate; exec {script}"))
             .env("CLIENT_LOG", &log);
+        Self::spawn(name, command, dir, log)
+    }
+
+    /// Starts `tests/python/openai_client.py` like
+    /// [`GatedClient::openai_sdk`], trusting the CA in `ca_file` for HTTPS
+    /// through `SSL_CERT_FILE`, which httpx reads.
+    pub fn openai_sdk_trusting(base_url: &str, extra_args: &[&str], ca_file: &Path) -> Self {
+        Self::custom("openai_client.py", |log| {
+            let mut command = Command::new("python3");
+            command
+                .arg(binaries::python_script("openai_client.py"))
+                .arg("--base-url")
+                .arg(base_url)
+                .arg("--log")
+                .arg(log)
+                .arg("--wait-stdin")
+                .args(extra_args)
+                .env("SSL_CERT_FILE", ca_file);
+            command
+        })
+    }
+
+    /// Starts a client that keeps the gate's protocol: it prints `waiting`,
+    /// reads a line from stdin, and then writes its JSON lines to the log
+    /// path that `build` receives.
+    pub fn custom(name: &str, build: impl FnOnce(&Path) -> Command) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("client.jsonl");
+        let command = build(&log);
         Self::spawn(name, command, dir, log)
     }
 

@@ -87,6 +87,12 @@ impl Collector {
         Ok(Self { ebpf, events })
     }
 
+    /// The loaded object, for attaching the TLS uprobes to library files
+    /// found during the window.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     pub fn attach(&mut self) -> Result<(), CollectError> {
         Ok(loader::attach(&mut self.ebpf)?)
     }
@@ -99,10 +105,6 @@ impl Collector {
     /// The loaded object, for the component signals' programs and maps.
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
-    }
-
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
     }
 
     pub fn add_target_pid(&mut self, pid: u32) -> Result<(), CollectError> {
