@@ -8,7 +8,7 @@ use aya::{
     maps::MapError,
     programs::{ProgramError, TracePoint},
 };
-use llmslo_probe_common::TcpProbeLayout;
+use llmslo_probe_common::{PidNamespaces, TcpProbeLayout};
 
 /// The eBPF object built by build.rs from `probe-ebpf/`.
 static EBPF_OBJECT: &[u8] =
@@ -92,8 +92,9 @@ pub enum LoadError {
 
 /// Creates the maps and loads every program, without attaching.
 ///
-/// `filter_flags` is written to the read-only global `FILTER_FLAGS` before
-/// load, so that the verifier and JIT see it as a constant.
+/// `filter_flags` and `pid_namespaces` are written to the read-only
+/// globals `FILTER_FLAGS` and `TARGET_PID_NAMESPACES` before load, so that
+/// the verifier and JIT see them as constants.
 ///
 /// # Errors
 ///
@@ -102,12 +103,14 @@ pub enum LoadError {
 pub fn load(
     ring_buffer_bytes: u32,
     filter_flags: u8,
+    pid_namespaces: &PidNamespaces,
     tcp_probe_layout: TcpProbeLayout,
     keep_verifier_log: bool,
 ) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes)
         .override_global("FILTER_FLAGS", &filter_flags, true)
+        .override_global("TARGET_PID_NAMESPACES", pid_namespaces, true)
         .override_global("TCP_PROBE_LAYOUT", &tcp_probe_layout, true)
         .verifier_log_level(if keep_verifier_log {
             VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS
@@ -283,7 +286,10 @@ mod tests {
             false,
         );
         let message = error.to_string();
-        assert!(message.contains("rejected eBPF program sys_exit_data"), "{message}");
+        assert!(
+            message.contains("rejected eBPF program sys_exit_data"),
+            "{message}"
+        );
         assert!(message.contains("Run with -v"), "{message}");
         assert!(!message.contains("R1 invalid mem access"), "{message}");
         assert!(!message.contains("printed above"), "{message}");
