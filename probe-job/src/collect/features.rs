@@ -25,7 +25,7 @@ use crate::identity::layout::CgroupMounts;
 /// Environment variable of the test switch.
 pub const DISABLE_ENV: &str = "LLMSLO_DISABLE_FEATURES";
 
-/// Where the kernel publishes its BTF.
+/// Path of the kernel's BTF.
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
 /// A kernel feature the probe checks.
@@ -120,7 +120,7 @@ impl Detected {
     }
 }
 
-/// What the probe found about this kernel.
+/// Facts the probe detected about this kernel.
 #[derive(Debug, Clone)]
 pub struct KernelFeatures {
     /// `uname -r`.
@@ -234,8 +234,8 @@ impl KernelFeatures {
         self.disabled.contains(&feature)
     }
 
-    /// The kernel report of the result: every feature, the signals that
-    /// cannot be measured here and the node facts.
+    /// Builds the kernel report of the result: every feature, the signals
+    /// that cannot be measured here and the node facts.
     pub fn report(&self, unavailable: Vec<UnavailableSignal>) -> KernelReport {
         KernelReport {
             features: self
@@ -372,14 +372,16 @@ fn not_checked(error: &dyn std::error::Error) -> Detected {
         .iter()
         .any(|name| name == "CAP_BPF" || name == "CAP_SYS_ADMIN");
     if has_capabilities && seccomp_filtered() {
-        return Detected::no(format!(
-            "the kernel denied bpf() ({error}) although the probe holds CAP_BPF, and a seccomp \
+        // The same sentence for every feature, so that messages that list
+        // several features state it once.
+        return Detected::no(
+            "the kernel denied bpf() although the probe holds CAP_BPF, and a seccomp \
              filter is active (Seccomp: 2 in /proc/self/status). A container runtime's default \
              profile (Kubernetes RuntimeDefault, Docker's, containerd's) allows bpf() and \
              perf_event_open() only with CAP_SYS_ADMIN. Run the probe with seccompProfile \
              Unconfined (the default of kubectl llmslo), with a Localhost profile that allows \
-             both calls (--seccomp-profile), or with --privileged"
-        ));
+             both calls (--seccomp-profile), or with --privileged",
+        );
     }
     if has_capabilities {
         return Detected::no(format!(
