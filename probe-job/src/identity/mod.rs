@@ -72,7 +72,8 @@ pub enum IdentityError {
     },
 }
 
-/// What the kernel can use to identify containers, from feature detection.
+/// Kernel features that container identities may use, from feature
+/// detection.
 #[derive(Debug, Clone)]
 pub struct IdentityOptions {
     /// Whether cgroup v2 ids may be used; false only with the test switch.
@@ -90,7 +91,8 @@ impl Default for IdentityOptions {
     }
 }
 
-/// How the kernel-side filter recognises a container's tasks.
+/// Identity by which the kernel-side filter recognises a container's
+/// tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerFilter {
     /// The cgroup v2 id of the leaf cgroup.
@@ -121,7 +123,7 @@ pub struct ContainerTarget {
     /// directory when the fallback identity is used.
     pub cgroup: ContainerCgroup,
     pub filter: ContainerFilter,
-    /// Why the filter is not the cgroup v2 id.
+    /// Reason the filter is not the cgroup v2 id.
     pub fallback_reason: Option<String>,
 }
 
@@ -158,7 +160,7 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// PID namespaces for the kernel filter, at most
+    /// Returns the PID namespaces for the kernel filter, at most
     /// [`MAX_PID_NAMESPACES`] (resolution enforces the limit).
     pub fn pid_namespaces(&self) -> Vec<PidNamespace> {
         let mut namespaces: Vec<PidNamespace> = self
@@ -174,9 +176,9 @@ impl Targets {
         namespaces
     }
 
-    /// The filter that describes the whole result: the containers' filter
-    /// when they agree, else the least precise one used; `Pids` for pid
-    /// targets alone.
+    /// Returns the filter that describes the whole result. That is the
+    /// containers' filter when they agree, else the least precise one used,
+    /// and `Pids` for pid targets alone.
     pub fn filter_kind(&self) -> TargetFilter {
         self.containers
             .iter()
@@ -239,9 +241,9 @@ pub fn resolve(
     })
 }
 
-/// Finds one container and chooses its filter: the v2 leaf where it holds
-/// the container's processes, else the v1 directory with the PID namespace
-/// or tgid filter.
+/// Finds one container and chooses its filter: the v2 leaf where it
+/// contains the container's processes, else the v1 directory with the PID
+/// namespace or tgid filter.
 fn resolve_container(
     mounts: &CgroupMounts,
     id: &str,
@@ -358,12 +360,14 @@ fn fallback_filter(
         .iter()
         .filter_map(|pid| namespace::pid_namespace(*pid))
         .collect();
-    let namespace = match namespaces.len() {
-        0 => return by_tgid("the PID namespace of its processes cannot be read".into()),
-        1 => *namespaces.first().expect("one namespace"),
-        count => {
-            return by_tgid(format!("its processes are in {count} PID namespaces"));
-        }
+    if namespaces.len() > 1 {
+        return by_tgid(format!(
+            "its processes are in {} PID namespaces",
+            namespaces.len()
+        ));
+    }
+    let Some(&namespace) = namespaces.first() else {
+        return by_tgid("the PID namespace of its processes cannot be read".into());
     };
     let outsiders = namespace::outsiders(namespace, members, 3);
     if !outsiders.is_empty() {
