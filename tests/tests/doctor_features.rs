@@ -330,4 +330,22 @@ fn cluster_doctor_runs_a_job_per_node() {
         TargetFilter::CgroupV2
     );
     assert!(sim.list(Resource::Jobs, Some("llmslo-system")).is_empty());
+
+    // Without a target every node is checked.
+    sim.add_node("worker-2");
+    let finished = sim.run_cli(&["doctor", "-o", "json"], Duration::from_secs(120));
+    assert_eq!(finished.code, Some(0), "stderr:\n{}", finished.stderr);
+    let reports: Value = serde_json::from_str(&finished.stdout).expect("JSON output");
+    let nodes: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|report| report["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["worker-1", "worker-2"]);
+    assert_eq!(
+        reports[1]["identity"],
+        "cgroup v2 id where the runtime uses it, else PID namespace"
+    );
+    assert!(sim.list(Resource::Jobs, Some("llmslo-system")).is_empty());
 }
