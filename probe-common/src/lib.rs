@@ -21,9 +21,9 @@ pub const FILTER_BY_CGROUP: u8 = 2;
 /// nodes).
 pub const FILTER_BY_PID_NAMESPACE: u8 = 4;
 
-/// Most PID namespaces the kernel-side filter matches. Each costs one
-/// helper call per event of a task that is not a target, so the list stays
-/// short; targets beyond it are filtered by tgid instead.
+/// Maximum number of PID namespaces the kernel-side filter matches. Each
+/// costs one helper call per event of a task that is not a target, so the
+/// list stays short. Targets beyond it are filtered by tgid instead.
 pub const MAX_PID_NAMESPACES: usize = 8;
 
 /// The PID namespaces of target containers, as the eBPF global
@@ -34,8 +34,8 @@ pub const MAX_PID_NAMESPACES: usize = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PidNamespaces {
-    /// Device of the nsfs file system that holds every namespace inode, in
-    /// the kernel's encoding (`major << 20 | minor`).
+    /// Device of the nsfs file system that contains every namespace inode,
+    /// in the kernel's encoding (`major << 20 | minor`).
     pub dev: u64,
     /// Valid entries at the start of `inodes`.
     pub count: u32,

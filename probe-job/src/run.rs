@@ -268,7 +268,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
 }
 
 /// Fails before loading anything when a feature every signal needs is
-/// missing, with the reason for each; features that fail for the same
+/// missing, with the reason for each. Features that fail for the same
 /// reason share one sentence.
 fn check_required_features(features: &KernelFeatures) -> Result<(), SetupError> {
     let mut reasons: Vec<(Vec<&str>, String)> = Vec::new();
@@ -333,7 +333,7 @@ fn identity_diagnostics(features: &KernelFeatures, targets: &Targets) -> Vec<Dia
     diagnostics
 }
 
-/// The `FILTER_BY_*` bits the targets need.
+/// Returns the `FILTER_BY_*` bits the targets need.
 fn filter_flags(targets: &Targets) -> u8 {
     let mut flags = 0;
     if !targets.pids.is_empty() {
@@ -349,7 +349,7 @@ fn filter_flags(targets: &Targets) -> u8 {
     flags
 }
 
-/// The eBPF global of the PID namespace filter.
+/// Builds the eBPF global of the PID namespace filter.
 fn pid_namespaces(targets: &Targets) -> PidNamespaces {
     let namespaces = targets.pid_namespaces();
     let mut global = PidNamespaces::default();

@@ -155,7 +155,7 @@ pub struct CgroupLayout {
     /// cgroups; absent where no `kubepods` cgroup exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
-    /// Where cgroup v2 is mounted, when it is.
+    /// Mount point of cgroup v2, when it is mounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v2_mount: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -179,7 +179,7 @@ pub struct ContainerTarget {
     /// Inode of the PID namespace, for [`TargetFilter::PidNamespace`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_namespace_inode: Option<u64>,
-    /// Why a fallback filter was used instead of the cgroup v2 id.
+    /// Reason a fallback filter was used instead of the cgroup v2 id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
 }

@@ -39,7 +39,8 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// The prefix of container ids in pod status, such as `containerd://`.
+    /// Returns the prefix of container ids in pod status, such as
+    /// `containerd://`.
     pub fn id_prefix(self) -> &'static str {
         match self {
             Runtime::Containerd => "containerd://",
@@ -157,7 +158,7 @@ impl CgroupDir {
         }
     }
 
-    /// The directory's inode: the cgroup id in cgroup v2.
+    /// Returns the directory's inode: the cgroup id in cgroup v2.
     pub fn inode(&self) -> u64 {
         fs::metadata(&self.path).expect("the cgroup exists").ino()
     }
@@ -172,7 +173,7 @@ impl CgroupDir {
             .unwrap_or_else(|error| panic!("moving {pid} into {}: {error}", self.path.display()));
     }
 
-    /// The path below the mount, starting with `/`.
+    /// Returns the path below the mount, starting with `/`.
     pub fn relative(&self) -> String {
         format!(
             "/{}",
@@ -228,8 +229,8 @@ fn remove_cgroup(path: &Path) {
     eprintln!("could not remove cgroup {}", path.display());
 }
 
-/// A random 64-hex-digit container id and an 8-4-4-4-12 pod UID, unique
-/// per call in this process.
+/// Returns a random 64-hex-digit container id and an 8-4-4-4-12 pod UID,
+/// unique per call in this process.
 pub fn random_ids() -> (String, String) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

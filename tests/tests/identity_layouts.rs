@@ -36,7 +36,7 @@ fn curl_command(server: &OpenAiServer, note: &str) -> String {
     )
 }
 
-/// A process that sleeps in a cgroup until the test ends.
+/// Starts a process that sleeps in a cgroup until the test ends.
 fn sleeper(cgroup: &CgroupDir) -> ChildGuard {
     let child = Command::new("sleep")
         .arg("120")

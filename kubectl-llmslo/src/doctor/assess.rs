@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::collection::{NodeCollection, NodeFailure};
 
-/// What the doctor found on one node.
+/// The doctor's findings on one node.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeReport {
     pub node: String,
@@ -17,7 +17,7 @@ pub struct NodeReport {
     pub btf: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<CgroupLayout>,
-    /// How target containers are identified on this node.
+    /// Identity by which target containers are filtered on this node.
     pub identity: String,
     pub capabilities: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,9 +25,10 @@ pub struct NodeReport {
     pub features: Vec<Feature>,
     pub containers: Vec<ContainerTarget>,
     pub measurable: Vec<Measurable>,
-    /// What to change on the node or in the probe Job, most important first.
+    /// Changes to make on the node or in the probe Job, most important
+    /// first.
     pub changes: Vec<String>,
-    /// Why the doctor could not run on the node.
+    /// Reason the doctor could not run on the node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<NodeFailure>,
 }
@@ -130,8 +131,8 @@ fn unavailable_reason(result: &ProbeResult, signal: &str) -> Option<String> {
         .map(|unavailable| unavailable.reason.clone())
 }
 
-/// Names how containers are told apart: from the targets' filters, else
-/// from what the node offers.
+/// Names the identity that filters containers: from the targets' filters,
+/// else from what the node offers.
 fn identity(result: &ProbeResult) -> String {
     if !result.containers.is_empty() {
         let mut filters: Vec<&str> = result
@@ -176,7 +177,7 @@ fn filter_name(filter: &TargetFilter) -> &'static str {
     }
 }
 
-/// The SLIs and components, each with what limits it on this node.
+/// Lists the SLIs and components, each with what limits it on this node.
 fn measurable(result: &ProbeResult) -> Vec<Measurable> {
     let blocking: Vec<String> = result
         .diagnostics
@@ -262,8 +263,8 @@ fn measurable(result: &ProbeResult) -> Vec<Measurable> {
     items
 }
 
-/// What to change, from the failed checks and the remedies of missing
-/// signals, without repeats.
+/// Lists the changes to make, from the failed checks and the remedies of
+/// missing signals, without repeats.
 fn changes(result: &ProbeResult) -> Vec<String> {
     let mut changes: Vec<String> = result
         .diagnostics

@@ -73,7 +73,7 @@ pub struct PlanOptions {
     pub target_description: String,
 }
 
-/// What the probe container runs.
+/// The probe container's command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeMode {
     /// Collect for the window and print the result.

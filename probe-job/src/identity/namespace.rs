@@ -12,9 +12,9 @@ pub struct PidNamespace {
     pub inode: u64,
 }
 
-/// Reads the active PID namespace of a process from `/proc/PID/ns/pid`;
-/// `None` when the process is gone or the link cannot be followed (the
-/// probe lacks CAP_SYS_PTRACE for another user's process).
+/// Reads the active PID namespace of a process from `/proc/PID/ns/pid`.
+/// Returns `None` when the process is gone or the link cannot be followed,
+/// as when the probe lacks CAP_SYS_PTRACE for another user's process.
 pub fn pid_namespace(pid: u32) -> Option<PidNamespace> {
     let metadata = fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?;
     Some(PidNamespace {
@@ -34,8 +34,8 @@ pub fn kernel_dev(st_dev: u64) -> u64 {
 /// Lists the processes, other than `members`, whose active PID namespace is
 /// `namespace`: up to `limit` of them, in pid order.
 ///
-/// A container whose namespace has such processes cannot be told apart by
-/// it: a pod with `shareProcessNamespace`, a `hostPID` pod, or a process on
+/// A namespace with such processes cannot identify a container. Examples
+/// are a pod with `shareProcessNamespace`, a `hostPID` pod, or a process on
 /// the host itself.
 pub fn outsiders(namespace: PidNamespace, members: &BTreeSet<u32>, limit: usize) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
