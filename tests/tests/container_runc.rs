@@ -21,8 +21,9 @@ use std::{
 
 use llmslo_schema::{OutcomeStatus, TargetFilter};
 use llmslo_tests::{
+    cgroup::{self, PodCgroup},
     cgroup_tree::random_ids,
-    kube_sim::{ContainerFixture, ImageSpec, KubeSim, PodFixture, WorkloadFixture, pod_cgroup},
+    kube_sim::{ContainerFixture, ImageSpec, KubeSim, PodFixture, WorkloadFixture},
     probe::{self, Probe, ProbeOutput},
     python::{GatedClient, OpenAiServer},
 };
@@ -348,7 +349,7 @@ impl Drop for Bundle {
             .output();
         // runc removes only the leaf; remove the parents it created in
         // every hierarchy, deepest first, where they are empty.
-        let mut roots: Vec<PathBuf> = vec![pod_cgroup::cgroup_v2_mount()];
+        let mut roots: Vec<PathBuf> = vec![cgroup::v2_mount()];
         if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
             roots.extend(
                 entries
@@ -373,7 +374,7 @@ fn job_spec_is_enough_in_runc() {
     let _lock = probe::exclusive();
     let server = OpenAiServer::start(&["--max-gap-ms", "5"]);
     let (container_id, pod_uid) = random_ids();
-    let target = pod_cgroup::PodCgroup::create(&pod_uid, &container_id);
+    let target = PodCgroup::create(&pod_uid, &container_id);
     let mut client = GatedClient::shell(
         "curl",
         &format!(
@@ -382,7 +383,7 @@ fn job_spec_is_enough_in_runc() {
             server.base_url()
         ),
     );
-    fs::write(target.procs_file(), client.pid().to_string()).unwrap();
+    target.add(client.pid());
 
     let pod_spec = generated_pod_spec(&container_id, &pod_uid);
     let (bundle, granted) = Bundle::create(&pod_spec, None);
@@ -424,8 +425,9 @@ fn job_spec_is_enough_in_runc() {
 
 #[test]
 fn default_seccomp_profile_is_explained() {
+    let _lock = probe::exclusive();
     let (container_id, pod_uid) = random_ids();
-    let target = pod_cgroup::PodCgroup::create(&pod_uid, &container_id);
+    let target = PodCgroup::create(&pod_uid, &container_id);
     let sleeper = llmslo_tests::process::ChildGuard::new(
         "sleep",
         Command::new("sleep")
@@ -433,7 +435,7 @@ fn default_seccomp_profile_is_explained() {
             .spawn()
             .expect("sleep starts"),
     );
-    fs::write(target.procs_file(), sleeper.pid().to_string()).unwrap();
+    target.add(sleeper.pid());
 
     let pod_spec = generated_pod_spec(&container_id, &pod_uid);
     let (_, granted) = Bundle::create(&pod_spec, None);

@@ -10,7 +10,7 @@
 //! bytes they cannot place are counted, not buffered without limit.
 
 pub mod db;
-mod decode;
+pub mod decode;
 mod detect;
 pub mod dns;
 mod exchange_end;
@@ -239,7 +239,8 @@ impl ConnectionParser {
             State::Redis(redis) => redis.on_gap(flow, missing_bytes),
             State::Dns(dns) => dns.on_gap(flow),
             State::Detecting(detector) => {
-                self.stats.unparsed_bytes += missing_bytes + detector.drop_flow(flow);
+                let dropped = detector.drop_flow(flow).saturating_add(missing_bytes);
+                self.stats.unparsed_bytes = self.stats.unparsed_bytes.saturating_add(dropped);
             }
         }
     }

@@ -267,3 +267,45 @@ fn openai_chat_stream_gzip() {
     assert_eq!(http.status, Some(503));
     assert_eq!(http.retry_after_secs, Some(45));
 }
+
+#[test]
+fn http_gaps_and_resync() {
+    let exchanges = exchanges_of("http_gaps_and_resync");
+    let paths: Vec<&str> = exchanges
+        .iter()
+        .map(|e| e.http.as_ref().unwrap().path.as_str())
+        .collect();
+    // The request whose head was lost has no exchange, and its response is
+    // not matched to the next request.
+    assert_eq!(paths, ["/v1/models", "/v1/after"]);
+
+    let models = &exchanges[0];
+    assert_eq!(models.missing_bytes, 15);
+    assert_eq!(models.http.as_ref().unwrap().status, Some(200));
+    assert_eq!(models.e2e_us, Some(12_000));
+    assert!(models.error.is_none());
+
+    let after = &exchanges[1];
+    assert_eq!(after.t0_ns, T0 + 50_000_000);
+    assert_eq!(after.http.as_ref().unwrap().status, Some(204));
+    assert_eq!(after.e2e_us, Some(10_000));
+    assert_eq!(after.missing_bytes, 0);
+
+    let fixture = support::load("http_gaps_and_resync");
+    let stats = support::stats_after(&fixture);
+    assert!(stats.unparsed_bytes > 0);
+    assert!(stats.lost_sync >= 2, "lost_sync {}", stats.lost_sync);
+}
+
+#[test]
+fn openai_chat_close_after_done() {
+    let exchanges = exchanges_of("openai_chat_close_after_done");
+    assert_eq!(exchanges.len(), 1);
+    let exchange = &exchanges[0];
+    assert_eq!(exchange.error, None, "the stream saw its terminal event");
+    assert_eq!(exchange.e2e_us, Some(530_000), "E2E ends at data: [DONE]");
+    let llm = exchange.llm.as_ref().unwrap();
+    assert!(llm.terminated);
+    assert_eq!(llm.content_events, 3);
+    assert_eq!(llm.usage.output_tokens, Some(4));
+}

@@ -127,7 +127,7 @@ impl CallQueue {
 
     pub fn add_missing_bytes(&mut self, missing_bytes: u64) {
         if let Some(call) = self.pending.front_mut() {
-            call.exchange.missing_bytes += missing_bytes;
+            call.exchange.missing_bytes = call.exchange.missing_bytes.saturating_add(missing_bytes);
         }
     }
 

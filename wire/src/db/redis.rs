@@ -13,6 +13,9 @@ use crate::{Flow, StreamEnd};
 const MAX_LINE_BYTES: usize = 512;
 /// Maximum length of a command name kept.
 const MAX_COMMAND_CHARS: usize = 32;
+/// Maximum nesting of RESP aggregates; deeper values are treated as lost
+/// framing so the stack stays bounded.
+const MAX_DEPTH: usize = 64;
 
 /// Checks whether `bytes` start a RESP command array (`*<digits>\r\n$`), cannot,
 /// or are too short to tell.
@@ -196,7 +199,7 @@ impl RespReader {
                             && self.top_kind == b'*'
                             && self.captured.is_empty();
                         self.capturing = first_of_command || (top_level && kind == b'!');
-                        self.bulk_remaining = length + 2;
+                        self.bulk_remaining = length.saturating_add(2);
                     }
                 }
             }
@@ -209,6 +212,8 @@ impl RespReader {
                 };
                 if count == 0 {
                     self.end_element(values);
+                } else if self.stack.len() >= MAX_DEPTH {
+                    return Err("RESP aggregates nested too deeply");
                 } else {
                     self.stack.push(Frame { remaining: count });
                 }
@@ -456,6 +461,14 @@ mod tests {
         assert_eq!(starts_command(b"*"), None);
         assert_eq!(starts_command(b"*x"), Some(false));
         assert_eq!(starts_command(b"+OK\r\n"), Some(false));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let mut reader = RespReader::new(false);
+        let mut values = Vec::new();
+        let nested = b"*1\r\n".repeat(MAX_DEPTH + 1);
+        assert!(reader.feed(&nested, &mut values).is_err());
     }
 
     #[test]

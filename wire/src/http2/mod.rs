@@ -551,7 +551,8 @@ impl Http2Connection {
         side.lost = true;
         self.stats.lost_sync += 1;
         for stream in self.streams.values_mut() {
-            stream.exchange.missing_bytes += missing_bytes;
+            stream.exchange.missing_bytes =
+                stream.exchange.missing_bytes.saturating_add(missing_bytes);
         }
     }
 

@@ -31,7 +31,7 @@ impl Usage {
             let uncached = self.input_tokens.unwrap_or(0);
             let read = self.cache_read_input_tokens.unwrap_or(0);
             let written = self.cache_creation_input_tokens.unwrap_or(0);
-            usage.input_tokens = Some(uncached + read + written);
+            usage.input_tokens = Some(uncached.saturating_add(read).saturating_add(written));
             usage.cached_input_tokens = self.cache_read_input_tokens;
         }
         if let Some(output) = self.output_tokens {

@@ -82,7 +82,7 @@ impl GenerateContentResponse {
             let thoughts = usage.thoughts_token_count;
             let output = usage
                 .candidates_token_count
-                .map(|candidates| candidates + thoughts.unwrap_or(0));
+                .map(|candidates| candidates.saturating_add(thoughts.unwrap_or(0)));
             call.usage.input_tokens = usage.prompt_token_count.or(call.usage.input_tokens);
             call.usage.cached_input_tokens = usage.cached_content_token_count;
             call.usage.reasoning_tokens = thoughts;

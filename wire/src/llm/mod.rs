@@ -27,6 +27,10 @@ use crate::sse::SseParser;
 /// decoding; larger events are counted but not read.
 const MAX_EVENT_BYTES: usize = 256 * 1024;
 
+/// Maximum number of ITL samples kept per call, which bounds the memory of
+/// very long streams; content events past it are still counted.
+const MAX_ITL_SAMPLES: usize = 65_536;
+
 /// Maximum decoded size of one compressed response body. Decoding stops
 /// there, which bounds the work a decompression bomb can cause.
 const MAX_DECODED_BYTES: u64 = 64 << 20;
@@ -279,7 +283,9 @@ impl LlmTracker {
             self.unreadable_events += 1;
         }
         if facts.content {
-            if let Some(last) = self.last_content_ns {
+            if let Some(last) = self.last_content_ns
+                && self.call.itl_us.len() < MAX_ITL_SAMPLES
+            {
                 self.call.itl_us.push(ts_ns.saturating_sub(last) / 1000);
             }
             self.first_content_ns.get_or_insert(ts_ns);
