@@ -15,6 +15,34 @@ pub const FILTER_BY_TGID: u8 = 1;
 /// Bit of the eBPF global `FILTER_FLAGS`: events of tasks whose cgroup v2 id
 /// is in the `TARGET_CGROUPS` map pass.
 pub const FILTER_BY_CGROUP: u8 = 2;
+/// Bit of the eBPF global `FILTER_FLAGS`: events of tasks whose PID
+/// namespace is one of the eBPF global `TARGET_PID_NAMESPACES` pass. Used
+/// where cgroup v2 ids do not identify a container (cgroup v1 and hybrid
+/// nodes).
+pub const FILTER_BY_PID_NAMESPACE: u8 = 4;
+
+/// Maximum number of PID namespaces the kernel-side filter matches. Each
+/// costs one helper call per event of a task that is not a target, so the
+/// list stays short. Targets beyond it are filtered by tgid instead.
+pub const MAX_PID_NAMESPACES: usize = 8;
+
+/// The PID namespaces of target containers, as the eBPF global
+/// `TARGET_PID_NAMESPACES` that user space sets before load.
+///
+/// The kernel compares them with `bpf_get_ns_current_pid_tgid(dev, inode)`,
+/// which matches the calling task's active PID namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PidNamespaces {
+    /// Device of the nsfs file system that contains every namespace inode,
+    /// in the kernel's encoding (`major << 20 | minor`).
+    pub dev: u64,
+    /// Valid entries at the start of `inodes`.
+    pub count: u32,
+    pub _pad: u32,
+    /// Inode numbers of the namespaces (`stat -L /proc/PID/ns/pid`).
+    pub inodes: [u64; MAX_PID_NAMESPACES],
+}
 
 /// Kind of a [`DataEvent`] or [`ConnEvent`].
 #[repr(u8)]
@@ -440,4 +468,5 @@ mod user {
     unsafe impl aya::Pod for super::sched::SchedLayout {}
     unsafe impl aya::Pod for super::sched::RunQueueStats {}
     unsafe impl aya::Pod for super::sched::ProcessCpu {}
+    unsafe impl aya::Pod for super::PidNamespaces {}
 }

@@ -16,7 +16,9 @@ use llmslo_wire::{ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
 use crate::{
     decode::{self, ConnRecord, DataRecord, Event, Source},
     identity::{
-        cgroup::{self, ContainerCgroup, PathIds},
+        ContainerFilter, ContainerTarget,
+        cgroup::{self, PathIds},
+        namespace,
         processes::{ProcessRegistry, read_facts},
         sockets::{self, SocketInfo},
     },
@@ -47,6 +49,9 @@ pub enum MapAction {
     RemoveFlow(FlowKey),
     /// Add every thread of this process to the run-queue programs' map.
     AddThreads(u32),
+    /// Make this process a target by tgid: it joined a container that is
+    /// filtered by tgid.
+    TrackProcess(u32),
 }
 
 /// A process event that can change which TLS libraries a target maps.
@@ -88,8 +93,8 @@ pub struct Pipeline {
     /// Sockets found in `/proc` before their first event, with their
     /// addresses from `/proc`.
     seeded: HashMap<SocketKey, ConnectionMeta>,
-    /// Target containers by cgroup id, to name processes that join them.
-    containers: HashMap<u64, ContainerCgroup>,
+    /// Target containers, to name processes that join them.
+    containers: Vec<ContainerTarget>,
     connects: ConnectTracker,
     retransmits: Retransmits,
     long_waits: LongWaits,
@@ -121,7 +126,7 @@ impl Pipeline {
     pub fn new(
         config: ParserConfig,
         registry: ProcessRegistry,
-        containers: &[ContainerCgroup],
+        containers: &[ContainerTarget],
     ) -> Self {
         let config = Arc::new(config);
         let new_parser: Box<dyn FnMut(llmslo_wire::ConnectionInfo) -> ConnectionParser> =
@@ -130,10 +135,7 @@ impl Pipeline {
             table: ConnectionTable::new(new_parser),
             registry,
             seeded: HashMap::new(),
-            containers: containers
-                .iter()
-                .map(|container| (container.cgroup_id, container.clone()))
-                .collect(),
+            containers: containers.to_vec(),
             connects: ConnectTracker::new(false),
             retransmits: Retransmits::default(),
             long_waits: LongWaits::default(),
@@ -493,17 +495,44 @@ impl Pipeline {
         }
 
         let mut cgroups_empty = true;
-        let containers: Vec<ContainerCgroup> = self.containers.values().cloned().collect();
+        let containers = self.containers.clone();
         for container in &containers {
-            let pids = cgroup::cgroup_pids(&container.path).unwrap_or_default();
+            let pids = cgroup::cgroup_pids(&container.cgroup.path).unwrap_or_default();
             for pid in &pids {
-                if !self.registry.contains(*pid) {
-                    self.add_joined(*pid, &container.ids);
+                if self.registry.contains(*pid) {
+                    continue;
                 }
+                if container.filter == ContainerFilter::Tgids {
+                    self.map_actions.push(MapAction::TrackProcess(*pid));
+                }
+                self.add_joined(*pid, &container.cgroup.ids);
             }
             cgroups_empty &= pids.is_empty();
         }
         self.registry.live_pids().is_empty() && cgroups_empty
+    }
+
+    /// Finds the target container of a process that an event revealed: by
+    /// its cgroup v2 id, its PID namespace, or its place in a v1 cgroup.
+    fn container_of(&self, tgid: u32, cgroup_id: u64) -> Option<&ContainerTarget> {
+        let by_cgroup = self.containers.iter().find(|container| {
+            container.filter == ContainerFilter::CgroupV2 && container.cgroup.cgroup_id == cgroup_id
+        });
+        if by_cgroup.is_some() {
+            return by_cgroup;
+        }
+        let process_namespace = namespace::pid_namespace(tgid);
+        let by_namespace = self.containers.iter().find(|container| {
+            matches!(container.filter, ContainerFilter::PidNamespace(target) if Some(target) == process_namespace)
+        });
+        if by_namespace.is_some() {
+            return by_namespace;
+        }
+        self.containers.iter().find(|container| {
+            container.cgroup.v1
+                && cgroup::cgroup_pids(&container.cgroup.path)
+                    .is_some_and(|pids| pids.contains(&tgid))
+        })
     }
 
     /// Adds a process that an event or a cgroup scan revealed, such as one
@@ -513,9 +542,8 @@ impl Pipeline {
             return;
         }
         let ids = self
-            .containers
-            .get(&cgroup_id)
-            .map(|container| container.ids.clone());
+            .container_of(tgid, cgroup_id)
+            .map(|container| container.cgroup.ids.clone());
         self.add_joined(tgid, &ids.unwrap_or_default());
     }
 

@@ -3,17 +3,21 @@
 
 use std::time::Duration;
 
-use llmslo_probe_common::{FILTER_BY_CGROUP, FILTER_BY_TGID};
-use llmslo_schema::{
-    Diagnostic, Outcome, OutcomeStatus, ProbeResult, Severity, TargetFilter, Window,
+use llmslo_probe_common::{
+    FILTER_BY_CGROUP, FILTER_BY_PID_NAMESPACE, FILTER_BY_TGID, MAX_PID_NAMESPACES, PidNamespaces,
 };
+use llmslo_schema::{Diagnostic, Outcome, OutcomeStatus, ProbeResult, Severity, Window};
 use llmslo_wire::ParserConfig;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{Args, exit_code},
-    collect::{self, CollectError, Collector, KernelDrops, preflight},
-    identity::{self, processes::ProcessRegistry},
+    collect::{
+        self, CollectError, Collector, KernelDrops,
+        features::{Feature, KernelFeatures},
+        preflight,
+    },
+    identity::{self, ContainerFilter, IdentityOptions, Targets, processes::ProcessRegistry},
     pipeline::{MapAction, Pipeline, ProcessChange},
     result,
     signals::{
@@ -53,6 +57,12 @@ pub enum SetupError {
     Collect(#[from] CollectError),
     #[error("failed to install the SIGINT/SIGTERM handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error(
+        "this node cannot run the probe: {}. Run `llmslo-probe doctor` (or `kubectl llmslo \
+         doctor`) for the full report",
+        reasons.join("; ")
+    )]
+    Unsupported { reasons: Vec<String> },
 }
 
 /// A finished window: the result and the exit code it calls for.
@@ -82,25 +92,27 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(SetupError::Signal)?;
 
     preflight::check_capabilities()?;
+    let features = KernelFeatures::detect();
     let tracefs = preflight::find_tracefs()?;
-    let targets = identity::resolve(&args.pids, &args.container_ids)?;
+    check_required_features(&features)?;
+    let identity_options = IdentityOptions {
+        cgroup_v2: !features.is_disabled(Feature::CgroupV2),
+        pid_namespace_filter: features.check(Feature::PidNamespaceFilter),
+    };
+    let targets = identity::resolve(&args.pids, &args.container_ids, &identity_options)?;
 
-    let mut filter_flags = 0;
-    if !targets.pids.is_empty() {
-        filter_flags |= FILTER_BY_TGID;
-    }
-    if !targets.containers.is_empty() {
-        filter_flags |= FILTER_BY_CGROUP;
-    }
     let ring_buffer_bytes = args.ring_buffer_mib << 20;
-    let tcp_probe_layout = collect::loader::tcp_probe_layout(&tracefs);
+    let tcp_probe_layout = features
+        .check(Feature::TcpProbe)
+        .and_then(|()| collect::loader::tcp_probe_layout(&tracefs));
     if let Err(reason) = &tcp_probe_layout {
         tracing::warn!(%reason, "received bytes are stamped at their read, not their arrival");
     }
     let signal_setup = SignalSetup::detect(&tracefs, args.long_wait_threshold);
     let mut collector = Collector::load(
         ring_buffer_bytes,
-        filter_flags,
+        filter_flags(&targets),
+        &pid_namespaces(&targets),
         tcp_probe_layout.clone().unwrap_or_default(),
         &signal_setup.globals(),
         args.verbose > 0,
@@ -109,7 +121,15 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         collector.add_target_pid(pid)?;
     }
     for container in &targets.containers {
-        collector.add_target_cgroup(container.cgroup_id)?;
+        match container.filter {
+            ContainerFilter::CgroupV2 => collector.add_target_cgroup(container.cgroup.cgroup_id)?,
+            ContainerFilter::PidNamespace(_) => {}
+            ContainerFilter::Tgids => {
+                for pid in identity::cgroup::pids_below(&container.cgroup.path) {
+                    collector.add_target_pid(pid)?;
+                }
+            }
+        }
     }
 
     let mut registry = ProcessRegistry::new(targets.cgroup_mount.clone());
@@ -117,12 +137,20 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         registry.add(pid, identity::processes::read_facts(pid), None, false);
     }
     for container in &targets.containers {
-        let pids = identity::cgroup::cgroup_pids(&container.path).unwrap_or_default();
+        let pids = match container.filter {
+            // The kernel matches the leaf's own id, not its sub-cgroups'.
+            ContainerFilter::CgroupV2 => {
+                identity::cgroup::cgroup_pids(&container.cgroup.path).unwrap_or_default()
+            }
+            ContainerFilter::PidNamespace(_) | ContainerFilter::Tgids => {
+                identity::cgroup::pids_below(&container.cgroup.path)
+            }
+        };
         for pid in pids {
             registry.add(
                 pid,
                 identity::processes::read_facts(pid),
-                Some(&container.ids),
+                Some(&container.cgroup.ids),
                 false,
             );
         }
@@ -163,7 +191,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     for pid in pipeline.registry().live_pids() {
         pipeline.seed_sockets(pid);
     }
-    let mut diagnostics = Vec::new();
+    let mut diagnostics = identity_diagnostics(&features, &targets);
     apply_map_actions(&mut collector, &mut pipeline, &mut diagnostics);
 
     // TLS libraries of the targets get their uprobes before the window
@@ -286,11 +314,12 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         end_ns,
         unix_offset_ns,
     };
-    probe_result.filter = if targets.containers.is_empty() {
-        TargetFilter::Pids
-    } else {
-        TargetFilter::CgroupV2
-    };
+    probe_result.filter = targets.filter_kind();
+    probe_result.containers = targets
+        .containers
+        .iter()
+        .map(identity::ContainerTarget::describe)
+        .collect();
     probe_result.processes = output.processes;
     probe_result.exchanges = output.exchanges;
     probe_result.connects = output.connects;
@@ -306,7 +335,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     probe_result.tls = tls_visibility;
     probe_result.drops = result::drops(kernel_drops, &output.table);
     probe_result.probe_usage = result::resource_usage(output.events, output.payload_bytes);
-    probe_result.kernel = result::kernel_report(&tracefs, ring_buffer_bytes, &arrivals);
+    probe_result.kernel = result::kernel_report(&features, Some(ring_buffer_bytes), &arrivals);
     signals::report::apply(
         &mut probe_result.kernel,
         &signal_availability,
@@ -351,6 +380,104 @@ fn scheduling(
         }
         None => llmslo_schema::Scheduling::default(),
     }
+}
+
+/// Fails before loading anything when a feature every signal needs is
+/// missing, with the reason for each. Features that fail for the same
+/// reason share one sentence.
+fn check_required_features(features: &KernelFeatures) -> Result<(), SetupError> {
+    let mut reasons: Vec<(Vec<&str>, String)> = Vec::new();
+    for feature in [Feature::Tracepoints, Feature::RingBuffer] {
+        let state = features.get(feature);
+        if state.available {
+            continue;
+        }
+        match reasons
+            .iter_mut()
+            .find(|(_, detail)| *detail == state.detail)
+        {
+            Some((names, _)) => names.push(feature.name()),
+            None => reasons.push((vec![feature.name()], state.detail.clone())),
+        }
+    }
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    let mut reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|(names, detail)| format!("{} unavailable: {detail}", names.join(" and ")))
+        .collect();
+    reasons.push(format!(
+        "without them no SLI can be measured (kernel {})",
+        features.release
+    ));
+    Err(SetupError::Unsupported { reasons })
+}
+
+/// Notes on how targets were identified, and on switch values that name
+/// no feature.
+fn identity_diagnostics(features: &KernelFeatures, targets: &Targets) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    if !features.unknown_disabled.is_empty() {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            code: "unknown_feature_switch".into(),
+            message: format!(
+                "{} names unknown features ({}); the known ones are {}",
+                collect::features::DISABLE_ENV,
+                features.unknown_disabled.join(", "),
+                Feature::ALL.map(Feature::name).join(", ")
+            ),
+            pid: None,
+        });
+    }
+    for container in &targets.containers {
+        let Some(reason) = &container.fallback_reason else {
+            continue;
+        };
+        diagnostics.push(Diagnostic {
+            severity: Severity::Info,
+            code: "container_fallback_identity".into(),
+            message: format!(
+                "container {} ({}): {reason}",
+                container.requested_id, container.cgroup.relative
+            ),
+            pid: None,
+        });
+    }
+    diagnostics
+}
+
+/// Returns the `FILTER_BY_*` bits the targets need.
+fn filter_flags(targets: &Targets) -> u8 {
+    let mut flags = 0;
+    if !targets.pids.is_empty() {
+        flags |= FILTER_BY_TGID;
+    }
+    for container in &targets.containers {
+        flags |= match container.filter {
+            ContainerFilter::CgroupV2 => FILTER_BY_CGROUP,
+            ContainerFilter::PidNamespace(_) => FILTER_BY_PID_NAMESPACE,
+            ContainerFilter::Tgids => FILTER_BY_TGID,
+        };
+    }
+    flags
+}
+
+/// Builds the eBPF global of the PID namespace filter.
+fn pid_namespaces(targets: &Targets) -> PidNamespaces {
+    let namespaces = targets.pid_namespaces();
+    let mut global = PidNamespaces::default();
+    for (slot, namespace) in global
+        .inodes
+        .iter_mut()
+        .zip(namespaces.iter().take(MAX_PID_NAMESPACES))
+    {
+        *slot = namespace.inode;
+        global.dev = namespace.dev;
+        global.count += 1;
+    }
+    global
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -419,6 +546,7 @@ fn apply_map_actions(
             MapAction::AddThreads(pid) => {
                 signals::sched::add_threads(collector.ebpf_mut(), pid).map_err(CollectError::from)
             }
+            MapAction::TrackProcess(pid) => collector.add_target_pid(pid).map(|()| 0),
         };
         if let Err(error) = applied {
             if let MapAction::AddThreads(pid) = action {
@@ -440,7 +568,9 @@ fn apply_map_actions(
                 message: format!("{error}; traffic on that socket may be missing from the result"),
                 pid: match action {
                     MapAction::Track(key) => Some(key.tgid),
-                    MapAction::ForgetProcess(tgid) | MapAction::AddThreads(tgid) => Some(tgid),
+                    MapAction::ForgetProcess(tgid)
+                    | MapAction::AddThreads(tgid)
+                    | MapAction::TrackProcess(tgid) => Some(tgid),
                     MapAction::AddFlow(_) | MapAction::RemoveFlow(_) => None,
                 },
             });

@@ -3,6 +3,7 @@
 pub mod binaries;
 pub mod capture;
 pub mod cgroup;
+pub mod cgroup_tree;
 pub mod kube_sim;
 pub mod net;
 pub mod probe;

@@ -74,6 +74,15 @@ pub struct PlanOptions {
     pub target_description: String,
 }
 
+/// The probe container's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Collect for the window and print the result.
+    Diagnose,
+    /// `llmslo-probe doctor`: check the node and print the kernel report.
+    Doctor,
+}
+
 /// A probe Job and the node it is pinned to.
 #[derive(Debug, Clone)]
 pub struct PlannedJob {
@@ -92,7 +101,31 @@ pub fn plan_jobs(targets: &[WorkloadIdentity], options: &PlanOptions) -> Vec<Pla
         .into_iter()
         .map(|(node, containers)| PlannedJob {
             node: node.to_string(),
-            job: build_job(node, &containers, options),
+            job: build_job(node, &containers, options, ProbeMode::Diagnose),
+        })
+        .collect()
+}
+
+/// Builds one `llmslo-probe doctor` Job per node in `nodes` and per node
+/// that hosts one of `targets`, in node name order. The doctor checks how
+/// it would identify the targets on its node.
+pub fn plan_doctor_jobs(
+    nodes: &[String],
+    targets: &[WorkloadIdentity],
+    options: &PlanOptions,
+) -> Vec<PlannedJob> {
+    let mut by_node: BTreeMap<&str, Vec<&WorkloadIdentity>> = nodes
+        .iter()
+        .map(|node| (node.as_str(), Vec::new()))
+        .collect();
+    for target in targets {
+        by_node.entry(&target.node).or_default().push(target);
+    }
+    by_node
+        .into_iter()
+        .map(|(node, containers)| PlannedJob {
+            node: node.to_string(),
+            job: build_job(node, &containers, options, ProbeMode::Doctor),
         })
         .collect()
 }
@@ -104,7 +137,12 @@ pub fn active_deadline(options: &PlanOptions) -> Duration {
     options.start_timeout + options.window + RESULT_GRACE
 }
 
-fn build_job(node: &str, containers: &[&WorkloadIdentity], options: &PlanOptions) -> Job {
+fn build_job(
+    node: &str,
+    containers: &[&WorkloadIdentity],
+    options: &PlanOptions,
+    mode: ProbeMode,
+) -> Job {
     let labels = job_labels(node, options);
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -143,7 +181,7 @@ fn build_job(node: &str, containers: &[&WorkloadIdentity], options: &PlanOptions
             operator: Some("Exists".into()),
             ..Toleration::default()
         }]),
-        containers: vec![probe_container(containers, options)],
+        containers: vec![probe_container(containers, options, mode)],
         volumes: Some(host_volumes()),
         ..PodSpec::default()
     };
@@ -210,23 +248,36 @@ fn pin_to_node(node: &str) -> Affinity {
     }
 }
 
-fn probe_container(containers: &[&WorkloadIdentity], options: &PlanOptions) -> Container {
+fn probe_container(
+    containers: &[&WorkloadIdentity],
+    options: &PlanOptions,
+    mode: ProbeMode,
+) -> Container {
     let mut args = Vec::new();
+    if mode == ProbeMode::Doctor {
+        args.push("doctor".to_string());
+    }
     for target in containers {
         args.push("--container-id".to_string());
         args.push(target.container_id.clone());
     }
+    if mode == ProbeMode::Diagnose {
+        args.extend([
+            "--duration".to_string(),
+            format!("{}s", options.window.as_secs().max(1)),
+        ]);
+    }
     args.extend([
-        "--duration".to_string(),
-        format!("{}s", options.window.as_secs().max(1)),
         "--node".to_string(),
         "$(NODE_NAME)".to_string(),
         "--result-format".to_string(),
         "gzip-base64".to_string(),
     ]);
-    for rule in &options.provider_rules {
-        args.push("--provider-rule".to_string());
-        args.push(rule.clone());
+    if mode == ProbeMode::Diagnose {
+        for rule in &options.provider_rules {
+            args.push("--provider-rule".to_string());
+            args.push(rule.clone());
+        }
     }
 
     Container {
@@ -536,6 +587,33 @@ mod tests {
         let annotations = metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations[labels::TARGET_LABEL], "deploy/chat-api -n prod");
         assert_eq!(metadata.name.as_deref(), Some("llmslo-ab12cd34-worker-1"));
+    }
+
+    #[test]
+    fn doctor_jobs_run_the_doctor_on_every_node() {
+        let targets = [target("chat-1", "worker-2", 'a')];
+        let nodes = ["worker-1".to_string(), "worker-2".to_string()];
+        let jobs = plan_doctor_jobs(&nodes, &targets, &options());
+        let planned: Vec<_> = jobs.iter().map(|job| job.node.as_str()).collect();
+        assert_eq!(planned, ["worker-1", "worker-2"]);
+
+        let idle = container(&jobs[0].job).args.clone().unwrap();
+        assert_eq!(idle[0], "doctor");
+        assert!(!idle.contains(&"--container-id".to_string()), "{idle:?}");
+        assert!(!idle.contains(&"--duration".to_string()), "{idle:?}");
+        assert!(!idle.contains(&"--provider-rule".to_string()), "{idle:?}");
+
+        let busy = container(&jobs[1].job).args.clone().unwrap();
+        assert_eq!(
+            busy[..3],
+            ["doctor", "--container-id", "a".repeat(64).as_str()]
+        );
+        let diagnose = plan_jobs(&targets, &options());
+        assert_eq!(
+            container(&jobs[1].job).security_context,
+            container(&diagnose[0].job).security_context,
+            "the doctor runs with the privileges of a real probe"
+        );
     }
 
     #[test]

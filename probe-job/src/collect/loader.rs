@@ -8,7 +8,7 @@ use aya::{
     maps::MapError,
     programs::{ProgramError, TracePoint},
 };
-use llmslo_probe_common::TcpProbeLayout;
+use llmslo_probe_common::{PidNamespaces, TcpProbeLayout};
 
 use crate::signals::KernelGlobals;
 
@@ -99,10 +99,11 @@ pub enum LoadError {
 
 /// Creates the maps and loads every program, without attaching.
 ///
-/// `filter_flags` is written to the read-only global `FILTER_FLAGS` before
-/// load, so that the verifier and JIT see it as a constant; `signals` holds
-/// the globals of the component signal programs, which
-/// [`crate::signals::programs`] loads later.
+/// `filter_flags` and `pid_namespaces` are written to the read-only
+/// globals `FILTER_FLAGS` and `TARGET_PID_NAMESPACES` before load, so that
+/// the verifier and JIT see them as constants; `signals` holds the globals
+/// of the component signal programs, which [`crate::signals::programs`]
+/// loads later.
 ///
 /// # Errors
 ///
@@ -111,6 +112,7 @@ pub enum LoadError {
 pub fn load(
     ring_buffer_bytes: u32,
     filter_flags: u8,
+    pid_namespaces: &PidNamespaces,
     tcp_probe_layout: TcpProbeLayout,
     signals: &KernelGlobals,
     keep_verifier_log: bool,
@@ -118,6 +120,7 @@ pub fn load(
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes)
         .override_global("FILTER_FLAGS", &filter_flags, true)
+        .override_global("TARGET_PID_NAMESPACES", pid_namespaces, true)
         .override_global("TCP_PROBE_LAYOUT", &tcp_probe_layout, true)
         .override_global("SCHED_LAYOUT", &signals.sched_layout, true)
         .override_global("TCP_LAYOUT", &signals.tcp_layout, true)

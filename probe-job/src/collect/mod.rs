@@ -1,6 +1,7 @@
 //! The kernel side of collection: preflight checks, the loaded eBPF object,
 //! its target and socket maps, the ring buffer reader and the drop counters.
 
+pub mod features;
 pub mod loader;
 pub mod preflight;
 
@@ -8,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
-use llmslo_probe_common::{DropReason, FlowKey, SocketKey, TcpProbeLayout};
+use llmslo_probe_common::{DropReason, FlowKey, PidNamespaces, SocketKey, TcpProbeLayout};
 use tokio::io::unix::AsyncFd;
 
 pub use loader::LoadError;
@@ -61,6 +62,7 @@ impl Collector {
     pub fn load(
         ring_buffer_bytes: u32,
         filter_flags: u8,
+        pid_namespaces: &PidNamespaces,
         tcp_probe_layout: TcpProbeLayout,
         signals: &KernelGlobals,
         keep_verifier_log: bool,
@@ -68,6 +70,7 @@ impl Collector {
         let mut ebpf = loader::load(
             ring_buffer_bytes,
             filter_flags,
+            pid_namespaces,
             tcp_probe_layout,
             signals,
             keep_verifier_log,

@@ -24,6 +24,7 @@ fn load_and_attach(ring_buffer_bytes: u32) -> aya::Ebpf {
     let mut ebpf = loader::load(
         ring_buffer_bytes,
         llmslo_probe_common::FILTER_BY_TGID,
+        &llmslo_probe_common::PidNamespaces::default(),
         llmslo_probe_common::TcpProbeLayout::default(),
         &crate::signals::KernelGlobals::default(),
         false,
