@@ -8,3 +8,4 @@ pub mod net;
 pub mod probe;
 pub mod process;
 pub mod python;
+pub mod stack;
