@@ -14,12 +14,22 @@ content-carrying event was written, and when the response was finished.
 Chunk sizes, gaps and token counts come from a random generator seeded with
 ``--seed`` and the request's index, so a run can be repeated exactly.
 
+Faults: ``--rate-limit-burst-secs`` answers every request in the first
+seconds of each ``--rate-limit-period-secs`` with 429 and ``retry-after``;
+``--server-error-fraction`` answers that share of requests with 500;
+``--truncate-fraction`` closes that share of streams after
+``--truncate-after-events`` content events, without the terminal event.
+``--faults FILE`` names a JSON file whose ``"provider"`` object overrides
+any of these options (by their long names with underscores, such as
+``min_ttft_ms``) while the server runs; it is read again when it changes.
+
 On start it prints one line ``{"port": N}`` on stdout.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import random
 import string
 import sys
@@ -94,6 +104,10 @@ class Responder:
         self._mark_content(carries_content)
         self._write(framed)
 
+    def close(self):
+        """Close the connection where the response stands."""
+        self.transport.close()
+
     def end_chunked(self):
         self._write(b"0\r\n\r\n")
         self.finished_ns = time.monotonic_ns()
@@ -167,6 +181,24 @@ def obfuscation(rng):
     return "".join(rng.choices(string.ascii_letters + string.digits, k=rng.randint(1, 12)))
 
 
+def choose_fault(rng, options):
+    """Pick the fault of one request: ``rate_limited``, ``server_error``,
+    ``truncated`` or None. Draws from ``rng`` only when a fault is set, so
+    that runs without faults repeat their timings exactly."""
+    if options.rate_limit_burst_secs > 0 and options.rate_limit_period_secs > 0:
+        phase = (time.monotonic() - STARTED_MONOTONIC) % options.rate_limit_period_secs
+        if phase < options.rate_limit_burst_secs:
+            return "rate_limited"
+    if options.server_error_fraction > 0 and rng.random() < options.server_error_fraction:
+        return "server_error"
+    if options.truncate_fraction > 0 and rng.random() < options.truncate_fraction:
+        return "truncated"
+    return None
+
+
+STARTED_MONOTONIC = time.monotonic()
+
+
 def openai_error(status, reason, message, error_type, code, extra_headers=()):
     body = json.dumps(
         {"error": {"message": message, "type": error_type, "param": None, "code": code}},
@@ -190,6 +222,32 @@ async def openai_chat_completions(request, responder, rng, options):
         )
         responder.send_full(status, reason, headers, body)
         return {}
+
+    fault = choose_fault(rng, options)
+    if fault == "rate_limited":
+        status, reason, headers, body = openai_error(
+            429,
+            "Too Many Requests",
+            "Rate limit reached for requests per min (RPM). Please try again later.",
+            "requests",
+            "rate_limit_exceeded",
+            [
+                ("retry-after", str(options.retry_after_secs)),
+                ("x-ratelimit-remaining-requests", "0"),
+            ],
+        )
+        responder.send_full(status, reason, headers, body)
+        return {"fault": fault}
+    if fault == "server_error":
+        status, reason, headers, body = openai_error(
+            500,
+            "Internal Server Error",
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            None,
+        )
+        responder.send_full(status, reason, headers, body)
+        return {"fault": fault}
 
     body = request.json()
     model = body.get("model", "gpt-4o-mini")
@@ -290,13 +348,20 @@ async def openai_chat_completions(request, responder, rng, options):
     await responder.send_chunk(
         chunk([{"index": 0, "delta": role, "logprobs": None, "finish_reason": None}])
     )
-    for piece in pieces:
+    for index, piece in enumerate(pieces):
+        if fault == "truncated" and index == options.truncate_after_events:
+            # The stream stops mid-response: no terminal event, no final chunk.
+            responder.close()
+            return {**facts, "fault": fault}
         await asyncio.sleep(gap())
         delta = {"content": piece}
         await responder.send_chunk(
             chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]),
             carries_content=True,
         )
+    if fault == "truncated":
+        responder.close()
+        return {**facts, "fault": fault}
     await asyncio.sleep(gap())
     await responder.send_chunk(
         chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}])
@@ -402,21 +467,67 @@ def parse_chunked(buffer, start):
         position += size + 2
 
 
+class FaultOverrides:
+    """The ``"provider"`` object of the ``--faults`` file, read again when
+    the file's modification time changes."""
+
+    def __init__(self, path):
+        self.path = path
+        self.stamp = None
+        self.values = {}
+
+    def current(self):
+        if self.path is None:
+            return self.values
+        try:
+            stamp = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self.stamp:
+            self.stamp = stamp
+            self.values = self.read()
+        return self.values
+
+    def read(self):
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                return dict(json.load(file).get("provider") or {})
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            print(f"openai_server: ignoring unreadable faults file {self.path}: {error}", file=sys.stderr)
+            return {}
+
+
 class Server:
     def __init__(self, options):
-        self.options = options
+        self.base_options = options
+        self.overrides = FaultOverrides(options.faults)
         self.count = 0
         self.log = open(options.log, "a", encoding="utf-8") if options.log else None
+
+    @property
+    def options(self):
+        """The command-line options with the faults file's overrides."""
+        overrides = self.overrides.current()
+        if not overrides:
+            return self.base_options
+        merged = argparse.Namespace(**vars(self.base_options))
+        for name, value in overrides.items():
+            if hasattr(merged, name):
+                setattr(merged, name, value)
+        return merged
 
     def next_index(self):
         self.count += 1
         return self.count
 
     async def answer(self, request, transport):
+        options = self.options
         responder = Responder(transport)
-        rng = random.Random(f"{self.options.seed}:{request.index}")
+        rng = random.Random(f"{options.seed}:{request.index}")
         responder.rng = rng
-        responder.split_probability = self.options.split_probability
+        responder.split_probability = options.split_probability
         handler = ROUTES.get((request.method, request.path))
         facts = {}
         if handler is None:
@@ -429,7 +540,7 @@ class Server:
             )
             responder.send_full(status, reason, headers, body)
         else:
-            facts = await handler(request, responder, rng, self.options)
+            facts = await handler(request, responder, rng, options)
         self.write_log(request, responder, facts)
 
     def write_log(self, request, responder, facts):
@@ -469,6 +580,35 @@ def parse_args(argv):
         default=0.0,
         help="chance that an HTTP chunk is written in two parts 1 ms apart",
     )
+    parser.add_argument(
+        "--rate-limit-period-secs",
+        type=float,
+        default=0.0,
+        help="length of the cycle of 429 bursts; 0 turns bursts off",
+    )
+    parser.add_argument(
+        "--rate-limit-burst-secs",
+        type=float,
+        default=0.0,
+        help="seconds at the start of each cycle in which every request gets 429",
+    )
+    parser.add_argument("--retry-after-secs", type=int, default=1, help="retry-after of 429 responses")
+    parser.add_argument(
+        "--server-error-fraction", type=float, default=0.0, help="share of requests answered with 500"
+    )
+    parser.add_argument(
+        "--truncate-fraction",
+        type=float,
+        default=0.0,
+        help="share of streams closed before their terminal event",
+    )
+    parser.add_argument(
+        "--truncate-after-events",
+        type=int,
+        default=3,
+        help="content events a truncated stream sends before it stops",
+    )
+    parser.add_argument("--faults", help="JSON file whose \"provider\" object overrides these options")
     return parser.parse_args(argv)
 
 

@@ -10,4 +10,5 @@ pub mod probe;
 pub mod process;
 pub mod python;
 pub mod signals;
+pub mod stack;
 pub mod tls;

@@ -1,0 +1,341 @@
+//! Faults the stack can inject, one real mechanism each, and their text
+//! form `NAME[=VALUE]` for command lines.
+
+use std::{fmt, time::Duration};
+
+use serde_json::{Map, Value, json};
+
+/// How a DNS fault fails every query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFailure {
+    /// Answers with rcode SERVFAIL.
+    ServFail,
+    /// Answers with rcode NXDOMAIN.
+    NxDomain,
+    /// Answers nothing, so that the resolver times out.
+    Drop,
+}
+
+impl DnsFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            DnsFailure::ServFail => "servfail",
+            DnsFailure::NxDomain => "nxdomain",
+            DnsFailure::Drop => "drop",
+        }
+    }
+}
+
+/// One injected fault. Each slows or breaks one component for real: a
+/// server that waits, a kernel that drops packets, a cgroup that throttles.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// The provider stand-in waits this much longer before its first
+    /// token.
+    ProviderSlowFirstToken(Duration),
+    /// The provider stand-in waits this long between tokens.
+    ProviderSlowTokens(Duration),
+    /// Every provider request in the first `burst` of each `period` gets
+    /// HTTP 429 with `retry-after`.
+    ProviderRateLimitBursts { period: Duration, burst: Duration },
+    /// This share of provider requests gets HTTP 500.
+    ProviderServerErrors { fraction: f64 },
+    /// This share of provider streams stops after a few tokens, without
+    /// its terminal event.
+    ProviderTruncatedStreams { fraction: f64 },
+    /// The retrieval query sleeps server-side (`pg_sleep` in the SQL
+    /// function the query calls).
+    SlowRetrievalQuery(Duration),
+    /// A side connection keeps Redis busy with `DEBUG SLEEP` for `sleep`,
+    /// pausing `gap` between commands. It stalls the whole server, so
+    /// every command that arrives meanwhile waits.
+    StalledCache { sleep: Duration, gap: Duration },
+    /// The guardrail waits this long before each decision.
+    SlowGuardrail(Duration),
+    /// The DNS server waits this long before each answer.
+    SlowDns(Duration),
+    /// The DNS server fails every query.
+    DnsFailure(DnsFailure),
+    /// nftables drops this percentage of packets in each direction on
+    /// the link between chat-api's network namespace and the provider's.
+    PacketLoss { percent: f64 },
+    /// A `tbf` qdisc limits the provider's sending rate towards chat-api.
+    ProviderBandwidth { kbit_per_sec: u32 },
+    /// chat-api's cgroup may use this percentage of one CPU (CFS quota).
+    CpuQuota { percent_of_cpu: u32 },
+    /// Busy-looping processes pinned to the CPU that chat-api is pinned
+    /// to.
+    NoisyNeighbour { hogs: u32 },
+}
+
+/// The names that [`Fault::parse`] accepts, with their value's form.
+pub const FAULT_SYNTAX: &[&str] = &[
+    "slow-first-token=DURATION",
+    "slow-tokens=DURATION (gap between tokens)",
+    "rate-limit-bursts=BURST/PERIOD (for example 2s/5s)",
+    "server-errors=FRACTION",
+    "truncated-streams=FRACTION",
+    "slow-retrieval=DURATION",
+    "stalled-cache=SLEEP/GAP",
+    "slow-guardrail=DURATION",
+    "slow-dns=DURATION",
+    "dns-failure=servfail|nxdomain|drop",
+    "packet-loss=PERCENT",
+    "bandwidth=KBIT_PER_SEC",
+    "cpu-quota=PERCENT_OF_ONE_CPU",
+    "noisy-neighbour=HOGS",
+];
+
+impl Fault {
+    /// Parses `NAME=VALUE` as listed in [`FAULT_SYNTAX`]. Durations take
+    /// `ms` or `s`, such as `400ms` or `1.5s`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the invalid text and the accepted forms.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, value) = text.split_once('=').unwrap_or((text, ""));
+        let invalid = || {
+            format!(
+                "invalid fault {text:?}; use one of: {}",
+                FAULT_SYNTAX.join(", ")
+            )
+        };
+        let duration = |value: &str| parse_duration(value).ok_or_else(invalid);
+        let fraction = |value: &str| {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|f| (0.0..=1.0).contains(f))
+                .ok_or_else(invalid)
+        };
+        let pair = |value: &str| -> Result<(Duration, Duration), String> {
+            let (first, second) = value.split_once('/').ok_or_else(invalid)?;
+            Ok((duration(first)?, duration(second)?))
+        };
+        let number = |value: &str| value.parse::<u32>().map_err(|_| invalid());
+        Ok(match name {
+            "slow-first-token" => Fault::ProviderSlowFirstToken(duration(value)?),
+            "slow-tokens" => Fault::ProviderSlowTokens(duration(value)?),
+            "rate-limit-bursts" => {
+                let (burst, period) = pair(value)?;
+                Fault::ProviderRateLimitBursts { period, burst }
+            }
+            "server-errors" => Fault::ProviderServerErrors {
+                fraction: fraction(value)?,
+            },
+            "truncated-streams" => Fault::ProviderTruncatedStreams {
+                fraction: fraction(value)?,
+            },
+            "slow-retrieval" => Fault::SlowRetrievalQuery(duration(value)?),
+            "stalled-cache" => {
+                let (sleep, gap) = pair(value)?;
+                Fault::StalledCache { sleep, gap }
+            }
+            "slow-guardrail" => Fault::SlowGuardrail(duration(value)?),
+            "slow-dns" => Fault::SlowDns(duration(value)?),
+            "dns-failure" => Fault::DnsFailure(match value {
+                "servfail" => DnsFailure::ServFail,
+                "nxdomain" => DnsFailure::NxDomain,
+                "drop" => DnsFailure::Drop,
+                _ => return Err(invalid()),
+            }),
+            "packet-loss" => Fault::PacketLoss {
+                percent: value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or_else(invalid)?,
+            },
+            "bandwidth" => Fault::ProviderBandwidth {
+                kbit_per_sec: number(value)?,
+            },
+            "cpu-quota" => Fault::CpuQuota {
+                percent_of_cpu: number(value)?,
+            },
+            "noisy-neighbour" => Fault::NoisyNeighbour {
+                hogs: number(value)?,
+            },
+            _ => return Err(invalid()),
+        })
+    }
+
+    /// The component a correct attribution names for this fault.
+    pub fn component(&self) -> &'static str {
+        match self {
+            Fault::ProviderSlowFirstToken(_)
+            | Fault::ProviderSlowTokens(_)
+            | Fault::ProviderRateLimitBursts { .. }
+            | Fault::ProviderServerErrors { .. }
+            | Fault::ProviderTruncatedStreams { .. }
+            | Fault::ProviderBandwidth { .. } => "provider",
+            Fault::SlowRetrievalQuery(_) | Fault::StalledCache { .. } => "retrieval",
+            Fault::SlowGuardrail(_) => "guardrail",
+            Fault::SlowDns(_) | Fault::DnsFailure(_) => "dns",
+            Fault::PacketLoss { .. } => "provider",
+            Fault::CpuQuota { .. } => "cpu_throttling",
+            Fault::NoisyNeighbour { .. } => "run_queue",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: &Duration| format!("{}ms", d.as_millis());
+        match self {
+            Fault::ProviderSlowFirstToken(d) => write!(f, "slow-first-token={}", ms(d)),
+            Fault::ProviderSlowTokens(d) => write!(f, "slow-tokens={}", ms(d)),
+            Fault::ProviderRateLimitBursts { period, burst } => {
+                write!(f, "rate-limit-bursts={}/{}", ms(burst), ms(period))
+            }
+            Fault::ProviderServerErrors { fraction } => write!(f, "server-errors={fraction}"),
+            Fault::ProviderTruncatedStreams { fraction } => {
+                write!(f, "truncated-streams={fraction}")
+            }
+            Fault::SlowRetrievalQuery(d) => write!(f, "slow-retrieval={}", ms(d)),
+            Fault::StalledCache { sleep, gap } => {
+                write!(f, "stalled-cache={}/{}", ms(sleep), ms(gap))
+            }
+            Fault::SlowGuardrail(d) => write!(f, "slow-guardrail={}", ms(d)),
+            Fault::SlowDns(d) => write!(f, "slow-dns={}", ms(d)),
+            Fault::DnsFailure(kind) => write!(f, "dns-failure={}", kind.as_str()),
+            Fault::PacketLoss { percent } => write!(f, "packet-loss={percent}"),
+            Fault::ProviderBandwidth { kbit_per_sec } => write!(f, "bandwidth={kbit_per_sec}"),
+            Fault::CpuQuota { percent_of_cpu } => write!(f, "cpu-quota={percent_of_cpu}"),
+            Fault::NoisyNeighbour { hogs } => write!(f, "noisy-neighbour={hogs}"),
+        }
+    }
+}
+
+/// Parses `400ms`, `1.5s` or `2s`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(secs) = text.strip_suffix('s') {
+        (secs, 1.0)
+    } else {
+        return None;
+    };
+    let value: f64 = number.parse().ok()?;
+    (value >= 0.0 && value.is_finite()).then(|| Duration::from_secs_f64(value * scale))
+}
+
+/// Baseline timings of the provider stand-in, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProviderTiming {
+    pub min_ttft_ms: f64,
+    pub max_ttft_ms: f64,
+    pub min_gap_ms: f64,
+    pub max_gap_ms: f64,
+}
+
+impl Default for ProviderTiming {
+    fn default() -> Self {
+        Self {
+            min_ttft_ms: 80.0,
+            max_ttft_ms: 160.0,
+            min_gap_ms: 8.0,
+            max_gap_ms: 16.0,
+        }
+    }
+}
+
+/// Builds the fault file that the Python services read: one object per
+/// service, with the settings the faults change.
+pub fn fault_file(faults: &[Fault], timing: ProviderTiming) -> Value {
+    let mut provider = Map::new();
+    let mut guardrail = Map::new();
+    let mut dns = Map::new();
+    for fault in faults {
+        match fault {
+            Fault::ProviderSlowFirstToken(extra) => {
+                let extra_ms = extra.as_secs_f64() * 1000.0;
+                provider.insert("min_ttft_ms".into(), json!(timing.min_ttft_ms + extra_ms));
+                provider.insert("max_ttft_ms".into(), json!(timing.max_ttft_ms + extra_ms));
+            }
+            Fault::ProviderSlowTokens(gap) => {
+                let gap_ms = gap.as_secs_f64() * 1000.0;
+                provider.insert("min_gap_ms".into(), json!(gap_ms));
+                provider.insert("max_gap_ms".into(), json!(gap_ms * 1.1));
+            }
+            Fault::ProviderRateLimitBursts { period, burst } => {
+                provider.insert("rate_limit_period_secs".into(), json!(period.as_secs_f64()));
+                provider.insert("rate_limit_burst_secs".into(), json!(burst.as_secs_f64()));
+            }
+            Fault::ProviderServerErrors { fraction } => {
+                provider.insert("server_error_fraction".into(), json!(fraction));
+            }
+            Fault::ProviderTruncatedStreams { fraction } => {
+                provider.insert("truncate_fraction".into(), json!(fraction));
+            }
+            Fault::SlowGuardrail(delay) => {
+                guardrail.insert("delay_ms".into(), json!(delay.as_secs_f64() * 1000.0));
+            }
+            Fault::SlowDns(delay) => {
+                dns.insert("delay_ms".into(), json!(delay.as_secs_f64() * 1000.0));
+            }
+            Fault::DnsFailure(kind) => {
+                dns.insert("failure".into(), json!(kind.as_str()));
+            }
+            Fault::SlowRetrievalQuery(_)
+            | Fault::StalledCache { .. }
+            | Fault::PacketLoss { .. }
+            | Fault::ProviderBandwidth { .. }
+            | Fault::CpuQuota { .. }
+            | Fault::NoisyNeighbour { .. } => {}
+        }
+    }
+    json!({ "provider": provider, "guardrail": guardrail, "dns": dns })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_round_trip_through_text() {
+        let faults = [
+            Fault::ProviderSlowFirstToken(Duration::from_millis(800)),
+            Fault::ProviderRateLimitBursts {
+                period: Duration::from_secs(5),
+                burst: Duration::from_secs(2),
+            },
+            Fault::StalledCache {
+                sleep: Duration::from_millis(200),
+                gap: Duration::from_millis(50),
+            },
+            Fault::DnsFailure(DnsFailure::ServFail),
+            Fault::PacketLoss { percent: 5.0 },
+            Fault::NoisyNeighbour { hogs: 2 },
+        ];
+        for fault in faults {
+            assert_eq!(Fault::parse(&fault.to_string()), Ok(fault.clone()));
+        }
+    }
+
+    #[test]
+    fn invalid_fault_lists_the_forms() {
+        let error = Fault::parse("slow-retrieval=fast").unwrap_err();
+        assert!(error.contains("slow-retrieval=DURATION"), "{error}");
+        assert!(Fault::parse("server-errors=1.5").is_err());
+        assert!(Fault::parse("unknown").is_err());
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("400ms"), Some(Duration::from_millis(400)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("400"), None);
+    }
+
+    #[test]
+    fn slow_first_token_adds_to_the_baseline() {
+        let file = fault_file(
+            &[Fault::ProviderSlowFirstToken(Duration::from_millis(500))],
+            ProviderTiming::default(),
+        );
+        assert_eq!(file["provider"]["min_ttft_ms"], json!(580.0));
+        assert_eq!(file["provider"]["max_ttft_ms"], json!(660.0));
+        assert_eq!(file["guardrail"], json!({}));
+    }
+}

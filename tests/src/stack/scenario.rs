@@ -1,0 +1,132 @@
+//! One attribution scenario: a stack with its faults, a diagnose window
+//! over chat-api, and the load generator's view of the same time.
+
+use std::time::Duration;
+
+use super::{
+    ClientSlis, StackBuilder,
+    diagnose::{Contributor, Diagnosis, contributors, diagnose},
+};
+use crate::probe::exclusive;
+
+/// What a scenario produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub diagnosis: Diagnosis,
+    /// Client-side SLIs of the requests before the faults were set
+    /// (the warm-up) and of those inside the diagnose window.
+    pub before: ClientSlis,
+    pub during: ClientSlis,
+    /// Faults in force, as text.
+    pub faults: Vec<String>,
+}
+
+/// Starts the stack, probes chat-api for `window` with `--slo` for each
+/// of `slos`, and stops the stack.
+///
+/// Holds the lock that serializes probe tests for the whole run, so that
+/// two stacks never share the two CPUs.
+///
+/// # Panics
+///
+/// When the stack does not start or diagnose fails to report.
+pub fn run(builder: StackBuilder, window: Duration, slos: &[&str]) -> Outcome {
+    let _probe_lock = exclusive();
+    let stack = builder
+        .start()
+        .unwrap_or_else(|error| panic!("the stack did not start: {error}"));
+    let diagnosis = diagnose(stack.chat_api_pid(), window, slos, &[]);
+    let requests = stack.client_requests();
+    let before = ClientSlis::of(&requests, 0, stack.faults_set_ns());
+    let during = ClientSlis::of(
+        &requests,
+        diagnosis.window_start_ns,
+        diagnosis.window_end_ns,
+    );
+    let faults = stack.faults().iter().map(ToString::to_string).collect();
+    drop(stack);
+    Outcome {
+        diagnosis,
+        before,
+        during,
+        faults,
+    }
+}
+
+impl Outcome {
+    /// Text for assertion messages: faults, client SLIs and the report's
+    /// findings.
+    pub fn explain(&self) -> String {
+        format!(
+            "faults: {:?}\nclient before the faults: {:?}\nclient in the window: {:?}\nreport:\n{}",
+            self.faults,
+            self.before,
+            self.during,
+            self.diagnosis.summary()
+        )
+    }
+
+    /// Checks that the fault changed what the load generator saw: `sli`
+    /// of the window exceeds that of the warm-up by `min_increase_ms`.
+    ///
+    /// # Panics
+    ///
+    /// When it did not, which means the fault did not take effect.
+    pub fn assert_client_slower(&self, sli: fn(&ClientSlis) -> f64, min_increase_ms: f64) {
+        let before = sli(&self.before);
+        let during = sli(&self.during);
+        assert!(
+            during >= before + min_increase_ms,
+            "the fault did not slow the client by {min_increase_ms} ms ({before:.0} ms -> \
+             {during:.0} ms)\n{}",
+            self.explain()
+        );
+    }
+
+    /// The single verdict about `subject` (such as `ttft.p95`).
+    ///
+    /// # Panics
+    ///
+    /// When there is none or more than one.
+    pub fn verdict(&self, subject: &str) -> &serde_json::Value {
+        let verdicts = self.diagnosis.verdicts(subject);
+        assert_eq!(
+            verdicts.len(),
+            1,
+            "expected one verdict about {subject}\n{}",
+            self.explain()
+        );
+        verdicts[0]
+    }
+
+    /// Checks that the verdict about `subject` is attributed, names
+    /// `component` first, and that its interval excludes zero.
+    pub fn assert_attributed_to(&self, subject: &str, component: &str) -> Vec<Contributor> {
+        let verdict = self.verdict(subject);
+        assert_eq!(
+            verdict["status"],
+            "attributed",
+            "the verdict about {subject} is not attributed\n{}",
+            self.explain()
+        );
+        let named = contributors(verdict);
+        let first = named.first().unwrap_or_else(|| {
+            panic!(
+                "the verdict about {subject} names no component\n{}",
+                self.explain()
+            )
+        });
+        assert_eq!(
+            first.component,
+            component,
+            "the verdict about {subject} names the wrong component first\n{}",
+            self.explain()
+        );
+        assert!(
+            first.low > 0.0,
+            "the interval of {component} does not exclude zero: {first:?}\n{}",
+            self.explain()
+        );
+        named
+    }
+}
