@@ -5,6 +5,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod kube_sim;
 pub mod net;
+pub mod otlp_receiver;
 pub mod probe;
 pub mod process;
 pub mod python;
