@@ -1,5 +1,5 @@
-//! Which observed calls an application span already covers, judged from
-//! the `traceparent` headers alone.
+//! Detection of observed calls that an application span already covers,
+//! judged from the `traceparent` headers alone.
 //!
 //! An instrumented client starts a span for each call and writes that
 //! span's id as the `parent-id` of the `traceparent` it sends. So an

@@ -1,7 +1,7 @@
 //! The GenAI client metrics of the outbound LLM calls, one collection per
 //! resource.
 //!
-//! The SDK aggregates the recorded values into histograms; a manual reader
+//! The SDK aggregates the recorded values into histograms. A manual reader
 //! collects them once, after every call is recorded, because the CLI
 //! exports once per run. Data points carry the export time, not the
 //! window's.

@@ -54,7 +54,7 @@ pub enum ExportError {
     Interrupted,
 }
 
-/// How the export ended.
+/// Outcome of the export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportState {
@@ -62,7 +62,7 @@ pub enum ExportState {
     Failed,
 }
 
-/// What the export sent, for the report.
+/// Summary of the export, for the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExportSummary {
     pub endpoint: String,
@@ -78,7 +78,7 @@ pub struct ExportSummary {
     pub covered_spans: usize,
     /// Calls left out because an application span covers them.
     pub skipped_calls: usize,
-    /// What failed, when `state` is `failed`.
+    /// Description of the failure, when `state` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -86,10 +86,10 @@ pub struct ExportSummary {
 /// Exports the analysis's calls as spans and metrics, within
 /// `config.timeout`, and stops early on Ctrl-C.
 ///
-/// # Caveats
+/// # Errors
 ///
-/// Never fails: every error ends up in the summary, so that the report is
-/// printed whatever happened to the collector.
+/// None are returned. Every failure is recorded in the summary instead, so
+/// that the caller prints the report whatever happened to the collector.
 pub async fn export(analysis: &Analysis, config: &OtlpConfig) -> ExportSummary {
     let mut summary = ExportSummary {
         endpoint: config.endpoint.clone(),

@@ -12,7 +12,8 @@ use crate::{
 /// `service.name` of calls without a Kubernetes workload.
 pub const FALLBACK_SERVICE_NAME: &str = "llmslo-observed";
 
-/// What a resource is built from; calls with equal keys share a resource.
+/// Identity a resource is built from. Calls with equal keys share a
+/// resource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKey {
     /// A container (or a pod, when the container is not known).

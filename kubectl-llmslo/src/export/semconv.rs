@@ -39,8 +39,9 @@ pub const TOKEN_BUCKETS: [f64; 14] = [
 ///
 /// OpenAI-compatible servers (vLLM, TGI, LiteLLM) speak OpenAI's format,
 /// and the conventions make the provider name the discriminator of the
-/// format flavor, so they map to `openai`; `server.address` tells them
-/// apart. Ollama and user rules have no listed value and keep their name.
+/// format flavor, so they map to `openai`, and `server.address`
+/// distinguishes them. Ollama and user rules have no listed value and
+/// keep their name.
 pub fn provider_name(provider: &str) -> &str {
     match provider {
         "openai" | "openai_compatible" => "openai",
@@ -80,7 +81,7 @@ pub fn server_attributes(record: &CallRecord) -> Vec<KeyValue> {
     attributes
 }
 
-/// The host of `host`, `host:port`, `ip:port` or `[ip6]:port`.
+/// Returns the host of `host`, `host:port`, `ip:port` or `[ip6]:port`.
 fn host_of(server: &str) -> &str {
     if let Some(rest) = server.strip_prefix('[') {
         return rest.split_once(']').map_or(server, |(host, _)| host);
@@ -91,7 +92,8 @@ fn host_of(server: &str) -> &str {
     }
 }
 
-/// The GenAI attributes that the client metrics share with the span.
+/// Returns the GenAI attributes that the client metrics share with the
+/// span.
 pub fn genai_metric_attributes(record: &CallRecord) -> Vec<KeyValue> {
     let mut attributes = Vec::new();
     if let Some(operation) = &record.operation {

@@ -8,10 +8,10 @@
 //! An outbound call linked to an inbound request whose server span is
 //! exported becomes that span's child, unless an application span covers
 //! the call, which then is the parent. Otherwise a call with a
-//! `traceparent` is the child of its `parent-id`; a call linked to a
-//! request that carried one is the child of the request's `parent-id`;
-//! the rest start new traces. Inbound requests are children of their own
-//! `traceparent`.
+//! `traceparent` is the child of its `parent-id`. A call linked to a
+//! request that carried one is the child of the request's `parent-id`,
+//! and the rest start new traces. Inbound requests are children of their
+//! own `traceparent`.
 
 use std::{
     borrow::Cow,
@@ -38,7 +38,7 @@ use crate::{
     cli::OtlpMode,
 };
 
-/// What kind of span a call becomes.
+/// Kind of span a call becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanRole {
     /// An inbound HTTP request the target served.
@@ -91,7 +91,7 @@ pub struct SpanPlan {
     pub skipped_calls: usize,
 }
 
-/// How one call is exported.
+/// Form in which one call is exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Emission {
     /// The span the conventions describe.
@@ -192,8 +192,8 @@ pub fn plan(analysis: &Analysis, mode: OtlpMode, covered: &[bool]) -> SpanPlan {
     plan
 }
 
-/// A new span below the record's `traceparent`, or a new trace without
-/// one.
+/// Places a new span below the record's `traceparent`, or starts a new
+/// trace without one.
 fn below_traceparent(record: &CallRecord, ids: &RandomIdGenerator) -> Placement {
     let parent = record
         .trace_id
@@ -304,7 +304,8 @@ fn span(
     }
 }
 
-/// A GenAI client span: `{gen_ai.operation.name} {gen_ai.request.model}`.
+/// Names and describes a GenAI client span:
+/// `{gen_ai.operation.name} {gen_ai.request.model}`.
 fn genai_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     let operation = record.operation.clone().unwrap_or_default();
     let name = match &record.request_model {
@@ -334,7 +335,7 @@ fn genai_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     (name, SpanKind::Client, attributes)
 }
 
-/// A database client span named after `db.operation.name`.
+/// Names and describes a database client span after `db.operation.name`.
 fn database_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     let system = match record.protocol {
         Protocol::Postgres => "postgresql",
@@ -356,8 +357,9 @@ fn database_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     (name, SpanKind::Client, attributes)
 }
 
-/// An HTTP client span. The path is llmslo's normalized path (id-like
-/// segments replaced by `{id}`, no query), so it goes in `url.template`.
+/// Names and describes an HTTP client span. The path is llmslo's
+/// normalized path (id-like segments replaced by `{id}`, no query), so it
+/// goes in `url.template`.
 fn http_client_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     let method = record
         .endpoint
@@ -385,8 +387,9 @@ fn http_client_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     (name, SpanKind::Client, attributes)
 }
 
-/// An HTTP server span. llmslo's normalized path stands in for
-/// `http.route`, which only the application's framework knows exactly.
+/// Names and describes an HTTP server span. llmslo's normalized path
+/// replaces `http.route`, which only the application's framework defines
+/// exactly.
 fn server_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     let method = record
         .endpoint
@@ -427,6 +430,7 @@ fn llmslo_attributes(record: &CallRecord, covered: bool) -> Vec<KeyValue> {
     if let Some(provider) = &record.provider {
         attributes.push(KeyValue::new("llmslo.provider", provider.clone()));
     }
+
     let timings = [
         ("llmslo.ttft_s", record.ttft_us),
         ("llmslo.ttfb_s", record.ttfb_us),
@@ -446,6 +450,7 @@ fn llmslo_attributes(record: &CallRecord, covered: bool) -> Vec<KeyValue> {
         };
         attributes.push(KeyValue::new("llmslo.ttft_source", source));
     }
+
     if let Some(tpot_us) = record.tpot_us {
         attributes.push(KeyValue::new("llmslo.tpot_s", tpot_us / 1e6));
     }
@@ -458,6 +463,7 @@ fn llmslo_attributes(record: &CallRecord, covered: bool) -> Vec<KeyValue> {
     if let Some(source) = &record.token_source {
         attributes.push(KeyValue::new("llmslo.token_source", source.clone()));
     }
+
     if let Some(link) = &record.link {
         let method = serde_json::to_value(link.method)
             .ok()

@@ -79,8 +79,8 @@ pub fn metric_exporter(config: &OtlpConfig) -> Result<MetricExporter, ExportErro
     })
 }
 
-/// One retry after a short pause: a collector that restarts gets a second
-/// chance, and the whole export still ends within `--otlp-timeout`.
+/// Allows one retry after a short pause, so a collector that restarts gets
+/// a second chance and the export still ends within `--otlp-timeout`.
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::recommended().with_max_retries(1)
 }
@@ -111,8 +111,9 @@ fn tonic_tls(config: &OtlpConfig) -> ClientTlsConfig {
     }
 }
 
-/// A reqwest client whose rustls uses ring (no C toolchain needed to
-/// cross-compile) and trusts the system's CAs plus `--otlp-ca`.
+/// Builds a reqwest client whose rustls uses ring, which needs no C
+/// toolchain to cross-compile, and trusts the system's CAs plus
+/// `--otlp-ca`.
 fn http_client(config: &OtlpConfig) -> Result<reqwest::Client, ExportError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -132,8 +133,8 @@ fn http_client(config: &OtlpConfig) -> Result<reqwest::Client, ExportError> {
         }
     }
 
-    // NOTE: rustls 0.23.48 deprecates ring's provider for lacking
-    // post-quantum key exchange; aws-lc-rs has it but needs a C toolchain
+    // NOTE: rustls 0.23.48 deprecates ring's provider because it lacks
+    // post-quantum key exchange. aws-lc-rs has it but needs a C toolchain
     // for every krew target, and kube and tonic here use ring as well.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
