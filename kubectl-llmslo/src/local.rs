@@ -47,20 +47,19 @@ pub enum LocalError {
          its path with --probe-binary"
     )]
     ProbeNotFound { beside: String },
-    #[error("failed to start the probe {path}: {source}")]
+    #[error("failed to start the probe {path}")]
     Spawn {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to wait for the probe: {0}")]
+    #[error("failed to wait for the probe")]
     Wait(#[source] std::io::Error),
     #[error("{message}")]
     ProbeFailed { status: String, message: String },
-    #[error("the probe ({status}) printed no readable result: {source}{stderr}")]
+    #[error("the probe ({status}) printed no readable result; run with -vv to see its log")]
     NoResult {
         status: String,
-        stderr: String,
         #[source]
         source: envelope::EnvelopeError,
     },
@@ -76,7 +75,7 @@ pub enum LocalError {
 /// # Errors
 ///
 /// [`LocalError`] when no pid was given, the probe binary is missing, or
-/// the probe failed without printing a result. The message tells what to
+/// the probe failed without printing a result. The message names what to
 /// do, for example run with sudo.
 pub async fn collect(args: &DiagnoseArgs) -> Result<Collection, LocalError> {
     check_args(args)?;
@@ -188,7 +187,7 @@ async fn run_probe(
     })?;
 
     let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
     let stdout_task = tokio::spawn(async move {
         let mut text = String::new();
         let _ = stdout.read_to_string(&mut text).await;
@@ -214,14 +213,20 @@ async fn run_probe(
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     let mut interrupted = false;
     let mut killed = false;
+    // One listener for the whole run, so that a Ctrl-C between two loop
+    // turns is not missed; it is renewed after each signal.
+    let mut interrupt = Box::pin(tokio::signal::ctrl_c());
+    let mut listening = true;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.map_err(LocalError::Wait)?,
-            signal = tokio::signal::ctrl_c() => {
+            signal = &mut interrupt, if listening => {
                 if let Err(error) = signal {
-                    tracing::warn!(%error, "cannot listen for Ctrl-C");
+                    tracing::warn!(%error, "cannot listen for Ctrl-C; it will not be forwarded");
+                    listening = false;
                     continue;
                 }
+                interrupt = Box::pin(tokio::signal::ctrl_c());
                 if interrupted {
                     tracing::warn!("second Ctrl-C: killing the probe");
                     killed = true;
@@ -291,9 +296,12 @@ fn collection_from_output(output: ProbeOutput) -> Result<Collection, LocalError>
                     message: explain_probe_failure(&status_text, &output.stderr),
                 });
             }
+            tracing::error!(
+                stderr = %stderr_tail(&output.stderr),
+                "the probe exited without a readable result"
+            );
             return Err(LocalError::NoResult {
                 status: status_text,
-                stderr: stderr_tail(&output.stderr),
                 source,
             });
         }
@@ -406,6 +414,11 @@ pub fn explain_probe_failure(status: &str, stderr: &str) -> String {
     };
     match hint {
         Some(hint) => format!("the probe failed ({status}){detail}; {hint}"),
+        None if detail.is_empty() => {
+            format!(
+                "the probe failed ({status}) without an error message; run with -vv to see its log"
+            )
+        }
         None => format!("the probe failed ({status}){detail}"),
     }
 }
@@ -487,6 +500,12 @@ mod tests {
     fn unknown_errors_keep_the_probe_message() {
         let message = explain_probe_failure("exit code 1", "llmslo-probe: error: something odd\n");
         assert_eq!(message, "the probe failed (exit code 1): something odd");
+    }
+
+    #[test]
+    fn silent_failure_points_to_the_log() {
+        let message = explain_probe_failure("exit code 1", "");
+        assert!(message.contains("run with -vv"), "{message}");
     }
 
     #[test]

@@ -7,20 +7,19 @@
 //! The input checks at the top need neither root nor the probe.
 
 use std::{
-    fs::File,
-    io::{BufRead as _, BufReader, Read, Write as _},
-    path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    path::Path,
+    process::{Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
+use llmslo_tests::{
+    binaries::{binary, python_script},
+    probe::{READY_LINE, exclusive},
+    process::{ChildGuard, LineReader},
+    python::{GatedClient, OpenAiServer},
+};
 use serde_json::Value;
-
-/// The line the probe logs once its programs are attached; the CLI
-/// relays it on stderr with `-vv`.
-const PROBE_READY: &str = "collection started";
 
 /// Loading and attaching the eBPF programs takes about a second here;
 /// CI machines are slower.
@@ -45,252 +44,15 @@ const SLOW_SERVER: &[&str] = &[
     "450",
 ];
 
-// ---------------------------------------------------------------------------
-// Fixtures
-
-/// `target/<profile>/<name>`, found from the test executable's path.
-fn binary(name: &str) -> PathBuf {
-    let executable = std::env::current_exe().expect("the test executable has a path");
-    let profile_dir = executable
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let path = profile_dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing; build it first with `cargo build --bins`",
-        path.display()
-    );
-    path
-}
-
-fn python_script(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing; it is the OpenAI stand-in of the probe tests",
-        path.display()
-    );
-    path
-}
-
-/// Serializes the tests that run a probe, with the same lock file as the
-/// probe's own tests: concurrent probes on two cores distort latencies.
-fn exclusive() -> File {
-    let path = std::env::temp_dir().join("llmslo-probe-tests.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .expect("the lock file can be opened");
-    file.lock().expect("flock on the lock file works");
-    file
-}
-
-/// A child process that is killed and reaped on drop.
-struct Guard {
-    child: Option<Child>,
-    name: &'static str,
-}
-
-impl Guard {
-    fn new(name: &'static str, child: Child) -> Self {
-        Self {
-            child: Some(child),
-            name,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("present until drop").id()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill() has no memory-safety preconditions, and the pid is
-        // our own child, which is not reaped before this guard drops.
-        let status = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
-        assert_eq!(status, 0, "kill({}, {signal}) failed", self.name);
-    }
-
-    fn wait_timeout(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut().expect("present until drop");
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait works") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{} did not exit within {timeout:?}", self.name);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Collects a stream line by line on a thread.
-struct Lines {
-    lines: Arc<Mutex<Vec<String>>>,
-    arrivals: mpsc::Receiver<String>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Lines {
-    fn spawn(stream: impl Read + Send + 'static) -> Self {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (sender, arrivals) = mpsc::channel();
-        let collected = lines.clone();
-        let thread = thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                collected.lock().unwrap().push(line.clone());
-                let _ = sender.send(line);
-            }
-        });
-        Self {
-            lines,
-            arrivals,
-            thread: Some(thread),
-        }
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        if self.text().contains(needle) {
-            return true;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.arrivals.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    }
-
-    fn text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn finish(mut self) -> String {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.text()
-    }
-}
-
-/// The OpenAI stand-in on a free loopback port.
-struct Server {
-    _guard: Guard,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
-            .arg(python_script("openai_server.py"))
-            .arg("--log")
-            .arg(dir.path().join("server.jsonl"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 starts");
-        let stdout = Lines::spawn(child.stdout.take().unwrap());
-        let guard = Guard::new("openai_server.py", child);
-        assert!(
-            stdout.wait_for("\"port\"", Duration::from_secs(30)),
-            "openai_server.py did not report its port"
-        );
-        let line = stdout.text();
-        let value: Value = serde_json::from_str(line.lines().next().unwrap_or("")).unwrap();
-        Self {
-            _guard: guard,
-            port: value["port"].as_u64().unwrap() as u16,
-            _dir: dir,
-        }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
-    }
-}
-
-/// The `openai` SDK client, waiting for a line on stdin before its first
-/// request so that the probe can attach first.
-struct Client {
-    guard: Guard,
-    stdin: Option<ChildStdin>,
-    stderr: Lines,
-    _dir: tempfile::TempDir,
-}
-
-impl Client {
-    fn start(base_url: &str, requests: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
-            .arg(python_script("openai_client.py"))
-            .args(["--base-url", base_url, "--requests", &requests.to_string()])
-            .arg("--log")
-            .arg(dir.path().join("client.jsonl"))
-            .arg("--wait-stdin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 starts");
-        let stdin = child.stdin.take();
-        let stderr = Lines::spawn(child.stderr.take().unwrap());
-        Self {
-            guard: Guard::new("openai_client.py", child),
-            stdin,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn go(&mut self) {
-        self.stdin
-            .take()
-            .expect("the gate opens once")
-            .write_all(b"go\n")
-            .expect("the client reads its stdin");
-    }
-
-    fn wait(mut self) {
-        let status = self.guard.wait_timeout(CLIENT_TIMEOUT);
-        assert!(
-            status.success(),
-            "client failed ({status}):\n{}",
-            self.stderr.text()
-        );
-    }
+fn sdk_client(server: &OpenAiServer, requests: usize) -> GatedClient {
+    GatedClient::openai_sdk(&server.base_url(), &["--requests", &requests.to_string()])
 }
 
 /// A running `kubectl-llmslo diagnose`.
 struct Diagnose {
-    guard: Guard,
-    stdout: Lines,
-    stderr: Lines,
+    guard: ChildGuard,
+    stdout: LineReader,
+    stderr: LineReader,
 }
 
 /// Output of a finished `kubectl-llmslo` command.
@@ -327,10 +89,10 @@ impl Diagnose {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl-llmslo starts");
-        let stdout = Lines::spawn(child.stdout.take().unwrap());
-        let stderr = Lines::spawn(child.stderr.take().unwrap());
+        let stdout = LineReader::spawn(child.stdout.take().unwrap());
+        let stderr = LineReader::spawn(child.stderr.take().unwrap());
         Self {
-            guard: Guard::new("kubectl-llmslo", child),
+            guard: ChildGuard::new("kubectl-llmslo", child),
             stdout,
             stderr,
         }
@@ -338,7 +100,7 @@ impl Diagnose {
 
     fn wait_until_attached(&self) {
         assert!(
-            self.stderr.wait_for(PROBE_READY, READY_TIMEOUT),
+            self.stderr.wait_for(READY_LINE, READY_TIMEOUT),
             "the probe did not attach:\n{}",
             self.stderr.text()
         );
@@ -371,15 +133,20 @@ fn run_cli(args: &[&str], data_dir: &Path) -> Finished {
 
 /// Probes one client run of `requests` calls and returns the finished
 /// diagnose.
-fn diagnose_client(server: &Server, requests: usize, args: &[&str], data_dir: &Path) -> Finished {
-    let mut client = Client::start(&server.base_url(), requests);
-    let pid = client.guard.pid().to_string();
+fn diagnose_client(
+    server: &OpenAiServer,
+    requests: usize,
+    args: &[&str],
+    data_dir: &Path,
+) -> Finished {
+    let mut client = sdk_client(server, requests);
+    let pid = client.pid().to_string();
     let mut full_args = vec!["--pid", pid.as_str(), "-o", "json"];
     full_args.extend_from_slice(args);
     let diagnose = Diagnose::start(&full_args, data_dir);
     diagnose.wait_until_attached();
     client.go();
-    client.wait();
+    client.wait(CLIENT_TIMEOUT);
     diagnose.finish(Duration::from_secs(120))
 }
 
@@ -555,11 +322,20 @@ fn invalid_component_rule_is_rejected() {
 fn local_reports_sdk_calls_as_requests() {
     let _lock = exclusive();
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(FAST_SERVER);
+    let server = OpenAiServer::start(FAST_SERVER);
+    // The stand-in on 127.0.0.1 is an OpenAI-compatible server; the
+    // provider rule, passed through to the probe, names it openai.
     let out = diagnose_client(
         &server,
         10,
-        &["--duration", "20s", "--slo", "ttft.p50=5s"],
+        &[
+            "--duration",
+            "20s",
+            "--slo",
+            "ttft.p50=5s",
+            "--provider",
+            "openai=127.0.0.1",
+        ],
         data.path(),
     );
     assert_eq!(out.code(), Some(0), "stderr:\n{}", out.stderr);
@@ -577,7 +353,8 @@ fn local_reports_sdk_calls_as_requests() {
     for call in requests {
         assert_eq!(call["provider"], "openai", "{call}");
         assert_eq!(call["component"], "provider", "{call}");
-        assert_eq!(call["model"], "gpt-4o-mini", "{call}");
+        let model = call["model"].as_str().expect("a model");
+        assert!(model.starts_with("gpt-4o-mini"), "{call}");
         assert_eq!(call["streaming"], true, "{call}");
         assert_eq!(call["token_source"], "provider", "{call}");
         let ttft = call["ttft_us"].as_u64().expect("a TTFT");
@@ -595,13 +372,13 @@ fn local_reports_sdk_calls_as_requests() {
 fn table_output_to_a_pipe_has_no_ansi() {
     let _lock = exclusive();
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(FAST_SERVER);
-    let mut client = Client::start(&server.base_url(), 3);
-    let pid = client.guard.pid().to_string();
+    let server = OpenAiServer::start(FAST_SERVER);
+    let mut client = sdk_client(&server, 3);
+    let pid = client.pid().to_string();
     let diagnose = Diagnose::start(&["--pid", pid.as_str(), "--duration", "20s"], data.path());
     diagnose.wait_until_attached();
     client.go();
-    client.wait();
+    client.wait(CLIENT_TIMEOUT);
     let out = diagnose.finish(Duration::from_secs(120));
     assert_eq!(out.code(), Some(0), "stderr:\n{}", out.stderr);
     assert!(out.stdout.contains("TTFT p50"), "{}", out.stdout);
@@ -621,27 +398,17 @@ fn table_output_to_a_pipe_has_no_ansi() {
 fn first_ctrl_c_keeps_partial_result() {
     let _lock = exclusive();
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(FAST_SERVER);
-    let log_dir = tempfile::tempdir().unwrap();
-    let log = log_dir.path().join("client.jsonl");
+    let server = OpenAiServer::start(FAST_SERVER);
     // The shell outlives its client child, so the probe's window stays open
     // until the Ctrl-C.
     let script = format!(
-        "read _gate; python3 {} --base-url {} --requests 5 --log {}; exec sleep 600",
+        "sh -c 'python3 {} --base-url {} --requests 5 --log \"$CLIENT_LOG\"; exec sleep 600'",
         python_script("openai_client.py").display(),
         server.base_url(),
-        log.display()
     );
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("sh starts");
-    let mut gate = child.stdin.take().unwrap();
-    let shell = Guard::new("client shell", child);
-    let pid = shell.pid().to_string();
+    let mut client = GatedClient::shell("client shell", &script);
+    let pid = client.pid().to_string();
+    let log = client.log_path().to_path_buf();
 
     let started = Instant::now();
     let diagnose = Diagnose::start(
@@ -649,7 +416,7 @@ fn first_ctrl_c_keeps_partial_result() {
         data.path(),
     );
     diagnose.wait_until_attached();
-    gate.write_all(b"go\n").unwrap();
+    client.go();
     let deadline = Instant::now() + CLIENT_TIMEOUT;
     while std::fs::read_to_string(&log).map_or(0, |text| text.lines().count()) < 5 {
         assert!(
@@ -676,7 +443,7 @@ fn baseline_regression_names_provider() {
     let _lock = exclusive();
     let data = tempfile::tempdir().unwrap();
 
-    let fast = Server::start(FAST_SERVER);
+    let fast = OpenAiServer::start(FAST_SERVER);
     let first = diagnose_client(
         &fast,
         12,
@@ -699,7 +466,7 @@ fn baseline_regression_names_provider() {
     assert!(data.path().join("baselines/fast.json").is_file());
     drop(fast);
 
-    let slow = Server::start(SLOW_SERVER);
+    let slow = OpenAiServer::start(SLOW_SERVER);
     let second = diagnose_client(
         &slow,
         12,

@@ -68,6 +68,15 @@ pub fn complete_exchange(
     cause: EndCause,
 ) -> Exchange {
     let status = exchange.http.as_ref().and_then(|http| http.status);
+    // A stream whose terminal event arrived is complete even when the
+    // connection ends before the HTTP framing does: the OpenAI Python SDK
+    // closes its connection after `data: [DONE]` without reading the last
+    // chunk of the body, which over TLS often arrives in a record of its own.
+    let stream_terminated = llm.as_ref().is_some_and(|llm| llm.terminal_ns().is_some());
+    let cause = match cause {
+        EndCause::Closed { .. } | EndCause::Reset { .. } if stream_terminated => EndCause::Complete,
+        other => other,
+    };
     let complete = cause == EndCause::Complete;
 
     let mut terminal_ns = None;

@@ -296,3 +296,16 @@ fn http_gaps_and_resync() {
     assert!(stats.unparsed_bytes > 0);
     assert!(stats.lost_sync >= 2, "lost_sync {}", stats.lost_sync);
 }
+
+#[test]
+fn openai_chat_close_after_done() {
+    let exchanges = exchanges_of("openai_chat_close_after_done");
+    assert_eq!(exchanges.len(), 1);
+    let exchange = &exchanges[0];
+    assert_eq!(exchange.error, None, "the stream saw its terminal event");
+    assert_eq!(exchange.e2e_us, Some(530_000), "E2E ends at data: [DONE]");
+    let llm = exchange.llm.as_ref().unwrap();
+    assert!(llm.terminated);
+    assert_eq!(llm.content_events, 3);
+    assert_eq!(llm.usage.output_tokens, Some(4));
+}

@@ -49,14 +49,14 @@ pub enum BaselineError {
     NotFound { name: String, dir: String },
     #[error("no baseline saved yet in {dir}; save one first with --save-baseline NAME")]
     NoneSaved { dir: String },
-    #[error("failed to {action} baseline file {path}: {source}")]
+    #[error("failed to {action} baseline file {path}")]
     Io {
         action: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("baseline file {path} is not a valid baseline: {source}")]
+    #[error("baseline file {path} is not a valid baseline")]
     Invalid {
         path: String,
         #[source]

@@ -184,11 +184,9 @@ fn endpoint_of(exchange: &Exchange) -> Endpoint<'_> {
 
 /// Splits `host:port`, `[v6]:port`, or a bare host.
 pub fn split_host_port(text: &str) -> (Option<String>, Option<u16>) {
-    if let Some(rest) = text.strip_prefix('[') {
-        if let Some((host, tail)) = rest.split_once(']') {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (Some(host.to_owned()), port);
-        }
+    if let Some((host, tail)) = text.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (Some(host.to_owned()), port);
     }
     match text.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse() {
@@ -218,10 +216,10 @@ pub fn classify(exchange: &Exchange, rules: &[ComponentRule]) -> String {
     if exchange.db.is_some() || matches!(exchange.protocol, Protocol::Postgres | Protocol::Redis) {
         return RETRIEVAL.to_owned();
     }
-    if let Some(path) = endpoint.path {
-        if is_guardrail_path(path, endpoint.port, endpoint.server_name.as_deref()) {
-            return GUARDRAIL.to_owned();
-        }
+    if let Some(path) = endpoint.path
+        && is_guardrail_path(path, endpoint.port, endpoint.server_name.as_deref())
+    {
+        return GUARDRAIL.to_owned();
     }
     if let Some(llm) = &exchange.llm {
         return if llm.operation == "embeddings" || llm.api.contains("embed") {
@@ -230,10 +228,10 @@ pub fn classify(exchange: &Exchange, rules: &[ComponentRule]) -> String {
             PROVIDER.to_owned()
         };
     }
-    if let Some(path) = endpoint.path {
-        if is_vector_search_path(path, endpoint.server_name.as_deref()) {
-            return RETRIEVAL.to_owned();
-        }
+    if let Some(path) = endpoint.path
+        && is_vector_search_path(path, endpoint.server_name.as_deref())
+    {
+        return RETRIEVAL.to_owned();
     }
     OTHER.to_owned()
 }

@@ -17,7 +17,7 @@ use super::slo::{Comparison, Sli, SloScope, SloSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenSloError {
-    #[error("failed to read the OpenSLO file {path}: {source}")]
+    #[error("failed to read the OpenSLO file {path}")]
     Read {
         path: String,
         #[source]
@@ -173,25 +173,25 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<SloSpec>, OpenSloError> {
         };
         let spec: SloDocSpec = serde_json::from_value(document.spec.clone())
             .map_err(|error| fail(format!("invalid spec: {error}")))?;
-        if let Some(method) = &spec.budgeting_method {
-            if method != "Occurrences" {
-                return Err(fail(format!(
-                    "budgetingMethod {method:?} is not supported; llmslo counts requests, \
-                     so use Occurrences"
-                )));
-            }
+        if let Some(method) = &spec.budgeting_method
+            && method != "Occurrences"
+        {
+            return Err(fail(format!(
+                "budgetingMethod {method:?} is not supported; llmslo counts requests, \
+                 so use Occurrences"
+            )));
         }
         if spec.objectives.is_empty() {
             return Err(fail("the SLO has no objectives".to_owned()));
         }
         for (index, objective) in spec.objectives.iter().enumerate() {
-            let indicator = resolve_indicator(objective, &spec, &indicators).map_err(&fail)?;
+            let indicator = resolve_indicator(objective, &spec, &indicators).map_err(fail)?;
             let label = match &objective.display_name {
                 Some(display) => format!("{name}: {display}"),
                 None if spec.objectives.len() > 1 => format!("{name}[{index}]"),
                 None => name.clone(),
             };
-            specs.push(objective_spec(label, objective, &indicator).map_err(&fail)?);
+            specs.push(objective_spec(label, objective, &indicator).map_err(fail)?);
         }
     }
     if specs.is_empty() {

@@ -153,7 +153,9 @@ pub struct CallRecord {
     pub input_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
-    /// `provider`, `estimate_from_events`, `linked_calls` or `unknown`.
+    /// `provider`, `estimate_from_events`, `unknown`, or `linked_calls` for
+    /// inbound requests whose own response format is not parsed: the sum
+    /// of the output tokens of the LLM calls linked to them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_source: Option<String>,
     /// Output tokens per second of the generation phase:
@@ -191,6 +193,10 @@ pub struct CallRecord {
     /// Every inter-token gap, for pooled ITL percentiles.
     #[serde(skip)]
     pub itl_us: Vec<u64>,
+    /// The response is an event stream (`text/event-stream` or NDJSON),
+    /// whatever its format inside.
+    #[serde(skip)]
+    pub event_stream: bool,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -227,6 +233,13 @@ impl CallRecord {
         self.component == components::PROVIDER && self.operation.is_some()
     }
 }
+
+/// Response content types of streamed responses.
+const EVENT_STREAM_TYPES: [&str; 3] = [
+    "text/event-stream",
+    "application/x-ndjson",
+    "application/jsonl",
+];
 
 /// Inbound paths of health checks and metrics scrapes.
 const EXCLUDED_INBOUND_PATHS: [&str; 8] = [
@@ -403,6 +416,9 @@ fn record(
         decomposition: None,
         t0_ns: exchange.t0_ns,
         itl_us: llm.map(|llm| llm.itl_us.clone()).unwrap_or_default(),
+        event_stream: http
+            .and_then(|http| http.content_type.as_deref())
+            .is_some_and(|content_type| EVENT_STREAM_TYPES.contains(&content_type)),
     }
 }
 

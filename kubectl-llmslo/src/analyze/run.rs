@@ -33,14 +33,13 @@ struct NodeContext<'a> {
 impl NodeContext<'_> {
     fn throttle_for(&self, pid: u32) -> Option<&ThrottleTimeline> {
         let container = self.container_of.get(&pid).cloned().flatten();
-        if let Some(container) = container {
-            if let Some((_, timeline)) = self
+        if let Some(container) = container
+            && let Some((_, timeline)) = self
                 .throttle
                 .iter()
                 .find(|(path, _)| path.contains(&container))
-            {
-                return Some(timeline);
-            }
+        {
+            return Some(timeline);
         }
         // One sampled cgroup: it is the target's (the --local case).
         match self.throttle.as_slice() {
@@ -131,6 +130,7 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
         &contexts,
         scope,
     );
+    add_linked_tokens(&mut records);
     let samples = request_samples(&records);
 
     let request_records: Vec<&CallRecord> =
@@ -295,10 +295,9 @@ fn compared_metrics(options: &AnalysisOptions) -> Vec<(Sli, f64)> {
     for spec in &options.slos {
         if let (Some(percentile), Sli::Ttft | Sli::Ttfb | Sli::E2e | Sli::TokensPerSec) =
             (spec.percentile, spec.sli)
+            && !metrics.contains(&(spec.sli, percentile))
         {
-            if !metrics.contains(&(spec.sli, percentile)) {
-                metrics.push((spec.sli, percentile));
-            }
+            metrics.push((spec.sli, percentile));
         }
     }
     metrics
@@ -440,8 +439,7 @@ fn link_and_decompose(
             }
         };
 
-        for index in 0..records.len() {
-            let record = &records[index];
+        for record in records.iter_mut() {
             if record.direction != Direction::Outbound {
                 continue;
             }
@@ -457,7 +455,7 @@ fn link_and_decompose(
             let interval = record.interval(window_end(&record.node));
             let component = record.component.clone();
             add_spans(&link, interval, &component);
-            records[index].link = Some(link);
+            record.link = Some(link);
         }
         for (node, connect) in connects {
             let Some(latency_us) = connect.latency_us else {
@@ -513,10 +511,14 @@ fn link_and_decompose(
     summary
 }
 
+/// Outbound calls linked to one request: how many, how many of them
+/// ambiguously, and the start and component of the first that failed.
+type LinkedCalls = (usize, usize, Option<(u64, String)>);
+
 /// Builds one sample per request, in record order, with its error cause and
 /// link counts.
 fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
-    let mut linked: HashMap<usize, (usize, usize, Option<(u64, String)>)> = HashMap::new();
+    let mut linked: HashMap<usize, LinkedCalls> = HashMap::new();
     for record in records {
         let Some(link) = &record.link else { continue };
         for &candidate in &link.candidate_indices {
@@ -598,4 +600,34 @@ fn call_as_sample(record: &CallRecord) -> RequestSample {
         }
     }
     sample
+}
+
+/// Fills in the output tokens of inbound requests whose response format
+/// the probe does not parse. They get the sum over the LLM calls linked to
+/// them, and output tokens per second when the response is an event
+/// stream.
+fn add_linked_tokens(records: &mut [CallRecord]) {
+    let mut linked: HashMap<usize, u64> = HashMap::new();
+    for record in records.iter() {
+        let Some(request) = record.link.as_ref().and_then(|link| link.request_index) else {
+            continue;
+        };
+        if record.is_generation_call() {
+            *linked.entry(request).or_default() += record.output_tokens.unwrap_or(0);
+        }
+    }
+    for (index, tokens) in linked {
+        let record = &mut records[index];
+        if record.output_tokens.is_some() || tokens == 0 {
+            continue;
+        }
+        record.output_tokens = Some(tokens);
+        record.token_source = Some("linked_calls".to_owned());
+        record.tokens_per_sec = records::tokens_per_sec(
+            Some(tokens),
+            record.event_stream,
+            record.ttft_us,
+            record.e2e_us,
+        );
+    }
 }

@@ -475,3 +475,32 @@ fn analysis_is_reproducible() {
         serde_json::to_string(&second.verdicts).unwrap()
     );
 }
+
+#[test]
+fn inbound_without_llm_format_gets_linked_tokens() {
+    let mut collection = Scenario::default().collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    for exchange in result
+        .exchanges
+        .iter_mut()
+        .filter(|e| e.direction == Direction::Inbound)
+    {
+        exchange.llm = None;
+        if let Some(http) = exchange.http.as_mut() {
+            http.content_type = Some("text/event-stream".into());
+        }
+    }
+    let analysis = analyze(&collection, &AnalysisOptions::default());
+    let request = analysis
+        .calls
+        .iter()
+        .find(|c| c.role == Role::Request)
+        .unwrap();
+    assert_eq!(request.output_tokens, Some(100));
+    assert_eq!(request.token_source.as_deref(), Some("linked_calls"));
+    assert_eq!(
+        request.ttft_source,
+        Some(super::records::TtftSource::FirstByte)
+    );
+    assert!(request.tokens_per_sec.unwrap() > 0.0);
+}

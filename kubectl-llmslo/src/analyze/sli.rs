@@ -108,6 +108,7 @@ impl SliSummary {
         let mut tpot = Vec::new();
         let mut e2e = Vec::new();
         let mut tokens_per_sec = Vec::new();
+
         for record in records {
             summary.requests += 1;
             if let Some(error) = &record.error {
@@ -120,6 +121,7 @@ impl SliSummary {
                     summary.rate_limited += 1;
                 }
             }
+
             ttft.extend(record.ttft_us.map(|v| v as f64));
             itl.extend(record.itl_us.iter().map(|&v| v as f64));
             tpot.extend(record.tpot_us);
@@ -134,6 +136,7 @@ impl SliSummary {
                     .or_default() += 1;
             }
         }
+
         if summary.requests > 0 {
             summary.error_rate = summary.errors as f64 / summary.requests as f64;
             summary.rate_limited_rate = summary.rate_limited as f64 / summary.requests as f64;

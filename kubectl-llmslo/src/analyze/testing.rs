@@ -59,6 +59,7 @@ pub fn record(id: u64, ttft_us: u64, e2e_us: u64) -> CallRecord {
         decomposition: None,
         t0_ns: id * 10_000_000_000,
         itl_us: Vec::new(),
+        event_stream: false,
     }
 }
 

@@ -31,8 +31,8 @@ pub use interrupt::Interrupts;
 /// # Caveats
 ///
 /// `--dry-run` still reads the cluster, because the Jobs name the target
-/// containers and their nodes, which only the API server knows. It creates
-/// nothing.
+/// containers and their nodes, and only the API server has them. It
+/// creates nothing.
 ///
 /// # Errors
 ///
@@ -149,7 +149,8 @@ async fn clean_up(
     }
 }
 
-/// A run id: 8 random hex digits, short enough for Job names and labels.
+/// Returns a new run id: 8 random hex digits, short enough for Job names
+/// and labels.
 fn new_run_id() -> anyhow::Result<String> {
     let random = getrandom::u32()
         .map_err(|error| anyhow::anyhow!("failed to read random bytes for the run id: {error}"))?;

@@ -6,7 +6,7 @@
 //! `metadata.name`, the way the DaemonSet controller pins its pods, rather
 //! than with `spec.nodeName`. The scheduler then still checks resources,
 //! taints and preemption, and reports `PodScheduled=False` with its reason
-//! when the node cannot take the pod; a pod bound by `nodeName` skips the
+//! when the node cannot take the pod. A pod bound by `nodeName` skips the
 //! scheduler and fails at the kubelet with less to go on. Matching the
 //! field instead of the `kubernetes.io/hostname` label also works on
 //! clusters where the label differs from the node name.
@@ -40,15 +40,16 @@ pub const PROBE_ENTRYPOINT: &str = "/llmslo-probe";
 pub const PROBE_CONTAINER: &str = "probe";
 
 /// Time the probe gets after its window to stop, serialize and print its
-/// result before the Job deadline ends it; also the pod's termination grace
-/// period, so a deleted probe has as long to print a partial result.
+/// result before the Job deadline ends it. It is also the pod's termination
+/// grace period, so that a deleted probe has as long to print a partial
+/// result.
 pub const RESULT_GRACE: Duration = Duration::from_secs(10);
 
 /// How long finished Jobs stay when the CLI could not delete them.
 pub const TTL_AFTER_FINISHED_SECS: i32 = 600;
 
-/// Where the probe finds the host's `/proc` (to read other containers'
-/// processes and their `/proc/PID/root`).
+/// Mount path of the host's `/proc` in the probe container, from which the
+/// probe reads other containers' processes and their `/proc/PID/root`.
 pub const HOST_PROC_MOUNT: &str = "/host/proc";
 
 /// Returns the probe image of this CLI's version.
@@ -96,8 +97,9 @@ pub fn plan_jobs(targets: &[WorkloadIdentity], options: &PlanOptions) -> Vec<Pla
         .collect()
 }
 
-/// The Job's `activeDeadlineSeconds`: it counts from the Job's start, so it
-/// covers scheduling and the image pull as well as the window.
+/// Returns the Job's `activeDeadlineSeconds`. The deadline counts from the
+/// Job's start, so it covers scheduling and the image pull as well as the
+/// window.
 pub fn active_deadline(options: &PlanOptions) -> Duration {
     options.start_timeout + options.window + RESULT_GRACE
 }

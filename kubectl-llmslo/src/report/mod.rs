@@ -61,11 +61,11 @@ impl Style {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("failed to serialize the report as JSON: {0}")]
+    #[error("failed to serialize the report as JSON")]
     Json(#[from] serde_json::Error),
     #[error("failed to serialize the report as YAML: {0}")]
     Yaml(String),
-    #[error("failed to write the report: {0}")]
+    #[error("failed to write the report")]
     Write(#[from] io::Error),
 }
 

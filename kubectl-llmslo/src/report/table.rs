@@ -57,7 +57,7 @@ pub(super) fn new_table(style: Style, header: &[&str]) -> Table {
     if style.color {
         table.enforce_styling();
     }
-    table.set_header(header.iter().map(|h| Cell::new(h)).collect::<Vec<_>>());
+    table.set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     table
 }
 
