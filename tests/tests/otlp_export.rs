@@ -67,10 +67,16 @@ impl Finished {
 }
 
 /// Runs `diagnose --local` on a gated client with `args`, opens the gate
-/// once the probe is attached, and waits for both.
-fn diagnose(client: GatedClient, args: &[&str]) -> (Finished, GatedClientLog) {
+/// once the probe is attached, and waits for both. The report is JSON
+/// unless `args` sets `-o`. Returns the requests the client logged.
+fn diagnose(client: GatedClient, args: &[&str]) -> (Finished, Vec<TracedRequest>) {
     let pid = client.pid().to_string();
     let data = tempfile::tempdir().unwrap();
+    let format: &[&str] = if args.contains(&"-o") {
+        &[]
+    } else {
+        &["-o", "json"]
+    };
     let mut child = Command::new(binary("kubectl-llmslo"))
         .args([
             "-vv",
@@ -81,7 +87,7 @@ fn diagnose(client: GatedClient, args: &[&str]) -> (Finished, GatedClientLog) {
             "--duration",
             "60s",
         ])
-        .args(["-o", "json"])
+        .args(format)
         .args(args)
         .env("LLMSLO_DATA_DIR", data.path())
         .env_remove("LLMSLO_LOG")
@@ -101,11 +107,9 @@ fn diagnose(client: GatedClient, args: &[&str]) -> (Finished, GatedClientLog) {
 
     let mut client = client;
     client.go();
-    let log_path = client.log_path().to_owned();
-    let log_text = {
-        client.wait(CLIENT_TIMEOUT);
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    };
+    // The log lives in the client's temporary directory, so it is read
+    // before the client is dropped.
+    let requests: Vec<TracedRequest> = client.wait_for_log(CLIENT_TIMEOUT);
     let client_done = Instant::now();
     let status = guard.wait_timeout(Duration::from_secs(120));
     let finished = Finished {
@@ -114,20 +118,7 @@ fn diagnose(client: GatedClient, args: &[&str]) -> (Finished, GatedClientLog) {
         stderr: stderr.finish(),
         after_client: client_done.elapsed(),
     };
-    (finished, GatedClientLog(log_text))
-}
-
-/// The client's JSON-lines log, read before its directory went away.
-struct GatedClientLog(String);
-
-impl GatedClientLog {
-    fn requests(&self) -> Vec<TracedRequest> {
-        self.0
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| serde_json::from_str(line).expect("a client log line"))
-            .collect()
-    }
+    (finished, requests)
 }
 
 fn llmslo_spans(receiver: &OtlpReceiver) -> Vec<ReceivedSpan> {
@@ -187,7 +178,7 @@ fn grpc_spans_continue_app_traces() {
     );
     let client_pid = client.pid();
     let endpoint = receiver.grpc_endpoint();
-    let (out, log) = diagnose(
+    let (out, requests) = diagnose(
         client,
         &[
             "--otlp-endpoint",
@@ -202,11 +193,10 @@ fn grpc_spans_continue_app_traces() {
     assert_eq!(export["state"], "exported", "{export}");
     assert_eq!(export["protocol"], "grpc");
     assert_eq!(export["mode"], "all");
-    assert_eq!(export["spans"], 3, "{export}");
+    assert_eq!(export["spans"], 3, "{export}\ncalls: {:#}", report["calls"]);
     assert_eq!(export["covered_spans"], 3, "{export}");
     assert_eq!(report["traces"]["traced_requests"], 3);
 
-    let requests = log.requests();
     assert_eq!(requests.len(), 3);
     let spans = llmslo_spans(&receiver);
     assert_eq!(spans.len(), 3, "{spans:#?}");
@@ -360,7 +350,7 @@ fn http_spans_share_wrapping_parent() {
         &["--requests", "2", "--span-mode", "shared"],
     );
     let endpoint = receiver.http_endpoint();
-    let (out, log) = diagnose(
+    let (out, requests) = diagnose(
         client,
         &[
             "--otlp-endpoint",
@@ -377,11 +367,16 @@ fn http_spans_share_wrapping_parent() {
     assert_eq!(report["otlp_export"]["protocol"], "http/protobuf");
     assert_eq!(report["otlp_export"]["skipped_calls"], 0);
 
-    let requests = log.requests();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].span_id, requests[1].span_id);
     let spans = llmslo_spans(&receiver);
-    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert_eq!(
+        spans.len(),
+        2,
+        "{}\ncalls: {:#}",
+        report["otlp_export"],
+        report["calls"]
+    );
     for span in &spans {
         assert_eq!(span.transport, Transport::Http);
         assert_eq!(span.trace_id_hex(), requests[0].trace_id);
