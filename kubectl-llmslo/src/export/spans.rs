@@ -53,7 +53,8 @@ pub enum SpanRole {
 
 impl SpanRole {
     /// Returns the span role of a call, or `None` for calls that get no
-    /// span: health checks, DNS queries and other outbound traffic.
+    /// span: health checks, DNS queries, the target's own telemetry
+    /// exports and other non-HTTP outbound traffic.
     pub fn of(record: &CallRecord) -> Option<Self> {
         let http = matches!(record.protocol, Protocol::Http1 | Protocol::Http2);
         match record.direction {
@@ -68,7 +69,7 @@ impl SpanRole {
                     Some(Self::GenAi)
                 } else if matches!(record.protocol, Protocol::Postgres | Protocol::Redis) {
                     Some(Self::Database)
-                } else if http {
+                } else if http && !is_telemetry_export(record) {
                     Some(Self::HttpClient)
                 } else {
                     None
@@ -76,6 +77,31 @@ impl SpanRole {
             }
         }
     }
+}
+
+/// OTLP/HTTP signal paths; a collector may serve them under a prefix.
+const OTLP_HTTP_PATH_ENDINGS: [&str; 3] = ["/v1/traces", "/v1/metrics", "/v1/logs"];
+
+/// Path prefix of the OTLP/gRPC export methods.
+const OTLP_GRPC_PATH_PREFIX: &str = "/opentelemetry.proto.collector.";
+
+/// Returns whether an unclassified outbound call is the target sending its
+/// own telemetry over OTLP. Such a call is not part of any request, and a
+/// span for it would add one root trace per export batch, so it gets none.
+/// A `--component` rule that matches it makes it a dependency again.
+fn is_telemetry_export(record: &CallRecord) -> bool {
+    if record.component != components::OTHER {
+        return false;
+    }
+    let endpoint = &record.endpoint;
+    let Some(path) = endpoint.path.as_deref() else {
+        return false;
+    };
+    endpoint.method.as_deref() == Some("POST")
+        && (path.starts_with(OTLP_GRPC_PATH_PREFIX)
+            || OTLP_HTTP_PATH_ENDINGS
+                .iter()
+                .any(|ending| path.ends_with(ending)))
 }
 
 /// The spans of one run, grouped by resource.
@@ -631,6 +657,41 @@ mod tests {
         assert_eq!(
             attribute(guardrail, "http.response.status_code"),
             Some(&Value::I64(200))
+        );
+    }
+
+    #[test]
+    fn telemetry_exports_get_no_span() {
+        let analysis = analysis(false);
+        let guardrail = analysis
+            .calls
+            .iter()
+            .find(|c| c.component == components::GUARDRAIL)
+            .expect("a guardrail call");
+        let call = |component: &str, path: &str| {
+            let mut call = guardrail.clone();
+            call.component = component.to_owned();
+            call.endpoint.path = Some(path.to_owned());
+            call.endpoint.method = Some("POST".to_owned());
+            call
+        };
+
+        for path in [
+            "/v1/traces",
+            "/otlp/v1/metrics",
+            "/v1/logs",
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        ] {
+            assert_eq!(SpanRole::of(&call(components::OTHER, path)), None, "{path}");
+        }
+        assert_eq!(
+            SpanRole::of(&call(components::OTHER, "/v1/score")),
+            Some(SpanRole::HttpClient)
+        );
+        assert_eq!(
+            SpanRole::of(&call("telemetry", "/v1/traces")),
+            Some(SpanRole::HttpClient),
+            "a --component rule makes it a dependency"
         );
     }
 
