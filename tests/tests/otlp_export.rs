@@ -441,6 +441,7 @@ fn unreachable_collector_keeps_report() {
     assert_eq!(report["requests"]["requests"], 1);
     assert_eq!(report["otlp_export"]["state"], "failed");
     let error = report["otlp_export"]["error"].as_str().unwrap();
+    assert!(error.contains(&endpoint), "{error}");
     assert!(error.contains("--otlp-timeout 3s"), "{error}");
     let diagnostic = report["diagnostics"]
         .as_array()

@@ -132,7 +132,7 @@ impl OtlpConfig {
 }
 
 /// Resolves the endpoint, protocol, TLS and headers.
-fn resolve(
+pub(super) fn resolve(
     endpoint: &str,
     protocol: Option<OtlpProtocol>,
     insecure: bool,

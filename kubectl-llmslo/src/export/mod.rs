@@ -20,7 +20,10 @@ use serde::Serialize;
 
 pub use config::OtlpConfig;
 
-use crate::{analyze::Analysis, cli::OtlpMode};
+use crate::{
+    analyze::Analysis,
+    cli::{OtlpMode, OtlpProtocol},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -38,18 +41,27 @@ pub enum ExportError {
     HttpClient { reason: String },
     #[error("failed to collect the GenAI metrics: {reason}")]
     Collect { reason: String },
-    #[error("the collector did not accept the {signal}: {source}")]
+    #[error(
+        "failed to send the {signal} to {target} (--otlp-timeout {}): {source}; check that \
+         a collector listens there and accepts OTLP over {protocol}, or raise --otlp-timeout \
+         if it is slow",
+        humantime::format_duration(*timeout)
+    )]
     Send {
         signal: &'static str,
+        /// The endpoint, or for OTLP/HTTP the signal's URL.
+        target: String,
+        protocol: &'static str,
+        timeout: Duration,
         #[source]
         source: OTelSdkError,
     },
     #[error(
-        "the export did not finish within --otlp-timeout {}; check that the collector \
-         is reachable, or raise the timeout",
+        "the export to {endpoint} did not finish within --otlp-timeout {}; check that \
+         the collector is reachable, or raise the timeout",
         humantime::format_duration(*timeout)
     )]
-    TimedOut { timeout: Duration },
+    TimedOut { endpoint: String, timeout: Duration },
     #[error("the export was interrupted by Ctrl-C")]
     Interrupted,
 }
@@ -106,7 +118,10 @@ pub async fn export(analysis: &Analysis, config: &OtlpConfig) -> ExportSummary {
 
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(config.timeout, send(analysis, config, &mut summary)) => {
-            outcome.unwrap_or(Err(ExportError::TimedOut { timeout: config.timeout }))
+            outcome.unwrap_or_else(|_| Err(ExportError::TimedOut {
+                endpoint: config.endpoint.clone(),
+                timeout: config.timeout,
+            }))
         }
         _ = tokio::signal::ctrl_c() => Err(ExportError::Interrupted),
     };
@@ -143,10 +158,7 @@ async fn send(
         exporter
             .export(batch)
             .await
-            .map_err(|source| ExportError::Send {
-                signal: "spans",
-                source,
-            })?;
+            .map_err(|source| send_error("spans", &config.traces_url, config, source))?;
         summary.spans += count;
     }
 
@@ -164,11 +176,57 @@ async fn send(
         exporter
             .export(&collection.metrics)
             .await
-            .map_err(|source| ExportError::Send {
-                signal: "metrics",
-                source,
-            })?;
+            .map_err(|source| send_error("metrics", &config.metrics_url, config, source))?;
         summary.metric_values += collection.recorded_values;
     }
     Ok(())
+}
+
+/// Describes a failed export of `signal`. `http_url` is the signal's
+/// OTLP/HTTP URL; gRPC sends every signal to the endpoint itself.
+fn send_error(
+    signal: &'static str,
+    http_url: &str,
+    config: &OtlpConfig,
+    source: OTelSdkError,
+) -> ExportError {
+    let target = match config.protocol {
+        OtlpProtocol::Grpc => config.endpoint.clone(),
+        OtlpProtocol::HttpProtobuf => http_url.to_owned(),
+    };
+    ExportError::Send {
+        signal,
+        target,
+        protocol: config.protocol_name(),
+        timeout: config.timeout,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_error_names_target_and_timeout() {
+        let source = || OTelSdkError::InternalFailure("connection refused".to_owned());
+
+        let mut config = config::resolve("http://127.0.0.1:4318", None, false, &[]).unwrap();
+        config.timeout = Duration::from_secs(3);
+        let message = send_error("spans", &config.traces_url, &config, source()).to_string();
+        assert!(
+            message.contains("spans to http://127.0.0.1:4318/v1/traces"),
+            "{message}"
+        );
+        assert!(message.contains("--otlp-timeout 3s"), "{message}");
+        assert!(message.contains("connection refused"), "{message}");
+        assert!(message.contains("OTLP over http/protobuf"), "{message}");
+
+        let config = config::resolve("grpc://127.0.0.1:4317", None, false, &[]).unwrap();
+        let message = send_error("metrics", &config.metrics_url, &config, source()).to_string();
+        assert!(
+            message.contains("metrics to grpc://127.0.0.1:4317 "),
+            "{message}"
+        );
+    }
 }
