@@ -8,6 +8,7 @@ mod collection;
 mod diagnose;
 mod doctor;
 mod exit;
+mod export;
 mod gather;
 mod local;
 mod plan;

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod cgroup_tree;
 pub mod kube_sim;
 pub mod net;
+pub mod otlp_receiver;
 pub mod probe;
 pub mod process;
 pub mod python;

@@ -179,6 +179,23 @@ impl GatedClient {
         Self::spawn("openai_client.py", command, dir, log)
     }
 
+    /// Starts `tests/python/traced_openai_client.py` with `--wait-stdin`:
+    /// the `openai` SDK inside OpenTelemetry SDK spans, with `traceparent`.
+    pub fn traced_openai_sdk(base_url: &str, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("client.jsonl");
+        let mut command = Command::new("python3");
+        command
+            .arg(binaries::python_script("traced_openai_client.py"))
+            .arg("--base-url")
+            .arg(base_url)
+            .arg("--log")
+            .arg(&log)
+            .arg("--wait-stdin")
+            .args(extra_args);
+        Self::spawn("traced_openai_client.py", command, dir, log)
+    }
+
     /// Runs a shell command line after the gate opens; `exec` keeps the
     /// pid, so the probe follows the command itself.
     pub fn shell(name: &str, script: &str) -> Self {
