@@ -126,7 +126,7 @@ MANIFEST
         os: $os
         arch: $arch
     uri: $base_url/$name
-    sha256: $sha256
+    sha256: "$sha256"
     files:
     - from: $binary
       to: .
