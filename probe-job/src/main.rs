@@ -3,6 +3,12 @@ mod collect;
 use aya::maps::{HashMap, RingBuf};
 
 fn main() -> anyhow::Result<()> {
+    // tests/tests/ship_probe_image.rs checks this line; keep the format
+    // that clap's `--version` prints, `llmslo-probe <version>`.
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("llmslo-probe {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     let pid: u32 = std::env::args().nth(1).unwrap().parse()?;
     let mut ebpf = collect::loader::load_and_attach(8 << 20)?;
     let mut targets: HashMap<_, u32, u8> =
