@@ -4,10 +4,11 @@
 # image has to be pulled.
 #
 # Usage:
-#   scripts/build-probe-image.sh [--profile PROFILE] [--tag IMAGE]
-#                                [--context DIR] [--context-only]
+#   scripts/build-probe-image.sh [--profile PROFILE] [--binary PATH]
+#                                [--tag IMAGE] [--context DIR] [--context-only]
 #
-# PROFILE defaults to release. IMAGE defaults to
+# PROFILE defaults to release. PATH is an llmslo-probe already built for
+# x86_64-unknown-linux-musl; without it the script builds one. IMAGE defaults to
 # ghcr.io/llmslo/llmslo-probe:v<version>, the image that kubectl llmslo of
 # the same version runs. DIR (default target/probe-image) receives the
 # build context; the script empties it first. --context-only stops after
@@ -42,10 +43,11 @@ pick_engine() {
 }
 
 main() {
-  local profile=release tag='' context_only=false
+  local profile=release binary='' tag='' context_only=false
   while [ $# -gt 0 ]; do
     case $1 in
       --profile) profile=${2:?--profile needs a value}; shift 2 ;;
+      --binary) binary=${2:?--binary needs a path}; shift 2 ;;
       --tag) tag=${2:?--tag needs an image name}; shift 2 ;;
       --context) context=${2:?--context needs a directory}; shift 2 ;;
       --context-only) context_only=true; shift ;;
@@ -58,11 +60,14 @@ main() {
   version=$(release_version)
   tag=${tag:-$image_repository:v$version}
 
-  log "building llmslo-probe for $target ($profile)"
-  (cd "$repo" && cargo build --locked -p llmslo-probe --target "$target" --profile "$profile" >&2)
-  local profile_dir=$profile
-  [ "$profile" = dev ] && profile_dir=debug
-  local binary="$repo/target/$target/$profile_dir/llmslo-probe"
+  if [ -z "$binary" ]; then
+    log "building llmslo-probe for $target ($profile)"
+    (cd "$repo" && cargo build --locked -p llmslo-probe --target "$target" --profile "$profile" >&2)
+    local profile_dir=$profile
+    [ "$profile" = dev ] && profile_dir=debug
+    binary="$repo/target/$target/$profile_dir/llmslo-probe"
+  fi
+  [ -f "$binary" ] || fail "probe binary $binary not found"
 
   rm -rf "$context"
   mkdir -p "$context/licenses"
@@ -77,8 +82,11 @@ main() {
 
   local engine
   engine=$(pick_engine)
+  # The image has two small layers, so podman and buildah keep no
+  # intermediate images for a cache that would save nothing.
   case $engine in
-    buildah) build_command=(buildah bud) ;;
+    buildah) build_command=(buildah bud --layers=false) ;;
+    podman) build_command=(podman build --layers=false) ;;
     *) build_command=("$engine" build) ;;
   esac
   log "building $tag with $engine"

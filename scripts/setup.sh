@@ -19,6 +19,7 @@ apt_packages=(
   "llvm-$llvm_major-dev" "libpolly-$llvm_major-dev" libzstd-dev
   musl-tools bpftool runc iproute2 nftables
   tshark tcpdump curl redis-server postgresql-15 dnsmasq-base golang-1.19-go
+  podman shellcheck
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -9,7 +9,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-/// Answers `GET /version` with the fields of a Kubernetes version object.
+/// HTTPS server that returns a Kubernetes version object for `GET /version`.
 const SERVER: &str = r#"
 import http.server, json, ssl, sys
 
@@ -46,47 +46,74 @@ impl Drop for ServerGuard {
     }
 }
 
-/// Writes a self-signed P-256 certificate for 127.0.0.1 and its key.
-fn write_certificate(dir: &Path) {
+/// Runs `openssl` with `args`, panicking with the command when it fails.
+fn openssl(args: &[&str], dir: &Path) {
     let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
+        .args(args)
+        .current_dir(dir)
         .stderr(Stdio::null())
         .status()
         .expect("failed to run openssl");
-    assert!(status.success(), "openssl req failed");
+    assert!(status.success(), "openssl {} failed", args.join(" "));
+}
 
-    let status = Command::new("openssl")
-        .args(["x509", "-outform", "der", "-in"])
-        .arg(dir.join("cert.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.der"))
-        .status()
-        .expect("failed to run openssl");
-    assert!(status.success(), "openssl x509 failed");
+/// Writes a P-256 test CA (`ca.der`) and a server certificate for
+/// 127.0.0.1 that it signed (`cert.pem`, `key.pem`). rustls rejects a
+/// self-signed CA certificate as the server's own, hence the two levels.
+fn write_certificates(dir: &Path) {
+    let ec_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=llmslo test CA"];
+    ca.extend(ec_key);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca, dir);
+    openssl(
+        &["x509", "-in", "ca.pem", "-outform", "der", "-out", "ca.der"],
+        dir,
+    );
+
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+    request.extend(ec_key);
+    request.extend(["-keyout", "key.pem", "-out", "server.csr"]);
+    openssl(&request, dir);
+
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "cert.pem",
+        ],
+        dir,
+    );
 }
 
 #[tokio::test]
 async fn kube_client_completes_tls_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    write_certificate(dir.path());
+    write_certificates(dir.path());
 
     let mut child = Command::new("python3")
         .args(["-c", SERVER])
@@ -102,7 +129,7 @@ async fn kube_client_completes_tls_handshake() {
     let port: u16 = port.trim().parse().expect("the server printed its port");
 
     let mut config = kube::Config::new(format!("https://127.0.0.1:{port}").parse().unwrap());
-    config.root_cert = Some(vec![std::fs::read(dir.path().join("cert.der")).unwrap()]);
+    config.root_cert = Some(vec![std::fs::read(dir.path().join("ca.der")).unwrap()]);
     let client = kube::Client::try_from(config).expect("the TLS configuration builds");
     let version = client
         .apiserver_version()
