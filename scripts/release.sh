@@ -88,8 +88,10 @@ package() {
 
   case $kind in
     tar.gz)
+      # Name the files instead of `.`, so that the archive has no entry
+      # for the staging directory itself.
       tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
-        -C "$staging" -cf - . | gzip -n -9 >"$archive"
+        -C "$staging" -cf - LICENSE "$(release_binary_file "$os")" | gzip -n -9 >"$archive"
       ;;
     zip)
       python3 - "$staging" "$archive" "$epoch" <<'PYTHON'
