@@ -125,7 +125,7 @@ _kubectl__llmslo() {
             return 0
             ;;
         kubectl__subcmd__llmslo__subcmd__diagnose)
-            opts="-l -A -c -n -d -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --start-timeout --duration --local --pid --probe-binary --slo --slo-file --baseline --save-baseline --component --provider --otlp-endpoint --otlp-header --otlp-ca --output --verbose --help --version"
+            opts="-l -A -c -n -d -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --seccomp-profile --start-timeout --duration --local --pid --probe-binary --slo --slo-file --baseline --save-baseline --component --provider --otlp-endpoint --otlp-header --otlp-ca --save-results --output --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -168,6 +168,10 @@ _kubectl__llmslo() {
                     return 0
                     ;;
                 --probe-image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seccomp-profile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -227,6 +231,10 @@ _kubectl__llmslo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --save-results)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table wide json yaml" -- "${cur}"))
                     return 0
@@ -243,7 +251,7 @@ _kubectl__llmslo() {
             return 0
             ;;
         kubectl__subcmd__llmslo__subcmd__doctor)
-            opts="-l -A -c -n -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --start-timeout --local --probe-binary --output --verbose --help --version"
+            opts="-l -A -c -n -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --seccomp-profile --start-timeout --local --probe-binary --output --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -286,6 +294,10 @@ _kubectl__llmslo() {
                     return 0
                     ;;
                 --probe-image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seccomp-profile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

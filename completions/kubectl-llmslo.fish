@@ -40,6 +40,7 @@ complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" 
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -s n -l namespace -d 'Namespace of the target (default: the context\'s namespace)' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l probe-namespace -d 'Namespace that holds the probe Jobs' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l probe-image -d 'Probe container image (default: the llmslo probe image of this CLI\'s version). Mirror it and set this flag in air-gapped clusters' -r
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l seccomp-profile -d 'Run the probe with this Localhost seccomp profile (a path relative to the kubelet\'s seccomp directory) instead of Unconfined. The profile must allow bpf() and perf_event_open()' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l start-timeout -d 'How long to wait for probe pods to be scheduled and start, on top of the collection window' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -s d -l duration -d 'Length of the collection window (for example 30s, 2m)' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l pid -d 'With --local: process id to probe; repeat for several processes. Children they start during the window are probed too' -r
@@ -53,6 +54,7 @@ complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" 
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-endpoint -d 'Export one span per LLM call and GenAI metrics to this OTLP endpoint (for example http://collector:4318 or grpc://collector:4317)' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-header -d 'Header sent with every OTLP export, as KEY=VALUE; repeat for several' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-ca -d 'CA certificate (PEM) that signs the OTLP endpoint\'s certificate' -r -F
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l save-results -d 'Also write the raw collection (each node\'s probe result or failure, and the probed containers) as JSON to PATH' -r -F
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -s o -l output -d 'Output format' -r -f -a "table\t'Tables for people'
 wide\t'Tables with every column'
 json\t'The report as JSON (stable; see docs/output.md)'
@@ -71,6 +73,7 @@ complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -l
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -s n -l namespace -d 'Namespace of the target (default: the context\'s namespace)' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -l probe-namespace -d 'Namespace that holds the probe Jobs' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -l probe-image -d 'Probe container image (default: the llmslo probe image of this CLI\'s version). Mirror it and set this flag in air-gapped clusters' -r
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -l seccomp-profile -d 'Run the probe with this Localhost seccomp profile (a path relative to the kubelet\'s seccomp directory) instead of Unconfined. The profile must allow bpf() and perf_event_open()' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -l start-timeout -d 'How long to wait for probe pods to be scheduled and start, on top of the collection window' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -l probe-binary -d 'With --local: path of the llmslo-probe binary' -r -F
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand doctor" -s o -l output -d 'Output format' -r -f -a "table\t'Tables for people'

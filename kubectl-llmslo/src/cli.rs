@@ -94,6 +94,12 @@ pub struct ProbeJobArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Run the probe with this Localhost seccomp profile (a path relative
+    /// to the kubelet's seccomp directory) instead of Unconfined. The
+    /// profile must allow bpf() and perf_event_open().
+    #[arg(long, value_name = "PATH")]
+    pub seccomp_profile: Option<String>,
+
     /// How long to wait for probe pods to be scheduled and start, on top of
     /// the collection window.
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
@@ -176,6 +182,11 @@ pub struct DiagnoseArgs {
     /// CA certificate (PEM) that signs the OTLP endpoint's certificate.
     #[arg(long, value_name = "PATH", requires = "otlp_endpoint")]
     pub otlp_ca: Option<PathBuf>,
+
+    /// Also write the raw collection (each node's probe result or failure,
+    /// and the probed containers) as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub save_results: Option<PathBuf>,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]

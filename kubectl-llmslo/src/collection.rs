@@ -38,7 +38,7 @@ pub struct NodeCollection {
 pub struct NodeFailure {
     /// Stable code: `image_pull_failed`, `unschedulable`, `node_lost`,
     /// `probe_failed`, `deadline_exceeded`, `admission_rejected`,
-    /// `forbidden`, `interrupted`, `invalid_result`.
+    /// `forbidden`, `interrupted`, `invalid_result`, `start_timed_out`.
     pub code: String,
     /// What failed, on which object, and what to do.
     pub message: String,

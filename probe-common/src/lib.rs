@@ -9,6 +9,13 @@
 /// verifier can bound the copy length with a mask.
 pub const MAX_PAYLOAD: usize = 16 * 1024;
 
+/// Bit of the eBPF global `FILTER_FLAGS`: events of thread group ids in the
+/// `TARGET_TGIDS` map pass.
+pub const FILTER_BY_TGID: u8 = 1;
+/// Bit of the eBPF global `FILTER_FLAGS`: events of tasks whose cgroup v2 id
+/// is in the `TARGET_CGROUPS` map pass.
+pub const FILTER_BY_CGROUP: u8 = 2;
+
 /// Kind of a [`DataEvent`] or [`ConnEvent`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +34,8 @@ pub enum EventKind {
     Fork = 6,
     /// A target process exited.
     Exit = 7,
+    /// A TCP segment with payload arrived for a followed connection.
+    Arrival = 8,
 }
 
 impl EventKind {
@@ -39,12 +48,13 @@ impl EventKind {
             5 => Self::Close,
             6 => Self::Fork,
             7 => Self::Exit,
+            8 => Self::Arrival,
             _ => return None,
         })
     }
 }
 
-/// Where the bytes of a [`DataEvent`] were read.
+/// Origin of the bytes of a [`DataEvent`].
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataSource {
@@ -93,6 +103,11 @@ pub struct DataEvent {
     /// A [`DataSource`] value.
     pub source: u8,
     pub _pad: [u8; 7],
+    /// `CLOCK_MONOTONIC` when the syscall was entered.
+    pub call_start_ns: u64,
+    /// Bytes the call asked for (`count` of `read`/`recvfrom`/`write`/
+    /// `sendto`); 0 when unknown (the iovec forms).
+    pub requested_bytes: u64,
     pub payload: [u8; MAX_PAYLOAD],
 }
 
@@ -122,11 +137,55 @@ pub struct ConnEvent {
     /// Peer address for connect and accept.
     pub peer: SockAddr,
     /// Syscall return value: 0 or a negative errno for connect, the new fd
-    /// for accept; the child pid for fork; the exit code for exit.
+    /// for accept; the child pid for fork; 0 for close and exit.
     pub ret: i64,
     /// For connect, `ts_ns` of the syscall's entry; the event's own
     /// timestamp is its exit.
     pub start_ns: u64,
+}
+
+/// A TCP connection from its socket's side: local and remote address and
+/// port. Key of the `FLOWS` map, which lists the connections
+/// whose segment arrivals are reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// `AF_INET` (2) or `AF_INET6` (10) of the socket.
+    pub family: u16,
+    /// Ports in host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    /// IPv4 in the first four bytes (network order), or IPv6.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// A TCP segment that carried `data_len` payload bytes arrived on a followed
+/// connection (`tcp:tcp_probe`). It runs in softirq context, so the
+/// header's tgid, tid, cgroup id and fd are meaningless.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ArrivalEvent {
+    pub header: EventHeader,
+    pub flow: FlowKey,
+    pub data_len: u32,
+    pub _pad: u32,
+}
+
+/// Byte offsets of the `tcp:tcp_probe` fields the probe reads, taken from
+/// the tracepoint's format file at run time because they differ between
+/// kernel versions. All zero disables the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpProbeLayout {
+    /// `saddr` and `daddr`: a `struct sockaddr_in` or `sockaddr_in6` each.
+    pub saddr: u32,
+    pub daddr: u32,
+    /// `sport`, `dport`: host byte order.
+    pub sport: u32,
+    pub dport: u32,
+    pub data_len: u32,
 }
 
 /// Indices of the per-CPU drop counter array.
@@ -163,4 +222,6 @@ mod user {
     unsafe impl aya::Pod for super::SockAddr {}
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::SocketKey {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::TcpProbeLayout {}
 }

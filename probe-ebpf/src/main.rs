@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod arrivals;
 mod filter;
 mod maps;
 mod process;

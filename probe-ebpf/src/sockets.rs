@@ -44,7 +44,7 @@ const ECONNRESET: i64 = 104;
 const EPIPE: i64 = 32;
 const ETIMEDOUT: i64 = 110;
 
-/// How the data of a call is laid out in user memory.
+/// Layout of a call's data in user memory.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum BufferShape {
@@ -100,7 +100,22 @@ struct Iovec {
 
 // ---- data syscalls ---------------------------------------------------------
 
-fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u32 {
+/// Whether a data syscall may start tracking a socket that is not tracked
+/// yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Untracked {
+    Ignore,
+    /// `sendto` with an IPv4 or IPv6 destination: how unconnected UDP (DNS)
+    /// clients send.
+    TrackIfAddressed,
+}
+
+fn enter_data(
+    ctx: &TracePointContext,
+    kind: EventKind,
+    shape: BufferShape,
+    untracked: Untracked,
+) -> u32 {
     let (tgid, _) = current_ids();
     if !is_target(tgid) {
         return 0;
@@ -117,9 +132,7 @@ fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u
     };
     let fd = fd as i32;
     if !is_socket(tgid, fd) {
-        // `sendto` with a destination on a socket never connected is how
-        // unconnected UDP (DNS) clients send; track those sockets from here.
-        if kind != EventKind::Write || shape != BufferShape::Flat || !sendto_has_address(ctx) {
+        if untracked != Untracked::TrackIfAddressed || !sendto_has_ip_address(ctx) {
             return 0;
         }
         track_socket(tgid, fd);
@@ -142,11 +155,19 @@ fn enter_data(ctx: &TracePointContext, kind: EventKind, shape: BufferShape) -> u
     0
 }
 
-/// True when the tracepoint is `sys_enter_sendto` with a non-null address;
-/// for `write` the fifth argument slot holds no argument and reads as zero.
-fn sendto_has_address(ctx: &TracePointContext) -> bool {
-    // SAFETY: the offset lies inside every sys_enter_* record (6 arguments).
-    matches!(unsafe { ctx.read_at::<u64>(ARG4) }, Ok(address) if address != 0)
+/// True when `sys_enter_sendto` has an `AF_INET` or `AF_INET6` destination.
+/// Only `sendto` may call this: the records of syscalls with fewer
+/// arguments end before `ARG4`, and reading past them returns unrelated
+/// bytes.
+fn sendto_has_ip_address(ctx: &TracePointContext) -> bool {
+    // SAFETY: `sys_enter_sendto` has six arguments, so ARG4 is inside it.
+    let Ok(address) = (unsafe { ctx.read_at::<u64>(ARG4) }) else {
+        return false;
+    };
+    if address == 0 {
+        return false;
+    }
+    matches!(read_user::<u16>(address), Some(AF_INET | AF_INET6))
 }
 
 fn exit_data(ctx: &TracePointContext) -> u32 {
@@ -170,19 +191,24 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     // Writes are stamped when the bytes were handed to the kernel, reads
     // when they reached the process.
     let ts_ns = if is_read { now_ns() } else { args.start_ns };
+    let flat = args.shape == BufferShape::Flat as u8;
+    let call = Call {
+        start_ns: args.start_ns,
+        requested_bytes: if flat { args.iovec_count } else { 0 },
+    };
 
     if ret <= 0 {
         let errno = -ret;
         let ends_connection = errno == ECONNRESET || errno == EPIPE || errno == ETIMEDOUT;
         if (ret == 0 && is_read) || ends_connection {
-            emit_data(&header(kind, args.fd, ts_ns), 0, 0, errno as i32);
+            emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
         }
         return 0;
     }
 
     let total = ret as u64;
-    if args.shape == BufferShape::Flat as u8 {
-        emit_data(&header(kind, args.fd, ts_ns), args.buffer, total, 0);
+    if flat {
+        emit_data(&header(kind, args.fd, ts_ns), &call, args.buffer, total, 0);
         return 0;
     }
 
@@ -194,12 +220,18 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     } else {
         (args.buffer, args.iovec_count)
     };
-    emit_iovecs(&header(kind, args.fd, ts_ns), iovecs, iovec_count, total);
+    emit_iovecs(
+        &header(kind, args.fd, ts_ns),
+        call,
+        iovecs,
+        iovec_count,
+        total,
+    );
     0
 }
 
 /// Emits one event per iovec until `total` bytes are covered.
-fn emit_iovecs(header: &EventHeader, iovecs: u64, count: u64, total: u64) {
+fn emit_iovecs(header: &EventHeader, call: Call, iovecs: u64, count: u64, total: u64) {
     let mut remaining = total;
     for index in 0..MAX_IOVECS {
         if remaining == 0 || index as u64 >= count {
@@ -214,7 +246,7 @@ fn emit_iovecs(header: &EventHeader, iovecs: u64, count: u64, total: u64) {
         } else {
             remaining
         };
-        emit_data(header, iovec.base, len, 0);
+        emit_data(header, &call, iovec.base, len, 0);
         remaining -= len;
     }
     if remaining > 0 {
@@ -227,8 +259,16 @@ fn read_user<T: Copy>(address: u64) -> Option<T> {
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const T) }.ok()
 }
 
+/// The syscall a [`DataEvent`] came from: its entry time and the byte count
+/// it asked for (0 when unknown).
+#[derive(Clone, Copy)]
+struct Call {
+    start_ns: u64,
+    requested_bytes: u64,
+}
+
 /// Copies up to [`MAX_PAYLOAD`] bytes from `buffer` and sends the event.
-fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
+fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, errno: i32) {
     let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -239,6 +279,8 @@ fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
     event.errno = errno;
     event.source = DataSource::Syscall as u8;
     event._pad = [0; 7];
+    event.call_start_ns = call.start_ns;
+    event.requested_bytes = call.requested_bytes;
 
     // The verifier needs a provable bound on the copy length: a full copy
     // uses the constant, a partial one a mask that cannot exceed it.
@@ -285,42 +327,62 @@ fn emit_data(header: &EventHeader, buffer: u64, byte_count: u64, errno: i32) {
 
 #[tracepoint]
 pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Flat)
+    enter_data(&ctx, EventKind::Read, BufferShape::Flat, Untracked::Ignore)
 }
 
 #[tracepoint]
 pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Flat)
+    enter_data(&ctx, EventKind::Read, BufferShape::Flat, Untracked::Ignore)
 }
 
 #[tracepoint]
 pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Iovec)
+    enter_data(&ctx, EventKind::Read, BufferShape::Iovec, Untracked::Ignore)
 }
 
 #[tracepoint]
 pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Read, BufferShape::Msghdr)
+    enter_data(
+        &ctx,
+        EventKind::Read,
+        BufferShape::Msghdr,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Flat)
+    enter_data(&ctx, EventKind::Write, BufferShape::Flat, Untracked::Ignore)
 }
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Flat)
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Flat,
+        Untracked::TrackIfAddressed,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Iovec)
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Iovec,
+        Untracked::Ignore,
+    )
 }
 
 #[tracepoint]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
-    enter_data(&ctx, EventKind::Write, BufferShape::Msghdr)
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Msghdr,
+        Untracked::Ignore,
+    )
 }
 
 /// Shared by every `sys_exit_*` of the data syscalls above.

@@ -1,31 +1,105 @@
+//! `llmslo-probe`: traces the sockets of target processes with eBPF for one
+//! window and prints one llmslo result on stdout.
+//!
+//! Data flows through the modules in this order. [`collect`] loads the
+//! programs and reads the ring buffer, [`decode`] checks and types each
+//! record, and [`pipeline`] routes events. [`reassemble`] keeps
+//! per-connection streams for the protocol parsers, [`identity`] looks up
+//! processes, sockets and cgroups, and [`result`] builds and prints the
+//! result.
+
+#[cfg(target_os = "linux")]
+mod cli;
+#[cfg(target_os = "linux")]
 mod collect;
+#[cfg(target_os = "linux")]
+mod decode;
+#[cfg(target_os = "linux")]
+mod identity;
+#[cfg(target_os = "linux")]
+mod pipeline;
+#[cfg(target_os = "linux")]
+mod reassemble;
+#[cfg(target_os = "linux")]
+mod result;
+#[cfg(target_os = "linux")]
+mod run;
 
-use aya::maps::{HashMap, RingBuf};
+use std::process::ExitCode;
 
-fn main() -> anyhow::Result<()> {
-    // tests/tests/ship_probe_image.rs checks this line; keep the format
-    // that clap's `--version` prints, `llmslo-probe <version>`.
-    if std::env::args().nth(1).as_deref() == Some("--version") {
-        println!("llmslo-probe {}", env!("CARGO_PKG_VERSION"));
-        return Ok(());
-    }
-    let pid: u32 = std::env::args().nth(1).unwrap().parse()?;
-    let mut ebpf = collect::loader::load_and_attach(8 << 20)?;
-    let mut targets: HashMap<_, u32, u8> =
-        HashMap::try_from(ebpf.map_mut("TARGET_TGIDS").unwrap())?;
-    targets.insert(&pid, &1, 0)?;
-    let mut ring = RingBuf::try_from(ebpf.take_map("EVENTS").unwrap())?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut count = 0;
-    while std::time::Instant::now() < deadline {
-        while let Some(item) = ring.next() {
-            count += 1;
-            let kind = item[24];
-            let fd = i32::from_ne_bytes(item[28..32].try_into().unwrap());
-            println!("event kind={kind} fd={fd} len={}", item.len());
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!("llmslo-probe: error: the probe uses eBPF and runs only on Linux");
+    ExitCode::from(1)
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    use clap::Parser as _;
+
+    let args = match cli::Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            // Prints help and version on stdout and usage errors on stderr.
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() {
+                cli::exit_code::USAGE
+            } else {
+                cli::exit_code::OK
+            });
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    init_logging(args.verbose);
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("llmslo-probe: error: failed to start the async runtime: {error}");
+            return ExitCode::from(cli::exit_code::FAILED_BEFORE_COLLECTION);
+        }
+    };
+
+    match runtime.block_on(run::run(&args)) {
+        Ok(report) => match result::print(&report.result, args.result_format) {
+            Ok(()) => ExitCode::from(report.exit_code),
+            Err(error) => {
+                eprintln!("llmslo-probe: error: {error}");
+                ExitCode::from(cli::exit_code::STOPPED_PART_WAY)
+            }
+        },
+        Err(error) => {
+            if let run::SetupError::Collect(collect::CollectError::Load(
+                collect::LoadError::Verifier { log: Some(log), .. },
+            )) = &error
+            {
+                eprintln!("{log}");
+            }
+            eprintln!("llmslo-probe: error: {error}");
+            ExitCode::from(cli::exit_code::FAILED_BEFORE_COLLECTION)
+        }
     }
-    println!("{count} events");
-    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level that `-v` selects.
+#[cfg(target_os = "linux")]
+fn init_logging(verbose: u8) {
+    use std::io::IsTerminal as _;
+
+    use tracing_subscriber::EnvFilter;
+
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }

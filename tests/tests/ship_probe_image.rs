@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use llmslo_schema::envelope;
 use llmslo_tests::workspace;
 use serde_json::Value;
 
@@ -242,21 +243,17 @@ fn static_probe_collects_in_container() {
     ];
     args.extend(ULIMITS);
     args.push(&image.tag);
-    // NOTE: these are the arguments of the first probe binary (a target
-    // pid, then a five-second window that prints the event count). The
-    // real `llmslo-probe` interface replaces them with `--pid PID
-    // --duration 1s`, after which this test should decode the JSON result
-    // and compare `probe.version` with the CLI version.
-    args.push(&pid);
+    args.extend(["--pid", &pid, "--duration", "1s"]);
     let output = podman(&args);
     drop(target);
 
     assert!(output.status.success(), "{}", stderr_of(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let last_line = stdout.lines().last().unwrap_or_default();
-    let events: u64 = last_line
-        .strip_suffix(" events")
-        .and_then(|count| count.parse().ok())
-        .unwrap_or_else(|| panic!("no event count in the probe output: {stdout}"));
-    assert!(events > 0, "the probe saw no events of pid {pid}: {stdout}");
+    let result = envelope::decode(&stdout)
+        .unwrap_or_else(|error| panic!("the probe output is not a result ({error}): {stdout}"));
+    assert_eq!(result.probe.version, VERSION);
+    assert!(
+        !result.connects.is_empty(),
+        "the probe saw no connects of pid {pid}: {stdout}"
+    );
 }

@@ -2,10 +2,14 @@
 //! its first bytes.
 
 use crate::Flow;
+use crate::db::postgres::starts_startup;
+use crate::db::redis::starts_command;
 use crate::http1::{starts_request, starts_response};
+use crate::http2::frame::PREFACE;
 
-/// Bytes kept per flow before deciding; enough for any request method.
-const MAX_DETECTION_BYTES: usize = 16;
+/// Bytes kept per flow before deciding: the HTTP/2 connection preface,
+/// which is longer than any HTTP/1 request method.
+const MAX_DETECTION_BYTES: usize = 24;
 
 /// Bytes of one `on_data` call kept during detection.
 #[derive(Debug)]
@@ -25,6 +29,12 @@ pub enum Detection {
     Unknown { dropped_bytes: u64 },
     /// HTTP/1.x, with requests on `request_flow`.
     Http1 { request_flow: Flow },
+    /// HTTP/2, with the connection preface on `client_flow`.
+    Http2 { client_flow: Flow },
+    /// PostgreSQL, with the startup message on `client_flow`.
+    Postgres { client_flow: Flow },
+    /// Redis, with RESP command arrays on `client_flow`.
+    Redis { client_flow: Flow },
 }
 
 /// Chunks of both flows, in arrival order, until the protocol is known.
@@ -44,12 +54,29 @@ impl Detector {
             prefix.extend_from_slice(&chunk.bytes[..chunk.bytes.len().min(room)]);
         }
 
-        match (starts_request(&prefix), starts_response(&prefix)) {
-            (Some(true), _) => Detection::Http1 { request_flow: flow },
-            (_, Some(true)) => Detection::Http1 {
+        let preface_len = prefix.len().min(PREFACE.len());
+        if prefix[..preface_len] == PREFACE[..preface_len] {
+            return if preface_len == PREFACE.len() {
+                Detection::Http2 { client_flow: flow }
+            } else {
+                Detection::Pending
+            };
+        }
+
+        let checks = [
+            starts_request(&prefix),
+            starts_response(&prefix),
+            starts_startup(&prefix),
+            starts_command(&prefix),
+        ];
+        match checks {
+            [Some(true), ..] => Detection::Http1 { request_flow: flow },
+            [_, Some(true), ..] => Detection::Http1 {
                 request_flow: other(flow),
             },
-            (Some(false), Some(false)) => Detection::Unknown {
+            [_, _, Some(true), _] => Detection::Postgres { client_flow: flow },
+            [.., Some(true)] => Detection::Redis { client_flow: flow },
+            [Some(false), Some(false), Some(false), Some(false)] => Detection::Unknown {
                 dropped_bytes: self.drop_flow(flow),
             },
             _ if prefix.len() >= MAX_DETECTION_BYTES => Detection::Unknown {

@@ -1,6 +1,8 @@
 //! End causes of exchanges and the errors they imply.
 
-use llmslo_schema::{ErrorKind, ExchangeError};
+use llmslo_schema::{ErrorKind, Exchange, ExchangeError};
+
+use crate::llm::LlmTracker;
 
 /// Cause that ended an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,4 +55,39 @@ pub fn error_for_status(
         kind,
         provider_code,
     })
+}
+
+/// Completes an HTTP exchange: finishes its LLM call, sets E2E from the
+/// terminal event or `end_ns` (the last response byte), and sets the
+/// error. A status error wins over an end cause, which wins over a stream
+/// error.
+pub fn complete_exchange(
+    mut exchange: Exchange,
+    llm: Option<LlmTracker>,
+    end_ns: Option<u64>,
+    cause: EndCause,
+) -> Exchange {
+    let status = exchange.http.as_ref().and_then(|http| http.status);
+    let complete = cause == EndCause::Complete;
+
+    let mut terminal_ns = None;
+    let mut stream_error = None;
+    let mut provider_code = None;
+    if let Some(llm) = llm {
+        terminal_ns = llm.terminal_ns();
+        let outcome = llm.finish(complete);
+        stream_error = outcome.stream_error;
+        provider_code = outcome.provider_code;
+        exchange.llm = Some(outcome.call);
+    }
+
+    if complete {
+        let end_ns = terminal_ns.or(end_ns);
+        exchange.e2e_us = end_ns.map(|end| end.saturating_sub(exchange.t0_ns) / 1000);
+    }
+
+    exchange.error = error_for_status(status, provider_code)
+        .or_else(|| cause.error())
+        .or(stream_error);
+    exchange
 }

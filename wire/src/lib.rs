@@ -9,9 +9,13 @@
 //! Parsers never panic on input and keep memory bounded per connection;
 //! bytes they cannot place are counted, not buffered without limit.
 
+pub mod db;
+pub mod decode;
 mod detect;
+pub mod dns;
 mod exchange_end;
 pub mod http1;
+pub mod http2;
 mod llm;
 pub mod sse;
 mod trace;
@@ -20,8 +24,12 @@ use std::sync::Arc;
 
 pub use llmslo_schema::{Direction, Exchange};
 
+use crate::db::postgres::PostgresConnection;
+use crate::db::redis::RedisConnection;
 use crate::detect::{Chunk, Detection, Detector};
+use crate::dns::DnsConnection;
 use crate::http1::Http1Connection;
+use crate::http2::Http2Connection;
 
 /// Which way bytes travelled, seen from the target process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +111,9 @@ pub struct ParserStats {
     /// Times the parser lost its place in a stream and had to wait for the
     /// start of a new message.
     pub lost_sync: u64,
+    /// HTTP/2 header blocks that HPACK could not decode. The direction's
+    /// dynamic table is then out of step, so its later blocks are skipped.
+    pub hpack_lost_sync: u64,
 }
 
 /// Turns one connection's byte streams into exchanges.
@@ -117,14 +128,26 @@ enum State {
     /// Bytes kept until the protocol and the request side are known.
     Detecting(Detector),
     Http1(Box<Http1Connection>),
+    Http2(Box<Http2Connection>),
+    Postgres(Box<PostgresConnection>),
+    Redis(Box<RedisConnection>),
+    Dns(Box<DnsConnection>),
 }
 
 impl ConnectionParser {
     pub fn new(info: ConnectionInfo, config: Arc<ParserConfig>) -> Self {
+        // DNS is recognised by transport and port: its messages have no
+        // leading signature.
+        let dns_port = info.peer_port == Some(53) || info.local_port == Some(53);
+        let state = match info.transport {
+            Transport::Udp => State::Dns(Box::new(DnsConnection::new(false))),
+            Transport::Tcp if dns_port => State::Dns(Box::new(DnsConnection::new(true))),
+            Transport::Tcp => State::Detecting(Detector::default()),
+        };
         Self {
             info,
             config,
-            state: State::Detecting(Detector::default()),
+            state,
             stats: ParserStats::default(),
         }
     }
@@ -139,6 +162,10 @@ impl ConnectionParser {
         }
         match &mut self.state {
             State::Http1(http) => http.on_data(flow, ts_ns, tid, bytes),
+            State::Http2(http) => http.on_data(flow, ts_ns, tid, bytes),
+            State::Postgres(postgres) => postgres.on_data(flow, ts_ns, tid, bytes),
+            State::Redis(redis) => redis.on_data(flow, ts_ns, tid, bytes),
+            State::Dns(dns) => dns.on_data(flow, ts_ns, tid, bytes),
             State::Detecting(detector) => {
                 let chunk = Chunk {
                     flow,
@@ -154,6 +181,24 @@ impl ConnectionParser {
                     Detection::Http1 { request_flow } => {
                         let chunks = detector.take();
                         self.start_http1(request_flow, chunks);
+                    }
+                    Detection::Http2 { client_flow } => {
+                        let chunks = detector.take();
+                        self.start_http2(client_flow, chunks);
+                    }
+                    Detection::Postgres { client_flow } => {
+                        let mut postgres = PostgresConnection::new(client_flow);
+                        for chunk in detector.take() {
+                            postgres.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                        }
+                        self.state = State::Postgres(Box::new(postgres));
+                    }
+                    Detection::Redis { client_flow } => {
+                        let mut redis = RedisConnection::new(client_flow);
+                        for chunk in detector.take() {
+                            redis.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                        }
+                        self.state = State::Redis(Box::new(redis));
                     }
                 }
             }
@@ -172,13 +217,30 @@ impl ConnectionParser {
         self.state = State::Http1(Box::new(http));
     }
 
+    fn start_http2(&mut self, client_flow: Flow, chunks: Vec<Chunk>) {
+        let server_port = match client_flow {
+            Flow::Egress => self.info.peer_port,
+            Flow::Ingress => self.info.local_port,
+        };
+        let mut http = Http2Connection::new(client_flow, server_port, self.config.clone());
+        for chunk in chunks {
+            http.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+        }
+        self.state = State::Http2(Box::new(http));
+    }
+
     /// Reports bytes that crossed the socket but were not captured.
     pub fn on_gap(&mut self, flow: Flow, ts_ns: u64, missing_bytes: u64) {
         let _ = ts_ns;
         match &mut self.state {
             State::Http1(http) => http.on_gap(flow, missing_bytes),
+            State::Http2(http) => http.on_gap(flow, missing_bytes),
+            State::Postgres(postgres) => postgres.on_gap(missing_bytes),
+            State::Redis(redis) => redis.on_gap(flow, missing_bytes),
+            State::Dns(dns) => dns.on_gap(flow),
             State::Detecting(detector) => {
-                self.stats.unparsed_bytes += missing_bytes + detector.drop_flow(flow);
+                let dropped = detector.drop_flow(flow).saturating_add(missing_bytes);
+                self.stats.unparsed_bytes = self.stats.unparsed_bytes.saturating_add(dropped);
             }
         }
     }
@@ -188,6 +250,10 @@ impl ConnectionParser {
         let _ = ts_ns;
         match &mut self.state {
             State::Http1(http) => http.on_end(end),
+            State::Http2(http) => http.on_end(end),
+            State::Postgres(postgres) => postgres.on_end(end),
+            State::Redis(redis) => redis.on_end(end),
+            State::Dns(dns) => dns.on_end(end),
             State::Detecting(_) => {}
         }
     }
@@ -196,6 +262,10 @@ impl ConnectionParser {
     pub fn take_exchanges(&mut self) -> Vec<Exchange> {
         match &mut self.state {
             State::Http1(http) => http.take_exchanges(),
+            State::Http2(http) => http.take_exchanges(),
+            State::Postgres(postgres) => postgres.take_exchanges(),
+            State::Redis(redis) => redis.take_exchanges(),
+            State::Dns(dns) => dns.take_exchanges(),
             State::Detecting(_) => Vec::new(),
         }
     }
@@ -207,6 +277,10 @@ impl ConnectionParser {
         let _ = ts_ns;
         match &mut self.state {
             State::Http1(http) => http.finish(),
+            State::Http2(http) => http.finish(),
+            State::Postgres(postgres) => postgres.finish(),
+            State::Redis(redis) => redis.finish(),
+            State::Dns(dns) => dns.finish(),
             State::Detecting(detector) => {
                 self.stats.unparsed_bytes += detector.drop_flow(Flow::Egress);
                 self.stats.unparsed_bytes += detector.drop_flow(Flow::Ingress);
@@ -217,10 +291,28 @@ impl ConnectionParser {
 
     pub fn stats(&self) -> ParserStats {
         let mut stats = self.stats;
-        if let State::Http1(http) = &self.state {
-            let http = http.stats();
-            stats.unparsed_bytes += http.unparsed_bytes;
-            stats.lost_sync += http.lost_sync;
+        match &self.state {
+            State::Http1(http) => {
+                let http = http.stats();
+                stats.unparsed_bytes += http.unparsed_bytes;
+                stats.lost_sync += http.lost_sync;
+            }
+            State::Http2(http) => {
+                let http = http.stats();
+                stats.unparsed_bytes += http.unparsed_bytes;
+                stats.lost_sync += http.lost_sync;
+                stats.hpack_lost_sync += http.hpack_lost_sync;
+            }
+            State::Postgres(postgres) => {
+                stats.unparsed_bytes += postgres.unparsed_bytes;
+                stats.lost_sync += postgres.lost_sync;
+            }
+            State::Redis(redis) => {
+                stats.unparsed_bytes += redis.unparsed_bytes;
+                stats.lost_sync += redis.lost_sync;
+            }
+            State::Dns(dns) => stats.unparsed_bytes += dns.unparsed_bytes,
+            State::Detecting(_) => {}
         }
         stats
     }

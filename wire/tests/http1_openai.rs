@@ -3,41 +3,10 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use llmslo_schema::{Direction, ErrorKind, Exchange, Protocol, TokenSource};
-use llmslo_wire::ParserConfig;
-use support::{Step, byte_by_byte, load, replay, split_step};
+use llmslo_schema::{Direction, ErrorKind, Protocol, TokenSource};
+use support::exchanges_of;
 
 const T0: u64 = 1_000_000_000;
-
-/// Replays a fixture whole, split in two at every offset of every read, and
-/// one byte per read; asserts every run gives the same exchanges and
-/// returns them.
-fn exchanges_of(name: &str) -> Vec<Exchange> {
-    let fixture = load(name);
-    let config = Arc::new(ParserConfig::default());
-    let whole = replay(&fixture.info, &fixture.steps, config.clone());
-
-    for (index, step) in fixture.steps.iter().enumerate() {
-        let Step::Data { bytes, .. } = step else {
-            continue;
-        };
-        for offset in 1..bytes.len() {
-            let split = split_step(&fixture.steps, index, offset);
-            let exchanges = replay(&fixture.info, &split, config.clone());
-            assert_eq!(exchanges, whole, "{name}: step {index} split at {offset}");
-        }
-    }
-
-    let bytes = byte_by_byte(&fixture.steps);
-    assert_eq!(
-        replay(&fixture.info, &bytes, config),
-        whole,
-        "{name}: byte by byte"
-    );
-    whole
-}
 
 #[test]
 fn openai_chat_stream() {
@@ -207,6 +176,11 @@ fn openai_rate_limited() {
     assert_eq!(error.provider_code.as_deref(), Some("rate_limit_exceeded"));
     let http = exchange.http.as_ref().unwrap();
     assert_eq!(http.status, Some(429));
+    assert_eq!(http.retry_after_secs, Some(20));
+    let limit = http.rate_limit.as_ref().expect("rate limit headers");
+    assert_eq!(limit.limit_requests, Some(3));
+    assert_eq!(limit.remaining_requests, Some(0));
+    assert_eq!(limit.limit_tokens, None);
     let llm = exchange.llm.as_ref().unwrap();
     assert!(llm.streaming);
     assert!(!llm.terminated);
@@ -264,4 +238,61 @@ fn http_framing_cases() {
     assert_eq!(http.path, "/page");
     assert_eq!(http.query_keys, ["lang", "token"]);
     assert!(exchanges.iter().all(|e| e.missing_bytes == 0));
+}
+
+#[test]
+fn openai_chat_stream_gzip() {
+    let exchanges = exchanges_of("openai_chat_stream_gzip");
+    assert_eq!(exchanges.len(), 2);
+
+    let stream = &exchanges[0];
+    assert_eq!(stream.error, None);
+    let http = stream.http.as_ref().unwrap();
+    assert_eq!(http.content_encoding.as_deref(), Some("gzip"));
+    let llm = stream.llm.as_ref().unwrap();
+    assert!(llm.terminated);
+    // The first content event completes with its second compressed read.
+    assert_eq!(llm.ttft_us, Some(190_000));
+    assert_eq!(llm.content_events, 2);
+    assert_eq!(llm.itl_us, [50_000]);
+    assert_eq!(llm.usage.output_tokens, Some(2));
+    assert_eq!(llm.usage.source, TokenSource::Provider);
+    assert_eq!(stream.e2e_us, Some(260_000));
+
+    let overloaded = &exchanges[1];
+    let error = overloaded.error.as_ref().expect("status error");
+    assert_eq!(error.kind, ErrorKind::HttpStatus);
+    assert_eq!(error.provider_code.as_deref(), Some("server_error"));
+    let http = overloaded.http.as_ref().unwrap();
+    assert_eq!(http.status, Some(503));
+    assert_eq!(http.retry_after_secs, Some(45));
+}
+
+#[test]
+fn http_gaps_and_resync() {
+    let exchanges = exchanges_of("http_gaps_and_resync");
+    let paths: Vec<&str> = exchanges
+        .iter()
+        .map(|e| e.http.as_ref().unwrap().path.as_str())
+        .collect();
+    // The request whose head was lost has no exchange, and its response is
+    // not matched to the next request.
+    assert_eq!(paths, ["/v1/models", "/v1/after"]);
+
+    let models = &exchanges[0];
+    assert_eq!(models.missing_bytes, 15);
+    assert_eq!(models.http.as_ref().unwrap().status, Some(200));
+    assert_eq!(models.e2e_us, Some(12_000));
+    assert!(models.error.is_none());
+
+    let after = &exchanges[1];
+    assert_eq!(after.t0_ns, T0 + 50_000_000);
+    assert_eq!(after.http.as_ref().unwrap().status, Some(204));
+    assert_eq!(after.e2e_us, Some(10_000));
+    assert_eq!(after.missing_bytes, 0);
+
+    let fixture = support::load("http_gaps_and_resync");
+    let stats = support::stats_after(&fixture);
+    assert!(stats.unparsed_bytes > 0);
+    assert!(stats.lost_sync >= 2, "lost_sync {}", stats.lost_sync);
 }

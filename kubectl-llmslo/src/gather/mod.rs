@@ -1,7 +1,26 @@
 //! Cluster collection: resolve the target, create one probe Job per node,
 //! watch them, read each probe's result from its log, and clean up.
 
-use crate::{cli::DiagnoseArgs, collection::Collection};
+mod interrupt;
+mod logs;
+mod outcome;
+mod progress;
+mod run;
+pub mod verdict;
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+
+use crate::{
+    cleanup::{cleanup_command, delete_jobs},
+    cli::{DiagnoseArgs, OutputFormat},
+    collection::Collection,
+    plan::{PlanOptions, PlannedJob, default_probe_image, plan_jobs},
+    resolve::{ResolveRequest, connect::connect, parse_target, resolve},
+};
+
+pub use interrupt::Interrupts;
 
 /// Runs the cluster path of `diagnose` up to the analysis.
 ///
@@ -9,11 +28,171 @@ use crate::{cli::DiagnoseArgs, collection::Collection};
 /// A first Ctrl-C stops waiting, deletes the run's Jobs and returns what was
 /// gathered, with the missing nodes marked `interrupted`.
 ///
+/// # Caveats
+///
+/// `--dry-run` still reads the cluster, because the Jobs name the target
+/// containers and their nodes, and only the API server has them. It
+/// creates nothing.
+///
 /// # Errors
 ///
 /// Fails when nothing can be probed: the kubeconfig is unusable, the target
 /// does not exist, or no Job could be created.
 pub async fn collect(args: &DiagnoseArgs) -> anyhow::Result<Option<Collection>> {
-    let _ = args;
-    anyhow::bail!("diagnosing a cluster workload is not implemented yet")
+    let connection = connect(&args.cluster).await?;
+    let request = ResolveRequest {
+        target: args
+            .target
+            .target
+            .as_deref()
+            .map(parse_target)
+            .transpose()?,
+        selector: args.target.selector.clone(),
+        namespace: connection.namespace.clone(),
+        all_namespaces: args.target.all_namespaces,
+        container: args.target.container.clone(),
+    };
+    let resolution = resolve(&connection.client, &request).await?;
+
+    let options = PlanOptions {
+        run_id: new_run_id()?,
+        namespace: args.probe.probe_namespace.clone(),
+        image: args
+            .probe
+            .probe_image
+            .clone()
+            .unwrap_or_else(default_probe_image),
+        privileged: args.probe.privileged,
+        seccomp_localhost_profile: args.probe.seccomp_profile.clone(),
+        window: args.duration,
+        start_timeout: args.probe.start_timeout,
+        provider_rules: args.provider_rules.clone(),
+        target_description: request.describe(),
+    };
+    let planned = plan_jobs(&resolution.targets, &options);
+    if args.probe.dry_run {
+        print_jobs(&planned, args.output)?;
+        return Ok(None);
+    }
+
+    tracing::info!(run_id = %options.run_id, jobs = planned.len(), namespace = %options.namespace, "starting probe run");
+    let mut interrupts = Interrupts::install();
+    let mut created = Vec::new();
+    let creation = run::create_jobs(
+        &connection.client,
+        &options.namespace,
+        &planned,
+        &interrupts,
+        &mut created,
+    )
+    .await;
+    let nodes = match creation {
+        Ok(()) => {
+            run::ProbeRun::new(&connection.client, &options, &planned)
+                .follow(&options.run_id, &mut interrupts)
+                .await
+        }
+        Err(error) => {
+            clean_up(&connection.client, &options, &created, &mut interrupts).await;
+            return Err(error.into());
+        }
+    };
+    clean_up(&connection.client, &options, &created, &mut interrupts).await;
+
+    let collection = Collection {
+        run_id: options.run_id.clone(),
+        nodes,
+        workloads: resolution.targets,
+        skipped: resolution.skipped,
+    };
+    if let Some(path) = &args.save_results {
+        let json = serde_json::to_vec_pretty(&collection)
+            .context("failed to serialize the probe results")?;
+        std::fs::write(path, json)
+            .with_context(|| format!("failed to write the probe results to {}", path.display()))?;
+    }
+    Ok(Some(collection))
+}
+
+/// Deletes the run's Jobs. A Ctrl-C while it runs exits at once and prints
+/// what may be left and how to remove it.
+async fn clean_up(
+    client: &kube::Client,
+    options: &PlanOptions,
+    job_names: &[String],
+    interrupts: &mut Interrupts,
+) {
+    if job_names.is_empty() {
+        return;
+    }
+    let seen = interrupts.count();
+    let command = cleanup_command(&options.namespace, &options.run_id);
+    tokio::select! {
+        left = delete_jobs(client, &options.namespace, job_names) => {
+            if !left.is_empty() {
+                eprintln!(
+                    "warning: probe Jobs left in namespace {}: {}; remove them with `{command}`",
+                    options.namespace,
+                    left.join(", ")
+                );
+            }
+        }
+        _ = interrupts.reached(seen + 1) => {
+            eprintln!(
+                "Interrupted again: exiting without waiting. Probe Jobs that may be left in \
+                 namespace {}: {}. Remove them with `{command}`.",
+                options.namespace,
+                job_names.join(", ")
+            );
+            std::process::exit(crate::exit::Status::Interrupted as i32);
+        }
+    }
+}
+
+/// Returns a new run id: 8 random hex digits, short enough for Job names
+/// and labels.
+fn new_run_id() -> anyhow::Result<String> {
+    let random = getrandom::u32()
+        .map_err(|error| anyhow::anyhow!("failed to read random bytes for the run id: {error}"))?;
+    Ok(format!("{random:08x}"))
+}
+
+/// Prints the Jobs a run would create: a `List` for `-o json`, YAML
+/// documents for `-o yaml`, one line per Job otherwise.
+fn print_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            let list = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "metadata": {},
+                "items": planned.iter().map(|planned| &planned.job).collect::<Vec<_>>(),
+            });
+            serde_json::to_writer_pretty(&mut stdout, &list)?;
+            writeln!(stdout)?;
+        }
+        OutputFormat::Yaml => {
+            for planned in planned {
+                let yaml = serde_saphyr::to_string(&planned.job)
+                    .context("failed to serialize a Job as YAML")?;
+                writeln!(stdout, "---")?;
+                write!(stdout, "{yaml}")?;
+            }
+        }
+        OutputFormat::Table | OutputFormat::Wide => {
+            for planned in planned {
+                let metadata = &planned.job.metadata;
+                writeln!(
+                    stdout,
+                    "job.batch/{} would be created in namespace {} for node {} (dry run)",
+                    metadata.name.as_deref().unwrap_or_default(),
+                    metadata.namespace.as_deref().unwrap_or_default(),
+                    planned.node
+                )?;
+            }
+            writeln!(stdout, "Print the Jobs with -o yaml or -o json.")?;
+        }
+    }
+    Ok(())
 }

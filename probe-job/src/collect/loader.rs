@@ -1,13 +1,21 @@
-//! Loads the embedded eBPF object and attaches its programs.
+//! Loads the embedded eBPF object and attaches its programs to
+//! tracepoints.
 
-use aya::{Ebpf, EbpfLoader, programs::TracePoint};
+use std::{fs, io, path::Path};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader, VerifierLogLevel,
+    maps::MapError,
+    programs::{ProgramError, TracePoint},
+};
+use llmslo_probe_common::TcpProbeLayout;
 
 /// The eBPF object built by build.rs from `probe-ebpf/`.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llmslo-probe-ebpf"));
 
-/// Tracepoints and the program attached to each.
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
+/// Each program and the tracepoint (category, name) it attaches to.
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_read", "syscalls", "sys_enter_read"),
     ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
     ("sys_enter_readv", "syscalls", "sys_enter_readv"),
@@ -31,23 +39,277 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept4"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("task_newtask", "task", "task_newtask"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
 
-pub fn load_and_attach(ring_buffer_bytes: u32) -> anyhow::Result<Ebpf> {
+/// The optional program that reports TCP segment arrivals.
+const ARRIVAL_PROGRAM: (&str, &str, &str) = ("tcp_probe", "tcp", "tcp_probe");
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "the kernel denied creating eBPF map {map} ({source}); the probe needs CAP_BPF and \
+         CAP_PERFMON, and in a container a seccomp profile that allows bpf() (Unconfined, or \
+         --privileged)"
+    )]
+    MapDenied {
+        map: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to load the embedded eBPF object: {0}")]
+    Object(#[source] Box<EbpfError>),
+    #[error("eBPF program {program} is missing from the embedded object; rebuild llmslo-probe")]
+    MissingProgram { program: &'static str },
+    #[error(
+        "the kernel verifier rejected eBPF program {program} ({source}); this kernel may be too \
+         old or too restricted for the probe. Run with -v to print the verifier log{}",
+        if log.is_some() { " (printed above)" } else { "" }
+    )]
+    Verifier {
+        program: &'static str,
+        #[source]
+        source: io::Error,
+        /// The verifier log; kept only with -v.
+        log: Option<String>,
+    },
+    #[error("failed to load eBPF program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("failed to attach eBPF program {program} to tracepoint {category}:{name}: {source}")]
+    Attach {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+}
+
+/// Creates the maps and loads every program, without attaching.
+///
+/// `filter_flags` is written to the read-only global `FILTER_FLAGS` before
+/// load, so that the verifier and JIT see it as a constant.
+///
+/// # Errors
+///
+/// [`LoadError`] naming the map or program and what to do; with
+/// `keep_verifier_log` a verifier rejection carries the full log.
+pub fn load(
+    ring_buffer_bytes: u32,
+    filter_flags: u8,
+    tcp_probe_layout: TcpProbeLayout,
+    keep_verifier_log: bool,
+) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes)
-        .load(EBPF_OBJECT)?;
-    for (program_name, category, tracepoint) in TRACEPOINTS {
-        let program: &mut TracePoint = ebpf
-            .program_mut(program_name)
-            .ok_or_else(|| anyhow::anyhow!("program {program_name} missing from the object"))?
-            .try_into()?;
-        if program.fd().is_err() {
-            program.load()?;
+        .override_global("FILTER_FLAGS", &filter_flags, true)
+        .override_global("TCP_PROBE_LAYOUT", &tcp_probe_layout, true)
+        .verifier_log_level(if keep_verifier_log {
+            VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS
+        } else {
+            VerifierLogLevel::default()
+        })
+        .load(EBPF_OBJECT)
+        .map_err(|error| match error {
+            EbpfError::MapError(MapError::CreateError { name, io_error })
+                if io_error.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                LoadError::MapDenied {
+                    map: name,
+                    source: io_error,
+                }
+            }
+            other => LoadError::Object(Box::new(other)),
+        })?;
+
+    let arrivals = (tcp_probe_layout != TcpProbeLayout::default()).then_some(&ARRIVAL_PROGRAM);
+    for (program, _, _) in TRACEPOINTS.iter().chain(arrivals) {
+        let tracepoint = tracepoint_mut(&mut ebpf, program)?;
+        if tracepoint.fd().is_ok() {
+            continue;
         }
-        program.attach(category, tracepoint)?;
+        tracepoint
+            .load()
+            .map_err(|error| program_error(program, error, keep_verifier_log))?;
+        tracing::debug!(program, "loaded eBPF program");
     }
     Ok(ebpf)
+}
+
+/// Attaches every program. Programs attach one by one, so events start
+/// flowing before the last attach returns.
+///
+/// # Errors
+///
+/// [`LoadError::Attach`] with the program and tracepoint.
+pub fn attach(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for &(program, category, name) in TRACEPOINTS {
+        tracepoint_mut(ebpf, program)?
+            .attach(category, name)
+            .map_err(|source| LoadError::Attach {
+                program,
+                category,
+                name,
+                source: Box::new(source),
+            })?;
+    }
+    tracing::debug!(count = TRACEPOINTS.len(), "attached eBPF programs");
+    Ok(())
+}
+
+/// Attaches the program that reports TCP segment arrivals. Without it the
+/// probe still works, with received bytes stamped at their read.
+///
+/// # Errors
+///
+/// [`LoadError::Attach`] when the tracepoint cannot be attached.
+pub fn attach_arrivals(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let (program, category, name) = ARRIVAL_PROGRAM;
+    tracepoint_mut(ebpf, program)?
+        .attach(category, name)
+        .map_err(|source| LoadError::Attach {
+            program,
+            category,
+            name,
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
+/// Reads the offsets of the `tcp:tcp_probe` fields the arrival program
+/// needs from the tracepoint's format file.
+///
+/// # Errors
+///
+/// Why arrival times are unavailable: the tracepoint or a field is missing.
+pub fn tcp_probe_layout(tracefs: &Path) -> Result<TcpProbeLayout, String> {
+    let path = tracefs.join("events/tcp/tcp_probe/format");
+    let format = fs::read_to_string(&path)
+        .map_err(|error| format!("{} cannot be read ({error})", path.display()))?;
+    let field = |wanted: &str, min_size: u32| -> Result<u32, String> {
+        format
+            .lines()
+            .filter_map(parse_format_field)
+            .find(|(name, _, _)| *name == wanted)
+            .filter(|(_, _, size)| *size >= min_size)
+            .map(|(_, offset, _)| offset)
+            .ok_or_else(|| format!("tcp:tcp_probe has no usable field {wanted} on this kernel"))
+    };
+    // saddr and daddr hold a struct sockaddr_in6 (28 bytes) or sockaddr_in.
+    Ok(TcpProbeLayout {
+        saddr: field("saddr", 28)?,
+        daddr: field("daddr", 28)?,
+        sport: field("sport", 2)?,
+        dport: field("dport", 2)?,
+        data_len: field("data_len", 2)?,
+    })
+}
+
+/// Parses `field:__u16 sport;\toffset:64;\tsize:2;\tsigned:0;` into
+/// `(name, offset, size)`.
+fn parse_format_field(line: &str) -> Option<(&str, u32, u32)> {
+    let declaration = line.trim().strip_prefix("field:")?.split(';').next()?;
+    let name = declaration.split_whitespace().last()?;
+    let name = name.split('[').next()?;
+    let number = |key: &str| -> Option<u32> {
+        line.split(';')
+            .find_map(|part| part.trim().strip_prefix(key))?
+            .parse()
+            .ok()
+    };
+    Some((name, number("offset:")?, number("size:")?))
+}
+
+fn tracepoint_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut TracePoint, LoadError> {
+    ebpf.program_mut(program)
+        .ok_or(LoadError::MissingProgram { program })?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            program,
+            source: Box::new(source),
+        })
+}
+
+fn program_error(program: &'static str, error: ProgramError, keep_log: bool) -> LoadError {
+    match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => LoadError::Verifier {
+            program,
+            source: io_error,
+            log: keep_log.then(|| verifier_log.to_string()),
+        },
+        source => LoadError::Program {
+            program,
+            source: Box::new(source),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_fields_parse() {
+        assert_eq!(
+            parse_format_field("\tfield:__u8 saddr[28];\toffset:8;\tsize:28;\tsigned:0;"),
+            Some(("saddr", 8, 28))
+        );
+        assert_eq!(
+            parse_format_field("\tfield:__u16 data_len;\toffset:76;\tsize:2;\tsigned:0;"),
+            Some(("data_len", 76, 2))
+        );
+        assert_eq!(parse_format_field("name: tcp_probe"), None);
+    }
+
+    #[test]
+    fn verifier_rejection_points_to_verbose_flag() {
+        let error = program_error(
+            "sys_exit_data",
+            ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(libc::EACCES),
+                verifier_log: aya_obj::VerifierLog::new("R1 invalid mem access".into()),
+            },
+            false,
+        );
+        let message = error.to_string();
+        assert!(message.contains("rejected eBPF program sys_exit_data"), "{message}");
+        assert!(message.contains("Run with -v"), "{message}");
+        assert!(!message.contains("R1 invalid mem access"), "{message}");
+        assert!(!message.contains("printed above"), "{message}");
+    }
+
+    #[test]
+    fn verifier_log_is_kept_with_verbose_flag() {
+        let error = program_error(
+            "sys_exit_data",
+            ProgramError::LoadError {
+                io_error: io::Error::from_raw_os_error(libc::EACCES),
+                verifier_log: aya_obj::VerifierLog::new("R1 invalid mem access".into()),
+            },
+            true,
+        );
+        assert!(error.to_string().contains("printed above"));
+        let LoadError::Verifier { log, .. } = error else {
+            panic!("not a verifier error");
+        };
+        assert_eq!(log.as_deref(), Some("R1 invalid mem access"));
+    }
+
+    #[test]
+    fn this_kernel_has_tcp_probe() {
+        let layout = tcp_probe_layout(Path::new("/sys/kernel/tracing")).unwrap();
+        assert_ne!(layout.data_len, 0);
+        assert_eq!(layout.dport, layout.sport + 2);
+    }
 }

@@ -1,1 +1,246 @@
+//! The kernel side of collection: preflight checks, the loaded eBPF object,
+//! its target and socket maps, the ring buffer reader and the drop counters.
+
 pub mod loader;
+pub mod preflight;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+};
+use llmslo_probe_common::{DropReason, FlowKey, SocketKey, TcpProbeLayout};
+use tokio::io::unix::AsyncFd;
+
+pub use loader::LoadError;
+
+/// Drop counters summed over all CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelDrops {
+    pub ring_buffer_full: u64,
+    pub payload_truncated_bytes: u64,
+    pub payload_read_failed: u64,
+    pub map_full: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("eBPF map {map} is missing from the embedded object; rebuild llmslo-probe")]
+    MissingMap { map: &'static str },
+    #[error("failed to {action} in eBPF map {map}: {source}")]
+    Map {
+        action: &'static str,
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("failed to poll the ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// The loaded programs and the maps user space writes or reads.
+pub struct Collector {
+    ebpf: Ebpf,
+    events: AsyncFd<RingBuf<MapData>>,
+}
+
+impl Collector {
+    /// Loads the programs and maps without attaching them; targets and
+    /// sockets can be added before [`Collector::attach`]. Must run inside a
+    /// tokio runtime, which polls the ring buffer.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectError::Load`] from the loader, or a missing or unusable
+    /// ring buffer.
+    pub fn load(
+        ring_buffer_bytes: u32,
+        filter_flags: u8,
+        tcp_probe_layout: TcpProbeLayout,
+        keep_verifier_log: bool,
+    ) -> Result<Self, CollectError> {
+        let mut ebpf = loader::load(
+            ring_buffer_bytes,
+            filter_flags,
+            tcp_probe_layout,
+            keep_verifier_log,
+        )?;
+        let map = ebpf
+            .take_map("EVENTS")
+            .ok_or(CollectError::MissingMap { map: "EVENTS" })?;
+        let ring = RingBuf::try_from(map).map_err(|source| CollectError::Map {
+            action: "map",
+            map: "EVENTS",
+            source,
+        })?;
+        // SAFETY: the ring buffer owns its map fd, and nothing replaces or
+        // closes that fd while it is registered with the AsyncFd.
+        let events =
+            unsafe { AsyncFd::register(ring) }.map_err(|error| CollectError::Poll(error.into()))?;
+        Ok(Self { ebpf, events })
+    }
+
+    pub fn attach(&mut self) -> Result<(), CollectError> {
+        Ok(loader::attach(&mut self.ebpf)?)
+    }
+
+    /// Attaches the optional arrival program; see [`loader::attach_arrivals`].
+    pub fn attach_arrivals(&mut self) -> Result<(), CollectError> {
+        Ok(loader::attach_arrivals(&mut self.ebpf)?)
+    }
+
+    pub fn add_target_pid(&mut self, pid: u32) -> Result<(), CollectError> {
+        let mut map: HashMap<_, u32, u8> = self.hash_map("TARGET_TGIDS")?;
+        map.insert(&pid, &1, 0).map_err(|source| CollectError::Map {
+            action: "insert a target pid",
+            map: "TARGET_TGIDS",
+            source,
+        })
+    }
+
+    pub fn add_target_cgroup(&mut self, cgroup_id: u64) -> Result<(), CollectError> {
+        let mut map: HashMap<_, u64, u8> = self.hash_map("TARGET_CGROUPS")?;
+        map.insert(&cgroup_id, &1, 0)
+            .map_err(|source| CollectError::Map {
+                action: "insert a target cgroup",
+                map: "TARGET_CGROUPS",
+                source,
+            })
+    }
+
+    /// Makes the kernel report reads and writes on a socket that existed
+    /// before the probe saw its `connect` or `accept`.
+    pub fn track_socket(&mut self, tgid: u32, fd: i32) -> Result<(), CollectError> {
+        let mut map: HashMap<_, SocketKey, u8> = self.hash_map("SOCKETS")?;
+        map.insert(&SocketKey { tgid, fd }, &1, 0)
+            .map_err(|source| CollectError::Map {
+                action: "insert a socket",
+                map: "SOCKETS",
+                source,
+            })
+    }
+
+    /// Makes the kernel report segment arrivals of a connection.
+    pub fn add_flow(&mut self, flow: &FlowKey) -> Result<(), CollectError> {
+        let mut map: HashMap<_, FlowKey, u8> = self.hash_map("FLOWS")?;
+        map.insert(flow, &1, 0).map_err(|source| CollectError::Map {
+            action: "insert a connection",
+            map: "FLOWS",
+            source,
+        })
+    }
+
+    /// Stops arrival reports of a connection; a missing entry is not an
+    /// error.
+    pub fn remove_flow(&mut self, flow: &FlowKey) -> Result<(), CollectError> {
+        let mut map: HashMap<_, FlowKey, u8> = self.hash_map("FLOWS")?;
+        let _ = map.remove(flow);
+        Ok(())
+    }
+
+    /// Removes every socket of a process that exited, so that a new process
+    /// with the same pid starts clean; returns how many were removed.
+    pub fn forget_sockets(&mut self, tgid: u32) -> Result<usize, CollectError> {
+        let mut map: HashMap<_, SocketKey, u8> = self.hash_map("SOCKETS")?;
+        let keys: Vec<SocketKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.tgid == tgid)
+            .collect();
+        for key in &keys {
+            // A key may vanish between listing and removal when the kernel
+            // handles the close first, which is not an error.
+            let _ = map.remove(key);
+        }
+        Ok(keys.len())
+    }
+
+    /// Sums the per-CPU drop counters.
+    pub fn read_drops(&self) -> Result<KernelDrops, CollectError> {
+        let map = self
+            .ebpf
+            .map("DROPS")
+            .ok_or(CollectError::MissingMap { map: "DROPS" })?;
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| CollectError::Map {
+                action: "map",
+                map: "DROPS",
+                source,
+            })?;
+        let total = |reason: DropReason| -> Result<u64, CollectError> {
+            let values = counters
+                .get(&(reason as u32), 0)
+                .map_err(|source| CollectError::Map {
+                    action: "read a drop counter",
+                    map: "DROPS",
+                    source,
+                })?;
+            Ok(values.iter().sum())
+        };
+        Ok(KernelDrops {
+            ring_buffer_full: total(DropReason::RingBufferFull)?,
+            payload_truncated_bytes: total(DropReason::PayloadTruncatedBytes)?,
+            payload_read_failed: total(DropReason::PayloadReadFailed)?,
+            map_full: total(DropReason::MapFull)?,
+        })
+    }
+
+    /// Waits until the kernel has published events, then passes up to
+    /// `budget` records to `handle`; returns how many it passed. Readiness
+    /// is cleared only once the ring buffer is empty, so the next call after
+    /// a full budget returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectError::Poll`] when epoll on the ring buffer fails.
+    pub async fn drain(
+        &mut self,
+        budget: usize,
+        mut handle: impl FnMut(&[u8]),
+    ) -> Result<usize, CollectError> {
+        let mut guard = self
+            .events
+            .readable_mut()
+            .await
+            .map_err(CollectError::Poll)?;
+        let ring = guard.get_inner_mut();
+        let mut count = 0;
+        while let Some(item) = ring.next() {
+            handle(&item);
+            count += 1;
+            if count == budget {
+                return Ok(count);
+            }
+        }
+        guard.clear_ready();
+        Ok(count)
+    }
+
+    /// Passes every record already in the ring buffer to `handle` without
+    /// waiting; used at the end of the window.
+    pub fn drain_now(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
+        let ring = self.events.get_mut();
+        let mut count = 0;
+        while let Some(item) = ring.next() {
+            handle(&item);
+            count += 1;
+        }
+        count
+    }
+
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        map: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, CollectError> {
+        let data = self
+            .ebpf
+            .map_mut(map)
+            .ok_or(CollectError::MissingMap { map })?;
+        HashMap::try_from(data).map_err(|source| CollectError::Map {
+            action: "map",
+            map,
+            source,
+        })
+    }
+}

@@ -2,6 +2,7 @@
 //! rescanning it, and reading the few header fields llmslo uses with
 //! `httparse`.
 
+use llmslo_schema::RateLimit;
 use thiserror::Error;
 
 use super::body::Framing;
@@ -127,30 +128,62 @@ impl RequestHead {
         }
 
         for header in request.headers.iter() {
-            let value = trimmed_str(header.value);
-            let name = header.name;
-            if name.eq_ignore_ascii_case("host") {
-                if head.host.is_none() {
-                    head.host = value.map(host_without_port);
-                }
-            } else if name.eq_ignore_ascii_case("content-length") {
-                head.content_length = Some(parse_content_length(value)?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                head.chunked = value.is_some_and(ends_with_chunked);
-            } else if name.eq_ignore_ascii_case("expect") {
-                head.expect_continue =
-                    value.is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-            } else if name.eq_ignore_ascii_case("content-type") {
-                head.content_type = value.map(media_type);
-            } else if name.eq_ignore_ascii_case("content-encoding") {
-                head.content_encoding = value.map(str::to_ascii_lowercase);
-            } else if name.eq_ignore_ascii_case("traceparent") {
-                head.traceparent = value.map(str::to_owned);
-            } else if name.eq_ignore_ascii_case("tracestate") {
-                head.tracestate = value.map(str::to_owned);
-            }
+            head.apply_header(header.name, trimmed_str(header.value))?;
         }
         Ok(head)
+    }
+
+    /// Builds the head of an HTTP/2 request from its pseudo-header fields
+    /// and its other fields.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`HeadError::InvalidContentLength`] for an invalid
+    /// `content-length` field.
+    pub fn from_fields(
+        method: &str,
+        target: &str,
+        authority: Option<&str>,
+        fields: &[(String, String)],
+    ) -> Result<Self, HeadError> {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut head = RequestHead {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query_keys: query.map(query_keys).unwrap_or_default(),
+            host: authority.map(host_without_port),
+            ..RequestHead::default()
+        };
+        for (name, value) in fields {
+            head.apply_header(name, Some(value.trim()))?;
+        }
+        Ok(head)
+    }
+
+    fn apply_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HeadError> {
+        if name.eq_ignore_ascii_case("host") {
+            if self.host.is_none() {
+                self.host = value.map(host_without_port);
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            self.content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.chunked = value.is_some_and(ends_with_chunked);
+        } else if name.eq_ignore_ascii_case("expect") {
+            self.expect_continue = value.is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        } else if name.eq_ignore_ascii_case("content-type") {
+            self.content_type = value.map(media_type);
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            self.content_encoding = value.map(str::to_ascii_lowercase);
+        } else if name.eq_ignore_ascii_case("traceparent") {
+            self.traceparent = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("tracestate") {
+            self.tracestate = value.map(str::to_owned);
+        }
+        Ok(())
     }
 
     /// Framing of the request body (RFC 9112, section 6.3): chunked, then
@@ -174,6 +207,8 @@ pub struct ResponseHead {
     pub content_encoding: Option<String>,
     /// Raw `Retry-After` value: delay seconds or an HTTP date.
     pub retry_after: Option<String>,
+    /// Raw `Date` value, the reference for an HTTP-date `Retry-After`.
+    pub date: Option<String>,
     /// Rate-limit headers as (lowercase name, value); only numeric and
     /// duration values of `x-ratelimit-*` and `anthropic-ratelimit-*`.
     pub rate_limit_headers: Vec<(String, String)>,
@@ -198,26 +233,91 @@ impl ResponseHead {
             ..ResponseHead::default()
         };
         for header in response.headers.iter() {
-            let value = trimmed_str(header.value);
-            let name = header.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                head.content_length = Some(parse_content_length(value)?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                head.transfer_encoding = value.map(str::to_ascii_lowercase);
-            } else if name.eq_ignore_ascii_case("content-type") {
-                head.content_type = value.map(media_type);
-            } else if name.eq_ignore_ascii_case("content-encoding") {
-                head.content_encoding = value.map(str::to_ascii_lowercase);
-            } else if name.eq_ignore_ascii_case("retry-after") {
-                head.retry_after = value.map(str::to_owned);
-            } else if is_rate_limit_header(name)
-                && let Some(value) = value
-            {
-                head.rate_limit_headers
-                    .push((name.to_ascii_lowercase(), value.to_owned()));
-            }
+            head.apply_header(header.name, trimmed_str(header.value))?;
         }
         Ok(head)
+    }
+
+    /// Builds the head of an HTTP/2 response from its `:status` and its
+    /// other fields.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`HeadError::InvalidContentLength`] for an invalid
+    /// `content-length` field.
+    pub fn from_fields(status: u16, fields: &[(String, String)]) -> Result<Self, HeadError> {
+        let mut head = ResponseHead {
+            status,
+            ..ResponseHead::default()
+        };
+        for (name, value) in fields {
+            head.apply_header(name, Some(value.trim()))?;
+        }
+        Ok(head)
+    }
+
+    fn apply_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HeadError> {
+        if name.eq_ignore_ascii_case("content-length") {
+            self.content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = value.map(str::to_ascii_lowercase);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            self.content_type = value.map(media_type);
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            self.content_encoding = value.map(str::to_ascii_lowercase);
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            self.retry_after = value.map(str::to_owned);
+        } else if name.eq_ignore_ascii_case("date") {
+            self.date = value.map(str::to_owned);
+        } else if is_rate_limit_header(name)
+            && let Some(value) = value
+        {
+            self.rate_limit_headers
+                .push((name.to_ascii_lowercase(), value.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Returns the `Retry-After` delay in seconds. An HTTP date is measured
+    /// from the response's own `Date`, because the parser has no wall
+    /// clock; without `Date` such a value gives `None`.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        let value = self.retry_after.as_deref()?;
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(secs);
+        }
+        let retry_at = httpdate::parse_http_date(value).ok()?;
+        let sent_at = httpdate::parse_http_date(self.date.as_deref()?).ok()?;
+        let delay = retry_at.duration_since(sent_at).unwrap_or_default();
+        Some(delay.as_secs())
+    }
+
+    /// Collects the request and token limits of OpenAI and Azure OpenAI
+    /// (`x-ratelimit-*`) and Anthropic (`anthropic-ratelimit-*`) headers.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        let mut limit = RateLimit::default();
+        for (name, value) in &self.rate_limit_headers {
+            let Ok(number) = value.parse::<u64>() else {
+                continue;
+            };
+            let field = match name.as_str() {
+                "x-ratelimit-limit-requests" | "anthropic-ratelimit-requests-limit" => {
+                    &mut limit.limit_requests
+                }
+                "x-ratelimit-remaining-requests" | "anthropic-ratelimit-requests-remaining" => {
+                    &mut limit.remaining_requests
+                }
+                "x-ratelimit-limit-tokens" | "anthropic-ratelimit-tokens-limit" => {
+                    &mut limit.limit_tokens
+                }
+                "x-ratelimit-remaining-tokens" | "anthropic-ratelimit-tokens-remaining" => {
+                    &mut limit.remaining_tokens
+                }
+                _ => continue,
+            };
+            *field = Some(number);
+        }
+        (limit != RateLimit::default()).then_some(limit)
     }
 
     /// True for 1xx responses other than 101, which precede the final one.
@@ -425,6 +525,52 @@ mod tests {
         assert_eq!(until_close.body_framing("GET"), Framing::UntilClose);
         let interim = parse(b"HTTP/1.1 100 Continue\r\n\r\n");
         assert!(interim.is_interim());
+    }
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        let parse = |bytes: &[u8]| ResponseHead::parse(bytes).unwrap();
+        let seconds = parse(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 120\r\n\r\n");
+        assert_eq!(seconds.retry_after_secs(), Some(120));
+        let date = parse(
+            b"HTTP/1.1 503 Service Unavailable\r\nDate: Thu, 03 Dec 2026 10:00:00 GMT\r\nRetry-After: Thu, 03 Dec 2026 10:01:30 GMT\r\n\r\n",
+        );
+        assert_eq!(date.retry_after_secs(), Some(90));
+        let past = parse(
+            b"HTTP/1.1 503 Service Unavailable\r\nDate: Thu, 03 Dec 2026 10:00:00 GMT\r\nRetry-After: Thu, 03 Dec 2026 09:00:00 GMT\r\n\r\n",
+        );
+        assert_eq!(past.retry_after_secs(), Some(0));
+        let no_date = parse(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: Thu, 03 Dec 2026 10:01:30 GMT\r\n\r\n");
+        assert_eq!(no_date.retry_after_secs(), None);
+        let invalid = parse(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: soon\r\n\r\n");
+        assert_eq!(invalid.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn rate_limits_of_openai_and_anthropic() {
+        let openai = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nx-ratelimit-limit-requests: 10000\r\nx-ratelimit-remaining-requests: 9999\r\nx-ratelimit-limit-tokens: 200000\r\nx-ratelimit-remaining-tokens: 199975\r\nx-ratelimit-reset-requests: 8.64s\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            openai.rate_limit(),
+            Some(RateLimit {
+                limit_requests: Some(10000),
+                remaining_requests: Some(9999),
+                limit_tokens: Some(200000),
+                remaining_tokens: Some(199975),
+            })
+        );
+        let anthropic = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nanthropic-ratelimit-requests-limit: 4000\r\nanthropic-ratelimit-tokens-remaining: 399000\r\n\r\n",
+        )
+        .unwrap();
+        let limit = anthropic.rate_limit().unwrap();
+        assert_eq!(limit.limit_requests, Some(4000));
+        assert_eq!(limit.remaining_tokens, Some(399000));
+        assert_eq!(limit.remaining_requests, None);
+        let none = ResponseHead::parse(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        assert_eq!(none.rate_limit(), None);
     }
 
     #[test]

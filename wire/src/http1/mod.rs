@@ -11,7 +11,7 @@ use llmslo_schema::{Direction, Exchange, HttpExchange, Protocol};
 
 use self::body::Framing;
 use self::head::{HeadBuffer, HeadError, RequestHead, ResponseHead};
-use crate::exchange_end::{EndCause, error_for_status};
+use crate::exchange_end::{EndCause, complete_exchange};
 use crate::llm::{self, LlmTracker, RequestTarget};
 use crate::{Flow, ParserConfig, StreamEnd};
 
@@ -78,6 +78,61 @@ struct Side {
     head: HeadBuffer,
     head_first_ts_ns: u64,
     head_first_tid: u32,
+    /// While lost: the start of a read too short to tell whether it begins
+    /// a message, with its timestamp and thread.
+    resync: Vec<u8>,
+    resync_ts_ns: u64,
+    resync_tid: u32,
+}
+
+/// Decision of a lost side about a read.
+enum Resync {
+    /// Parse again from these bytes (kept bytes first, then the read).
+    Resume(Vec<(u64, u32, Vec<u8>)>),
+    /// Too few bytes to tell; they are kept.
+    Wait,
+    /// The read does not start a message.
+    Skip,
+}
+
+impl Side {
+    /// Decides whether a read on a lost side starts a message, using
+    /// `starts_message` on the bytes kept from earlier reads and this one.
+    fn resync(
+        &mut self,
+        ts_ns: u64,
+        tid: u32,
+        bytes: &[u8],
+        starts_message: fn(&[u8]) -> Option<bool>,
+    ) -> (Resync, u64) {
+        let kept = std::mem::take(&mut self.resync);
+        let mut probe = kept.clone();
+        probe.extend_from_slice(&bytes[..bytes.len().min(16)]);
+        match starts_message(&probe) {
+            Some(true) => {
+                self.state = ReadState::Head;
+                let mut pieces = Vec::new();
+                if !kept.is_empty() {
+                    pieces.push((self.resync_ts_ns, self.resync_tid, kept));
+                }
+                pieces.push((ts_ns, tid, bytes.to_vec()));
+                (Resync::Resume(pieces), 0)
+            }
+            None => {
+                if probe.len() == kept.len() + bytes.len() {
+                    if kept.is_empty() {
+                        self.resync_ts_ns = ts_ns;
+                        self.resync_tid = tid;
+                    }
+                    self.resync = probe;
+                    (Resync::Wait, 0)
+                } else {
+                    (Resync::Skip, (kept.len() + bytes.len()) as u64)
+                }
+            }
+            Some(false) => (Resync::Skip, (kept.len() + bytes.len()) as u64),
+        }
+    }
 }
 
 impl Side {
@@ -87,6 +142,9 @@ impl Side {
             head: HeadBuffer::default(),
             head_first_ts_ns: 0,
             head_first_tid: 0,
+            resync: Vec::new(),
+            resync_ts_ns: 0,
+            resync_tid: 0,
         }
     }
 }
@@ -168,9 +226,17 @@ impl Http1Connection {
     }
 
     fn on_request_bytes(&mut self, ts_ns: u64, tid: u32, mut bytes: &[u8]) {
-        if matches!(self.request_side.state, ReadState::Lost) && starts_request(bytes) == Some(true)
-        {
-            self.request_side.state = ReadState::Head;
+        if matches!(self.request_side.state, ReadState::Lost) {
+            match self.request_side.resync(ts_ns, tid, bytes, starts_request) {
+                (Resync::Resume(pieces), _) => {
+                    for (ts_ns, tid, piece) in pieces {
+                        self.on_request_bytes(ts_ns, tid, &piece);
+                    }
+                }
+                (Resync::Wait, _) => {}
+                (Resync::Skip, skipped) => self.stats.unparsed_bytes += skipped,
+            }
+            return;
         }
 
         while !bytes.is_empty() {
@@ -282,7 +348,13 @@ impl Http1Connection {
             path: &head.path,
         };
         let llm = llm::identify(&target, &self.config.provider_rules).map(|(provider, format)| {
-            LlmTracker::new(provider, format, t0_ns, self.config.max_body_bytes)
+            LlmTracker::new(
+                provider,
+                format,
+                &head.path,
+                t0_ns,
+                self.config.max_body_bytes,
+            )
         });
 
         if self.pending.len() >= MAX_PENDING_EXCHANGES
@@ -322,10 +394,17 @@ impl Http1Connection {
     }
 
     fn on_response_bytes(&mut self, ts_ns: u64, mut bytes: &[u8]) {
-        if matches!(self.response_side.state, ReadState::Lost)
-            && starts_response(bytes) == Some(true)
-        {
-            self.response_side.state = ReadState::Head;
+        if matches!(self.response_side.state, ReadState::Lost) {
+            match self.response_side.resync(ts_ns, 0, bytes, starts_response) {
+                (Resync::Resume(pieces), _) => {
+                    for (ts_ns, _, piece) in pieces {
+                        self.on_response_bytes(ts_ns, &piece);
+                    }
+                }
+                (Resync::Wait, _) => {}
+                (Resync::Skip, skipped) => self.stats.unparsed_bytes += skipped,
+            }
+            return;
         }
 
         while !bytes.is_empty() {
@@ -415,6 +494,8 @@ impl Http1Connection {
             http.status = Some(head.status);
             http.content_type = head.content_type.clone();
             http.content_encoding = head.content_encoding.clone();
+            http.retry_after_secs = head.retry_after_secs();
+            http.rate_limit = head.rate_limit();
         }
         if let Some(llm) = pending.llm.as_mut() {
             llm.on_response_head(
@@ -469,6 +550,15 @@ impl Http1Connection {
 
     /// Reports `missing_bytes` of `flow` that were not captured.
     pub fn on_gap(&mut self, flow: Flow, missing_bytes: u64) {
+        let side = if flow == self.request_flow {
+            &mut self.request_side
+        } else {
+            &mut self.response_side
+        };
+        // Bytes kept to resynchronise no longer precede the next read.
+        self.stats.unparsed_bytes += side.resync.len() as u64;
+        side.resync.clear();
+
         if flow == self.request_flow {
             self.on_request_gap(missing_bytes);
         } else {
@@ -483,7 +573,8 @@ impl Http1Connection {
                 let seq = *seq;
                 let skipped = framing.skip(missing_bytes);
                 if let Some(pending) = self.pending.iter_mut().find(|p| p.seq == seq) {
-                    pending.exchange.missing_bytes += missing_bytes;
+                    pending.exchange.missing_bytes =
+                        pending.exchange.missing_bytes.saturating_add(missing_bytes);
                     if let Some(llm) = pending.llm.as_mut() {
                         llm.on_request_gap();
                     }
@@ -506,7 +597,8 @@ impl Http1Connection {
 
     fn on_response_gap(&mut self, missing_bytes: u64) {
         if let Some(pending) = self.pending.front_mut() {
-            pending.exchange.missing_bytes += missing_bytes;
+            pending.exchange.missing_bytes =
+                pending.exchange.missing_bytes.saturating_add(missing_bytes);
             if let Some(llm) = pending.llm.as_mut() {
                 llm.on_response_gap();
             }
@@ -577,33 +669,9 @@ impl Http1Connection {
     }
 }
 
-/// Builds the final exchange. `end_ns` is the timestamp of the last response
-/// byte seen.
+/// Builds the final exchange of a pending request.
 fn finish_exchange(pending: Pending, end_ns: Option<u64>, cause: EndCause) -> Exchange {
-    let mut exchange = pending.exchange;
-    let status = exchange.http.as_ref().and_then(|http| http.status);
-    let complete = cause == EndCause::Complete;
-
-    let mut terminal_ns = None;
-    let mut stream_error = None;
-    let mut provider_code = None;
-    if let Some(llm) = pending.llm {
-        terminal_ns = llm.terminal_ns();
-        let outcome = llm.finish(complete);
-        stream_error = outcome.stream_error;
-        provider_code = outcome.provider_code;
-        exchange.llm = Some(outcome.call);
-    }
-
-    if complete {
-        let end_ns = terminal_ns.or(end_ns);
-        exchange.e2e_us = end_ns.map(|end| end.saturating_sub(exchange.t0_ns) / 1000);
-    }
-
-    exchange.error = error_for_status(status, provider_code)
-        .or_else(|| cause.error())
-        .or(stream_error);
-    exchange
+    complete_exchange(pending.exchange, pending.llm, end_ns, cause)
 }
 
 #[cfg(test)]

@@ -83,14 +83,24 @@ impl<'de> Deserialize<'de> for ArrayLength {
     }
 }
 
-/// A short identifier from JSON (model name, finish reason, error code),
-/// cut to [`MAX_LABEL_CHARS`] characters so a hostile body cannot grow
+/// Request fields that llmslo reads. Messages, prompts and inputs are
+/// skipped unread.
+#[derive(Debug, Default, Deserialize)]
+pub struct RequestFields {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// Copies a short identifier from JSON (model name, finish reason, error
+/// code), cut to [`MAX_LABEL_CHARS`] characters so a hostile body cannot grow
 /// the result.
 pub fn label(value: &str) -> String {
     value.chars().take(MAX_LABEL_CHARS).collect()
 }
 
-/// Longest model name, error code or finish reason kept.
+/// Maximum length of a kept model name, error code or finish reason.
 pub const MAX_LABEL_CHARS: usize = 128;
 
 /// An error object as OpenAI, Anthropic, Gemini and compatible servers
@@ -106,7 +116,7 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// The most specific code the provider gave: a string `code`
+    /// Returns the most specific code the provider gave: a string `code`
     /// (OpenAI's `rate_limit_exceeded`), then `type` (Anthropic's
     /// `overloaded_error`), then `status` (Gemini's `RESOURCE_EXHAUSTED`).
     pub fn provider_code(&self) -> Option<String> {

@@ -6,17 +6,34 @@
 //! the read that delivered each piece. Streaming responses are split into
 //! events; an event counts at the timestamp of the read that completed it.
 
+mod anthropic;
+mod format;
+mod gemini;
 mod json;
+mod ndjson;
+mod ollama;
 mod openai;
+mod responses;
 
 use llmslo_schema::{ErrorKind, ExchangeError, LlmCall, TokenSource};
 
-use crate::ProviderRule;
-use crate::sse::{SseEvent, SseParser};
+use self::format::StreamFraming;
+pub use self::format::{ApiFormat, RequestTarget, identify};
+use self::ndjson::NdjsonSplitter;
+use crate::decode::ContentDecoder;
+use crate::sse::SseParser;
 
 /// Largest single stream event (SSE event or NDJSON line) kept for JSON
 /// decoding; larger events are counted but not read.
 const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// Maximum number of ITL samples kept per call, which bounds the memory of
+/// very long streams; content events past it are still counted.
+const MAX_ITL_SAMPLES: usize = 65_536;
+
+/// Maximum decoded size of one compressed response body. Decoding stops
+/// there, which bounds the work a decompression bomb can cause.
+const MAX_DECODED_BYTES: u64 = 64 << 20;
 
 /// Facts about one stream event.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,84 +48,6 @@ pub struct EventFacts {
     pub error: Option<Option<String>>,
     /// The event was not JSON of the expected shape.
     pub unreadable: bool,
-}
-
-/// The wire format of an LLM API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiFormat {
-    OpenAiChat,
-}
-
-impl ApiFormat {
-    fn api(self) -> &'static str {
-        match self {
-            ApiFormat::OpenAiChat => "chat.completions",
-        }
-    }
-
-    fn operation(self) -> &'static str {
-        match self {
-            ApiFormat::OpenAiChat => "chat",
-        }
-    }
-}
-
-/// Destination of a request, from its head.
-pub struct RequestTarget<'a> {
-    pub host: Option<&'a str>,
-    pub port: Option<u16>,
-    pub method: &'a str,
-    pub path: &'a str,
-}
-
-/// Names the provider and API format of a request, or `None` when it is not
-/// an LLM API call. User rules name the provider first; the path then names
-/// the format.
-pub fn identify(target: &RequestTarget<'_>, rules: &[ProviderRule]) -> Option<(String, ApiFormat)> {
-    if !target.method.eq_ignore_ascii_case("POST") {
-        return None;
-    }
-    let format = format_of_path(target.path)?;
-    let rule = rules.iter().find(|rule| rule_matches(rule, target));
-    let provider = match rule {
-        Some(rule) => rule.provider.clone(),
-        None => provider_of(target.host, target.path, format).to_owned(),
-    };
-    Some((provider, format))
-}
-
-fn format_of_path(path: &str) -> Option<ApiFormat> {
-    let path = path.trim_end_matches('/');
-    if path.ends_with("/chat/completions") || path == "/chat/completions" {
-        return Some(ApiFormat::OpenAiChat);
-    }
-    None
-}
-
-fn provider_of(host: Option<&str>, path: &str, format: ApiFormat) -> &'static str {
-    let host = host.unwrap_or_default();
-    match format {
-        ApiFormat::OpenAiChat => {
-            if host == "api.openai.com" {
-                "openai"
-            } else if host.ends_with(".openai.azure.com")
-                || host.ends_with(".cognitiveservices.azure.com")
-                || path.starts_with("/openai/deployments/")
-            {
-                "azure_openai"
-            } else {
-                "openai_compatible"
-            }
-        }
-    }
-}
-
-fn rule_matches(rule: &ProviderRule, target: &RequestTarget<'_>) -> bool {
-    let host_matches = target
-        .host
-        .is_some_and(|host| host.eq_ignore_ascii_case(&rule.host));
-    let port_matches = rule.port.is_none() || rule.port == target.port;
-    host_matches && port_matches && target.path.starts_with(&rule.path_prefix)
 }
 
 /// A body kept up to a limit; longer bodies are marked truncated.
@@ -137,6 +76,7 @@ enum ResponseReader {
     /// A JSON body read once complete.
     Whole(BoundedBody),
     Sse(Box<SseParser>),
+    Ndjson(NdjsonSplitter),
     /// A body that carries no usable metadata (encoded, error page, ...).
     Ignored,
 }
@@ -150,10 +90,14 @@ pub struct LlmTracker {
     max_body_bytes: usize,
     request_body: BoundedBody,
     reader: ResponseReader,
+    /// Decoder of a compressed response body.
+    decoder: Option<ContentDecoder>,
     status: u16,
     first_content_ns: Option<u64>,
     last_content_ns: Option<u64>,
     terminal_ns: Option<u64>,
+    /// Timestamp of the read that delivered the last response body bytes.
+    last_body_ns: u64,
     /// Error events inside the stream, or a stream cut before its end.
     stream_error: Option<ExchangeError>,
     /// Events that were not JSON of the expected shape, or too large.
@@ -171,23 +115,34 @@ pub struct LlmOutcome {
 }
 
 impl LlmTracker {
-    pub fn new(provider: String, format: ApiFormat, t0_ns: u64, max_body_bytes: usize) -> Self {
+    /// Starts following a call whose request head, at `path`, was read at
+    /// `t0_ns`.
+    pub fn new(
+        provider: String,
+        format: ApiFormat,
+        path: &str,
+        t0_ns: u64,
+        max_body_bytes: usize,
+    ) -> Self {
         Self {
             format,
             call: LlmCall {
                 provider,
                 api: format.api().to_owned(),
                 operation: format.operation().to_owned(),
+                request_model: format.model_of_path(path),
                 ..LlmCall::default()
             },
             t0_ns,
             max_body_bytes,
             request_body: BoundedBody::default(),
             reader: ResponseReader::Pending,
+            decoder: None,
             status: 0,
             first_content_ns: None,
             last_content_ns: None,
             terminal_ns: None,
+            last_body_ns: t0_ns,
             stream_error: None,
             unreadable_events: 0,
         }
@@ -210,19 +165,11 @@ impl LlmTracker {
             );
             return;
         }
-        match self.format {
-            ApiFormat::OpenAiChat => {
-                if let Ok(request) = serde_json::from_slice::<openai::ChatRequest>(&body.bytes) {
-                    self.call.request_model = request.model.as_deref().map(json::label);
-                    self.call.streaming = request.stream.unwrap_or(false);
-                }
-            }
-        }
+        self.format.read_request(&mut self.call, &body.bytes);
     }
 
     /// Chooses how to read the response body from the final response head.
-    /// `content_encoding` other than identity makes the body unreadable
-    /// until decoding is supported.
+    /// A body in an unsupported content coding is not read.
     pub fn on_response_head(
         &mut self,
         status: u16,
@@ -230,23 +177,54 @@ impl LlmTracker {
         content_encoding: Option<&str>,
     ) {
         self.status = status;
-        let encoded =
-            content_encoding.is_some_and(|coding| !coding.eq_ignore_ascii_case("identity"));
-        let event_stream = content_type == Some("text/event-stream");
-
-        self.reader = if encoded {
-            // TODO: decode gzip, deflate, br and zstd bodies incrementally.
-            ResponseReader::Ignored
-        } else if event_stream && (200..300).contains(&status) {
-            self.call.streaming = true;
-            ResponseReader::Sse(Box::new(SseParser::new(MAX_EVENT_BYTES)))
+        let unreadable = match ContentDecoder::new(content_encoding, MAX_DECODED_BYTES) {
+            Ok(decoder) => {
+                self.decoder = decoder;
+                false
+            }
+            Err(error) => {
+                tracing::debug!(%error, "LLM response body not decoded");
+                true
+            }
+        };
+        let framing = if (200..300).contains(&status) {
+            self.format.stream_framing(content_type)
         } else {
-            ResponseReader::Whole(BoundedBody::default())
+            None
+        };
+
+        self.reader = match framing {
+            _ if unreadable => ResponseReader::Ignored,
+            Some(StreamFraming::Sse) => {
+                self.call.streaming = true;
+                ResponseReader::Sse(Box::new(SseParser::new(MAX_EVENT_BYTES)))
+            }
+            Some(StreamFraming::Ndjson) if self.call.streaming => {
+                ResponseReader::Ndjson(NdjsonSplitter::new(MAX_EVENT_BYTES))
+            }
+            _ => ResponseReader::Whole(BoundedBody::default()),
         };
     }
 
     /// Takes decoded response body bytes delivered by a read at `ts_ns`.
     pub fn on_response_body(&mut self, ts_ns: u64, bytes: &[u8]) {
+        self.last_body_ns = ts_ns;
+        let decoded;
+        let bytes = match &mut self.decoder {
+            None => bytes,
+            Some(decoder) => match decoder.decode(bytes) {
+                Ok(output) => {
+                    decoded = output;
+                    &decoded[..]
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "LLM response body decoding stopped");
+                    self.decoder = None;
+                    self.reader = ResponseReader::Ignored;
+                    return;
+                }
+            },
+        };
         match &mut self.reader {
             ResponseReader::Pending | ResponseReader::Ignored => {}
             ResponseReader::Whole(body) => body.push(bytes, self.max_body_bytes),
@@ -254,7 +232,14 @@ impl LlmTracker {
                 let mut events = Vec::new();
                 parser.feed(bytes, &mut events);
                 for event in events {
-                    self.on_sse_event(ts_ns, &event);
+                    self.on_event(ts_ns, &event.event, &event.data, event.oversized);
+                }
+            }
+            ResponseReader::Ndjson(splitter) => {
+                let mut lines = Vec::new();
+                splitter.feed(bytes, &mut lines);
+                for line in lines {
+                    self.on_event(ts_ns, "", &line.bytes, line.oversized);
                 }
             }
         }
@@ -266,6 +251,7 @@ impl LlmTracker {
         match &mut self.reader {
             ResponseReader::Whole(body) => body.truncated = true,
             ResponseReader::Sse(parser) => **parser = SseParser::new(MAX_EVENT_BYTES),
+            ResponseReader::Ndjson(splitter) => *splitter = NdjsonSplitter::new(MAX_EVENT_BYTES),
             ResponseReader::Pending | ResponseReader::Ignored => {}
         }
     }
@@ -275,19 +261,19 @@ impl LlmTracker {
         self.request_body.truncated = true;
     }
 
-    fn on_sse_event(&mut self, ts_ns: u64, event: &SseEvent) {
+    /// Reads one SSE event or NDJSON line that a read at `ts_ns` completed.
+    /// Events after the terminal one are ignored.
+    fn on_event(&mut self, ts_ns: u64, name: &str, data: &[u8], oversized: bool) {
         if self.terminal_ns.is_some() {
             return;
         }
-        let facts = if event.oversized {
+        let facts = if oversized {
             EventFacts {
                 unreadable: true,
                 ..EventFacts::default()
             }
         } else {
-            match self.format {
-                ApiFormat::OpenAiChat => openai::chat_stream_event(&mut self.call, &event.data),
-            }
+            self.format.read_event(&mut self.call, name, data)
         };
         self.record_event(ts_ns, &facts);
     }
@@ -297,7 +283,9 @@ impl LlmTracker {
             self.unreadable_events += 1;
         }
         if facts.content {
-            if let Some(last) = self.last_content_ns {
+            if let Some(last) = self.last_content_ns
+                && self.call.itl_us.len() < MAX_ITL_SAMPLES
+            {
                 self.call.itl_us.push(ts_ns.saturating_sub(last) / 1000);
             }
             self.first_content_ns.get_or_insert(ts_ns);
@@ -346,12 +334,15 @@ impl LlmTracker {
                         "SSE stream ended inside an event"
                     );
                 }
-                if !self.call.terminated && self.stream_error.is_none() {
-                    self.stream_error = Some(ExchangeError {
-                        kind: ErrorKind::Truncated,
-                        provider_code: None,
-                    });
+                self.mark_truncated();
+            }
+            ResponseReader::Ndjson(mut splitter) => {
+                // An unterminated last line still counts when it is whole
+                // JSON, as a body that ends without a final newline.
+                if let Some(line) = splitter.finish() {
+                    self.on_event(self.last_body_ns, "", &line.bytes, line.oversized);
                 }
+                self.mark_truncated();
             }
             _ => {}
         }
@@ -374,8 +365,15 @@ impl LlmTracker {
     /// Reads a complete non-streaming response body. Returns false when it
     /// is not a response of the expected shape.
     fn read_whole_body(&mut self, body: &[u8]) -> bool {
-        match self.format {
-            ApiFormat::OpenAiChat => openai::chat_response(&mut self.call, body),
+        self.format.read_whole_response(&mut self.call, body)
+    }
+
+    fn mark_truncated(&mut self) {
+        if !self.call.terminated && self.stream_error.is_none() {
+            self.stream_error = Some(ExchangeError {
+                kind: ErrorKind::Truncated,
+                provider_code: None,
+            });
         }
     }
 
@@ -398,60 +396,5 @@ impl LlmTracker {
             let span_us = last.saturating_sub(first) as f64 / 1000.0;
             self.call.tpot_us = Some(span_us / (tokens - 1) as f64);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target<'a>(host: &'a str, path: &'a str) -> RequestTarget<'a> {
-        RequestTarget {
-            host: Some(host),
-            port: Some(443),
-            method: "POST",
-            path,
-        }
-    }
-
-    #[test]
-    fn providers_by_host_and_path() {
-        let cases = [
-            ("api.openai.com", "/v1/chat/completions", "openai"),
-            (
-                "res.openai.azure.com",
-                "/openai/deployments/gpt4o/chat/completions",
-                "azure_openai",
-            ),
-            ("vllm.internal", "/v1/chat/completions", "openai_compatible"),
-        ];
-        for (host, path, provider) in cases {
-            let (found, format) = identify(&target(host, path), &[]).expect(path);
-            assert_eq!(found, provider, "{host}{path}");
-            assert_eq!(format, ApiFormat::OpenAiChat);
-        }
-    }
-
-    #[test]
-    fn get_requests_are_not_llm_calls() {
-        let mut request = target("api.openai.com", "/v1/chat/completions");
-        request.method = "GET";
-        assert!(identify(&request, &[]).is_none());
-    }
-
-    #[test]
-    fn user_rule_names_provider() {
-        let rules = [ProviderRule {
-            provider: "gateway".to_owned(),
-            host: "llm.corp.test".to_owned(),
-            port: Some(443),
-            path_prefix: "/v1/".to_owned(),
-        }];
-        let (provider, _) =
-            identify(&target("llm.corp.test", "/v1/chat/completions"), &rules).unwrap();
-        assert_eq!(provider, "gateway");
-        let (provider, _) =
-            identify(&target("other.test", "/v1/chat/completions"), &rules).unwrap();
-        assert_eq!(provider, "openai_compatible");
     }
 }

@@ -1,20 +1,12 @@
-//! OpenAI Chat Completions and the servers that copy its format (Azure
-//! OpenAI, vLLM, TGI, LiteLLM and other OpenAI-compatible servers).
+//! OpenAI Chat Completions, Completions and Embeddings, and the servers that
+//! copy their format (Azure OpenAI, vLLM, TGI, LiteLLM and other
+//! OpenAI-compatible servers).
 
 use llmslo_schema::{LlmCall, TokenUsage};
 use serde::Deserialize;
 
 use super::EventFacts;
 use super::json::{ArrayLength, ErrorBody, NonEmptyText, label};
-
-/// The request fields llmslo reads; the messages are skipped unread.
-#[derive(Debug, Default, Deserialize)]
-pub struct ChatRequest {
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default)]
-    pub stream: Option<bool>,
-}
 
 /// Token counts as Chat Completions reports them.
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +70,9 @@ struct ChatChunk {
 struct ChunkChoice {
     #[serde(default)]
     delta: Option<Delta>,
+    /// Generated text of the legacy Completions API.
+    #[serde(default)]
+    text: NonEmptyText,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -101,8 +96,9 @@ struct Delta {
     function_call: Option<serde::de::IgnoredAny>,
 }
 
-/// Reads one SSE `data:` payload of a Chat Completions stream.
-pub fn chat_stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
+/// Reads one SSE `data:` payload of a Chat Completions or Completions
+/// stream.
+pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
     if data == b"[DONE]" {
         return EventFacts {
             terminal: true,
@@ -133,6 +129,7 @@ pub fn chat_stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
     }
 
     for choice in chunk.choices.unwrap_or_default() {
+        facts.content |= choice.text.0;
         if let Some(delta) = &choice.delta {
             let text = delta.content.0 || delta.refusal.0;
             let reasoning = delta.reasoning_content.0 || delta.reasoning.0;
@@ -148,7 +145,8 @@ pub fn chat_stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
     facts
 }
 
-/// A complete `chat.completion` response body.
+/// A complete `chat.completion`, `text_completion` or embeddings `list`
+/// response body.
 #[derive(Debug, Default, Deserialize)]
 struct ChatResponse {
     #[serde(default)]
@@ -165,9 +163,9 @@ struct ResponseChoice {
     finish_reason: Option<String>,
 }
 
-/// Reads a non-streaming Chat Completions response. Returns false when the
-/// body is not a response of this shape.
-pub fn chat_response(call: &mut LlmCall, body: &[u8]) -> bool {
+/// Reads a non-streaming Chat Completions, Completions or Embeddings
+/// response. Returns false when the body is not JSON of this shape.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
     let Ok(response) = serde_json::from_slice::<ChatResponse>(body) else {
         return false;
     };
@@ -192,7 +190,7 @@ mod tests {
     #[test]
     fn role_only_delta_is_not_content() {
         let mut call = LlmCall::default();
-        let facts = chat_stream_event(
+        let facts = stream_event(
             &mut call,
             br#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#,
         );
@@ -206,14 +204,14 @@ mod tests {
     #[test]
     fn tool_call_and_reasoning_deltas_are_content() {
         let mut call = LlmCall::default();
-        let tool = chat_stream_event(
+        let tool = stream_event(
             &mut call,
             br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]}"#,
         );
         assert!(tool.content);
         assert!(tool.tool_call);
         assert!(!tool.reasoning);
-        let reasoning = chat_stream_event(
+        let reasoning = stream_event(
             &mut call,
             br#"{"choices":[{"index":0,"delta":{"reasoning_content":"hm"},"finish_reason":null}]}"#,
         );
@@ -224,7 +222,7 @@ mod tests {
     #[test]
     fn usage_chunk_sets_provider_usage() {
         let mut call = LlmCall::default();
-        let facts = chat_stream_event(
+        let facts = stream_event(
             &mut call,
             br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":2}}}"#,
         );
@@ -239,7 +237,7 @@ mod tests {
     #[test]
     fn error_chunk_is_reported() {
         let mut call = LlmCall::default();
-        let facts = chat_stream_event(
+        let facts = stream_event(
             &mut call,
             br#"{"error":{"message":"m","type":"server_error","param":null,"code":null}}"#,
         );
@@ -247,8 +245,29 @@ mod tests {
     }
 
     #[test]
+    fn completions_text_is_content() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"gpt-3.5-turbo-instruct","choices":[{"text":" hi","index":0,"logprobs":null,"finish_reason":null}]}"#,
+        );
+        assert!(facts.content);
+        assert!(!facts.tool_call);
+    }
+
+    #[test]
+    fn several_choices_make_one_event() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":""}}]}"#,
+        );
+        assert!(facts.content);
+    }
+
+    #[test]
     fn unreadable_event_is_flagged() {
         let mut call = LlmCall::default();
-        assert!(chat_stream_event(&mut call, b"{not json").unreadable);
+        assert!(stream_event(&mut call, b"{not json").unreadable);
     }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use llmslo_schema::{Direction, Exchange};
-use llmslo_wire::{ConnectionInfo, ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
+use llmslo_wire::{
+    ConnectionInfo, ConnectionParser, Flow, ParserConfig, ParserStats, StreamEnd, Transport,
+};
 
 /// One call the probe makes on a parser.
 #[derive(Debug, Clone)]
@@ -211,8 +213,30 @@ pub fn replay(info: &ConnectionInfo, steps: &[Step], config: Arc<ParserConfig>) 
     exchanges
 }
 
-/// The steps with data step `index` split in two at byte `offset`; both
-/// halves keep the step's timestamp and thread.
+/// Replays a fixture and returns the parser's counters.
+pub fn stats_after(fixture: &Fixture) -> ParserStats {
+    let mut parser = ConnectionParser::new(fixture.info.clone(), Arc::new(ParserConfig::default()));
+    for step in &fixture.steps {
+        match step {
+            Step::Data {
+                flow,
+                ts_ns,
+                tid,
+                bytes,
+            } => parser.on_data(*flow, *ts_ns, *tid, bytes),
+            Step::Gap {
+                flow,
+                ts_ns,
+                missing_bytes,
+            } => parser.on_gap(*flow, *ts_ns, *missing_bytes),
+            Step::End { ts_ns, end } => parser.on_end(*ts_ns, *end),
+        }
+    }
+    parser.stats()
+}
+
+/// Splits data step `index` in two at byte `offset`. Both halves keep the
+/// step's timestamp and thread.
 pub fn split_step(steps: &[Step], index: usize, offset: usize) -> Vec<Step> {
     let mut out = Vec::with_capacity(steps.len() + 1);
     for (i, step) in steps.iter().enumerate() {
@@ -239,7 +263,7 @@ pub fn split_step(steps: &[Step], index: usize, offset: usize) -> Vec<Step> {
     out
 }
 
-/// The steps with every data step cut into one-byte reads.
+/// Cuts every data step into one-byte reads.
 pub fn byte_by_byte(steps: &[Step]) -> Vec<Step> {
     let mut out = Vec::new();
     for step in steps {
@@ -261,7 +285,7 @@ pub fn byte_by_byte(steps: &[Step]) -> Vec<Step> {
     out
 }
 
-/// Every byte of every data step, concatenated, for privacy checks.
+/// Concatenates every byte of every data step, for privacy checks.
 pub fn all_payload(steps: &[Step]) -> Vec<u8> {
     steps
         .iter()
@@ -272,4 +296,36 @@ pub fn all_payload(steps: &[Step]) -> Vec<u8> {
         .flatten()
         .copied()
         .collect()
+}
+
+/// Replays a fixture whole and returns its exchanges. For byte streams it
+/// also replays every read split in two at every offset, and one byte per
+/// read, and asserts that each run gives the same exchanges.
+pub fn exchanges_of(name: &str) -> Vec<Exchange> {
+    let fixture = load(name);
+    let config = Arc::new(ParserConfig::default());
+    let whole = replay(&fixture.info, &fixture.steps, config.clone());
+    if fixture.info.transport == Transport::Udp {
+        // Each UDP read is one datagram, so reads cannot be split.
+        return whole;
+    }
+
+    for (index, step) in fixture.steps.iter().enumerate() {
+        let Step::Data { bytes, .. } = step else {
+            continue;
+        };
+        for offset in 1..bytes.len() {
+            let split = split_step(&fixture.steps, index, offset);
+            let exchanges = replay(&fixture.info, &split, config.clone());
+            assert_eq!(exchanges, whole, "{name}: step {index} split at {offset}");
+        }
+    }
+
+    let bytes = byte_by_byte(&fixture.steps);
+    assert_eq!(
+        replay(&fixture.info, &bytes, config),
+        whole,
+        "{name}: byte by byte"
+    );
+    whole
 }

@@ -1,0 +1,256 @@
+//! Time intervals on the probe's monotonic clock: union, clipping, and the
+//! critical-path split of a request window among overlapping calls.
+
+/// A half-open interval `[start_ns, end_ns)` of `CLOCK_MONOTONIC` time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Interval {
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl Interval {
+    pub fn new(start_ns: u64, end_ns: u64) -> Self {
+        Self {
+            start_ns,
+            end_ns: end_ns.max(start_ns),
+        }
+    }
+
+    pub fn len_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+
+    /// Returns the part of `self` inside `window`, or `None` when they do
+    /// not overlap.
+    pub fn clip(&self, window: Interval) -> Option<Interval> {
+        let start_ns = self.start_ns.max(window.start_ns);
+        let end_ns = self.end_ns.min(window.end_ns);
+        (start_ns < end_ns).then_some(Interval { start_ns, end_ns })
+    }
+}
+
+/// Merges overlapping or touching intervals into a sorted disjoint list.
+pub fn merge(intervals: &[Interval]) -> Vec<Interval> {
+    let mut sorted: Vec<Interval> = intervals
+        .iter()
+        .copied()
+        .filter(|interval| interval.len_ns() > 0)
+        .collect();
+    sorted.sort();
+    let mut merged: Vec<Interval> = Vec::with_capacity(sorted.len());
+    for interval in sorted {
+        match merged.last_mut() {
+            Some(last) if interval.start_ns <= last.end_ns => {
+                last.end_ns = last.end_ns.max(interval.end_ns);
+            }
+            _ => merged.push(interval),
+        }
+    }
+    merged
+}
+
+/// Length of the union of the intervals clipped to `window`: overlapping
+/// calls count once.
+pub fn union_len_within(intervals: &[Interval], window: Interval) -> u64 {
+    let clipped: Vec<Interval> = intervals
+        .iter()
+        .filter_map(|interval| interval.clip(window))
+        .collect();
+    merge(&clipped).iter().map(Interval::len_ns).sum()
+}
+
+/// Intersection of two lists of intervals, as a merged list.
+pub fn intersection(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
+    let a = merge(a);
+    let b = merge(b);
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if let Some(overlap) = a[i].clip(b[j]) {
+            out.push(overlap);
+        }
+        if a[i].end_ns < b[j].end_ns {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// One call inside a request window, tagged with the component it
+/// belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaggedInterval {
+    pub interval: Interval,
+    pub component: usize,
+}
+
+/// Split of a request window into serial time per component and the
+/// request's own time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CriticalSplit {
+    /// Nanoseconds on the critical path per component index.
+    pub component_ns: Vec<u64>,
+    /// Parts of the window during which no call was in flight.
+    pub own: Vec<Interval>,
+}
+
+/// Splits `window` among the calls in flight at each instant.
+///
+/// Where calls overlap, the instant goes to the call that ends last,
+/// because the request cannot continue before that call returns. So two
+/// parallel calls of 100 ms and 500 ms put 500 ms on the critical path,
+/// all of it on the longer call. Ties go to the lower component index.
+/// The component times and the own time add up to the window length.
+pub fn critical_split(
+    window: Interval,
+    calls: &[TaggedInterval],
+    components: usize,
+) -> CriticalSplit {
+    let mut split = CriticalSplit {
+        component_ns: vec![0; components],
+        own: Vec::new(),
+    };
+    if window.len_ns() == 0 {
+        return split;
+    }
+
+    let clipped: Vec<(Interval, TaggedInterval)> = calls
+        .iter()
+        .filter_map(|call| call.interval.clip(window).map(|part| (part, *call)))
+        .collect();
+    let mut boundaries: Vec<u64> = vec![window.start_ns, window.end_ns];
+    for (part, _) in &clipped {
+        boundaries.push(part.start_ns);
+        boundaries.push(part.end_ns);
+    }
+    boundaries.sort_unstable();
+    boundaries.dedup();
+
+    for pair in boundaries.windows(2) {
+        let segment = Interval::new(pair[0], pair[1]);
+        let owner = clipped
+            .iter()
+            .filter(|(part, _)| part.start_ns <= segment.start_ns && segment.end_ns <= part.end_ns)
+            .max_by(|(_, a), (_, b)| {
+                a.interval
+                    .end_ns
+                    .cmp(&b.interval.end_ns)
+                    .then(b.component.cmp(&a.component))
+            });
+        match owner {
+            Some((_, call)) if call.component < components => {
+                split.component_ns[call.component] += segment.len_ns();
+            }
+            _ => split.own.push(segment),
+        }
+    }
+    split.own = merge(&split.own);
+    split
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(start_ns: u64, end_ns: u64) -> Interval {
+        Interval::new(start_ns, end_ns)
+    }
+
+    #[test]
+    fn union_counts_overlap_once() {
+        let calls = [iv(0, 100), iv(50, 150), iv(200, 250)];
+        assert_eq!(union_len_within(&calls, iv(0, 1000)), 200);
+    }
+
+    #[test]
+    fn union_clips_to_window() {
+        let calls = [iv(0, 100), iv(900, 1200)];
+        assert_eq!(union_len_within(&calls, iv(50, 1000)), 150);
+    }
+
+    #[test]
+    fn merge_joins_touching_intervals() {
+        assert_eq!(
+            merge(&[iv(10, 20), iv(0, 10), iv(30, 40)]),
+            vec![iv(0, 20), iv(30, 40)]
+        );
+    }
+
+    #[test]
+    fn intersection_of_lists() {
+        let a = [iv(0, 100), iv(200, 300)];
+        let b = [iv(50, 250)];
+        assert_eq!(intersection(&a, &b), vec![iv(50, 100), iv(200, 250)]);
+    }
+
+    #[test]
+    fn parallel_calls_go_to_the_longer_one() {
+        let calls = [
+            TaggedInterval {
+                interval: iv(0, 100),
+                component: 0,
+            },
+            TaggedInterval {
+                interval: iv(0, 500),
+                component: 1,
+            },
+        ];
+        let split = critical_split(iv(0, 1000), &calls, 2);
+        assert_eq!(split.component_ns, vec![0, 500]);
+        assert_eq!(split.own, vec![iv(500, 1000)]);
+    }
+
+    #[test]
+    fn split_adds_up_to_window() {
+        let calls = [
+            TaggedInterval {
+                interval: iv(10, 60),
+                component: 0,
+            },
+            TaggedInterval {
+                interval: iv(40, 90),
+                component: 1,
+            },
+            TaggedInterval {
+                interval: iv(80, 200),
+                component: 0,
+            },
+        ];
+        let window = iv(0, 150);
+        let split = critical_split(window, &calls, 2);
+        let own: u64 = split.own.iter().map(Interval::len_ns).sum();
+        assert_eq!(
+            split.component_ns.iter().sum::<u64>() + own,
+            window.len_ns()
+        );
+        // 10..40 component 0, 40..80 component 1 (ends at 90 > 60),
+        // 80..150 component 0 (ends at 200 > 90).
+        assert_eq!(split.component_ns, vec![30 + 70, 40]);
+        assert_eq!(split.own, vec![iv(0, 10)]);
+    }
+
+    #[test]
+    fn serial_calls_of_one_component_add_up() {
+        let calls = [
+            TaggedInterval {
+                interval: iv(0, 100),
+                component: 0,
+            },
+            TaggedInterval {
+                interval: iv(100, 300),
+                component: 0,
+            },
+        ];
+        let split = critical_split(iv(0, 400), &calls, 1);
+        assert_eq!(split.component_ns, vec![300]);
+    }
+
+    #[test]
+    fn empty_window_has_nothing() {
+        let split = critical_split(iv(5, 5), &[], 1);
+        assert_eq!(split.component_ns, vec![0]);
+        assert!(split.own.is_empty());
+    }
+}

@@ -1,0 +1,622 @@
+//! The analysis pipeline, from a collection to an [`Analysis`].
+
+use std::collections::{HashMap, HashSet};
+
+use llmslo_schema::{Direction, OutcomeStatus, ProbeResult};
+
+use super::{
+    Analysis, AnalysisOptions, BaselineInfo, DataQuality, NodeDiagnostic, NodeStatus, NodeSummary,
+    RequestScope, components,
+    decompose::{self, CallSpan, OwnTimeContext, PhaseWindows, ThrottleTimeline},
+    intervals::{self, Interval},
+    linking::{Link, Linker, LinkingSummary, RequestSpan},
+    records::{self, CallRecord, IdentityIndex, Role},
+    sample::RequestSample,
+    sli::{self, SliSummary},
+    slo::{self, Sli},
+    verdict::{self, RunEvidence, Trigger},
+};
+use crate::collection::Collection;
+
+/// Per-node context the decomposition needs beyond the records.
+struct NodeContext<'a> {
+    result: &'a ProbeResult,
+    /// Merged run-queue waits per process.
+    waits: HashMap<u32, Vec<Interval>>,
+    /// Throttling timeline per cgroup path.
+    throttle: Vec<(String, ThrottleTimeline)>,
+    /// Container id per process, to find its cgroup's timeline.
+    container_of: HashMap<u32, Option<String>>,
+}
+
+impl NodeContext<'_> {
+    fn throttle_for(&self, pid: u32) -> Option<&ThrottleTimeline> {
+        let container = self.container_of.get(&pid).cloned().flatten();
+        if let Some(container) = container
+            && let Some((_, timeline)) = self
+                .throttle
+                .iter()
+                .find(|(path, _)| path.contains(&container))
+        {
+            return Some(timeline);
+        }
+        // One sampled cgroup: it is the target's (the --local case).
+        match self.throttle.as_slice() {
+            [(_, timeline)] => Some(timeline),
+            _ => None,
+        }
+    }
+}
+
+/// Analyzes a collection.
+pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
+    let identities = IdentityIndex::new(collection);
+    let mut records: Vec<CallRecord> = Vec::new();
+    let mut nodes = Vec::new();
+    let mut contexts: HashMap<String, NodeContext<'_>> = HashMap::new();
+    let mut diagnostics = Vec::new();
+    let mut quality = DataQuality::default();
+    let mut interrupted = false;
+
+    for node in &collection.nodes {
+        if node
+            .failure
+            .as_ref()
+            .is_some_and(|failure| failure.code == "interrupted")
+        {
+            interrupted = true;
+        }
+        let Some(result) = &node.result else {
+            nodes.push(NodeSummary {
+                node: node.node.clone(),
+                status: NodeStatus::Missing,
+                outcome: None,
+                outcome_message: None,
+                probe_version: None,
+                kernel_release: None,
+                window_ms: None,
+                exchanges: 0,
+                failure: node.failure.clone(),
+            });
+            continue;
+        };
+        if result.outcome.status == OutcomeStatus::Interrupted {
+            interrupted = true;
+        }
+        let node_records =
+            records::node_records(&node.node, result, &identities, &options.component_rules);
+        let partial =
+            node.failure.is_some() || matches!(result.outcome.status, OutcomeStatus::Failed);
+        nodes.push(NodeSummary {
+            node: node.node.clone(),
+            status: if partial {
+                NodeStatus::Partial
+            } else {
+                NodeStatus::Ok
+            },
+            outcome: Some(result.outcome.status.clone()),
+            outcome_message: result.outcome.message.clone(),
+            probe_version: Some(result.probe.version.clone()),
+            kernel_release: Some(result.probe.kernel_release.clone()),
+            window_ms: Some(
+                result.window.end_ns.saturating_sub(result.window.start_ns) as f64 / 1e6,
+            ),
+            exchanges: node_records.len(),
+            failure: node.failure.clone(),
+        });
+        records.extend(node_records);
+        add_quality(&mut quality, result);
+        diagnostics.extend(result.diagnostics.iter().map(|d| NodeDiagnostic {
+            node: node.node.clone(),
+            severity: d.severity,
+            code: d.code.clone(),
+            message: d.message.clone(),
+            pid: d.pid,
+        }));
+        contexts.insert(node.node.clone(), node_context(result));
+    }
+    let total_events = quality.events + quality.drops.ring_buffer_full;
+    if total_events > 0 {
+        quality.event_loss_fraction = quality.drops.ring_buffer_full as f64 / total_events as f64;
+    }
+    quality.calls_with_missing_bytes = records.iter().filter(|r| r.missing_bytes > 0).count();
+    quality.opaque_connections = opaque_connections(collection);
+
+    let scope = records::assign_roles(&mut records);
+    let linking = link_and_decompose(
+        &mut records,
+        &collection_connects(collection),
+        &contexts,
+        scope,
+    );
+    add_linked_tokens(&mut records);
+    let samples = request_samples(&records);
+
+    let request_records: Vec<&CallRecord> =
+        records.iter().filter(|r| r.role == Role::Request).collect();
+    let requests = SliSummary::of(request_records.iter().copied());
+    let sli_groups = sli::groups(&records);
+    let components = decompose::aggregate(
+        request_records
+            .iter()
+            .filter_map(|r| r.decomposition.as_ref())
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
+
+    let run_evidence = RunEvidence {
+        event_loss_fraction: quality.event_loss_fraction,
+        missing_nodes: nodes
+            .iter()
+            .filter(|n| n.status == NodeStatus::Missing)
+            .count(),
+        nodes: nodes.len(),
+        opaque_connections: quality.opaque_connections,
+    };
+
+    let mut slos = Vec::new();
+    let mut verdicts = Vec::new();
+    for spec in &options.slos {
+        let result = slo::evaluate(spec, &records);
+        let fallbacks: Vec<RequestSample>;
+        let in_scope: Vec<&RequestSample> =
+            if spec.scope == slo::SloScope::Outbound && scope == RequestScope::Inbound {
+                // Outbound calls are not the requests here, so they have no
+                // sample yet: each is its own single-component request.
+                fallbacks = records
+                    .iter()
+                    .filter(|record| spec.scope.includes(record))
+                    .map(call_as_sample)
+                    .collect();
+                fallbacks.iter().collect()
+            } else {
+                records
+                    .iter()
+                    .zip(sample_index(&records, &samples))
+                    .filter(|(record, _)| spec.scope.includes(record))
+                    .filter_map(|(_, sample)| sample)
+                    .collect()
+            };
+        verdicts.extend(verdict::explain_slo(
+            spec,
+            &result,
+            &in_scope,
+            &run_evidence,
+            &options.verdict,
+        ));
+        slos.push(result);
+    }
+
+    let mut comparisons = Vec::new();
+    let mut baseline_info = None;
+    if let Some(baseline) = &options.baseline {
+        baseline_info = Some(BaselineInfo {
+            name: baseline.name.clone(),
+            saved_unix_ms: baseline.saved_unix_ms,
+            run_id: baseline.run_id.clone(),
+            requests: baseline.requests.len(),
+        });
+        if baseline.scope != scope {
+            quality.notes.push(format!(
+                "baseline {:?} measured {:?} requests and this run {:?} requests; they are \
+                 not compared",
+                baseline.name, baseline.scope, scope
+            ));
+        } else {
+            let current: Vec<&RequestSample> = samples.iter().collect();
+            let previous: Vec<&RequestSample> = baseline.requests.iter().collect();
+            let mut ttft_regressed = false;
+            let mut throughput_verdicts = Vec::new();
+            for (sli, percentile) in compared_metrics(options) {
+                let Some((comparison, verdict)) = verdict::compare_latency(
+                    sli,
+                    percentile,
+                    &current,
+                    &previous,
+                    &baseline.name,
+                    &run_evidence,
+                    &options.verdict,
+                ) else {
+                    continue;
+                };
+                if sli == Sli::Ttft && comparison.regressed {
+                    ttft_regressed = true;
+                }
+                comparisons.push(comparison);
+                match verdict {
+                    Some(verdict) if sli == Sli::TokensPerSec => throughput_verdicts.push(verdict),
+                    Some(verdict) => verdicts.push(verdict),
+                    None => {}
+                }
+            }
+            // A collapse is lower throughput while TTFT holds; with TTFT
+            // also worse it is a general slowdown.
+            for mut verdict in throughput_verdicts {
+                if ttft_regressed && verdict.trigger == Trigger::ThroughputCollapse {
+                    verdict.trigger = Trigger::Regression;
+                }
+                verdicts.push(verdict);
+            }
+            if let Some((comparison, verdict)) = verdict::compare_error_rate(
+                &current,
+                &previous,
+                &baseline.name,
+                &run_evidence,
+                &options.verdict,
+            ) {
+                comparisons.push(comparison);
+                verdicts.extend(verdict);
+            }
+        }
+    }
+
+    Analysis {
+        run_id: collection.run_id.clone(),
+        scope,
+        nodes,
+        workloads: collection.workloads.clone(),
+        skipped: collection.skipped.clone(),
+        requests,
+        sli_groups,
+        components,
+        linking,
+        slos,
+        baseline: baseline_info,
+        comparisons,
+        verdicts,
+        data_quality: quality,
+        diagnostics,
+        calls: records,
+        samples,
+        interrupted,
+    }
+}
+
+/// Lists the SLIs compared with a baseline: TTFT p95, E2E p95 and output tokens
+/// per second p50, plus the SLI and percentile of every latency or
+/// throughput SLO given.
+fn compared_metrics(options: &AnalysisOptions) -> Vec<(Sli, f64)> {
+    let mut metrics = vec![
+        (Sli::Ttft, 95.0),
+        (Sli::E2e, 95.0),
+        (Sli::TokensPerSec, 50.0),
+    ];
+    for spec in &options.slos {
+        if let (Some(percentile), Sli::Ttft | Sli::Ttfb | Sli::E2e | Sli::TokensPerSec) =
+            (spec.percentile, spec.sli)
+            && !metrics.contains(&(spec.sli, percentile))
+        {
+            metrics.push((spec.sli, percentile));
+        }
+    }
+    metrics
+}
+
+fn add_quality(quality: &mut DataQuality, result: &ProbeResult) {
+    let drops = &result.drops;
+    let sum = &mut quality.drops;
+    sum.ring_buffer_full += drops.ring_buffer_full;
+    sum.payload_truncated_bytes += drops.payload_truncated_bytes;
+    sum.payload_read_failed += drops.payload_read_failed;
+    sum.map_full += drops.map_full;
+    sum.unparsed_bytes += drops.unparsed_bytes;
+    sum.open_at_window_end += drops.open_at_window_end;
+    quality.events += result.probe_usage.events;
+    quality.tls.extend(result.tls.iter().cloned());
+    quality
+        .unavailable
+        .extend(result.kernel.unavailable.iter().cloned());
+}
+
+fn node_context(result: &ProbeResult) -> NodeContext<'_> {
+    let mut raw_waits: HashMap<u32, Vec<Interval>> = HashMap::new();
+    for wait in &result.scheduling.long_waits {
+        let start_ns = wait.end_ns.saturating_sub(wait.wait_us * 1000);
+        raw_waits
+            .entry(wait.pid)
+            .or_default()
+            .push(Interval::new(start_ns, wait.end_ns));
+    }
+    let waits = raw_waits
+        .into_iter()
+        .map(|(pid, list)| (pid, intervals::merge(&list)))
+        .collect();
+    NodeContext {
+        result,
+        waits,
+        throttle: result
+            .cgroup_cpu
+            .iter()
+            .map(|cpu| {
+                (
+                    cpu.cgroup_path.clone(),
+                    ThrottleTimeline::from_cpu_stat(cpu),
+                )
+            })
+            .collect(),
+        container_of: result
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.container_id.clone()))
+            .collect(),
+    }
+}
+
+/// Connection attempts of every node, with the node's name.
+fn collection_connects(collection: &Collection) -> Vec<(String, llmslo_schema::ConnectAttempt)> {
+    collection
+        .nodes
+        .iter()
+        .filter_map(|node| node.result.as_ref().map(|r| (node, r)))
+        .flat_map(|(node, result)| {
+            result
+                .connects
+                .iter()
+                .map(move |connect| (node.node.clone(), connect.clone()))
+        })
+        .collect()
+}
+
+/// Successful outbound connections of processes with a TLS library the
+/// probe cannot read, to peers with no parsed exchange.
+fn opaque_connections(collection: &Collection) -> usize {
+    let mut count = 0;
+    for result in collection.nodes.iter().filter_map(|n| n.result.as_ref()) {
+        let blind_pids: HashSet<u32> = result
+            .tls
+            .iter()
+            .filter(|tls| !tls.visible)
+            .map(|tls| tls.pid)
+            .collect();
+        let parsed_peers: HashSet<(u32, &str)> = result
+            .exchanges
+            .iter()
+            .filter_map(|e| e.connection.peer.as_deref().map(|peer| (e.pid, peer)))
+            .collect();
+        count += result
+            .connects
+            .iter()
+            .filter(|c| c.error.is_none() && blind_pids.contains(&c.pid))
+            .filter(|c| !parsed_peers.contains(&(c.pid, c.peer.as_str())))
+            .count();
+    }
+    count
+}
+
+/// Links outbound calls and connection attempts to inbound requests, then
+/// decomposes every request.
+fn link_and_decompose(
+    records: &mut [CallRecord],
+    connects: &[(String, llmslo_schema::ConnectAttempt)],
+    contexts: &HashMap<String, NodeContext<'_>>,
+    scope: RequestScope,
+) -> LinkingSummary {
+    let window_end = |node: &str| {
+        contexts
+            .get(node)
+            .map_or(u64::MAX, |context| context.result.window.end_ns)
+    };
+    let mut summary = LinkingSummary::default();
+    let mut spans: HashMap<usize, Vec<CallSpan>> = HashMap::new();
+
+    if scope == RequestScope::Inbound {
+        let requests: Vec<RequestSpan> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.role == Role::Request)
+            .map(|(index, r)| RequestSpan {
+                index,
+                node: r.node.clone(),
+                pid: r.pid,
+                tid: r.tid,
+                window: r.interval(window_end(&r.node)),
+                trace_id: r.trace_id.clone(),
+            })
+            .collect();
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let request_id = |index: usize| ids[index].clone();
+        let linker = Linker::new(requests);
+
+        let mut add_spans = |link: &Link, interval: Interval, component: &str| {
+            for &candidate in &link.candidate_indices {
+                spans.entry(candidate).or_default().push(CallSpan {
+                    interval,
+                    component: component.to_owned(),
+                    ambiguous: link.is_ambiguous(),
+                    assigned: link.request_index == Some(candidate),
+                });
+            }
+        };
+
+        for record in records.iter_mut() {
+            if record.direction != Direction::Outbound {
+                continue;
+            }
+            let link = linker.link(
+                &record.node,
+                record.pid,
+                record.tid,
+                record.t0_ns,
+                record.trace_id.as_deref(),
+                &request_id,
+            );
+            summary.add(&link);
+            let interval = record.interval(window_end(&record.node));
+            let component = record.component.clone();
+            add_spans(&link, interval, &component);
+            record.link = Some(link);
+        }
+        for (node, connect) in connects {
+            let Some(latency_us) = connect.latency_us else {
+                continue;
+            };
+            let link = linker.link(
+                node,
+                connect.pid,
+                connect.tid,
+                connect.start_ns,
+                None,
+                &request_id,
+            );
+            summary.add(&link);
+            let interval = Interval::new(connect.start_ns, connect.start_ns + latency_us * 1000);
+            add_spans(&link, interval, components::CONNECT);
+        }
+    }
+
+    for (index, record) in records.iter_mut().enumerate() {
+        if record.role != Role::Request {
+            continue;
+        }
+        let end = window_end(&record.node);
+        let calls = match scope {
+            RequestScope::Inbound => spans.remove(&index).unwrap_or_default(),
+            // The request is itself the outbound call.
+            _ => vec![CallSpan {
+                interval: record.interval(end),
+                component: record.component.clone(),
+                ambiguous: false,
+                assigned: true,
+            }],
+        };
+        let context = contexts.get(&record.node);
+        let waits = context
+            .and_then(|c| c.waits.get(&record.pid))
+            .map_or(&[][..], Vec::as_slice);
+        let own = OwnTimeContext {
+            waits,
+            throttle: context.and_then(|c| c.throttle_for(record.pid)),
+        };
+        let windows = PhaseWindows {
+            ttft: record
+                .ttft_us
+                .map(|ttft_us| Interval::new(record.t0_ns, record.t0_ns + ttft_us * 1000)),
+            e2e: record
+                .e2e_us
+                .map(|e2e_us| Interval::new(record.t0_ns, record.t0_ns + e2e_us * 1000)),
+        };
+        record.decomposition = Some(decompose::decompose(windows, &calls, own));
+    }
+    summary
+}
+
+/// Outbound calls linked to one request: how many, how many of them
+/// ambiguously, and the start and component of the first that failed.
+type LinkedCalls = (usize, usize, Option<(u64, String)>);
+
+/// Builds one sample per request, in record order, with its error cause and
+/// link counts.
+fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
+    let mut linked: HashMap<usize, LinkedCalls> = HashMap::new();
+    for record in records {
+        let Some(link) = &record.link else { continue };
+        for &candidate in &link.candidate_indices {
+            let entry = linked.entry(candidate).or_default();
+            entry.0 += 1;
+            if link.is_ambiguous() {
+                entry.1 += 1;
+            }
+            let failed_here = record.is_error() && link.request_index == Some(candidate);
+            if failed_here && entry.2.as_ref().is_none_or(|(t0, _)| record.t0_ns < *t0) {
+                entry.2 = Some((record.t0_ns, record.component.clone()));
+            }
+        }
+    }
+    records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.role == Role::Request)
+        .map(|(index, record)| {
+            let (calls, ambiguous, failed) = linked.remove(&index).unwrap_or_default();
+            let cause = record
+                .error
+                .as_ref()
+                .map(|_| match (&failed, record.direction) {
+                    (Some((_, component)), _) => component.clone(),
+                    (None, Direction::Outbound) => record.component.clone(),
+                    (None, Direction::Inbound) => components::SERVICE.to_owned(),
+                });
+            let mut sample = RequestSample::from_record(record, cause);
+            sample.linked_calls = calls;
+            sample.ambiguous_calls = ambiguous;
+            sample
+        })
+        .collect()
+}
+
+/// For each record, its sample when it is a request.
+fn sample_index<'a>(
+    records: &[CallRecord],
+    samples: &'a [RequestSample],
+) -> Vec<Option<&'a RequestSample>> {
+    let mut next = samples.iter();
+    records
+        .iter()
+        .map(|record| {
+            if record.role == Role::Request {
+                next.next()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Builds a sample of an outbound call whose whole time is its own
+/// component.
+fn call_as_sample(record: &CallRecord) -> RequestSample {
+    use super::{decompose::Phase, sample::Part};
+
+    let cause = record.error.as_ref().map(|_| record.component.clone());
+    let mut sample = RequestSample::from_record(record, cause);
+    let part = |us: f64| {
+        vec![Part {
+            component: record.component.clone(),
+            critical_us: us,
+            min_us: us,
+            max_us: us,
+        }]
+    };
+    if let Some(ttft_us) = record.ttft_us {
+        sample.phases.insert(Phase::Ttft, part(ttft_us as f64));
+    }
+    if let Some(e2e_us) = record.e2e_us {
+        sample.phases.insert(Phase::E2e, part(e2e_us as f64));
+        if let Some(ttft_us) = record.ttft_us.filter(|&ttft_us| e2e_us > ttft_us) {
+            sample
+                .phases
+                .insert(Phase::Generation, part((e2e_us - ttft_us) as f64));
+        }
+    }
+    sample
+}
+
+/// Fills in the output tokens of inbound requests whose response format
+/// the probe does not parse. They get the sum over the LLM calls linked to
+/// them, and output tokens per second when the response is an event
+/// stream.
+fn add_linked_tokens(records: &mut [CallRecord]) {
+    let mut linked: HashMap<usize, u64> = HashMap::new();
+    for record in records.iter() {
+        let Some(request) = record.link.as_ref().and_then(|link| link.request_index) else {
+            continue;
+        };
+        if record.is_generation_call() {
+            *linked.entry(request).or_default() += record.output_tokens.unwrap_or(0);
+        }
+    }
+    for (index, tokens) in linked {
+        let record = &mut records[index];
+        if record.output_tokens.is_some() || tokens == 0 {
+            continue;
+        }
+        record.output_tokens = Some(tokens);
+        record.token_source = Some("linked_calls".to_owned());
+        record.tokens_per_sec = records::tokens_per_sec(
+            Some(tokens),
+            record.event_stream,
+            record.ttft_us,
+            record.e2e_us,
+        );
+    }
+}

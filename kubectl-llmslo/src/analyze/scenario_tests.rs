@@ -1,0 +1,506 @@
+//! End-to-end tests of the analysis on synthetic probe results: linking,
+//! decomposition, SLOs, baselines and the verdict rules.
+
+use llmslo_schema::Direction;
+
+use super::{
+    AnalysisOptions, RequestScope, analyze, components,
+    decompose::Phase,
+    linking::LinkMethod,
+    records::Role,
+    slo::{SloSpec, SloStatus},
+    testing::{Fault, Scenario},
+    verdict::{Trigger, VerdictStatus},
+};
+use crate::exit::Status;
+
+fn options(slos: &[&str]) -> AnalysisOptions {
+    AnalysisOptions {
+        slos: slos.iter().map(|s| SloSpec::parse(s).unwrap()).collect(),
+        ..AnalysisOptions::default()
+    }
+}
+
+fn fault(component: &'static str, extra_ms: f64, fraction: f64) -> Fault {
+    Fault {
+        component,
+        extra_ms,
+        fraction,
+    }
+}
+
+fn contributor_names(verdict: &super::verdict::Verdict) -> Vec<&str> {
+    verdict
+        .contributors
+        .iter()
+        .map(|c| c.component.as_str())
+        .collect()
+}
+
+#[test]
+fn records_carry_workload_identity() {
+    let analysis = analyze(
+        &Scenario::default().collection(),
+        &AnalysisOptions::default(),
+    );
+    assert_eq!(analysis.scope, RequestScope::Inbound);
+    let call = &analysis.calls[0];
+    let workload = call.workload.as_ref().unwrap();
+    assert_eq!(workload.namespace, "prod");
+    assert_eq!(workload.pod, "chat-api-7d9f-abcde");
+    assert_eq!(workload.container, "api");
+    assert_eq!(workload.owner.as_deref(), Some("Deployment/chat-api"));
+}
+
+#[test]
+fn outbound_calls_link_to_their_request() {
+    let analysis = analyze(
+        &Scenario::default().collection(),
+        &AnalysisOptions::default(),
+    );
+    assert_eq!(analysis.linking.calls, 600);
+    assert_eq!(analysis.linking.by_thread, 600);
+    assert_eq!(analysis.linking.ambiguous, 0);
+    let provider = analysis
+        .calls
+        .iter()
+        .find(|c| c.component == components::PROVIDER)
+        .unwrap();
+    let link = provider.link.as_ref().unwrap();
+    assert_eq!(link.method, LinkMethod::Thread);
+    assert_eq!(link.request_id.as_deref(), Some("worker-1/1"));
+}
+
+#[test]
+fn components_are_classified() {
+    let analysis = analyze(
+        &Scenario::default().collection(),
+        &AnalysisOptions::default(),
+    );
+    let components_seen: std::collections::BTreeSet<&str> = analysis
+        .calls
+        .iter()
+        .filter(|c| c.direction == Direction::Outbound)
+        .map(|c| c.component.as_str())
+        .collect();
+    assert_eq!(
+        components_seen.into_iter().collect::<Vec<_>>(),
+        vec![
+            components::GUARDRAIL,
+            components::PROVIDER,
+            components::RETRIEVAL
+        ]
+    );
+}
+
+#[test]
+fn decomposition_adds_up_to_request_latency() {
+    let analysis = analyze(
+        &Scenario::default().collection(),
+        &AnalysisOptions::default(),
+    );
+    for request in analysis.calls.iter().filter(|c| c.role == Role::Request) {
+        let decomposition = request.decomposition.as_ref().unwrap();
+        let e2e: f64 = decomposition.e2e.iter().map(|s| s.critical_us).sum();
+        assert!(
+            (e2e - request.e2e_us.unwrap() as f64).abs() < 2.0,
+            "{e2e} vs {:?}",
+            request.e2e_us
+        );
+        let ttft: f64 = decomposition.ttft.iter().map(|s| s.critical_us).sum();
+        assert!((ttft - request.ttft_us.unwrap() as f64).abs() < 2.0);
+        assert!(decomposition.critical_us(Phase::Ttft, components::PROVIDER) > 0.0);
+        assert!(decomposition.critical_us(Phase::Ttft, components::RETRIEVAL) > 0.0);
+    }
+    let provider_share = analysis
+        .components
+        .iter()
+        .find(|c| c.phase == Phase::E2e && c.component == components::PROVIDER)
+        .unwrap();
+    assert!(provider_share.share > 0.9, "{provider_share:?}");
+}
+
+#[test]
+fn run_without_fault_gives_no_verdict() {
+    let analysis = analyze(
+        &Scenario::default().collection(),
+        &options(&[
+            "ttft.p95=800ms",
+            "e2e.p95=4s",
+            "error_rate=1%",
+            "tokens_per_sec.p50>=20",
+        ]),
+    );
+    for slo in &analysis.slos {
+        assert_eq!(slo.status, SloStatus::Met, "{slo:?}");
+    }
+    assert!(analysis.verdicts.is_empty(), "{:?}", analysis.verdicts);
+    assert_eq!(analysis.exit_status(), Status::Ok);
+}
+
+#[test]
+fn slow_retrieval_is_named_with_interval_above_zero() {
+    let scenario = Scenario {
+        faults: vec![fault("retrieval", 1500.0, 0.3)],
+        ..Scenario::default()
+    };
+    let analysis = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    assert_eq!(analysis.slos[0].status, SloStatus::Breached);
+    assert_eq!(analysis.exit_status(), Status::SloBreached);
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.status, VerdictStatus::Attributed, "{verdict:?}");
+    assert_eq!(contributor_names(verdict), vec![components::RETRIEVAL]);
+    let interval = verdict.contributors[0].interval.unwrap();
+    assert!(interval.low > 0.0, "{interval:?}");
+    assert!(
+        verdict.contributors[0]
+            .effect
+            .contains("of the TTFT budget")
+    );
+    assert_eq!(verdict.evidence.requests, 200);
+}
+
+#[test]
+fn cpu_bound_service_is_named() {
+    let scenario = Scenario {
+        faults: vec![fault("service", 1200.0, 0.3)],
+        ..Scenario::default()
+    };
+    let analysis = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.status, VerdictStatus::Attributed, "{verdict:?}");
+    assert_eq!(contributor_names(verdict), vec![components::SERVICE]);
+}
+
+#[test]
+fn two_faults_give_both_or_inconclusive() {
+    for seed in 1..=5 {
+        let scenario = Scenario {
+            seed,
+            faults: vec![
+                fault("retrieval", 1000.0, 0.3),
+                fault("guardrail", 1000.0, 0.3),
+            ],
+            ..Scenario::default()
+        };
+        let analysis = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+        let verdict = &analysis.verdicts[0];
+        let names = contributor_names(verdict);
+        match verdict.status {
+            VerdictStatus::Attributed => {
+                assert!(
+                    names.contains(&components::RETRIEVAL),
+                    "seed {seed}: {names:?}"
+                );
+                assert!(
+                    names.contains(&components::GUARDRAIL),
+                    "seed {seed}: {names:?}"
+                );
+            }
+            VerdictStatus::Inconclusive => assert!(verdict.reason.is_some()),
+        }
+    }
+}
+
+#[test]
+fn few_requests_are_inconclusive() {
+    let scenario = Scenario {
+        requests: 6,
+        faults: vec![fault("retrieval", 1500.0, 1.0)],
+        ..Scenario::default()
+    };
+    let analysis = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    assert_eq!(analysis.slos[0].status, SloStatus::Breached);
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.status, VerdictStatus::Inconclusive);
+    assert!(
+        verdict.reason.as_ref().unwrap().contains("only 6 requests"),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn heavy_loss_is_inconclusive() {
+    let scenario = Scenario {
+        faults: vec![fault("retrieval", 1500.0, 0.3)],
+        lossy_fraction: 0.3,
+        ..Scenario::default()
+    };
+    let analysis = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.status, VerdictStatus::Inconclusive);
+    assert!(
+        verdict.reason.as_ref().unwrap().contains("drops"),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn concurrent_requests_without_trace_are_inconclusive() {
+    let scenario = Scenario {
+        concurrent: true,
+        faults: vec![fault("retrieval", 1500.0, 0.3)],
+        ..Scenario::default()
+    };
+    let analysis = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    assert!(analysis.linking.ambiguous > 0);
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.status, VerdictStatus::Inconclusive, "{verdict:?}");
+    assert!(verdict.reason.as_ref().unwrap().contains("ambiguous"));
+}
+
+#[test]
+fn trace_context_resolves_concurrency() {
+    let scenario = Scenario {
+        concurrent: true,
+        traced: true,
+        faults: vec![fault("retrieval", 1500.0, 0.3)],
+        ..Scenario::default()
+    };
+    let analysis = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    assert_eq!(analysis.linking.ambiguous, 0);
+    assert_eq!(analysis.linking.by_trace_context, 600);
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.status, VerdictStatus::Attributed, "{verdict:?}");
+    assert_eq!(contributor_names(verdict), vec![components::RETRIEVAL]);
+}
+
+#[test]
+fn rate_limits_are_traced_to_provider() {
+    let scenario = Scenario {
+        rate_limited_fraction: 0.2,
+        ..Scenario::default()
+    };
+    let analysis = analyze(&scenario.collection(), &options(&["error_rate=1%"]));
+    assert_eq!(analysis.slos[0].status, SloStatus::Breached);
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.status, VerdictStatus::Attributed, "{verdict:?}");
+    assert_eq!(contributor_names(verdict), vec![components::PROVIDER]);
+    assert!((verdict.contributors[0].value - 1.0).abs() < 1e-9);
+}
+
+fn baseline_of(scenario: &Scenario) -> super::baseline::Baseline {
+    analyze(&scenario.collection(), &AnalysisOptions::default()).to_baseline("before", 1)
+}
+
+#[test]
+fn same_behaviour_as_baseline_gives_no_verdict() {
+    let baseline = baseline_of(&Scenario::default());
+    for seed in 2..=4 {
+        let current = Scenario {
+            seed,
+            ..Scenario::default()
+        };
+        let analysis = analyze(
+            &current.collection(),
+            &AnalysisOptions {
+                baseline: Some(baseline.clone()),
+                ..AnalysisOptions::default()
+            },
+        );
+        assert!(!analysis.comparisons.is_empty());
+        assert!(
+            analysis.comparisons.iter().all(|c| !c.regressed),
+            "{:?}",
+            analysis.comparisons
+        );
+        assert!(
+            analysis.verdicts.is_empty(),
+            "seed {seed}: {:?}",
+            analysis.verdicts
+        );
+        assert_eq!(analysis.exit_status(), Status::Ok);
+    }
+}
+
+#[test]
+fn regression_against_baseline_names_component() {
+    let baseline = baseline_of(&Scenario::default());
+    let current = Scenario {
+        seed: 2,
+        faults: vec![fault("retrieval", 1500.0, 0.3)],
+        ..Scenario::default()
+    };
+    let analysis = analyze(
+        &current.collection(),
+        &AnalysisOptions {
+            baseline: Some(baseline),
+            ..AnalysisOptions::default()
+        },
+    );
+    let ttft = analysis
+        .verdicts
+        .iter()
+        .find(|v| v.subject == "ttft.p95")
+        .expect("a TTFT verdict");
+    assert_eq!(ttft.trigger, Trigger::Regression);
+    assert_eq!(ttft.status, VerdictStatus::Attributed, "{ttft:?}");
+    assert_eq!(contributor_names(ttft), vec![components::RETRIEVAL]);
+    assert!(ttft.contributors[0].effect.starts_with('+'));
+    assert!(
+        ttft.contributors[0]
+            .effect
+            .contains("compared with baseline")
+    );
+    assert!(ttft.contributors[0].interval.unwrap().low > 1_000_000.0);
+    assert_eq!(analysis.exit_status(), Status::SloBreached);
+}
+
+#[test]
+fn two_regressions_give_both_or_inconclusive() {
+    let baseline = baseline_of(&Scenario::default());
+    for seed in 2..=4 {
+        let current = Scenario {
+            seed,
+            faults: vec![
+                fault("retrieval", 800.0, 0.3),
+                fault("guardrail", 800.0, 0.3),
+            ],
+            ..Scenario::default()
+        };
+        let analysis = analyze(
+            &current.collection(),
+            &AnalysisOptions {
+                baseline: Some(baseline.clone()),
+                ..AnalysisOptions::default()
+            },
+        );
+        let ttft = analysis
+            .verdicts
+            .iter()
+            .find(|v| v.subject == "ttft.p95")
+            .unwrap();
+        let names = contributor_names(ttft);
+        match ttft.status {
+            VerdictStatus::Attributed => {
+                assert!(names.contains(&components::RETRIEVAL), "{names:?}");
+                assert!(names.contains(&components::GUARDRAIL), "{names:?}");
+            }
+            VerdictStatus::Inconclusive => assert!(ttft.reason.is_some()),
+        }
+    }
+}
+
+#[test]
+fn throughput_collapse_is_detected() {
+    let baseline = baseline_of(&Scenario::default());
+    let current = Scenario {
+        seed: 2,
+        faults: vec![fault("provider_decode", 30.0, 1.0)],
+        ..Scenario::default()
+    };
+    let analysis = analyze(
+        &current.collection(),
+        &AnalysisOptions {
+            baseline: Some(baseline),
+            ..AnalysisOptions::default()
+        },
+    );
+    let ttft = analysis
+        .comparisons
+        .iter()
+        .find(|c| c.metric == "ttft.p95")
+        .unwrap();
+    assert!(!ttft.regressed);
+    let collapse = analysis
+        .verdicts
+        .iter()
+        .find(|v| v.trigger == Trigger::ThroughputCollapse)
+        .expect("a throughput collapse verdict");
+    assert_eq!(collapse.status, VerdictStatus::Attributed, "{collapse:?}");
+    assert_eq!(contributor_names(collapse), vec![components::PROVIDER]);
+}
+
+#[test]
+fn outbound_only_client_uses_llm_calls_as_requests() {
+    let mut collection = Scenario::default().collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    result
+        .exchanges
+        .retain(|e| e.direction == Direction::Outbound && e.llm.is_some());
+    let analysis = analyze(&collection, &options(&["ttft.p95=800ms"]));
+    assert_eq!(analysis.scope, RequestScope::OutboundLlm);
+    assert_eq!(analysis.requests.requests, 200);
+    assert_eq!(analysis.slos[0].status, SloStatus::Met);
+    let request = analysis
+        .calls
+        .iter()
+        .find(|c| c.role == Role::Request)
+        .unwrap();
+    let decomposition = request.decomposition.as_ref().unwrap();
+    assert_eq!(decomposition.e2e.len(), 1);
+    assert_eq!(decomposition.e2e[0].component, components::PROVIDER);
+}
+
+#[test]
+fn missing_node_makes_run_partial() {
+    let mut collection = Scenario::default().collection();
+    collection.nodes.push(crate::collection::NodeCollection {
+        node: "worker-2".into(),
+        result: None,
+        failure: Some(crate::collection::NodeFailure {
+            code: "image_pull_failed".into(),
+            message: "the probe image could not be pulled".into(),
+        }),
+    });
+    let analysis = analyze(&collection, &options(&["ttft.p95=800ms"]));
+    assert_eq!(analysis.exit_status(), Status::Partial);
+}
+
+#[test]
+fn no_requests_is_not_measured() {
+    let mut collection = Scenario::default().collection();
+    collection.nodes[0]
+        .result
+        .as_mut()
+        .unwrap()
+        .exchanges
+        .clear();
+    let analysis = analyze(&collection, &options(&["ttft.p95=800ms"]));
+    assert_eq!(analysis.scope, RequestScope::None);
+    assert_eq!(analysis.slos[0].status, SloStatus::NotMeasured);
+    assert_eq!(analysis.exit_status(), Status::NotMeasured);
+}
+
+#[test]
+fn analysis_is_reproducible() {
+    let scenario = Scenario {
+        faults: vec![fault("retrieval", 1500.0, 0.3)],
+        ..Scenario::default()
+    };
+    let first = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    let second = analyze(&scenario.collection(), &options(&["ttft.p95=800ms"]));
+    assert_eq!(
+        serde_json::to_string(&first.verdicts).unwrap(),
+        serde_json::to_string(&second.verdicts).unwrap()
+    );
+}
+
+#[test]
+fn inbound_without_llm_format_gets_linked_tokens() {
+    let mut collection = Scenario::default().collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    for exchange in result
+        .exchanges
+        .iter_mut()
+        .filter(|e| e.direction == Direction::Inbound)
+    {
+        exchange.llm = None;
+        if let Some(http) = exchange.http.as_mut() {
+            http.content_type = Some("text/event-stream".into());
+        }
+    }
+    let analysis = analyze(&collection, &AnalysisOptions::default());
+    let request = analysis
+        .calls
+        .iter()
+        .find(|c| c.role == Role::Request)
+        .unwrap();
+    assert_eq!(request.output_tokens, Some(100));
+    assert_eq!(request.token_source.as_deref(), Some("linked_calls"));
+    assert_eq!(
+        request.ttft_source,
+        Some(super::records::TtftSource::FirstByte)
+    );
+    assert!(request.tokens_per_sec.unwrap() > 0.0);
+}

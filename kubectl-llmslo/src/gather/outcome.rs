@@ -1,0 +1,153 @@
+//! Turning a finished probe (exit code and log) into a node's result and
+//! failure.
+
+use llmslo_schema::{ProbeResult, envelope::EnvelopeError};
+
+use super::{
+    logs::ProbeLog,
+    verdict::{Failure, Terminated, code},
+};
+
+/// Exit code of a probe that failed before collecting anything.
+pub const EXIT_FAILED_BEFORE_COLLECTING: i32 = 1;
+/// Exit code of a probe that failed part-way and printed a partial result.
+pub const EXIT_FAILED_PART_WAY: i32 = 3;
+
+/// Reads the outcome of a probe that exited as `terminated` and left `log`.
+pub fn probe_outcome(
+    node: &str,
+    terminated: &Terminated,
+    log: &ProbeLog,
+) -> (Option<ProbeResult>, Option<Failure>) {
+    let result = log.result.as_ref().ok().cloned();
+    if let Err(error @ EnvelopeError::SchemaVersion { .. }) = &log.result {
+        return (
+            None,
+            Some(Failure {
+                code: code::INVALID_RESULT,
+                message: format!(
+                    "the probe on node {node} wrote a result this CLI cannot read: {error}"
+                ),
+            }),
+        );
+    }
+
+    let tail = log.quoted_tail();
+    let failure = |message: String| Failure {
+        code: code::PROBE_FAILED,
+        message,
+    };
+    match terminated.exit_code {
+        0 => match &log.result {
+            Ok(_) => (result, None),
+            Err(error) => (
+                None,
+                Some(Failure {
+                    code: code::INVALID_RESULT,
+                    message: format!(
+                        "the probe on node {node} exited with code 0 but its log has no readable result ({error}); {tail}"
+                    ),
+                }),
+            ),
+        },
+        EXIT_FAILED_BEFORE_COLLECTING => (
+            result,
+            Some(failure(format!(
+                "the probe on node {node} failed before collecting (exit code 1); {tail}"
+            ))),
+        ),
+        EXIT_FAILED_PART_WAY => (
+            result,
+            Some(failure(format!(
+                "the probe on node {node} failed part-way (exit code 3), so its result covers \
+                 only the time before the failure; {tail}"
+            ))),
+        ),
+        exit_code if terminated.reason.as_deref() == Some("OOMKilled") => (
+            result,
+            Some(failure(format!(
+                "the probe on node {node} was killed for exceeding its memory limit \
+                 (OOMKilled, exit code {exit_code}); {tail}"
+            ))),
+        ),
+        exit_code => (
+            result,
+            Some(failure(format!(
+                "the probe on node {node} exited with code {exit_code}{}; {tail}",
+                terminated
+                    .reason
+                    .as_ref()
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_default()
+            ))),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmslo_schema::{ProbeInfo, envelope};
+
+    fn exited(exit_code: i32) -> Terminated {
+        Terminated {
+            exit_code,
+            reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
+        }
+    }
+
+    fn result_line() -> String {
+        envelope::encode_gzip_base64(&ProbeResult::new(ProbeInfo::default())).unwrap()
+    }
+
+    #[test]
+    fn success_has_result_and_no_failure() {
+        let log = ProbeLog::parse(&result_line());
+        let (result, failure) = probe_outcome("worker-1", &exited(0), &log);
+        assert!(result.is_some());
+        assert_eq!(failure, None);
+    }
+
+    #[test]
+    fn early_failure_quotes_stderr() {
+        let log = ProbeLog::parse("ERROR tracefs is not mounted at /sys/kernel/tracing\n");
+        let (result, failure) = probe_outcome("worker-1", &exited(1), &log);
+        assert!(result.is_none());
+        let failure = failure.unwrap();
+        assert_eq!(failure.code, code::PROBE_FAILED);
+        assert!(
+            failure.message.contains("tracefs is not mounted"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn part_way_failure_keeps_partial_result() {
+        let log = ProbeLog::parse(&format!(
+            "ERROR ring buffer poll failed\n{}\n",
+            result_line()
+        ));
+        let (result, failure) = probe_outcome("worker-1", &exited(3), &log);
+        assert!(result.is_some());
+        assert!(failure.unwrap().message.contains("part-way"));
+    }
+
+    #[test]
+    fn success_without_result_is_invalid() {
+        let log = ProbeLog::parse("INFO done\n");
+        let (_, failure) = probe_outcome("worker-1", &exited(0), &log);
+        assert_eq!(failure.unwrap().code, code::INVALID_RESULT);
+    }
+
+    #[test]
+    fn oom_kill_is_named() {
+        let log = ProbeLog::parse("");
+        let terminated = Terminated {
+            exit_code: 137,
+            reason: Some("OOMKilled".into()),
+        };
+        let (_, failure) = probe_outcome("worker-1", &terminated, &log);
+        assert!(failure.unwrap().message.contains("memory limit"));
+    }
+}

@@ -1,0 +1,445 @@
+//! Decodes raw ring-buffer records into typed events.
+//!
+//! The records come from the kernel, but their lengths are still checked
+//! against the layouts in `llmslo-probe-common` before any field is read. A
+//! mismatched eBPF object or a kernel bug then produces an error, not a
+//! panic or a read past the record.
+
+use std::{
+    mem::{offset_of, size_of},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+};
+
+use llmslo_probe_common::{
+    ArrivalEvent, ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, EventHeader, EventKind,
+    FlowKey, MAX_PAYLOAD, SockAddr,
+};
+use llmslo_wire::Flow;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Fields every event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+}
+
+/// Bytes a target read from or wrote to a socket.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DataRecord<'a> {
+    pub header: Header,
+    pub flow: Flow,
+    /// Bytes the call transferred; more than `payload.len()` when the
+    /// capture was truncated or the user buffer could not be read.
+    pub byte_count: u64,
+    /// Positive errno of a call that ended the connection, else 0.
+    pub errno: i32,
+    pub source: Source,
+    /// `CLOCK_MONOTONIC` of the syscall's entry.
+    pub call_start_ns: u64,
+    /// Bytes the call asked for; 0 when unknown.
+    pub requested_bytes: u64,
+    pub payload: &'a [u8],
+}
+
+/// Origin of the bytes of a [`DataRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Syscall,
+    OpenSsl,
+    GoTls,
+}
+
+impl Source {
+    /// Name of the TLS library for `Connection.tls_library`.
+    pub fn tls_library(self) -> Option<&'static str> {
+        match self {
+            Self::Syscall => None,
+            Self::OpenSsl => Some("openssl"),
+            Self::GoTls => Some("go_crypto_tls"),
+        }
+    }
+}
+
+/// A `connect()` or `accept()` that returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRecord {
+    pub header: Header,
+    /// The peer, when the call named an IPv4 or IPv6 address.
+    pub peer: Option<SocketAddr>,
+    /// Syscall return value: 0 or a negative errno for connect, the new fd
+    /// for accept.
+    pub ret: i64,
+    /// `CLOCK_MONOTONIC` of the syscall's entry.
+    pub start_ns: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    Data(DataRecord<'a>),
+    Connect(ConnRecord),
+    Accept(ConnRecord),
+    Close(Header),
+    Fork {
+        header: Header,
+        child_pid: u32,
+    },
+    Exit(Header),
+    /// A TCP segment with `data_len` payload bytes arrived on `flow`.
+    Arrival {
+        ts_ns: u64,
+        flow: FlowKey,
+        data_len: u32,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring buffer record of {len} bytes is shorter than the {expected}-byte {what}")]
+    TooShort {
+        what: &'static str,
+        len: usize,
+        expected: usize,
+    },
+    #[error("ring buffer record has unknown event kind {0}")]
+    UnknownKind(u8),
+    #[error("ring buffer record has unknown data source {0}")]
+    UnknownSource(u8),
+    #[error(
+        "data record claims {captured_len} captured bytes but carries {available} \
+         (limit {MAX_PAYLOAD})"
+    )]
+    PayloadLength {
+        captured_len: usize,
+        available: usize,
+    },
+}
+
+/// Decodes one ring-buffer record.
+///
+/// # Errors
+///
+/// Returns a [`DecodeError`] when the record is shorter than its layout, or
+/// its kind, source or payload length is out of range.
+pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
+    require(record, size_of::<EventHeader>(), "event header")?;
+    let header = Header {
+        ts_ns: read_u64(record, offset_of!(EventHeader, ts_ns)),
+        cgroup_id: read_u64(record, offset_of!(EventHeader, cgroup_id)),
+        tgid: read_u32(record, offset_of!(EventHeader, tgid)),
+        tid: read_u32(record, offset_of!(EventHeader, tid)),
+        fd: read_u32(record, offset_of!(EventHeader, fd)) as i32,
+    };
+    let kind_byte = record[offset_of!(EventHeader, kind)];
+    let kind = EventKind::from_u8(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
+
+    match kind {
+        EventKind::Write | EventKind::Read => decode_data(record, header, kind),
+        EventKind::Connect => Ok(Event::Connect(decode_conn(record, header)?)),
+        EventKind::Accept => Ok(Event::Accept(decode_conn(record, header)?)),
+        EventKind::Close => Ok(Event::Close(header)),
+        EventKind::Fork => {
+            let conn = decode_conn(record, header)?;
+            Ok(Event::Fork {
+                header,
+                child_pid: conn.ret as u32,
+            })
+        }
+        EventKind::Exit => Ok(Event::Exit(header)),
+        EventKind::Arrival => decode_arrival(record, header),
+    }
+}
+
+fn decode_arrival(record: &[u8], header: Header) -> Result<Event<'_>, DecodeError> {
+    require(record, size_of::<ArrivalEvent>(), "arrival event")?;
+    let flow_at = offset_of!(ArrivalEvent, flow);
+    let address = |at: usize| {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&record[flow_at + at..flow_at + at + 16]);
+        bytes
+    };
+    Ok(Event::Arrival {
+        ts_ns: header.ts_ns,
+        flow: FlowKey {
+            family: read_u16(record, flow_at + offset_of!(FlowKey, family)),
+            local_port: read_u16(record, flow_at + offset_of!(FlowKey, local_port)),
+            remote_port: read_u16(record, flow_at + offset_of!(FlowKey, remote_port)),
+            _pad: 0,
+            local_addr: address(offset_of!(FlowKey, local_addr)),
+            remote_addr: address(offset_of!(FlowKey, remote_addr)),
+        },
+        data_len: read_u32(record, offset_of!(ArrivalEvent, data_len)),
+    })
+}
+
+fn decode_data(record: &[u8], header: Header, kind: EventKind) -> Result<Event<'_>, DecodeError> {
+    require(record, DATA_EVENT_HEADER_LEN, "data event header")?;
+    let captured_len = read_u32(record, offset_of!(DataEvent, captured_len)) as usize;
+    let available = record.len() - DATA_EVENT_HEADER_LEN;
+    if captured_len > MAX_PAYLOAD || captured_len > available {
+        return Err(DecodeError::PayloadLength {
+            captured_len,
+            available,
+        });
+    }
+    let source_byte = record[offset_of!(DataEvent, source)];
+    let source = match source_byte {
+        value if value == DataSource::Syscall as u8 => Source::Syscall,
+        value if value == DataSource::OpenSsl as u8 => Source::OpenSsl,
+        value if value == DataSource::GoTls as u8 => Source::GoTls,
+        other => return Err(DecodeError::UnknownSource(other)),
+    };
+
+    Ok(Event::Data(DataRecord {
+        header,
+        flow: if kind == EventKind::Write {
+            Flow::Egress
+        } else {
+            Flow::Ingress
+        },
+        byte_count: read_u64(record, offset_of!(DataEvent, byte_count)),
+        errno: read_u32(record, offset_of!(DataEvent, errno)) as i32,
+        source,
+        call_start_ns: read_u64(record, offset_of!(DataEvent, call_start_ns)),
+        requested_bytes: read_u64(record, offset_of!(DataEvent, requested_bytes)),
+        payload: &record[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + captured_len],
+    }))
+}
+
+fn decode_conn(record: &[u8], header: Header) -> Result<ConnRecord, DecodeError> {
+    require(record, size_of::<ConnEvent>(), "connection event")?;
+    let peer_at = offset_of!(ConnEvent, peer);
+    let family = read_u16(record, peer_at + offset_of!(SockAddr, family));
+    let port = read_u16(record, peer_at + offset_of!(SockAddr, port));
+    let scope_id = read_u32(record, peer_at + offset_of!(SockAddr, scope_id));
+    let addr_at = peer_at + offset_of!(SockAddr, addr);
+    let mut addr = [0u8; 16];
+    addr.copy_from_slice(&record[addr_at..addr_at + 16]);
+
+    let peer = match family {
+        AF_INET => {
+            let ip = Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]);
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+        }
+        AF_INET6 => {
+            let ip = Ipv6Addr::from(addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope_id)))
+        }
+        _ => None,
+    };
+    Ok(ConnRecord {
+        header,
+        peer,
+        ret: read_u64(record, offset_of!(ConnEvent, ret)) as i64,
+        start_ns: read_u64(record, offset_of!(ConnEvent, start_ns)),
+    })
+}
+
+fn require(record: &[u8], expected: usize, what: &'static str) -> Result<(), DecodeError> {
+    if record.len() < expected {
+        return Err(DecodeError::TooShort {
+            what,
+            len: record.len(),
+            expected,
+        });
+    }
+    Ok(())
+}
+
+// The readers below index only below lengths checked by `require`.
+
+fn read_u16(record: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([record[at], record[at + 1]])
+}
+
+fn read_u32(record: &[u8], at: usize) -> u32 {
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(&record[at..at + 4]);
+    u32::from_ne_bytes(bytes)
+}
+
+fn read_u64(record: &[u8], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&record[at..at + 8]);
+    u64::from_ne_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(kind: EventKind, fd: i32) -> Vec<u8> {
+        let mut bytes = vec![0u8; size_of::<EventHeader>()];
+        bytes[offset_of!(EventHeader, ts_ns)..][..8].copy_from_slice(&1_000u64.to_ne_bytes());
+        bytes[offset_of!(EventHeader, cgroup_id)..][..8].copy_from_slice(&77u64.to_ne_bytes());
+        bytes[offset_of!(EventHeader, tgid)..][..4].copy_from_slice(&10u32.to_ne_bytes());
+        bytes[offset_of!(EventHeader, tid)..][..4].copy_from_slice(&11u32.to_ne_bytes());
+        bytes[offset_of!(EventHeader, kind)] = kind as u8;
+        bytes[offset_of!(EventHeader, fd)..][..4].copy_from_slice(&fd.to_ne_bytes());
+        bytes
+    }
+
+    fn data_record(kind: EventKind, payload: &[u8], byte_count: u64) -> Vec<u8> {
+        let mut bytes = header_bytes(kind, 5);
+        bytes.resize(DATA_EVENT_HEADER_LEN, 0);
+        bytes[offset_of!(DataEvent, byte_count)..][..8].copy_from_slice(&byte_count.to_ne_bytes());
+        bytes[offset_of!(DataEvent, captured_len)..][..4]
+            .copy_from_slice(&(payload.len() as u32).to_ne_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    fn conn_record(kind: EventKind, family: u16, addr: &[u8], port: u16, ret: i64) -> Vec<u8> {
+        let mut bytes = header_bytes(kind, 7);
+        bytes.resize(size_of::<ConnEvent>(), 0);
+        let peer = offset_of!(ConnEvent, peer);
+        bytes[peer + offset_of!(SockAddr, family)..][..2].copy_from_slice(&family.to_ne_bytes());
+        bytes[peer + offset_of!(SockAddr, port)..][..2].copy_from_slice(&port.to_ne_bytes());
+        bytes[peer + offset_of!(SockAddr, addr)..][..addr.len()].copy_from_slice(addr);
+        bytes[offset_of!(ConnEvent, ret)..][..8].copy_from_slice(&ret.to_ne_bytes());
+        bytes[offset_of!(ConnEvent, start_ns)..][..8].copy_from_slice(&900u64.to_ne_bytes());
+        bytes
+    }
+
+    #[test]
+    fn write_record_decodes() {
+        let record = data_record(EventKind::Write, b"GET / HTTP/1.1\r\n", 16);
+        let Event::Data(data) = decode(&record).unwrap() else {
+            panic!("not a data event");
+        };
+        assert_eq!(data.flow, Flow::Egress);
+        assert_eq!(data.header.ts_ns, 1_000);
+        assert_eq!(data.header.cgroup_id, 77);
+        assert_eq!(data.header.tgid, 10);
+        assert_eq!(data.header.tid, 11);
+        assert_eq!(data.header.fd, 5);
+        assert_eq!(data.byte_count, 16);
+        assert_eq!(data.source, Source::Syscall);
+        assert_eq!(data.payload, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn truncated_read_keeps_byte_count() {
+        let record = data_record(EventKind::Read, b"abc", 100_000);
+        let Event::Data(data) = decode(&record).unwrap() else {
+            panic!("not a data event");
+        };
+        assert_eq!(data.flow, Flow::Ingress);
+        assert_eq!(data.byte_count, 100_000);
+        assert_eq!(data.payload.len(), 3);
+    }
+
+    #[test]
+    fn captured_length_beyond_record_is_rejected() {
+        let mut record = data_record(EventKind::Read, b"abcd", 4);
+        record.truncate(record.len() - 2);
+        assert_eq!(
+            decode(&record),
+            Err(DecodeError::PayloadLength {
+                captured_len: 4,
+                available: 2
+            })
+        );
+    }
+
+    #[test]
+    fn short_records_are_rejected() {
+        assert!(matches!(
+            decode(&[0u8; 8]),
+            Err(DecodeError::TooShort { len: 8, .. })
+        ));
+        let mut record = header_bytes(EventKind::Connect, 3);
+        record.push(0);
+        assert!(matches!(
+            decode(&record),
+            Err(DecodeError::TooShort {
+                what: "connection event",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_kind_is_rejected() {
+        let mut record = header_bytes(EventKind::Close, 3);
+        record[offset_of!(EventHeader, kind)] = 200;
+        assert_eq!(decode(&record), Err(DecodeError::UnknownKind(200)));
+    }
+
+    #[test]
+    fn connect_ipv4_peer() {
+        let record = conn_record(EventKind::Connect, AF_INET, &[127, 0, 0, 1], 8080, -115);
+        let Event::Connect(conn) = decode(&record).unwrap() else {
+            panic!("not a connect event");
+        };
+        assert_eq!(conn.peer, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(conn.ret, -115);
+        assert_eq!(conn.start_ns, 900);
+    }
+
+    #[test]
+    fn accept_ipv6_peer() {
+        let ip: Ipv6Addr = "::1".parse().unwrap();
+        let record = conn_record(EventKind::Accept, AF_INET6, &ip.octets(), 443, 9);
+        let Event::Accept(conn) = decode(&record).unwrap() else {
+            panic!("not an accept event");
+        };
+        assert_eq!(conn.peer, Some("[::1]:443".parse().unwrap()));
+        assert_eq!(conn.ret, 9);
+    }
+
+    #[test]
+    fn unknown_family_has_no_peer() {
+        let record = conn_record(EventKind::Accept, 1, &[], 0, 4);
+        let Event::Accept(conn) = decode(&record).unwrap() else {
+            panic!("not an accept event");
+        };
+        assert_eq!(conn.peer, None);
+    }
+
+    #[test]
+    fn arrival_decodes_flow() {
+        let mut record = header_bytes(EventKind::Arrival, -1);
+        record.resize(size_of::<ArrivalEvent>(), 0);
+        let flow = offset_of!(ArrivalEvent, flow);
+        record[flow + offset_of!(FlowKey, family)..][..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        record[flow + offset_of!(FlowKey, local_port)..][..2]
+            .copy_from_slice(&40000u16.to_ne_bytes());
+        record[flow + offset_of!(FlowKey, remote_port)..][..2]
+            .copy_from_slice(&443u16.to_ne_bytes());
+        record[flow + offset_of!(FlowKey, remote_addr)..][..4].copy_from_slice(&[10, 0, 0, 1]);
+        record[offset_of!(ArrivalEvent, data_len)..][..4].copy_from_slice(&1448u32.to_ne_bytes());
+
+        let Event::Arrival {
+            ts_ns,
+            flow,
+            data_len,
+        } = decode(&record).unwrap()
+        else {
+            panic!("not an arrival event");
+        };
+        assert_eq!(ts_ns, 1_000);
+        assert_eq!(flow.local_port, 40000);
+        assert_eq!(flow.remote_port, 443);
+        assert_eq!(flow.remote_addr[..4], [10, 0, 0, 1]);
+        assert_eq!(data_len, 1448);
+    }
+
+    #[test]
+    fn fork_carries_child_pid() {
+        let record = conn_record(EventKind::Fork, 0, &[], 0, 4242);
+        assert!(matches!(
+            decode(&record).unwrap(),
+            Event::Fork {
+                child_pid: 4242,
+                ..
+            }
+        ));
+    }
+}

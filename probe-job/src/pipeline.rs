@@ -1,0 +1,477 @@
+//! Routes decoded events: data to connections, connect and accept to new
+//! connections, fork and exit to the process registry. Changes the kernel
+//! maps need are queued as [`MapAction`]s for the caller to apply.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use llmslo_probe_common::FlowKey;
+use llmslo_schema::{ConnectAttempt, Diagnostic, Direction, Exchange, Severity, TargetProcess};
+use llmslo_wire::{ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
+
+use crate::{
+    decode::{self, ConnRecord, DataRecord, Event},
+    identity::{
+        cgroup::{self, ContainerCgroup, PathIds},
+        processes::{ProcessRegistry, read_facts},
+        sockets::{self, SocketInfo},
+    },
+    reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats, Transfer},
+};
+
+const EINPROGRESS: i64 = 115;
+
+/// Decode errors logged in full; later ones are only counted.
+const LOGGED_DECODE_ERRORS: u64 = 5;
+
+/// A change to the kernel's socket map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAction {
+    /// Report reads and writes on this socket.
+    Track(SocketKey),
+    /// Stop reporting every socket of this process.
+    ForgetProcess(u32),
+    /// Report segment arrivals of this connection.
+    AddFlow(FlowKey),
+    /// Stop reporting segment arrivals of this connection.
+    RemoveFlow(FlowKey),
+}
+
+/// Everything the pipeline collected, for the result.
+pub struct PipelineOutput {
+    pub processes: Vec<TargetProcess>,
+    pub exchanges: Vec<Exchange>,
+    pub connects: Vec<ConnectAttempt>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub table: TableStats,
+    pub events: u64,
+    pub payload_bytes: u64,
+    pub decode_errors: u64,
+}
+
+type Parsers = ConnectionTable<
+    ConnectionParser,
+    Box<dyn FnMut(llmslo_wire::ConnectionInfo) -> ConnectionParser>,
+>;
+
+/// Per-window state between the ring buffer and the result.
+pub struct Pipeline {
+    table: Parsers,
+    registry: ProcessRegistry,
+    /// Sockets found in `/proc` before their first event, with their
+    /// addresses from `/proc`.
+    seeded: HashMap<SocketKey, ConnectionMeta>,
+    /// Target containers by cgroup id, to name processes that join them.
+    containers: HashMap<u64, ContainerCgroup>,
+    connects: Vec<ConnectAttempt>,
+    diagnostics: Vec<Diagnostic>,
+    map_actions: Vec<MapAction>,
+    /// Whether the kernel reports segment arrivals (`tcp:tcp_probe`).
+    arrivals: bool,
+    /// Followed TCP connections by their kernel flow, and back.
+    socket_of_flow: HashMap<FlowKey, SocketKey>,
+    flow_of_socket: HashMap<SocketKey, FlowKey>,
+    window_start_ns: u64,
+    events: u64,
+    payload_bytes: u64,
+    decode_errors: u64,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: ParserConfig,
+        registry: ProcessRegistry,
+        containers: &[ContainerCgroup],
+    ) -> Self {
+        let config = Arc::new(config);
+        let new_parser: Box<dyn FnMut(llmslo_wire::ConnectionInfo) -> ConnectionParser> =
+            Box::new(move |info| ConnectionParser::new(info, config.clone()));
+        Self {
+            table: ConnectionTable::new(new_parser),
+            registry,
+            seeded: HashMap::new(),
+            containers: containers
+                .iter()
+                .map(|container| (container.cgroup_id, container.clone()))
+                .collect(),
+            connects: Vec::new(),
+            diagnostics: Vec::new(),
+            map_actions: Vec::new(),
+            arrivals: false,
+            socket_of_flow: HashMap::new(),
+            flow_of_socket: HashMap::new(),
+            window_start_ns: 0,
+            events: 0,
+            payload_bytes: 0,
+            decode_errors: 0,
+        }
+    }
+
+    pub fn set_window_start(&mut self, start_ns: u64) {
+        self.window_start_ns = start_ns;
+    }
+
+    /// Turns on arrival stamps for connections opened from now on.
+    pub fn enable_arrivals(&mut self) {
+        self.arrivals = true;
+    }
+
+    pub fn registry(&self) -> &ProcessRegistry {
+        &self.registry
+    }
+
+    /// Finds the connected sockets a process already has and queues them
+    /// for the kernel's socket map.
+    pub fn seed_sockets(&mut self, pid: u32) {
+        let sockets = sockets::connected_sockets(pid);
+        tracing::debug!(pid, count = sockets.len(), "found existing sockets");
+        for (fd, info) in sockets {
+            let key = SocketKey { tgid: pid, fd };
+            self.seeded.insert(key, meta_from_proc(&info, None));
+            self.map_actions.push(MapAction::Track(key));
+        }
+    }
+
+    /// Returns the kernel map changes queued since the last call.
+    pub fn take_map_actions(&mut self) -> Vec<MapAction> {
+        std::mem::take(&mut self.map_actions)
+    }
+
+    /// Handles one ring-buffer record; malformed records are counted and
+    /// logged, never trusted.
+    pub fn handle_record(&mut self, record: &[u8]) {
+        self.events += 1;
+        match decode::decode(record) {
+            Ok(event) => self.handle_event(event),
+            Err(error) => {
+                self.decode_errors += 1;
+                if self.decode_errors <= LOGGED_DECODE_ERRORS {
+                    tracing::warn!(%error, "skipped a malformed ring buffer record");
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Data(data) => self.on_data(data),
+            Event::Connect(conn) => self.on_connect(conn),
+            Event::Accept(conn) => self.on_accept(conn),
+            Event::Close(header) => {
+                let key = SocketKey {
+                    tgid: header.tgid,
+                    fd: header.fd,
+                };
+                self.seeded.remove(&key);
+                self.close(key, header.ts_ns);
+            }
+            Event::Fork { header, child_pid } => {
+                self.on_fork(header.tgid, child_pid, header.cgroup_id)
+            }
+            Event::Exit(header) => self.on_exit(header.tgid, header.ts_ns, "its exit event"),
+            Event::Arrival {
+                ts_ns,
+                flow,
+                data_len,
+            } => {
+                if let Some(key) = self.socket_of_flow.get(&flow) {
+                    self.table.arrival(*key, ts_ns, u64::from(data_len));
+                }
+            }
+        }
+    }
+
+    /// Starts following a connection, with arrival stamps when the kernel
+    /// reports them and both addresses are known.
+    fn open(&mut self, key: SocketKey, cgroup_id: u64, meta: ConnectionMeta, ts_ns: u64) {
+        self.forget_flow(key);
+        let flow = match (meta.transport, meta.local, meta.peer) {
+            (Transport::Tcp, Some(local), Some(peer)) if self.arrivals => flow_key(local, peer),
+            _ => None,
+        };
+        self.table.open(key, cgroup_id, meta, ts_ns);
+        if let Some(flow) = flow {
+            self.table.enable_arrivals(key);
+            self.socket_of_flow.insert(flow, key);
+            self.flow_of_socket.insert(key, flow);
+            self.map_actions.push(MapAction::AddFlow(flow));
+        }
+    }
+
+    fn close(&mut self, key: SocketKey, ts_ns: u64) {
+        self.forget_flow(key);
+        self.table.close(key, ts_ns);
+    }
+
+    fn forget_flow(&mut self, key: SocketKey) {
+        if let Some(flow) = self.flow_of_socket.remove(&key) {
+            self.socket_of_flow.remove(&flow);
+            self.map_actions.push(MapAction::RemoveFlow(flow));
+        }
+    }
+
+    fn on_data(&mut self, data: DataRecord<'_>) {
+        self.payload_bytes += data.payload.len() as u64;
+        let header = data.header;
+        let key = SocketKey {
+            tgid: header.tgid,
+            fd: header.fd,
+        };
+        self.note_process(header.tgid, header.cgroup_id);
+
+        if !self.table.contains(key) {
+            let meta = self.seeded.remove(&key).unwrap_or_else(|| {
+                let info = sockets::resolve(key.tgid, key.fd);
+                match info {
+                    Some(info) => meta_from_proc(&info, None),
+                    None => ConnectionMeta {
+                        transport: Transport::Tcp,
+                        role: None,
+                        local: None,
+                        peer: None,
+                        tls_library: None,
+                    },
+                }
+            });
+            let meta = ConnectionMeta {
+                tls_library: data.source.tls_library(),
+                ..meta
+            };
+            self.open(key, header.cgroup_id, meta, header.ts_ns);
+        }
+
+        if data.byte_count > 0 {
+            self.table.data(
+                key,
+                Transfer {
+                    flow: data.flow,
+                    ts_ns: header.ts_ns,
+                    tid: header.tid,
+                    payload: data.payload,
+                    byte_count: data.byte_count,
+                    call_start_ns: data.call_start_ns,
+                    requested_bytes: data.requested_bytes,
+                },
+            );
+        } else if data.errno != 0 {
+            self.table.end(key, header.ts_ns, StreamEnd::Reset);
+        } else if data.flow == Flow::Ingress {
+            self.table.end(key, header.ts_ns, StreamEnd::PeerClosed);
+        }
+    }
+
+    fn on_connect(&mut self, conn: ConnRecord) {
+        let header = conn.header;
+        self.note_process(header.tgid, header.cgroup_id);
+        let Some(peer) = conn.peer else {
+            return;
+        };
+        let failed = conn.ret < 0 && conn.ret != -EINPROGRESS;
+        // NOTE: a non-blocking connect returns EINPROGRESS before the
+        // handshake, so its latency stays unknown until the probe follows
+        // `sock:inet_sock_set_state`.
+        self.connects.push(ConnectAttempt {
+            pid: header.tgid,
+            tid: header.tid,
+            peer: peer.to_string(),
+            start_ns: conn.start_ns,
+            latency_us: (conn.ret == 0 || failed)
+                .then(|| header.ts_ns.saturating_sub(conn.start_ns) / 1_000),
+            error: failed.then(|| errno_name(-conn.ret)),
+        });
+        if failed {
+            return;
+        }
+
+        let key = SocketKey {
+            tgid: header.tgid,
+            fd: header.fd,
+        };
+        self.seeded.remove(&key);
+        let info = sockets::resolve(key.tgid, key.fd);
+        let meta = ConnectionMeta {
+            transport: info.map_or(Transport::Tcp, |info| info.transport),
+            role: Some(Direction::Outbound),
+            local: info.map(|info| info.local),
+            peer: Some(peer),
+            tls_library: None,
+        };
+        self.open(key, header.cgroup_id, meta, header.ts_ns);
+    }
+
+    fn on_accept(&mut self, conn: ConnRecord) {
+        let header = conn.header;
+        self.note_process(header.tgid, header.cgroup_id);
+        let key = SocketKey {
+            tgid: header.tgid,
+            fd: header.fd,
+        };
+        self.seeded.remove(&key);
+        let info = sockets::resolve(key.tgid, key.fd);
+        let meta = ConnectionMeta {
+            transport: Transport::Tcp,
+            role: Some(Direction::Inbound),
+            local: info.map(|info| info.local),
+            peer: conn.peer.or_else(|| info.and_then(|info| info.peer)),
+            tls_library: None,
+        };
+        self.open(key, header.cgroup_id, meta, header.ts_ns);
+    }
+
+    fn on_fork(&mut self, parent: u32, child: u32, cgroup_id: u64) {
+        tracing::debug!(parent, child, "target process created a child process");
+        self.registry.add_child(parent, child, cgroup_id);
+        // The child inherits the parent's sockets under its own pid, which
+        // the kernel map does not know yet.
+        self.seed_sockets(child);
+    }
+
+    /// Records the exit of a target process, once, however it was noticed.
+    pub fn on_exit(&mut self, pid: u32, ts_ns: u64, noticed_by: &str) {
+        let child = self.registry.started_in_window(pid);
+        if !self.registry.mark_exited(pid) {
+            return;
+        }
+        let comm = self.registry.comm(pid).unwrap_or_default().to_string();
+        let followed: Vec<SocketKey> = self
+            .flow_of_socket
+            .keys()
+            .filter(|key| key.tgid == pid)
+            .copied()
+            .collect();
+        for key in followed {
+            self.forget_flow(key);
+        }
+        let closed = self.table.close_process(pid, ts_ns);
+        self.map_actions.push(MapAction::ForgetProcess(pid));
+        let offset_ms = ts_ns.saturating_sub(self.window_start_ns) / 1_000_000;
+        tracing::debug!(pid, comm, closed, noticed_by, "target process exited");
+        // Children that come and go (subprocesses) are normal; a target that
+        // was running when the window started deserves a warning.
+        self.diagnostics.push(Diagnostic {
+            severity: if child {
+                Severity::Info
+            } else {
+                Severity::Warning
+            },
+            code: "target_exited".into(),
+            message: format!(
+                "target process {pid} ({comm}) exited {offset_ms} ms into the window (noticed by \
+                 {noticed_by}); what it did before is in the result"
+            ),
+            pid: Some(pid),
+        });
+    }
+
+    /// Checks `/proc` and the target cgroups for processes that exited or
+    /// joined without an event; returns true when no target process is left.
+    pub fn check_targets(&mut self, now_ns: u64) -> bool {
+        for pid in self.registry.find_exited() {
+            self.on_exit(pid, now_ns, "/proc");
+        }
+
+        let mut cgroups_empty = true;
+        let containers: Vec<ContainerCgroup> = self.containers.values().cloned().collect();
+        for container in &containers {
+            let pids = cgroup::cgroup_pids(&container.path).unwrap_or_default();
+            for pid in &pids {
+                if !self.registry.contains(*pid) {
+                    self.add_joined(*pid, &container.ids);
+                }
+            }
+            cgroups_empty &= pids.is_empty();
+        }
+        self.registry.live_pids().is_empty() && cgroups_empty
+    }
+
+    /// Adds a process that an event or a cgroup scan revealed, such as one
+    /// started in a target container by `exec`.
+    fn note_process(&mut self, tgid: u32, cgroup_id: u64) {
+        if self.registry.contains(tgid) {
+            return;
+        }
+        let ids = self
+            .containers
+            .get(&cgroup_id)
+            .map(|container| container.ids.clone());
+        self.add_joined(tgid, &ids.unwrap_or_default());
+    }
+
+    fn add_joined(&mut self, pid: u32, ids: &PathIds) {
+        tracing::debug!(pid, "a process joined the targets");
+        let ids = (ids != &PathIds::default()).then_some(ids);
+        self.registry.add(pid, read_facts(pid), ids, true);
+        self.seed_sockets(pid);
+    }
+
+    /// Ends the window and hands over everything for the result.
+    pub fn finish(self, end_ns: u64) -> PipelineOutput {
+        let (exchanges, table) = self.table.finish(end_ns);
+        PipelineOutput {
+            processes: self.registry.into_processes(),
+            exchanges,
+            connects: self.connects,
+            diagnostics: self.diagnostics,
+            table,
+            events: self.events,
+            payload_bytes: self.payload_bytes,
+            decode_errors: self.decode_errors,
+        }
+    }
+}
+
+/// Builds the kernel's key of a TCP connection, as `tcp:tcp_probe` reports
+/// it.
+fn flow_key(local: SocketAddr, peer: SocketAddr) -> Option<FlowKey> {
+    let mut flow = FlowKey {
+        local_port: local.port(),
+        remote_port: peer.port(),
+        ..FlowKey::default()
+    };
+    match (local, peer) {
+        (SocketAddr::V4(local), SocketAddr::V4(peer)) => {
+            flow.family = 2;
+            flow.local_addr[..4].copy_from_slice(&local.ip().octets());
+            flow.remote_addr[..4].copy_from_slice(&peer.ip().octets());
+        }
+        (SocketAddr::V6(local), SocketAddr::V6(peer)) => {
+            flow.family = 10;
+            flow.local_addr = local.ip().octets();
+            flow.remote_addr = peer.ip().octets();
+        }
+        _ => return None,
+    }
+    Some(flow)
+}
+
+fn meta_from_proc(info: &SocketInfo, role: Option<Direction>) -> ConnectionMeta {
+    ConnectionMeta {
+        transport: info.transport,
+        role,
+        local: Some(info.local),
+        peer: info.peer,
+        tls_library: None,
+    }
+}
+
+/// Names the errno values `connect()` commonly fails with.
+fn errno_name(errno: i64) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        4 => "EINTR",
+        11 => "EAGAIN",
+        13 => "EACCES",
+        22 => "EINVAL",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        101 => "ENETUNREACH",
+        104 => "ECONNRESET",
+        106 => "EISCONN",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        114 => "EALREADY",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_string()
+}

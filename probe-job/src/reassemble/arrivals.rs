@@ -1,0 +1,161 @@
+//! Arrival times of the bytes a connection received, so that the bytes of a
+//! read are stamped when their TCP segment arrived rather than when the
+//! process read them.
+//!
+//! TCP delivers bytes in order, so the n-th byte read is the n-th byte that
+//! arrived. The queue holds `(arrival, length)` of segments not yet read;
+//! each read takes its byte count from the front.
+//!
+//! A retransmitted segment whose data had already arrived is reported by the
+//! kernel again, which would shift later bytes onto earlier arrivals. A read
+//! that returned fewer bytes than it requested emptied the socket's receive
+//! queue, so every segment that arrived before that read started has been
+//! read. Such segments still in the queue are duplicates and are dropped.
+
+use std::collections::VecDeque;
+
+/// Segments kept per connection; beyond it the oldest are dropped, which
+/// only loses precision (their bytes fall back to read times).
+const MAX_SEGMENTS: usize = 16_384;
+
+/// Unread segments of one connection, oldest first.
+#[derive(Debug, Default)]
+pub struct ArrivalQueue {
+    segments: VecDeque<Segment>,
+    /// Segments dropped as duplicates or for space.
+    pub discarded: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    arrival_ns: u64,
+    remaining_bytes: u64,
+}
+
+/// Bytes of one read that arrived together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub arrival_ns: u64,
+    pub bytes: u64,
+}
+
+impl ArrivalQueue {
+    pub fn push(&mut self, arrival_ns: u64, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        if self.segments.len() == MAX_SEGMENTS {
+            self.segments.pop_front();
+            self.discarded += 1;
+        }
+        self.segments.push_back(Segment {
+            arrival_ns,
+            remaining_bytes: bytes,
+        });
+    }
+
+    /// Splits a read of `bytes` into runs by arrival. Bytes the queue does
+    /// not cover (an arrival event was lost or came before the connection
+    /// was followed) get `read_ns`, the read's own time.
+    pub fn take(&mut self, bytes: u64, read_ns: u64) -> Vec<Run> {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut left = bytes;
+        while left > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                break;
+            };
+            let taken = front.remaining_bytes.min(left);
+            let arrival_ns = front.arrival_ns.min(read_ns);
+            match runs.last_mut() {
+                Some(last) if last.arrival_ns == arrival_ns => last.bytes += taken,
+                _ => runs.push(Run {
+                    arrival_ns,
+                    bytes: taken,
+                }),
+            }
+            front.remaining_bytes -= taken;
+            left -= taken;
+            if front.remaining_bytes == 0 {
+                self.segments.pop_front();
+            }
+        }
+        if left > 0 {
+            runs.push(Run {
+                arrival_ns: read_ns,
+                bytes: left,
+            });
+        }
+        runs
+    }
+
+    /// Drops segments that arrived before `read_start_ns` after a read that
+    /// emptied the receive queue: they can only be duplicates.
+    pub fn drained(&mut self, read_start_ns: u64) {
+        while self
+            .segments
+            .front()
+            .is_some_and(|segment| segment.arrival_ns < read_start_ns)
+        {
+            self.segments.pop_front();
+            self.discarded += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(arrival_ns: u64, bytes: u64) -> Run {
+        Run { arrival_ns, bytes }
+    }
+
+    #[test]
+    fn read_spanning_segments_is_split() {
+        let mut queue = ArrivalQueue::default();
+        queue.push(100, 10);
+        queue.push(200, 5);
+        assert_eq!(queue.take(12, 500), vec![run(100, 10), run(200, 2)]);
+        assert_eq!(queue.take(3, 600), vec![run(200, 3)]);
+    }
+
+    #[test]
+    fn uncovered_bytes_get_read_time() {
+        let mut queue = ArrivalQueue::default();
+        queue.push(100, 4);
+        assert_eq!(queue.take(10, 500), vec![run(100, 4), run(500, 6)]);
+        assert_eq!(queue.take(3, 700), vec![run(700, 3)]);
+    }
+
+    #[test]
+    fn short_read_drops_stale_duplicates() {
+        let mut queue = ArrivalQueue::default();
+        queue.push(100, 10);
+        // A retransmission of the same 10 bytes.
+        queue.push(150, 10);
+        queue.push(400, 5);
+        assert_eq!(queue.take(10, 300), vec![run(100, 10)]);
+        // The read started at 250 and emptied the socket: the duplicate
+        // from 150 cannot still be unread; the segment from 400 can.
+        queue.drained(250);
+        assert_eq!(queue.discarded, 1);
+        assert_eq!(queue.take(5, 500), vec![run(400, 5)]);
+    }
+
+    #[test]
+    fn arrival_never_after_read() {
+        let mut queue = ArrivalQueue::default();
+        queue.push(900, 4);
+        assert_eq!(queue.take(4, 800), vec![run(800, 4)]);
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let mut queue = ArrivalQueue::default();
+        for index in 0..=MAX_SEGMENTS as u64 {
+            queue.push(index, 1);
+        }
+        assert_eq!(queue.discarded, 1);
+        assert_eq!(queue.take(1, u64::MAX), vec![run(1, 1)]);
+    }
+}

@@ -1,0 +1,490 @@
+#!/usr/bin/env python3
+"""A stand-in for LLM provider APIs on loopback, faithful to their wire format.
+
+It speaks HTTP/1.1 with keep-alive and pipelining over plain asyncio, so
+that it controls every write: each SSE event is one HTTP chunk written at a
+known time. Routes are registered with ``@route``; the OpenAI chat
+completions API is built in, and other formats can be added the same way.
+
+For every request it appends one JSON line to ``--log`` with
+CLOCK_MONOTONIC nanoseconds (``time.monotonic_ns()``, the clock the probe
+uses): when the request's first byte was received, when the first
+content-carrying event was written, and when the response was finished.
+
+Chunk sizes, gaps and token counts come from a random generator seeded with
+``--seed`` and the request's index, so a run can be repeated exactly.
+
+On start it prints one line ``{"port": N}`` on stdout.
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import string
+import sys
+import time
+
+ROUTES = {}
+
+
+def route(method, path):
+    """Register a handler ``async def handler(request, responder, rng, options)``."""
+
+    def register(handler):
+        ROUTES[(method, path)] = handler
+        return handler
+
+    return register
+
+
+class Request:
+    def __init__(self, index, method, path, headers, body, received_ns, client_port):
+        self.index = index
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.received_ns = received_ns
+        self.client_port = client_port
+
+    def json(self):
+        return json.loads(self.body or b"{}")
+
+
+class Responder:
+    """Writes one response and records when its content went out."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.status = None
+        self.first_content_write_ns = None
+        self.finished_ns = None
+        self.content_events = 0
+        self.split_probability = 0.0
+        self.rng = None
+
+    def _write(self, data):
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _mark_content(self, carries_content):
+        if carries_content:
+            self.content_events += 1
+            if self.first_content_write_ns is None:
+                self.first_content_write_ns = time.monotonic_ns()
+
+    def start_chunked(self, status, reason, headers):
+        self.status = status
+        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        lines += ["transfer-encoding: chunked", "", ""]
+        self._write("\r\n".join(lines).encode())
+
+    async def send_chunk(self, data, carries_content=False):
+        """Send one HTTP chunk; with --split-probability it may take two writes."""
+        framed = b"%x\r\n" % len(data) + data + b"\r\n"
+        if self.rng is not None and self.rng.random() < self.split_probability and len(framed) > 2:
+            cut = self.rng.randrange(1, len(framed))
+            self._mark_content(carries_content)
+            self._write(framed[:cut])
+            await asyncio.sleep(0.001)
+            self._write(framed[cut:])
+            return
+        self._mark_content(carries_content)
+        self._write(framed)
+
+    def end_chunked(self):
+        self._write(b"0\r\n\r\n")
+        self.finished_ns = time.monotonic_ns()
+
+    def send_full(self, status, reason, headers, body, carries_content=False):
+        self.status = status
+        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        lines += [f"content-length: {len(body)}", "", ""]
+        self._mark_content(carries_content)
+        self._write("\r\n".join(lines).encode() + body)
+        self.finished_ns = time.monotonic_ns()
+
+
+# ---- OpenAI chat completions -------------------------------------------------
+
+# OpenAI responds to an alias with the dated snapshot it resolved to.
+OPENAI_SNAPSHOTS = {
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+}
+
+WORDS = (
+    "the model streams tokens as server sent events while the client waits for "
+    "latency budget retrieval guardrail provider kernel socket first token"
+).split()
+
+
+def random_piece(rng):
+    """A token-sized piece of text: a word, part of one, or punctuation."""
+    choice = rng.random()
+    if choice < 0.1:
+        return rng.choice([",", ".", "!", "?", ";"])
+    word = rng.choice(WORDS)
+    if choice < 0.3:
+        return word[: rng.randint(1, len(word))]
+    return " " + word
+
+
+def openai_headers(rng, options, prompt_tokens):
+    return [
+        ("date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())),
+        ("access-control-expose-headers", "X-Request-ID"),
+        ("openai-organization", "user-llmslo-tests"),
+        ("openai-processing-ms", str(rng.randint(5, 50))),
+        ("openai-project", "proj_llmslotests"),
+        ("openai-version", "2020-10-01"),
+        ("x-ratelimit-limit-requests", "10000"),
+        ("x-ratelimit-limit-tokens", "200000"),
+        ("x-ratelimit-remaining-requests", "9999"),
+        ("x-ratelimit-remaining-tokens", str(200000 - prompt_tokens)),
+        ("x-ratelimit-reset-requests", "8.64s"),
+        ("x-ratelimit-reset-tokens", "9ms"),
+        ("x-request-id", "req_" + "".join(rng.choices("0123456789abcdef", k=32))),
+        ("connection", "keep-alive"),
+    ]
+
+
+def count_prompt_tokens(body):
+    words = 0
+    for message in body.get("messages", []):
+        content = message.get("content", "")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        words += len(str(content).split()) + 4
+    return max(words, 1)
+
+
+def obfuscation(rng):
+    return "".join(rng.choices(string.ascii_letters + string.digits, k=rng.randint(1, 12)))
+
+
+def openai_error(status, reason, message, error_type, code, extra_headers=()):
+    body = json.dumps(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}},
+        indent=2,
+    ).encode()
+    headers = [("content-type", "application/json; charset=utf-8"), *extra_headers]
+    return status, reason, headers, body
+
+
+@route("POST", "/v1/chat/completions")
+async def openai_chat_completions(request, responder, rng, options):
+    forced = request.headers.get("x-test-status")
+    if forced == "429":
+        status, reason, headers, body = openai_error(
+            429,
+            "Too Many Requests",
+            "Rate limit reached for requests",
+            "requests",
+            "rate_limit_exceeded",
+            [("retry-after", "2")],
+        )
+        responder.send_full(status, reason, headers, body)
+        return {}
+
+    body = request.json()
+    model = body.get("model", "gpt-4o-mini")
+    response_model = OPENAI_SNAPSHOTS.get(model, model)
+    stream = bool(body.get("stream", False))
+    include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+
+    completion_tokens = rng.randint(options.min_tokens, options.max_tokens)
+    finish_reason = "stop"
+    if limit is not None and completion_tokens >= int(limit):
+        completion_tokens = int(limit)
+        finish_reason = "length"
+    pieces = [random_piece(rng) for _ in range(completion_tokens)]
+    prompt_tokens = count_prompt_tokens(body)
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    completion_id = "chatcmpl-" + "".join(rng.choices(string.ascii_letters + string.digits, k=29))
+    created = int(time.time())
+    fingerprint = "fp_" + "".join(rng.choices("0123456789abcdef", k=10))
+    headers = openai_headers(rng, options, prompt_tokens)
+    facts = {
+        "model": model,
+        "response_model": response_model,
+        "stream": stream,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "finish_reason": finish_reason,
+    }
+
+    def gap():
+        return rng.uniform(options.min_gap_ms, options.max_gap_ms) / 1000
+
+    prefill = rng.uniform(options.min_ttft_ms, options.max_ttft_ms) / 1000
+
+    if not stream:
+        await asyncio.sleep(prefill + sum(gap() for _ in pieces))
+        document = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": response_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "".join(pieces),
+                        "refusal": None,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": fingerprint,
+        }
+        payload = json.dumps(document, indent=2).encode()
+        responder.send_full(
+            200,
+            "OK",
+            [("content-type", "application/json"), *headers],
+            payload,
+            carries_content=bool(pieces),
+        )
+        return facts
+
+    def chunk(choices, with_usage=None):
+        document = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": response_model,
+            "service_tier": "default",
+            "system_fingerprint": fingerprint,
+            "choices": choices,
+        }
+        if include_usage:
+            document["usage"] = with_usage
+        document["obfuscation"] = obfuscation(rng)
+        return b"data: " + json.dumps(document, separators=(",", ":")).encode() + b"\n\n"
+
+    responder.start_chunked(200, "OK", [("content-type", "text/event-stream; charset=utf-8"), *headers])
+    await asyncio.sleep(prefill)
+    role = {"role": "assistant", "content": "", "refusal": None}
+    await responder.send_chunk(
+        chunk([{"index": 0, "delta": role, "logprobs": None, "finish_reason": None}])
+    )
+    for piece in pieces:
+        await asyncio.sleep(gap())
+        delta = {"content": piece}
+        await responder.send_chunk(
+            chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]),
+            carries_content=True,
+        )
+    await asyncio.sleep(gap())
+    await responder.send_chunk(
+        chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}])
+    )
+    if include_usage:
+        await responder.send_chunk(chunk([], with_usage=usage))
+    await responder.send_chunk(b"data: [DONE]\n\n")
+    responder.end_chunked()
+    return facts
+
+
+# ---- HTTP/1.1 ----------------------------------------------------------------
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One connection: parses requests in order and serves them one by one."""
+
+    def __init__(self, server):
+        self.server = server
+        self.buffer = bytearray()
+        self.first_byte_ns = None
+        self.requests = asyncio.Queue()
+        self.worker = None
+        self.transport = None
+        self.client_port = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_port = peer[1] if peer else None
+        self.worker = asyncio.ensure_future(self.serve())
+
+    def connection_lost(self, exc):
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def data_received(self, data):
+        now = time.monotonic_ns()
+        if not self.buffer:
+            self.first_byte_ns = now
+        self.buffer += data
+        while True:
+            request = self.parse_one()
+            if request is None:
+                break
+            self.requests.put_nowait(request)
+            self.first_byte_ns = now if self.buffer else None
+
+    def parse_one(self):
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        method, path, _version = head[0].split(" ", 2)
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body_start = end + 4
+
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body, consumed = parse_chunked(self.buffer, body_start)
+            if body is None:
+                return None
+            del self.buffer[:consumed]
+        else:
+            length = int(headers.get("content-length", "0"))
+            if len(self.buffer) < body_start + length:
+                return None
+            body = bytes(self.buffer[body_start : body_start + length])
+            del self.buffer[: body_start + length]
+
+        index = self.server.next_index()
+        return Request(index, method, path.split("?", 1)[0], headers, body, self.first_byte_ns, self.client_port)
+
+    async def serve(self):
+        while True:
+            request = await self.requests.get()
+            await self.server.answer(request, self.transport)
+            if request.headers.get("connection", "").lower() == "close":
+                self.transport.close()
+                return
+
+
+def parse_chunked(buffer, start):
+    """Return (body, bytes consumed) of a complete chunked body, or (None, 0)."""
+    body = bytearray()
+    position = start
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return None, 0
+        size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+        position = line_end + 2
+        if size == 0:
+            trailer_end = buffer.find(b"\r\n", position)
+            if trailer_end < 0:
+                return None, 0
+            return bytes(body), trailer_end + 2
+        if len(buffer) < position + size + 2:
+            return None, 0
+        body += buffer[position : position + size]
+        position += size + 2
+
+
+class Server:
+    def __init__(self, options):
+        self.options = options
+        self.count = 0
+        self.log = open(options.log, "a", encoding="utf-8") if options.log else None
+
+    def next_index(self):
+        self.count += 1
+        return self.count
+
+    async def answer(self, request, transport):
+        responder = Responder(transport)
+        rng = random.Random(f"{self.options.seed}:{request.index}")
+        responder.rng = rng
+        responder.split_probability = self.options.split_probability
+        handler = ROUTES.get((request.method, request.path))
+        facts = {}
+        if handler is None:
+            status, reason, headers, body = openai_error(
+                404,
+                "Not Found",
+                f"Invalid URL ({request.method} {request.path})",
+                "invalid_request_error",
+                None,
+            )
+            responder.send_full(status, reason, headers, body)
+        else:
+            facts = await handler(request, responder, rng, self.options)
+        self.write_log(request, responder, facts)
+
+    def write_log(self, request, responder, facts):
+        if self.log is None:
+            return
+        record = {
+            "request": request.index,
+            "method": request.method,
+            "path": request.path,
+            "client_port": request.client_port,
+            "status": responder.status,
+            "recv_first_byte_ns": request.received_ns,
+            "first_content_write_ns": responder.first_content_write_ns,
+            "finished_ns": responder.finished_ns,
+            "content_events": responder.content_events,
+            **facts,
+        }
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--log", help="append one JSON line per request to this file")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--min-tokens", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=20)
+    parser.add_argument("--min-ttft-ms", type=float, default=20.0, help="delay before the first event")
+    parser.add_argument("--max-ttft-ms", type=float, default=60.0)
+    parser.add_argument("--min-gap-ms", type=float, default=1.0, help="gap between events")
+    parser.add_argument("--max-gap-ms", type=float, default=15.0)
+    parser.add_argument(
+        "--split-probability",
+        type=float,
+        default=0.0,
+        help="chance that an HTTP chunk is written in two parts 1 ms apart",
+    )
+    return parser.parse_args(argv)
+
+
+async def main(argv):
+    options = parse_args(argv)
+    server = Server(options)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: HttpProtocol(server), options.host, options.port)
+    port = listener.sockets[0].getsockname()[1]
+    print(json.dumps({"port": port}), flush=True)
+    async with listener:
+        await listener.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        pass
