@@ -23,6 +23,9 @@ apt_packages=(
   # fetch. A machine that already has Node.js 20 keeps it, because its
   # package has the same name.
   openssl nodejs
+  # The probe image tests build a FROM scratch image; shellcheck checks the
+  # shell scripts.
+  podman shellcheck
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

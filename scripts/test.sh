@@ -25,8 +25,9 @@ export PATH="$repo/.tools/bin:$HOME/.cargo/bin:$PATH"
 # Plain cargo commands act on the default members, which leave out the
 # eBPF crate: it only builds for the bpf target, through probe-job.
 cargo build --bins --locked
-# The container test runs the static probe that the probe image ships.
-cargo build --locked --target x86_64-unknown-linux-musl -p llmslo-probe
+# The container and probe image tests run the static (musl) probe; building
+# it here keeps that compile out of the tests' own time.
+cargo build --locked -p llmslo-probe --target x86_64-unknown-linux-musl
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --locked --no-fail-fast "$@"
   # nextest does not run doctests.

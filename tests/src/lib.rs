@@ -13,3 +13,4 @@ pub mod python;
 pub mod signals;
 pub mod stack;
 pub mod tls;
+pub mod workspace;

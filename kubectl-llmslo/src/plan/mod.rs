@@ -29,9 +29,8 @@ use k8s_openapi::{
 };
 
 use crate::collection::WorkloadIdentity;
-
-/// Registry and repository of the probe image; the tag is the CLI version.
-pub const PROBE_IMAGE_REPOSITORY: &str = "ghcr.io/llmslo/llmslo-probe";
+/// The probe image is defined once, next to the CLI version that tags it.
+pub use crate::version::default_probe_image;
 
 /// Entrypoint of the probe image.
 pub const PROBE_ENTRYPOINT: &str = "/llmslo-probe";
@@ -51,11 +50,6 @@ pub const TTL_AFTER_FINISHED_SECS: i32 = 600;
 /// Mount path of the host's `/proc` in the probe container, from which the
 /// probe reads other containers' processes and their `/proc/PID/root`.
 pub const HOST_PROC_MOUNT: &str = "/host/proc";
-
-/// Returns the probe image of this CLI's version.
-pub fn default_probe_image() -> String {
-    format!("{PROBE_IMAGE_REPOSITORY}:v{}", env!("CARGO_PKG_VERSION"))
-}
 
 /// Everything about a run that its Jobs share.
 #[derive(Debug, Clone)]
