@@ -45,6 +45,9 @@ impl Usage {
 struct Message {
     #[serde(default)]
     model: Option<String>,
+    /// Content blocks of a non-streaming message; empty in `message_start`.
+    #[serde(default)]
+    content: Option<Vec<Block>>,
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
@@ -87,6 +90,14 @@ struct Block {
     kind: String,
     #[serde(default)]
     text: NonEmptyText,
+    #[serde(default)]
+    thinking: NonEmptyText,
+}
+
+impl Block {
+    fn is_tool_call(&self) -> bool {
+        matches!(self.kind.as_str(), "tool_use" | "server_tool_use")
+    }
 }
 
 /// A `content_block_delta` delta, or the `message_delta` delta with the
@@ -131,7 +142,7 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
             // A tool_use block starts with the tool's name, the first
             // generated part of a tool call, as OpenAI's first tool delta.
             if let Some(block) = &event.content_block {
-                let tool = matches!(block.kind.as_str(), "tool_use" | "server_tool_use");
+                let tool = block.is_tool_call();
                 facts.content = tool || block.text.0;
                 facts.tool_call = tool;
             }
@@ -169,14 +180,20 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
     facts
 }
 
-/// Reads a non-streaming message object. Returns false when the body is
-/// not JSON of this shape.
-pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
-    let Ok(message) = serde_json::from_slice::<Message>(body) else {
-        return false;
-    };
+/// Reads a non-streaming message object, and returns what its content
+/// blocks carried as one event. Returns `None` when the body is not JSON
+/// of this shape.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
+    let message = serde_json::from_slice::<Message>(body).ok()?;
     message.apply(call);
-    true
+    let mut facts = EventFacts::default();
+    for block in message.content.iter().flatten() {
+        let tool = block.is_tool_call();
+        facts.content |= block.text.0 || block.thinking.0 || tool;
+        facts.reasoning |= block.thinking.0;
+        facts.tool_call |= tool;
+    }
+    Some(facts)
 }
 
 #[cfg(test)]
