@@ -255,6 +255,9 @@ impl LlmTracker {
     /// no longer be parsed, and a stream restarts at the next line.
     pub fn on_response_gap(&mut self) {
         match &mut self.reader {
+            // NOTE: a whole body with a gap is not parsed at all, so usage
+            // at its end is lost. Embeddings of many inputs hit this once a
+            // read returns more than the probe captures of one call.
             ResponseReader::Whole(body) => body.truncated = true,
             ResponseReader::Sse(parser) => **parser = SseParser::new(MAX_EVENT_BYTES),
             ResponseReader::Ndjson(splitter) => *splitter = NdjsonSplitter::new(MAX_EVENT_BYTES),
