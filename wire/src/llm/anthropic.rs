@@ -45,7 +45,7 @@ impl Usage {
 struct Message {
     #[serde(default)]
     model: Option<String>,
-    /// Content blocks of a non-streaming message; empty in `message_start`.
+    /// Content blocks of a non-streaming message, empty in `message_start`.
     #[serde(default)]
     content: Option<Vec<Block>>,
     #[serde(default)]
@@ -270,5 +270,26 @@ mod tests {
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
         );
         assert_eq!(facts.error, Some(Some("overloaded_error".to_owned())));
+    }
+
+    #[test]
+    fn whole_message_content_by_block() {
+        let mut call = LlmCall::default();
+        let tool = whole_response(
+            &mut call,
+            br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":""},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":30}}"#,
+        )
+        .expect("a readable body");
+        assert!(tool.content);
+        assert!(tool.tool_call);
+        assert_eq!(call.finish_reason.as_deref(), Some("tool_use"));
+
+        let empty = whole_response(
+            &mut call,
+            br#"{"type":"message","content":[{"type":"text","text":""}],"usage":{"output_tokens":0}}"#,
+        )
+        .expect("a readable body");
+        assert!(!empty.content);
+        assert!(whole_response(&mut call, br#"{"content":null}"#).is_some());
     }
 }

@@ -159,7 +159,7 @@ struct ChatResponse {
 
 #[derive(Debug, Default, Deserialize)]
 struct ResponseChoice {
-    /// The generated message of Chat Completions; its fields are those of a
+    /// The generated message of Chat Completions, which has the fields of a
     /// stream delta.
     #[serde(default)]
     message: Option<Delta>,
@@ -285,5 +285,24 @@ mod tests {
     fn unreadable_event_is_flagged() {
         let mut call = LlmCall::default();
         assert!(stream_event(&mut call, b"{not json").unreadable);
+    }
+
+    #[test]
+    fn whole_completion_content_by_choice() {
+        let mut call = LlmCall::default();
+        let tool = whole_response(
+            &mut call,
+            br#"{"object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
+        )
+        .expect("a readable body");
+        assert!(tool.content);
+        assert!(tool.tool_call);
+
+        let embeddings = whole_response(
+            &mut call,
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":"AAAAAA=="}],"model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#,
+        )
+        .expect("a readable body");
+        assert!(!embeddings.content);
     }
 }

@@ -275,4 +275,24 @@ mod tests {
         assert!(facts.content);
         assert!(facts.tool_call);
     }
+
+    #[test]
+    fn whole_response_content_by_item() {
+        let mut call = LlmCall::default();
+        let tool = whole_response(
+            &mut call,
+            br#"{"id":"resp_2","object":"response","status":"completed","model":"gpt-4.1-2025-04-14","output":[{"id":"fc_1","type":"function_call","status":"completed","arguments":"{}","call_id":"call_1","name":"get_weather"}],"usage":{"input_tokens":20,"output_tokens":9}}"#,
+        )
+        .expect("a readable body");
+        assert!(tool.content);
+        assert!(tool.tool_call);
+        assert_eq!(call.usage.output_tokens, Some(9));
+
+        let empty = whole_response(
+            &mut call,
+            br#"{"status":"completed","output":[{"id":"rs_1","type":"reasoning","summary":[]},{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"output_text","text":"","annotations":[]}]}]}"#,
+        )
+        .expect("a readable body");
+        assert!(!empty.content);
+    }
 }
