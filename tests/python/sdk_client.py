@@ -11,10 +11,10 @@ returned. Errors the SDK raised are logged with their HTTP status and the
 provider's error type, and the run goes on.
 
 Kinds: ``anthropic-stream``, ``anthropic-whole``, ``anthropic-overloaded``
-(the server answers 529), ``anthropic-stream-error`` (the server sends an
+(the server responds with 529), ``anthropic-stream-error`` (the server sends an
 ``error`` event), ``openai-chat`` (non-streaming chat completion),
 ``openai-responses-stream``, ``openai-embeddings``, ``openai-rate-limited``
-(the server answers 429) and ``azure-chat`` (the ``AzureOpenAI`` client,
+(the server responds with 429) and ``azure-chat`` (the ``AzureOpenAI`` client,
 which sends its key in ``api-key``).
 
 With ``--wait-stdin`` it prints ``waiting`` and reads one line from stdin
