@@ -16,8 +16,9 @@ use crate::{
     process::{ChildGuard, LineReader},
 };
 
-/// `import openai` alone took about a second on a 2-core test VM.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// `import openai` alone took about a second on an idle 2-core test VM, and
+/// importing both SDKs took over 40 s on one with a load average of 20.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One request as the server logged it, in `CLOCK_MONOTONIC` nanoseconds.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +40,14 @@ pub struct ServerRequest {
     pub prompt_tokens: Option<u64>,
     #[serde(default)]
     pub completion_tokens: Option<u64>,
+    /// Input tokens reported as read from the prompt cache.
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+    /// Provider error type of an error response or error event.
+    #[serde(default)]
+    pub error_type: Option<String>,
 }
 
 impl ServerRequest {
@@ -92,7 +101,36 @@ pub fn read_log<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
         .collect()
 }
 
-/// `tests/python/openai_server.py` on a free loopback port.
+/// One call as `tests/python/sdk_client.py` logged it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SdkCall {
+    pub request: u64,
+    /// The `--call` kind, such as `anthropic-stream`.
+    pub call: String,
+    pub start_ns: u64,
+    /// First non-empty generated text. For non-streaming calls, this is
+    /// when the SDK returned.
+    #[serde(default)]
+    pub first_content_ns: Option<u64>,
+    pub end_ns: u64,
+    pub status: u16,
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl SdkCall {
+    /// Returns the client's own TTFT: first content minus the SDK call.
+    pub fn ttft_ns(&self) -> u64 {
+        self.first_content_ns
+            .expect("the response carried content")
+            .saturating_sub(self.start_ns)
+    }
+}
+
+/// `tests/python/openai_server.py`, or a sibling server that shares its
+/// options and log, on a free loopback port.
 pub struct OpenAiServer {
     _child: ChildGuard,
     pub port: u16,
@@ -104,6 +142,12 @@ impl OpenAiServer {
     /// Starts the server with extra arguments such as `--max-gap-ms 5`.
     pub fn start(extra_args: &[&str]) -> Self {
         Self::start_script("openai_server.py", extra_args)
+    }
+
+    /// Starts `tests/python/anthropic_server.py`, which also serves every
+    /// OpenAI route.
+    pub fn start_with_anthropic(extra_args: &[&str]) -> Self {
+        Self::start_script("anthropic_server.py", extra_args)
     }
 
     /// Starts a script of `tests/python/` that takes the arguments of
@@ -142,6 +186,12 @@ impl OpenAiServer {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Returns the URL without `/v1`, as the Anthropic and Azure clients
+    /// take it.
+    pub fn root_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Requests the server finished so far.
@@ -194,6 +244,26 @@ impl GatedClient {
             .arg("--wait-stdin")
             .args(extra_args);
         Self::spawn("traced_openai_client.py", command, dir, log)
+    }
+
+    /// Starts `tests/python/sdk_client.py` with `--wait-stdin` and one
+    /// `--call` per entry of `calls`, in order.
+    pub fn sdk(root_url: &str, calls: &[&str], extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("client.jsonl");
+        let mut command = Command::new("python3");
+        command
+            .arg(binaries::python_script("sdk_client.py"))
+            .arg("--base-url")
+            .arg(root_url)
+            .arg("--log")
+            .arg(&log)
+            .arg("--wait-stdin")
+            .args(extra_args);
+        for call in calls {
+            command.arg("--call").arg(call);
+        }
+        Self::spawn("sdk_client.py", command, dir, log)
     }
 
     /// Runs a shell command line after the gate opens; `exec` keeps the

@@ -72,9 +72,13 @@ pub fn complete_exchange(
     // connection ends before the HTTP framing does: the OpenAI Python SDK
     // closes its connection after `data: [DONE]` without reading the last
     // chunk of the body, which over TLS often arrives in a record of its own.
-    let stream_terminated = llm.as_ref().is_some_and(|llm| llm.terminal_ns().is_some());
+    // Likewise after an error event: the SDKs raise on it and close the
+    // connection, and the error event is what failed the call.
+    let stream_ended = llm
+        .as_ref()
+        .is_some_and(|llm| llm.terminal_ns().is_some() || llm.saw_error_event());
     let cause = match cause {
-        EndCause::Closed { .. } | EndCause::Reset { .. } if stream_terminated => EndCause::Complete,
+        EndCause::Closed { .. } | EndCause::Reset { .. } if stream_ended => EndCause::Complete,
         other => other,
     };
     let complete = cause == EndCause::Complete;
