@@ -122,3 +122,14 @@ fn h2_inbound_traceparent() {
     assert!(!second.sampled);
     assert_eq!(second.tracestate, None);
 }
+
+#[test]
+fn h2_truncated_size_update_loses_hpack_state() {
+    let fixture = support::load("h2_truncated_size_update");
+    assert_eq!(support::stats_after(&fixture).hpack_lost_sync, 1);
+    let exchanges = exchanges_of("h2_truncated_size_update");
+    assert_eq!(exchanges.len(), 1, "{exchanges:?}");
+    let http = exchanges[0].http.as_ref().unwrap();
+    assert_eq!(http.path, "/");
+    assert_eq!(http.status, None, "the response head could not be decoded");
+}

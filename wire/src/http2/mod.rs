@@ -7,8 +7,8 @@ pub mod frame;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fluke_hpack::Decoder;
 use llmslo_schema::{Direction, ErrorKind, Exchange, ExchangeError, HttpExchange, Protocol};
+use loona_hpack::Decoder;
 
 use self::frame::{
     FLAG_END_HEADERS, FLAG_END_STREAM, FrameEvent, FrameHeader, FrameReader, TYPE_CONTINUATION,
@@ -244,7 +244,7 @@ impl Http2Connection {
         }
 
         let mut fields: Vec<(String, String)> = Vec::new();
-        // NOTE: fluke-hpack 0.3 builds a Huffman table for each string it
+        // NOTE: loona-hpack 0.4 builds a Huffman table for each string it
         // decodes, so busy HTTP/2 connections cost more CPU than HTTP/1.
         let decoded = side.decoder.decode_with_cb(&block.fragment, |name, value| {
             let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
