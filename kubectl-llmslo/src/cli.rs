@@ -307,11 +307,9 @@ pub enum OtlpMode {
     Enrich,
 }
 
-impl OutputFormat {
-    pub fn is_machine_readable(self) -> bool {
-        matches!(self, Self::Json | Self::Yaml)
-    }
-}
+/// Longest duration any flag accepts. Longer windows and timeouts are
+/// mistakes, and would overflow the deadlines computed from them.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Parses durations such as `30s`, `2m`, `1h30m`, `500ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -322,6 +320,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!(
             "invalid duration {text:?}: must be greater than zero"
         ));
+    }
+    if duration > MAX_DURATION {
+        return Err(format!("invalid duration {text:?}: must be at most 24h"));
     }
     Ok(duration)
 }
@@ -334,6 +335,13 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn duration_beyond_a_day_is_rejected() {
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        let error = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(error.contains("must be at most 24h"), "{error}");
     }
 
     #[test]

@@ -146,10 +146,17 @@ pub enum ResultFormat {
     GzipBase64,
 }
 
+/// Longest window: a longer one is a mistake, and would overflow the
+/// deadline computed from it.
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
 fn parse_window(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
     if duration.is_zero() {
         return Err("the window must be longer than zero".into());
+    }
+    if duration > MAX_WINDOW {
+        return Err("the window must be at most 24h".into());
     }
     Ok(duration)
 }
@@ -254,6 +261,16 @@ mod tests {
 
     fn rule(text: &str) -> ProviderRule {
         parse_provider_rule(text).unwrap()
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        assert_eq!(parse_window("24h"), Ok(MAX_WINDOW));
+        assert!(parse_window("0s").is_err());
+        assert_eq!(
+            parse_window("18446744073709551615s"),
+            Err("the window must be at most 24h".to_string())
+        );
     }
 
     #[test]
