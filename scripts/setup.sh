@@ -8,7 +8,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$repo/.tools"
 
-# Versions that are known to work together (see docs/toolchain.md).
+# Versions that are known to work together (see docs/kernel-requirements.md
+# for the kernel side).
 stable_toolchain=1.99.1
 ebpf_toolchain=nightly-2026-07-20
 bpf_linker_version=0.13.0
