@@ -215,55 +215,46 @@ pub struct GatedClient {
 impl GatedClient {
     /// Starts `tests/python/openai_client.py` with `--wait-stdin`.
     pub fn openai_sdk(base_url: &str, extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory can be created");
-        let log = dir.path().join("client.jsonl");
-        let mut command = Command::new("python3");
-        command
-            .arg(binaries::python_script("openai_client.py"))
-            .arg("--base-url")
-            .arg(base_url)
-            .arg("--log")
-            .arg(&log)
-            .arg("--wait-stdin")
-            .args(extra_args);
-        Self::spawn("openai_client.py", command, dir, log)
+        Self::script("openai_client.py", base_url, extra_args, |_| {})
     }
 
     /// Starts `tests/python/traced_openai_client.py` with `--wait-stdin`:
     /// the `openai` SDK inside OpenTelemetry SDK spans, with `traceparent`.
     pub fn traced_openai_sdk(base_url: &str, extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory can be created");
-        let log = dir.path().join("client.jsonl");
-        let mut command = Command::new("python3");
-        command
-            .arg(binaries::python_script("traced_openai_client.py"))
-            .arg("--base-url")
-            .arg(base_url)
-            .arg("--log")
-            .arg(&log)
-            .arg("--wait-stdin")
-            .args(extra_args);
-        Self::spawn("traced_openai_client.py", command, dir, log)
+        Self::script("traced_openai_client.py", base_url, extra_args, |_| {})
     }
 
     /// Starts `tests/python/sdk_client.py` with `--wait-stdin` and one
     /// `--call` per entry of `calls`, in order.
     pub fn sdk(root_url: &str, calls: &[&str], extra_args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory can be created");
-        let log = dir.path().join("client.jsonl");
-        let mut command = Command::new("python3");
-        command
-            .arg(binaries::python_script("sdk_client.py"))
-            .arg("--base-url")
-            .arg(root_url)
-            .arg("--log")
-            .arg(&log)
-            .arg("--wait-stdin")
-            .args(extra_args);
-        for call in calls {
-            command.arg("--call").arg(call);
-        }
-        Self::spawn("sdk_client.py", command, dir, log)
+        Self::script("sdk_client.py", root_url, extra_args, |command| {
+            for call in calls {
+                command.arg("--call").arg(call);
+            }
+        })
+    }
+
+    /// Starts a client script of `tests/python/` with `--base-url`,
+    /// `--log` and `--wait-stdin`; `customize` adds to the command.
+    fn script(
+        script: &str,
+        base_url: &str,
+        extra_args: &[&str],
+        customize: impl FnOnce(&mut Command),
+    ) -> Self {
+        Self::custom(script, |log| {
+            let mut command = Command::new("python3");
+            command
+                .arg(binaries::python_script(script))
+                .arg("--base-url")
+                .arg(base_url)
+                .arg("--log")
+                .arg(log)
+                .arg("--wait-stdin")
+                .args(extra_args);
+            customize(&mut command);
+            command
+        })
     }
 
     /// Runs a shell command line after the gate opens; `exec` keeps the
@@ -283,18 +274,8 @@ impl GatedClient {
     /// [`GatedClient::openai_sdk`], trusting the CA in `ca_file` for HTTPS
     /// through `SSL_CERT_FILE`, which httpx reads.
     pub fn openai_sdk_trusting(base_url: &str, extra_args: &[&str], ca_file: &Path) -> Self {
-        Self::custom("openai_client.py", |log| {
-            let mut command = Command::new("python3");
-            command
-                .arg(binaries::python_script("openai_client.py"))
-                .arg("--base-url")
-                .arg(base_url)
-                .arg("--log")
-                .arg(log)
-                .arg("--wait-stdin")
-                .args(extra_args)
-                .env("SSL_CERT_FILE", ca_file);
-            command
+        Self::script("openai_client.py", base_url, extra_args, |command| {
+            command.env("SSL_CERT_FILE", ca_file);
         })
     }
 
@@ -352,23 +333,23 @@ impl GatedClient {
     ///
     /// When it fails or takes longer than `timeout`, with its stderr.
     pub fn wait(mut self, timeout: Duration) {
-        let status = self.child.wait_timeout(timeout);
-        assert!(
-            status.success(),
-            "client failed ({status}):\n{}",
-            self.stderr.text()
-        );
+        self.wait_success(timeout);
     }
 
-    /// Waits for the client and reads its JSON-lines log.
+    /// Waits for the client, like [`GatedClient::wait`], and reads its
+    /// JSON-lines log.
     pub fn wait_for_log<T: for<'de> Deserialize<'de>>(mut self, timeout: Duration) -> Vec<T> {
+        self.wait_success(timeout);
+        read_log(&self.log)
+    }
+
+    fn wait_success(&mut self, timeout: Duration) {
         let status = self.child.wait_timeout(timeout);
         assert!(
             status.success(),
             "client failed ({status}):\n{}",
             self.stderr.text()
         );
-        read_log(&self.log)
     }
 
     /// The client's log file; `CLIENT_LOG` in shell clients.

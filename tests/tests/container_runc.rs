@@ -23,7 +23,9 @@ use llmslo_schema::{OutcomeStatus, TargetFilter};
 use llmslo_tests::{
     cgroup::{self, PodCgroup},
     cgroup_tree::random_ids,
-    kube_sim::{ContainerFixture, ImageSpec, KubeSim, PodFixture, WorkloadFixture},
+    kube_sim::{
+        ContainerFixture, ImageSpec, KubeSim, PodFixture, WorkloadFixture, validation::CAPABILITIES,
+    },
     probe::{self, Probe, ProbeOutput},
     python::{GatedClient, OpenAiServer},
 };
@@ -118,58 +120,13 @@ fn bounding_set() -> Vec<String> {
         .unwrap()
         .trim();
     let bits = u64::from_str_radix(hex, 16).unwrap();
-    CAPABILITY_NAMES
+    CAPABILITIES
         .iter()
         .enumerate()
         .filter(|(bit, _)| bits & (1 << bit) != 0)
         .map(|(_, name)| format!("CAP_{name}"))
         .collect()
 }
-
-/// Capability names by bit number (linux/capability.h).
-const CAPABILITY_NAMES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
 
 /// Builds a seccomp profile like a container runtime's default, which
 /// allows `bpf()` and `perf_event_open()` only to containers with

@@ -18,7 +18,7 @@ use crate::{
     exit::Status,
     gather, local,
     plan::{PlanOptions, default_probe_image, plan_doctor_jobs},
-    resolve::{ApiCall, ApiError, ResolveRequest, connect::connect, parse_target, resolve},
+    resolve::{ApiCall, ApiError, ResolveRequest, connect::connect, resolve},
 };
 
 pub use assess::{NodeReport, assess};
@@ -130,18 +130,7 @@ async fn run_local(args: &DoctorArgs) -> anyhow::Result<NodeCollection> {
 async fn run_cluster(args: &DoctorArgs) -> anyhow::Result<Option<Vec<NodeCollection>>> {
     let connection = connect(&args.cluster).await?;
     let has_target = args.target.target.is_some() || args.target.selector.is_some();
-    let request = ResolveRequest {
-        target: args
-            .target
-            .target
-            .as_deref()
-            .map(parse_target)
-            .transpose()?,
-        selector: args.target.selector.clone(),
-        namespace: connection.namespace.clone(),
-        all_namespaces: args.target.all_namespaces,
-        container: args.target.container.clone(),
-    };
+    let request = ResolveRequest::from_flags(&args.target, connection.namespace.clone())?;
     let (targets, nodes, description) = if has_target {
         let resolution = resolve(&connection.client, &request).await?;
         (resolution.targets, Vec::new(), request.describe())

@@ -387,36 +387,23 @@ fn database_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
 /// normalized path (id-like segments replaced by `{id}`, no query), so it
 /// goes in `url.template`.
 fn http_client_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
-    let method = record
-        .endpoint
-        .method
-        .clone()
-        .unwrap_or_else(|| "_OTHER".into());
-    let mut attributes = vec![KeyValue::new("http.request.method", method.clone())];
-    let name = match &record.endpoint.path {
-        Some(path) => {
-            attributes.push(KeyValue::new("url.template", path.clone()));
-            format!("{method} {path}")
-        }
-        None => method,
-    };
-    if let Some(status) = record.status {
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-    }
-    attributes.extend(server_attributes(record));
-    if let Some(error_type) = error_type(record) {
-        attributes.push(KeyValue::new("error.type", error_type));
-    }
-    (name, SpanKind::Client, attributes)
+    http_span(record, SpanKind::Client, "url.template")
 }
 
 /// Names and describes an HTTP server span. llmslo's normalized path
 /// replaces `http.route`, which only the application's framework defines
 /// exactly.
 fn server_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
+    http_span(record, SpanKind::Server, "http.route")
+}
+
+/// An HTTP span of `kind` named `{method} {path}`, with the path under
+/// `path_attribute`.
+fn http_span(
+    record: &CallRecord,
+    kind: SpanKind,
+    path_attribute: &'static str,
+) -> (String, SpanKind, Vec<KeyValue>) {
     let method = record
         .endpoint
         .method
@@ -425,7 +412,7 @@ fn server_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     let mut attributes = vec![KeyValue::new("http.request.method", method.clone())];
     let name = match &record.endpoint.path {
         Some(path) => {
-            attributes.push(KeyValue::new("http.route", path.clone()));
+            attributes.push(KeyValue::new(path_attribute, path.clone()));
             format!("{method} {path}")
         }
         None => method,
@@ -440,7 +427,7 @@ fn server_span(record: &CallRecord) -> (String, SpanKind, Vec<KeyValue>) {
     if let Some(error_type) = error_type(record) {
         attributes.push(KeyValue::new("error.type", error_type));
     }
-    (name, SpanKind::Server, attributes)
+    (name, kind, attributes)
 }
 
 /// Attributes outside the conventions: the kernel's timings and how the

@@ -17,7 +17,7 @@ use crate::{
     cli::{DiagnoseArgs, OutputFormat},
     collection::Collection,
     plan::{PlanOptions, PlannedJob, default_probe_image, plan_jobs},
-    resolve::{ResolveRequest, connect::connect, parse_target, resolve},
+    resolve::{ResolveRequest, connect::connect, resolve},
 };
 
 pub use interrupt::Interrupts;
@@ -40,18 +40,7 @@ pub use interrupt::Interrupts;
 /// does not exist, or no Job could be created.
 pub async fn collect(args: &DiagnoseArgs) -> anyhow::Result<Option<Collection>> {
     let connection = connect(&args.cluster).await?;
-    let request = ResolveRequest {
-        target: args
-            .target
-            .target
-            .as_deref()
-            .map(parse_target)
-            .transpose()?,
-        selector: args.target.selector.clone(),
-        namespace: connection.namespace.clone(),
-        all_namespaces: args.target.all_namespaces,
-        container: args.target.container.clone(),
-    };
+    let request = ResolveRequest::from_flags(&args.target, connection.namespace.clone())?;
     let resolution = resolve(&connection.client, &request).await?;
 
     let options = PlanOptions {

@@ -36,6 +36,25 @@ pub struct ResolveRequest {
 }
 
 impl ResolveRequest {
+    /// The request that the target flags ask for, with `namespace` from
+    /// `-n` or the kubeconfig context.
+    ///
+    /// # Errors
+    ///
+    /// When the `TYPE/NAME` argument cannot be read.
+    pub fn from_flags(
+        flags: &crate::cli::TargetArgs,
+        namespace: String,
+    ) -> Result<Self, target::TargetParseError> {
+        Ok(Self {
+            target: flags.target.as_deref().map(parse_target).transpose()?,
+            selector: flags.selector.clone(),
+            namespace,
+            all_namespaces: flags.all_namespaces,
+            container: flags.container.clone(),
+        })
+    }
+
     /// Describes the target for labels, annotations and messages, for
     /// example `deploy/chat-api -n prod` or `-l app=chat -A`.
     pub fn describe(&self) -> String {
@@ -232,59 +251,34 @@ async fn pods_of_workload(
             return Ok((vec![pod], format!("{} -n {namespace}", target.name)));
         }
         WorkloadKind::Deployment => {
-            let object = Api::<Deployment>::namespaced(client.clone(), namespace)
-                .get(&target.name)
-                .await
-                .map_err(map_get)?;
-            let selector = object.spec.as_ref().map(|spec| &spec.selector);
-            (
-                object.metadata.uid.clone(),
-                selector_string(target, selector)?,
-            )
+            uid_and_selector::<Deployment>(client, target, namespace, &map_get, |object| {
+                object.spec.as_ref().map(|spec| &spec.selector)
+            })
+            .await?
         }
         WorkloadKind::StatefulSet => {
-            let object = Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                .get(&target.name)
-                .await
-                .map_err(map_get)?;
-            let selector = object.spec.as_ref().map(|spec| &spec.selector);
-            (
-                object.metadata.uid.clone(),
-                selector_string(target, selector)?,
-            )
+            uid_and_selector::<StatefulSet>(client, target, namespace, &map_get, |object| {
+                object.spec.as_ref().map(|spec| &spec.selector)
+            })
+            .await?
         }
         WorkloadKind::DaemonSet => {
-            let object = Api::<DaemonSet>::namespaced(client.clone(), namespace)
-                .get(&target.name)
-                .await
-                .map_err(map_get)?;
-            let selector = object.spec.as_ref().map(|spec| &spec.selector);
-            (
-                object.metadata.uid.clone(),
-                selector_string(target, selector)?,
-            )
+            uid_and_selector::<DaemonSet>(client, target, namespace, &map_get, |object| {
+                object.spec.as_ref().map(|spec| &spec.selector)
+            })
+            .await?
         }
         WorkloadKind::ReplicaSet => {
-            let object = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-                .get(&target.name)
-                .await
-                .map_err(map_get)?;
-            let selector = object.spec.as_ref().map(|spec| &spec.selector);
-            (
-                object.metadata.uid.clone(),
-                selector_string(target, selector)?,
-            )
+            uid_and_selector::<ReplicaSet>(client, target, namespace, &map_get, |object| {
+                object.spec.as_ref().map(|spec| &spec.selector)
+            })
+            .await?
         }
         WorkloadKind::Job => {
-            let object = Api::<Job>::namespaced(client.clone(), namespace)
-                .get(&target.name)
-                .await
-                .map_err(map_get)?;
-            let selector = object.spec.as_ref().and_then(|spec| spec.selector.as_ref());
-            (
-                object.metadata.uid.clone(),
-                selector_string(target, selector)?,
-            )
+            uid_and_selector::<Job>(client, target, namespace, &map_get, |object| {
+                object.spec.as_ref().and_then(|spec| spec.selector.as_ref())
+            })
+            .await?
         }
     };
     let uid = uid.unwrap_or_default();
@@ -368,6 +362,29 @@ fn controller_reference(metadata: &ObjectMeta) -> Option<&OwnerReference> {
 
 fn controller_uid(metadata: &ObjectMeta) -> Option<&str> {
     controller_reference(metadata).map(|owner| owner.uid.as_str())
+}
+
+/// Reads the named workload of type `K` and returns its uid and the label
+/// selector that `selector` picks from it, as a selector string.
+async fn uid_and_selector<K>(
+    client: &Client,
+    target: &TargetRef,
+    namespace: &str,
+    map_get: impl Fn(kube::Error) -> ResolveError,
+    selector: impl Fn(&K) -> Option<&LabelSelector>,
+) -> Result<(Option<String>, String), ResolveError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let object = Api::<K>::namespaced(client.clone(), namespace)
+        .get(&target.name)
+        .await
+        .map_err(map_get)?;
+    let selector = selector_string(target, selector(&object))?;
+    Ok((object.meta().uid.clone(), selector))
 }
 
 /// Converts a workload's label selector to the query syntax.

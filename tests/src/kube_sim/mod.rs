@@ -30,7 +30,7 @@ mod server;
 mod status;
 mod store;
 mod tables;
-mod validation;
+pub mod validation;
 
 use std::{
     collections::BTreeMap,

@@ -11,8 +11,9 @@ use serde_json::Value;
 /// One invalid field: path and message.
 pub type Cause = (String, String);
 
-/// Linux capability names as Kubernetes spells them (without `CAP_`).
-const CAPABILITIES: [&str; 41] = [
+/// Linux capability names as Kubernetes spells them (without `CAP_`), in
+/// the order of their bit numbers in linux/capability.h.
+pub const CAPABILITIES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
