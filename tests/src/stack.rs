@@ -34,9 +34,9 @@
 
 pub mod diagnose;
 pub mod faults;
-pub mod scenario;
 mod postgres;
 mod registry;
+pub mod scenario;
 mod system;
 
 use std::{
@@ -472,7 +472,14 @@ impl Stack {
             .args(["--port", &REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
             .arg("--unixsocket")
             .arg(&socket)
-            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--enable-debug-command", "local", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path());
@@ -514,7 +521,12 @@ impl Stack {
     /// Spawns a command with stderr (and stdout unless `piped`) to
     /// `<dir>/<name>.log`. The child gets SIGKILL if this thread exits,
     /// so a killed test leaves no service behind.
-    fn spawn(&self, name: &str, mut command: Command, piped: bool) -> Result<ChildGuard, StackError> {
+    fn spawn(
+        &self,
+        name: &str,
+        mut command: Command,
+        piped: bool,
+    ) -> Result<ChildGuard, StackError> {
         let log = self.log_file(name)?;
         let stdout = if piped {
             Stdio::piped()
@@ -553,13 +565,7 @@ impl Stack {
         let mut command = in_netns(netns, "python3");
         command.arg(script).args(args).env("PYTHONUNBUFFERED", "1");
         let mut guard = self.spawn(name, command, true)?;
-        let stdout = LineReader::spawn(
-            guard
-                .child_mut()
-                .stdout
-                .take()
-                .expect("stdout is piped"),
-        );
+        let stdout = LineReader::spawn(guard.child_mut().stdout.take().expect("stdout is piped"));
         if !stdout.wait_for("{", SERVICE_START_TIMEOUT) {
             let log_path = self.dir.path().join(format!("{name}.log"));
             let log = fs::read_to_string(&log_path).unwrap_or_default();
@@ -580,7 +586,8 @@ impl Stack {
         let deadline = Instant::now() + timeout;
         while self.client_requests().len() < count {
             if Instant::now() > deadline {
-                let log = fs::read_to_string(self.dir.path().join("chat-api.log")).unwrap_or_default();
+                let log =
+                    fs::read_to_string(self.dir.path().join("chat-api.log")).unwrap_or_default();
                 return Err(StackError::new(format!(
                     "the load generator finished fewer than {count} requests within {timeout:?}; \
                      chat-api's log:\n{log}"
@@ -631,10 +638,11 @@ impl Stack {
             self.cache_stall = Some(self.spawn("cache-stall", command, false)?);
         }
 
-        self.namespaces.set_packet_loss(faults.iter().find_map(|fault| match fault {
-            Fault::PacketLoss { percent } => Some(*percent),
-            _ => None,
-        }))?;
+        self.namespaces
+            .set_packet_loss(faults.iter().find_map(|fault| match fault {
+                Fault::PacketLoss { percent } => Some(*percent),
+                _ => None,
+            }))?;
         self.namespaces
             .set_provider_bandwidth(faults.iter().find_map(|fault| match fault {
                 Fault::ProviderBandwidth { kbit_per_sec } => Some(*kbit_per_sec),
@@ -675,7 +683,8 @@ impl Stack {
         for index in 0..hogs {
             let mut command = Command::new("taskset");
             command.args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"]);
-            self.hogs.push(self.spawn(&format!("hog-{index}"), command, false)?);
+            self.hogs
+                .push(self.spawn(&format!("hog-{index}"), command, false)?);
         }
         Ok(())
     }
@@ -800,7 +809,9 @@ pub fn monotonic_now_ns() -> u64 {
 }
 
 fn stack_script(name: &str) -> Result<PathBuf, StackError> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("stack").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("stack")
+        .join(name);
     if path.is_file() {
         Ok(path)
     } else {

@@ -121,6 +121,9 @@ pub struct DataQuality {
     pub calls_with_missing_bytes: usize,
     /// Outbound connections whose traffic could not be parsed.
     pub opaque_connections: usize,
+    /// Requests still in flight when the window ended. They are not
+    /// errors, and have no E2E.
+    pub in_flight_requests: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsVisibility>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -159,6 +159,11 @@ pub struct CallRecord {
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorRecord>,
+    /// The window ended before the response did: the call was in flight,
+    /// not failed. It has no E2E and no error, and keeps its TTFT when
+    /// the first token had arrived.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_flight: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
     #[serde(skip_serializing_if = "is_zero_u64")]
@@ -315,6 +320,14 @@ fn record(
         Direction::Inbound => components::SERVICE.to_owned(),
     };
 
+    // The parsers give exchanges still open at the end of the window the
+    // error kind `Unanswered`.
+    let in_flight = exchange
+        .error
+        .as_ref()
+        .is_some_and(|error| error.kind == ErrorKind::Unanswered);
+    let e2e_us = exchange.e2e_us.filter(|_| !in_flight);
+
     let (ttft_us, ttft_source) = match (llm.and_then(|llm| llm.ttft_us), exchange.direction) {
         (Some(ttft_us), _) => (Some(ttft_us), Some(TtftSource::ContentEvent)),
         (None, Direction::Inbound) if exchange.ttfb_us.is_some() => {
@@ -325,12 +338,7 @@ fn record(
     let output_tokens = llm.and_then(|llm| llm.usage.output_tokens);
     let token_source = llm.map(|llm| token_source_name(llm.usage.source).to_owned());
     let streaming = llm.map(|llm| llm.streaming);
-    let tokens_per_sec = tokens_per_sec(
-        output_tokens,
-        streaming.unwrap_or(false),
-        ttft_us,
-        exchange.e2e_us,
-    );
+    let tokens_per_sec = tokens_per_sec(output_tokens, streaming.unwrap_or(false), ttft_us, e2e_us);
 
     let mut itl_sorted: Vec<f64> = llm
         .map(|llm| llm.itl_us.iter().map(|&gap| gap as f64).collect())
@@ -372,7 +380,7 @@ fn record(
         ttfb_us: exchange.ttfb_us,
         ttft_us,
         ttft_source,
-        e2e_us: exchange.e2e_us,
+        e2e_us,
         itl_count: itl_sorted.len(),
         itl_p50_us: stats::percentile_sorted(&itl_sorted, 50.0).map(|v| v as u64),
         itl_max_us: itl_sorted.last().map(|&v| v as u64),
@@ -382,10 +390,15 @@ fn record(
         token_source,
         tokens_per_sec,
         status: http.and_then(|http| http.status),
-        error: exchange.error.as_ref().map(|error| ErrorRecord {
-            kind: error.kind,
-            provider_code: error.provider_code.clone(),
-        }),
+        error: exchange
+            .error
+            .as_ref()
+            .filter(|error| error.kind != ErrorKind::Unanswered)
+            .map(|error| ErrorRecord {
+                kind: error.kind,
+                provider_code: error.provider_code.clone(),
+            }),
+        in_flight,
         trace_id: exchange.trace.as_ref().map(|trace| trace.trace_id.clone()),
         missing_bytes: exchange.missing_bytes,
         link: None,

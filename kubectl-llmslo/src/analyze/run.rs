@@ -123,6 +123,10 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
     quality.opaque_connections = opaque_connections(collection);
 
     let scope = records::assign_roles(&mut records);
+    quality.in_flight_requests = records
+        .iter()
+        .filter(|r| r.role == Role::Request && r.in_flight)
+        .count();
     let linking = link_and_decompose(
         &mut records,
         &collection_connects(collection),

@@ -49,6 +49,10 @@ pub struct RequestSample {
     pub ambiguous_calls: usize,
     #[serde(default)]
     pub missing_bytes: u64,
+    /// Whether the request was still in flight when the window ended, so
+    /// error rates leave it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_flight: bool,
 }
 
 impl RequestSample {
@@ -85,6 +89,7 @@ impl RequestSample {
             linked_calls: 0,
             ambiguous_calls: 0,
             missing_bytes: record.missing_bytes,
+            in_flight: record.in_flight,
         }
     }
 

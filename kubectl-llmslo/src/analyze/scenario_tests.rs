@@ -504,3 +504,96 @@ fn inbound_without_llm_format_gets_linked_tokens() {
     );
     assert!(request.tokens_per_sec.unwrap() > 0.0);
 }
+
+/// Ends the last request and its provider call the way the parsers end
+/// exchanges still open at the end of the window: no E2E, error kind
+/// `Unanswered`, the first token already seen.
+fn cut_by_window_end(collection: &mut crate::collection::Collection) -> String {
+    use llmslo_schema::{ErrorKind, ExchangeError};
+
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    let unanswered = || {
+        Some(ExchangeError {
+            kind: ErrorKind::Unanswered,
+            provider_code: None,
+        })
+    };
+    let last_inbound = result
+        .exchanges
+        .iter()
+        .rposition(|e| e.direction == Direction::Inbound)
+        .unwrap();
+    for exchange in &mut result.exchanges[last_inbound..] {
+        if exchange.llm.is_some() {
+            exchange.e2e_us = None;
+            exchange.error = unanswered();
+        }
+    }
+    format!("worker-1/{}", result.exchanges[last_inbound].id)
+}
+
+#[test]
+fn in_flight_requests_are_not_errors() {
+    let scenario = Scenario {
+        requests: 20,
+        ..Scenario::default()
+    };
+    let mut collection = scenario.collection();
+    let cut_id = cut_by_window_end(&mut collection);
+    let analysis = analyze(&collection, &options(&["error_rate=10%"]));
+
+    let requests = &analysis.requests;
+    assert_eq!(requests.requests, 20);
+    assert_eq!(requests.in_flight, 1);
+    assert_eq!(requests.errors, 0);
+    assert!(!requests.errors_by_kind.contains_key("unanswered"));
+    assert_eq!(requests.error_rate, 0.0);
+    assert_eq!(requests.e2e_us.samples, 19);
+    assert_eq!(requests.ttft_us.samples, 20, "the first token had arrived");
+    assert_eq!(analysis.data_quality.in_flight_requests, 1);
+
+    let call = analysis.calls.iter().find(|c| c.id == cut_id).unwrap();
+    assert!(call.in_flight);
+    assert!(call.error.is_none());
+    assert!(call.e2e_us.is_none());
+
+    let slo = &analysis.slos[0];
+    assert_eq!(slo.samples, 19);
+    assert_eq!(slo.bad, 0);
+    assert_eq!(slo.status, SloStatus::Met);
+    assert!(analysis.verdicts.is_empty());
+}
+
+#[test]
+fn error_rate_leaves_requests_in_flight_out() {
+    // Every request's provider call is rate-limited, except the one cut by
+    // the window end, which has not failed yet.
+    let scenario = Scenario {
+        requests: 20,
+        rate_limited_fraction: 1.0,
+        ..Scenario::default()
+    };
+    let mut collection = scenario.collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    let last_inbound = result
+        .exchanges
+        .iter()
+        .rposition(|e| e.direction == Direction::Inbound)
+        .unwrap();
+    for exchange in &mut result.exchanges[last_inbound..] {
+        if let Some(http) = exchange.http.as_mut() {
+            http.status = Some(200);
+        }
+        exchange.error = None;
+    }
+    cut_by_window_end(&mut collection);
+    let analysis = analyze(&collection, &options(&["error_rate=10%"]));
+
+    assert_eq!(analysis.requests.errors, 19);
+    assert_eq!(analysis.requests.error_rate, 1.0);
+    let slo = &analysis.slos[0];
+    assert_eq!((slo.bad, slo.samples), (19, 19));
+    let verdict = &analysis.verdicts[0];
+    assert_eq!(verdict.evidence.requests, 19);
+    assert_eq!(contributor_names(verdict), ["provider"]);
+}

@@ -74,6 +74,10 @@ impl LowPercentiles {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SliSummary {
     pub requests: usize,
+    /// Calls still in flight when the window ended: counted in
+    /// `requests`, but neither errors nor in the error-rate denominators
+    /// nor in E2E.
+    pub in_flight: usize,
     pub errors: usize,
     /// Errors by kind (`http_status`, `rate_limited`, `stream_error`, ...).
     pub errors_by_kind: BTreeMap<String, usize>,
@@ -111,6 +115,9 @@ impl SliSummary {
 
         for record in records {
             summary.requests += 1;
+            if record.in_flight {
+                summary.in_flight += 1;
+            }
             if let Some(error) = &record.error {
                 summary.errors += 1;
                 *summary
@@ -137,9 +144,10 @@ impl SliSummary {
             }
         }
 
-        if summary.requests > 0 {
-            summary.error_rate = summary.errors as f64 / summary.requests as f64;
-            summary.rate_limited_rate = summary.rate_limited as f64 / summary.requests as f64;
+        let finished = summary.requests - summary.in_flight;
+        if finished > 0 {
+            summary.error_rate = summary.errors as f64 / finished as f64;
+            summary.rate_limited_rate = summary.rate_limited as f64 / finished as f64;
         }
         summary.ttft_us = Percentiles::of(&ttft);
         summary.itl_us = Percentiles::of(&itl);

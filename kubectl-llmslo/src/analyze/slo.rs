@@ -510,6 +510,9 @@ pub fn evaluate(spec: &SloSpec, records: &[CallRecord]) -> SloResult {
 }
 
 fn evaluate_ratio(spec: &SloSpec, in_scope: &[&CallRecord], result: &mut SloResult) {
+    // A request still in flight when the window ended has not failed or
+    // succeeded yet.
+    let in_scope: Vec<&CallRecord> = in_scope.iter().copied().filter(|r| !r.in_flight).collect();
     let bad = in_scope
         .iter()
         .filter(|r| match spec.sli {

@@ -49,6 +49,7 @@ pub fn record(id: u64, ttft_us: u64, e2e_us: u64) -> CallRecord {
         tokens_per_sec: None,
         status: Some(200),
         error: None,
+        in_flight: false,
         trace_id: None,
         missing_bytes: 0,
         link: None,

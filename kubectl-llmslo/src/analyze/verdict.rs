@@ -564,6 +564,12 @@ pub fn explain_generation_breach(
     verdict
 }
 
+/// Keeps the requests that ended inside the window, because those in
+/// flight at its end have neither failed nor succeeded.
+fn finished<'a>(samples: &[&'a RequestSample]) -> Vec<&'a RequestSample> {
+    samples.iter().copied().filter(|s| !s.in_flight).collect()
+}
+
 /// Explains a breached error-rate or rate-limited SLO by the component
 /// whose calls failed inside the failed requests.
 pub fn explain_error_breach(
@@ -573,6 +579,8 @@ pub fn explain_error_breach(
     run: &RunEvidence,
     config: &VerdictConfig,
 ) -> Verdict {
+    let samples = finished(samples);
+    let samples = samples.as_slice();
     let counts = |s: &RequestSample| match spec.sli {
         Sli::RateLimitedRate => s.error_kind.as_deref() == Some("rate_limited"),
         _ => s.error_kind.is_some(),
@@ -1109,6 +1117,8 @@ pub fn compare_error_rate(
     run: &RunEvidence,
     config: &VerdictConfig,
 ) -> Option<(BaselineComparison, Option<Verdict>)> {
+    let (current, baseline) = (finished(current), finished(baseline));
+    let (current, baseline) = (current.as_slice(), baseline.as_slice());
     let rate = |samples: &[&RequestSample], indices: &[usize]| {
         (!indices.is_empty()).then(|| {
             indices

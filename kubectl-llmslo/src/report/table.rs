@@ -536,6 +536,13 @@ fn data_quality(analysis: &Analysis, style: Style, out: &mut String) {
             lines.push(format!("{count} {what}"));
         }
     }
+    if quality.in_flight_requests > 0 {
+        lines.push(format!(
+            "{} requests were still in flight when the window ended; they are not counted as \
+             errors or in E2E",
+            quality.in_flight_requests
+        ));
+    }
     if drops.unparsed_bytes > 0 {
         lines.push(format!(
             "{} bytes could not be parsed",

@@ -124,7 +124,9 @@ fn up(args: UpArgs) -> ExitCode {
         .cloned()
         .fold(builder, |builder, fault| builder.fault(fault));
 
-    eprintln!("llmslo-stack: starting (PostgreSQL, Redis, DNS, guardrail, provider, chat-api, load)");
+    eprintln!(
+        "llmslo-stack: starting (PostgreSQL, Redis, DNS, guardrail, provider, chat-api, load)"
+    );
     let mut stack = match builder.start() {
         Ok(stack) => stack,
         Err(error) => {

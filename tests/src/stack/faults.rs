@@ -259,10 +259,7 @@ pub fn fault_file(faults: &[Fault], timing: ProviderTiming) -> Value {
                 provider.insert("max_gap_ms".into(), json!(gap_ms * 1.1));
             }
             Fault::ProviderRateLimitBursts { period, burst } => {
-                provider.insert(
-                    "rate_limit_period_secs".into(),
-                    json!(period.as_secs_f64()),
-                );
+                provider.insert("rate_limit_period_secs".into(), json!(period.as_secs_f64()));
                 provider.insert("rate_limit_burst_secs".into(), json!(burst.as_secs_f64()));
             }
             Fault::ProviderServerErrors { fraction } => {

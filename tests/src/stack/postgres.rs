@@ -49,7 +49,14 @@ impl Postgres {
         run(as_postgres(postgres.bin_dir.join("initdb"))
             .arg("-D")
             .arg(postgres.data_dir())
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "--no-instructions"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "--no-instructions",
+            ])
             .args(["-E", "UTF8", "--locale", "C"]))?;
         Ok(postgres)
     }
@@ -131,7 +138,10 @@ pub fn stop_data_dir(bin_dir: &Path, data_dir: &Path) {
         .arg(data_dir)
         .args(["-m", "immediate", "-w", "-t", "30", "stop"]));
     if let Err(error) = result {
-        eprintln!("stack: could not stop PostgreSQL in {}: {error}", data_dir.display());
+        eprintln!(
+            "stack: could not stop PostgreSQL in {}: {error}",
+            data_dir.display()
+        );
     }
 }
 

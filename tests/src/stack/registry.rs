@@ -91,7 +91,11 @@ pub fn sweep_leftovers() {
     };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let Some(tag) = path.file_name().and_then(|name| name.to_str()).map(str::to_owned) else {
+        let Some(tag) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .map(str::to_owned)
+        else {
             continue;
         };
         if owner_alive(&path) {

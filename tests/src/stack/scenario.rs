@@ -32,11 +32,17 @@ pub struct Outcome {
 /// When the stack does not start or diagnose fails to report.
 pub fn run(builder: StackBuilder, window: Duration, slos: &[&str]) -> Outcome {
     let _probe_lock = exclusive();
-    let stack = builder.start().unwrap_or_else(|error| panic!("the stack did not start: {error}"));
+    let stack = builder
+        .start()
+        .unwrap_or_else(|error| panic!("the stack did not start: {error}"));
     let diagnosis = diagnose(stack.chat_api_pid(), window, slos, &[]);
     let requests = stack.client_requests();
     let before = ClientSlis::of(&requests, 0, stack.faults_set_ns());
-    let during = ClientSlis::of(&requests, diagnosis.window_start_ns, diagnosis.window_end_ns);
+    let during = ClientSlis::of(
+        &requests,
+        diagnosis.window_start_ns,
+        diagnosis.window_end_ns,
+    );
     let faults = stack.faults().iter().map(ToString::to_string).collect();
     drop(stack);
     Outcome {
@@ -98,13 +104,17 @@ impl Outcome {
     pub fn assert_attributed_to(&self, subject: &str, component: &str) -> Vec<Contributor> {
         let verdict = self.verdict(subject);
         assert_eq!(
-            verdict["status"], "attributed",
+            verdict["status"],
+            "attributed",
             "the verdict about {subject} is not attributed\n{}",
             self.explain()
         );
         let named = contributors(verdict);
         let first = named.first().unwrap_or_else(|| {
-            panic!("the verdict about {subject} names no component\n{}", self.explain())
+            panic!(
+                "the verdict about {subject} names no component\n{}",
+                self.explain()
+            )
         });
         assert_eq!(
             first.component,

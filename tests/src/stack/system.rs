@@ -125,7 +125,13 @@ impl Namespaces {
             (&self.service, SERVICE_LINK, SERVICE_ADDRESS),
             (&self.provider, PROVIDER_LINK, PROVIDER_ADDRESS),
         ] {
-            run(in_netns(netns, "ip").args(["addr", "add", &format!("{address}/30"), "dev", link]))?;
+            run(in_netns(netns, "ip").args([
+                "addr",
+                "add",
+                &format!("{address}/30"),
+                "dev",
+                link,
+            ]))?;
             run(in_netns(netns, "ip").args(["link", "set", link, "up"]))?;
         }
 
@@ -162,8 +168,8 @@ impl Namespaces {
     /// Drops `percent` of the packets in each direction on the service's
     /// end of the veth link, with nftables `numgen random`.
     pub fn set_packet_loss(&self, percent: Option<f64>) -> Result<(), StackError> {
-        let exists = run(in_netns(&self.service, "nft").args(["list", "table", "inet", LOSS_TABLE]))
-            .is_ok();
+        let exists =
+            run(in_netns(&self.service, "nft").args(["list", "table", "inet", LOSS_TABLE])).is_ok();
         if exists {
             run(in_netns(&self.service, "nft").args(["delete", "table", "inet", LOSS_TABLE]))?;
         }
@@ -186,7 +192,13 @@ impl Namespaces {
     /// Limits the provider's sending rate with a `tbf` qdisc on its end
     /// of the link.
     pub fn set_provider_bandwidth(&self, kbit_per_sec: Option<u32>) -> Result<(), StackError> {
-        let _ = run(in_netns(&self.provider, "tc").args(["qdisc", "del", "dev", PROVIDER_LINK, "root"]));
+        let _ = run(in_netns(&self.provider, "tc").args([
+            "qdisc",
+            "del",
+            "dev",
+            PROVIDER_LINK,
+            "root",
+        ]));
         let Some(rate) = kbit_per_sec else {
             return Ok(());
         };
@@ -217,7 +229,10 @@ fn kill_netns_processes(netns: &str) {
         let Ok(pids) = run(Command::new("ip").args(["netns", "pids", netns])) else {
             return;
         };
-        let pids: Vec<i32> = pids.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        let pids: Vec<i32> = pids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
         if pids.is_empty() {
             return;
         }
@@ -246,7 +261,8 @@ impl CgroupLayout {
         let mut v1_cpu = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(path), Some(kind), Some(options)) = (fields.get(1), fields.get(2), fields.get(3))
+            let (Some(path), Some(kind), Some(options)) =
+                (fields.get(1), fields.get(2), fields.get(3))
             else {
                 continue;
             };
