@@ -4,8 +4,10 @@ to a client at fixed request rates, and the event rate it sustains before
 its ring buffer overflows.
 
 Each load scenario runs the same paced load twice against the OpenAI
-stand-in server on loopback (tests/python/openai_server.py): once without
-the probe and once with the probe attached to the client process. Then a
+stand-in server on loopback (tests/python/openai_server.py, or
+tests/python/tls_openai_server.py with a throwaway CA for the TLS rows):
+once without the probe and once with the probe attached to the client
+process. Then a
 ramp with a 1 MiB ring buffer finds the event rate of the first drop, and
 a run with the probe stopped for a few seconds shows what the result
 reports about the events it lost. It prints Markdown tables, and with --json
@@ -22,24 +24,31 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(REPO, "tests", "python", "openai_server.py")
+TLS_SERVER = os.path.join(REPO, "tests", "python", "tls_openai_server.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 STREAM = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}}
 BLOCKING = {"model": "gpt-4o-mini", "stream": False}
 
-# name, request rate per second, seconds, request body, server arguments
+# name, request rate per second, seconds, request body, server arguments,
+# whether the client uses TLS (Python's http.client on OpenSSL, whose
+# plaintext the probe reads through uprobes)
 LOAD_SCENARIOS = [
-    ("stream 20 tokens", 50, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"]),
-    ("stream 20 tokens", 100, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"]),
-    ("stream 20 tokens", 200, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"]),
-    ("blocking 2000 tokens", 20, 10, BLOCKING, ["--min-tokens", "2000", "--max-tokens", "2000"]),
+    ("stream 20 tokens", 50, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], False),
+    ("stream 20 tokens", 100, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], False),
+    ("stream 20 tokens", 200, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], False),
+    ("blocking 2000 tokens", 20, 10, BLOCKING, ["--min-tokens", "2000", "--max-tokens", "2000"], False),
+    ("TLS stream 20 tokens", 50, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], True),
+    ("TLS blocking 2000 tokens", 20, 10, BLOCKING, ["--min-tokens", "2000", "--max-tokens", "2000"], True),
 ]
 QUICK_LOAD_SCENARIOS = [LOAD_SCENARIOS[2]]
 
@@ -51,9 +60,26 @@ QUICK_RAMP_RATES = [100, 200]
 RAMP_SECONDS = 6
 
 
-def run_client(port, rate, seconds, body, connections):
+def make_certificates(directory):
+    """Make a throwaway CA and a certificate for localhost that it signed."""
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *p256, "-days", "1", "-subj", "/CN=llmslo bench CA",
+            "-keyout", "ca-key.pem", "-out", "ca.pem")
+    openssl("req", *p256, "-subj", "/CN=localhost", "-keyout", "server-key.pem", "-out", "server.csr")
+    with open(os.path.join(directory, "san.ext"), "w", encoding="utf-8") as extensions:
+        extensions.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", "server.pem")
+
+
+def run_client(port, rate, seconds, body, connections, cafile):
     """Paced load over `connections` keep-alive connections, request i on
-    connection i mod `connections`; prints latencies as JSON."""
+    connection i mod `connections`; prints latencies as JSON. With a CA
+    file the connections use TLS."""
     payload = dict(body)
     payload["messages"] = [{"role": "user", "content": "benchmark request"}]
     encoded = json.dumps(payload).encode()
@@ -68,7 +94,11 @@ def run_client(port, rate, seconds, body, connections):
     start = time.monotonic()
 
     def worker(offset):
-        connection = http.client.HTTPConnection("127.0.0.1", port)
+        if cafile:
+            context = ssl.create_default_context(cafile=cafile)
+            connection = http.client.HTTPSConnection("localhost", port, context=context)
+        else:
+            connection = http.client.HTTPConnection("127.0.0.1", port)
         for index in range(offset, total, connections):
             due = start + index / rate
             delay = due - time.monotonic()
@@ -103,9 +133,13 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def start_server(extra):
+def start_server(extra, certificates=None):
+    script = [SERVER]
+    if certificates:
+        script = [TLS_SERVER, "--certfile", os.path.join(certificates, "server.pem"),
+                  "--keyfile", os.path.join(certificates, "server-key.pem")]
     server = subprocess.Popen(
-        [sys.executable, SERVER, "--min-ttft-ms", "0", "--max-ttft-ms", "0",
+        [sys.executable, *script, "--min-ttft-ms", "0", "--max-ttft-ms", "0",
          "--min-gap-ms", "0", "--max-gap-ms", "0", *extra],
         stdout=subprocess.PIPE,
         text=True,
@@ -138,7 +172,8 @@ def proc_cpu_ms(pid):
     return (int(fields[11]) + int(fields[12])) * 1000 / CLOCK_TICKS
 
 
-def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=None, stop_probe_secs=0):
+def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=None, stop_probe_secs=0,
+             certificates=None):
     print(
         f"probe_overhead: {rate}/s for {seconds} s, probe {'on' if with_probe else 'off'}"
         + (f", {ring_mib} MiB ring" if ring_mib else "")
@@ -146,13 +181,14 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         file=sys.stderr,
         flush=True,
     )
-    server, port = start_server(server_args)
+    server, port = start_server(server_args, certificates)
+    cafile = os.path.join(certificates, "ca.pem") if certificates else ""
     # One connection per 50 requests/s keeps a slow Python client from
     # falling behind the schedule.
     connections = max(1, int(rate) // 50)
     client = subprocess.Popen(
         [sys.executable, __file__, "--client", str(port), str(rate), str(seconds), json.dumps(body),
-         str(connections)],
+         str(connections), cafile],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -195,11 +231,14 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
     return report, result, proc_ms
 
 
-def load_rows(probe_path, scenarios):
+def load_rows(probe_path, scenarios, certificates):
     rows = []
-    for name, rate, seconds, body, server_args in scenarios:
-        base, _, _ = run_once(probe_path, rate, seconds, body, server_args, with_probe=False)
-        traced, result, proc_ms = run_once(probe_path, rate, seconds, body, server_args, with_probe=True)
+    for name, rate, seconds, body, server_args, tls in scenarios:
+        server_certificates = certificates if tls else None
+        base, _, _ = run_once(probe_path, rate, seconds, body, server_args, with_probe=False,
+                              certificates=server_certificates)
+        traced, result, proc_ms = run_once(probe_path, rate, seconds, body, server_args, with_probe=True,
+                                           certificates=server_certificates)
         usage = result["probe_usage"]
         idle_ms = idle_cpu_ms(probe_path, seconds)
         cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000 - idle_ms
@@ -342,14 +381,17 @@ def main(argv):
     parser.add_argument("--probe", default=os.path.join(REPO, "target", "release", "llmslo-probe"))
     parser.add_argument("--quick", action="store_true", help="only 200 requests/s and a short ramp")
     parser.add_argument("--json", help="write every measurement to this file")
-    parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.client:
-        port, rate, seconds, body, connections = options.client
-        run_client(int(port), float(rate), float(seconds), json.loads(body), int(connections))
+        port, rate, seconds, body, connections, cafile = options.client
+        run_client(int(port), float(rate), float(seconds), json.loads(body), int(connections), cafile)
         return
 
-    load = load_rows(options.probe, QUICK_LOAD_SCENARIOS if options.quick else LOAD_SCENARIOS)
+    with tempfile.TemporaryDirectory(prefix="llmslo-bench-tls-") as certificates:
+        make_certificates(certificates)
+        load = load_rows(options.probe, QUICK_LOAD_SCENARIOS if options.quick else LOAD_SCENARIOS,
+                         certificates)
     ramp = ramp_rows(options.probe, QUICK_RAMP_RATES if options.quick else RAMP_RATES)
     stopped = stopped_probe(options.probe)
     if options.json:

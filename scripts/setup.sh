@@ -19,6 +19,13 @@ apt_packages=(
   "llvm-$llvm_major-dev" "libpolly-$llvm_major-dev" libzstd-dev
   musl-tools bpftool runc iproute2 nftables
   tshark tcpdump curl redis-server postgresql-15 dnsmasq-base golang-1.19-go
+  # The TLS tests make a throwaway CA with the openssl CLI and run Node.js
+  # fetch. A machine that already has Node.js 20 keeps it, because its
+  # package has the same name.
+  openssl nodejs
+  # The probe image tests build a FROM scratch image; shellcheck checks the
+  # shell scripts.
+  podman shellcheck
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -78,7 +85,7 @@ install_python_packages() {
   local digest
   digest=$(sha256sum "$requirements" | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] \
-    && python3 -c 'import openai, anthropic, fastapi, uvicorn' 2>/dev/null; then
+    && python3 -c 'import openai, anthropic, fastapi, uvicorn, hypercorn, h2' 2>/dev/null; then
     return
   fi
   log "installing Python packages from tests/python/requirements.txt"

@@ -25,6 +25,9 @@ export PATH="$repo/.tools/bin:$HOME/.cargo/bin:$PATH"
 # Plain cargo commands act on the default members, which leave out the
 # eBPF crate: it only builds for the bpf target, through probe-job.
 cargo build --bins --locked
+# The container and probe image tests run the static (musl) probe; building
+# it here keeps that compile out of the tests' own time.
+cargo build --locked -p llmslo-probe --target x86_64-unknown-linux-musl
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --locked --no-fail-fast "$@"
   # nextest does not run doctests.

@@ -42,7 +42,7 @@ pub async fn delete_jobs(client: &Client, namespace: &str, names: &[String]) -> 
     left
 }
 
-/// The command that removes what a run left behind.
+/// Returns the command that removes what a run left behind.
 pub fn cleanup_command(namespace: &str, run_id: &str) -> String {
     format!("kubectl llmslo cleanup --probe-namespace {namespace} --run-id {run_id}")
 }

@@ -179,9 +179,30 @@ pub struct DiagnoseArgs {
     )]
     pub otlp_headers: Vec<String>,
 
-    /// CA certificate (PEM) that signs the OTLP endpoint's certificate.
+    /// CA certificate (PEM) that signs the OTLP endpoint's certificate,
+    /// trusted in addition to the system's CAs.
     #[arg(long, value_name = "PATH", requires = "otlp_endpoint")]
     pub otlp_ca: Option<PathBuf>,
+
+    /// OTLP transport (default: grpc for grpc:// and grpcs:// endpoints
+    /// and for port 4317, otherwise http/protobuf).
+    #[arg(long, value_enum, value_name = "PROTOCOL", requires = "otlp_endpoint")]
+    pub otlp_protocol: Option<OtlpProtocol>,
+
+    /// Send OTLP without TLS to an endpoint given as HOST:PORT without a
+    /// scheme. Endpoints written with http:// or grpc:// never use TLS.
+    #[arg(long, requires = "otlp_endpoint")]
+    pub otlp_insecure: bool,
+
+    /// Longest time the OTLP export may take (for example 10s); after it
+    /// the export is abandoned with a warning and the report is printed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub otlp_timeout: Duration,
+
+    /// Which calls get OTLP spans and metric points when the application
+    /// already traces them itself (docs/opentelemetry.md).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = OtlpMode::All)]
+    pub otlp_mode: OtlpMode,
 
     /// Also write the raw collection (each node's probe result or failure,
     /// and the probed containers) as JSON to PATH.
@@ -259,6 +280,31 @@ pub enum OutputFormat {
     Json,
     /// The report as YAML.
     Yaml,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (collector port 4317).
+    Grpc,
+    /// OTLP/HTTP with binary protobuf bodies (collector port 4318).
+    #[value(name = "http/protobuf", alias = "http")]
+    HttpProtobuf,
+}
+
+/// Export of calls that an application span already covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OtlpMode {
+    /// Every call; spans that repeat an application span carry
+    /// llmslo.duplicate_of_app_span=true.
+    #[default]
+    All,
+    /// Only calls that no application span covers.
+    UninstrumentedOnly,
+    /// Calls an application span covers get an INTERNAL child span with
+    /// llmslo.* timings only, and no metric point.
+    Enrich,
 }
 
 impl OutputFormat {

@@ -7,10 +7,11 @@ use std::{
 };
 
 use anyhow::Context as _;
+use llmslo_schema::Severity;
 
 use crate::{
     analyze::{
-        self, Analysis, AnalysisOptions,
+        self, Analysis, AnalysisOptions, NodeDiagnostic,
         baseline::{self, BaselineStore},
         components::ComponentRule,
         openslo,
@@ -18,6 +19,7 @@ use crate::{
     },
     cli::DiagnoseArgs,
     exit::Status,
+    export::{self, OtlpConfig},
     gather, local,
     report::{self, Style},
 };
@@ -29,6 +31,7 @@ use crate::{
 /// first, so that a typo fails at once rather than after the window.
 pub async fn run(args: DiagnoseArgs) -> anyhow::Result<Status> {
     let options = analysis_options(&args)?;
+    let otlp = OtlpConfig::from_args(&args)?;
     if let Some(name) = &args.save_baseline {
         baseline::validate_name(name)?;
     }
@@ -51,9 +54,12 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<Status> {
     };
 
     tracing::info!(run_id = %collection.run_id, nodes = collection.nodes.len(), "analyzing");
-    let analysis = tokio::task::spawn_blocking(move || analyze::analyze(&collection, &options))
+    let mut analysis = tokio::task::spawn_blocking(move || analyze::analyze(&collection, &options))
         .await
         .context("the analysis task failed")?;
+    if let Some(config) = &otlp {
+        export_otlp(&mut analysis, config).await;
+    }
 
     let mut stdout = std::io::stdout().lock();
     report::write(
@@ -66,8 +72,6 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<Status> {
         .flush()
         .context("failed to write the report to stdout")?;
     drop(stdout);
-
-    export_otlp(&analysis, &args);
 
     if let Some(name) = &args.save_baseline {
         save_baseline(&analysis, name)?;
@@ -102,18 +106,27 @@ fn analysis_options(args: &DiagnoseArgs) -> anyhow::Result<AnalysisOptions> {
     })
 }
 
-/// Call site of the OTLP export (`--otlp-endpoint`).
-fn export_otlp(analysis: &Analysis, args: &DiagnoseArgs) {
-    let Some(endpoint) = &args.otlp_endpoint else {
-        return;
-    };
-    // TODO: export one span per LLM call and the GenAI metrics to
-    // `endpoint`, following the GenAI semantic conventions and parented to
-    // the observed trace. This build has no exporter, so the flag warns.
-    tracing::warn!(%endpoint, calls = analysis.calls.len(), "OTLP export is not available in this build");
-    eprintln!(
-        "warning: --otlp-endpoint {endpoint}: OTLP export is not available in this build; nothing was exported"
-    );
+/// Exports to `--otlp-endpoint` before the report is printed, so that the
+/// report can say how the export went. A failed export is a warning: it
+/// goes to stderr and the report's diagnostics, and leaves the exit status
+/// alone.
+async fn export_otlp(analysis: &mut Analysis, config: &OtlpConfig) {
+    let summary = export::export(analysis, config).await;
+    if let Some(error) = &summary.error {
+        let message = format!(
+            "OTLP export to {} ({}) failed: {error}; the report below is complete",
+            config.endpoint, summary.protocol
+        );
+        eprintln!("warning: {message}");
+        analysis.diagnostics.push(NodeDiagnostic {
+            node: String::new(),
+            severity: Severity::Warning,
+            code: "otlp_export_failed".to_owned(),
+            message,
+            pid: None,
+        });
+    }
+    analysis.otlp_export = Some(summary);
 }
 
 fn save_baseline(analysis: &Analysis, name: &str) -> anyhow::Result<()> {

@@ -123,7 +123,7 @@ pub fn probe_args(args: &DiagnoseArgs) -> Vec<String> {
 
 /// Finds the probe: `--probe-binary`, else next to this executable, else
 /// on `PATH`.
-fn find_probe(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
+pub fn find_probe(explicit: Option<&Path>) -> Result<PathBuf, LocalError> {
     if let Some(path) = explicit {
         return if path.is_file() {
             Ok(path.to_path_buf())

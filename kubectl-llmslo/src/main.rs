@@ -5,19 +5,24 @@ mod analyze;
 mod cleanup;
 mod cli;
 mod collection;
+mod color;
+mod completion;
 mod diagnose;
+mod dirs;
 mod doctor;
 mod exit;
+mod export;
 mod gather;
+mod invocation;
 mod local;
 mod plan;
 mod report;
 mod resolve;
 mod version;
 
-use std::process::ExitCode;
+use std::{ffi::OsString, process::ExitCode};
 
-use clap::Parser;
+use clap::FromArgMatches as _;
 
 use crate::{
     cli::{Cli, Command},
@@ -25,8 +30,31 @@ use crate::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|arg| arg == completion::COMPLETE_SUBCOMMAND)
+    {
+        return match completion::complete(args[2..].to_vec()) {
+            Ok(status) => status.into(),
+            Err(error) => {
+                eprintln!("error: failed to write completions: {error}");
+                Status::Error.into()
+            }
+        };
+    }
+
+    let matches = invocation::parse_args(args.clone());
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     init_logging(cli.verbose);
+    tracing::debug!(
+        argv0 = ?args.first(),
+        display_name = invocation::display_name(),
+        "started"
+    );
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -46,7 +74,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Cleanup(args) => cleanup::run(args).await,
             Command::Version(args) => version::run(args),
-            Command::Completion(args) => version::print_completion(args),
+            Command::Completion(args) => completion::print_script(args),
         }
     });
     match outcome {
@@ -58,7 +86,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr so that `-o json` output on stdout stays parseable.
+/// Logs go to stderr so that `-o json` output on stdout stays parseable,
+/// with colors only where [`color::use_color`] allows them.
 fn init_logging(verbose: u8) {
     let default_level = match verbose {
         0 => "warn",
@@ -70,5 +99,6 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color::use_color(color::Stream::Stderr))
         .init();
 }

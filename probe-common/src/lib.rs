@@ -15,6 +15,34 @@ pub const FILTER_BY_TGID: u8 = 1;
 /// Bit of the eBPF global `FILTER_FLAGS`: events of tasks whose cgroup v2 id
 /// is in the `TARGET_CGROUPS` map pass.
 pub const FILTER_BY_CGROUP: u8 = 2;
+/// Bit of the eBPF global `FILTER_FLAGS`: events of tasks whose PID
+/// namespace is one of the eBPF global `TARGET_PID_NAMESPACES` pass. Used
+/// where cgroup v2 ids do not identify a container (cgroup v1 and hybrid
+/// nodes).
+pub const FILTER_BY_PID_NAMESPACE: u8 = 4;
+
+/// Maximum number of PID namespaces the kernel-side filter matches. Each
+/// costs one helper call per event of a task that is not a target, so the
+/// list stays short. Targets beyond it are filtered by tgid instead.
+pub const MAX_PID_NAMESPACES: usize = 8;
+
+/// The PID namespaces of target containers, as the eBPF global
+/// `TARGET_PID_NAMESPACES` that user space sets before load.
+///
+/// The kernel compares them with `bpf_get_ns_current_pid_tgid(dev, inode)`,
+/// which matches the calling task's active PID namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PidNamespaces {
+    /// Device of the nsfs file system that contains every namespace inode,
+    /// in the kernel's encoding (`major << 20 | minor`).
+    pub dev: u64,
+    /// Valid entries at the start of `inodes`.
+    pub count: u32,
+    pub _pad: u32,
+    /// Inode numbers of the namespaces (`stat -L /proc/PID/ns/pid`).
+    pub inodes: [u64; MAX_PID_NAMESPACES],
+}
 
 /// Kind of a [`DataEvent`] or [`ConnEvent`].
 #[repr(u8)]
@@ -36,6 +64,21 @@ pub enum EventKind {
     Exit = 7,
     /// A TCP segment with payload arrived for a followed connection.
     Arrival = 8,
+    /// A target process replaced its program with `execve()`; its mapped
+    /// libraries changed.
+    Exec = 9,
+    /// A target thread waited longer than the threshold for a CPU
+    /// ([`RunQueueWaitEvent`]). The component signals use kinds from 20 up,
+    /// so that socket and process events can grow below them.
+    RunQueueWait = 20,
+    /// A TCP connection attempt of a target started, completed or failed
+    /// ([`HandshakeEvent`]).
+    Handshake = 21,
+    /// The kernel reported the error that ended a failed connection
+    /// attempt ([`SocketErrorEvent`]).
+    SocketError = 22,
+    /// A target connection retransmitted a segment ([`RetransmitEvent`]).
+    Retransmit = 23,
 }
 
 impl EventKind {
@@ -49,6 +92,11 @@ impl EventKind {
             6 => Self::Fork,
             7 => Self::Exit,
             8 => Self::Arrival,
+            9 => Self::Exec,
+            20 => Self::RunQueueWait,
+            21 => Self::Handshake,
+            22 => Self::SocketError,
+            23 => Self::Retransmit,
             _ => return None,
         })
     }
@@ -108,6 +156,11 @@ pub struct DataEvent {
     /// Bytes the call asked for (`count` of `read`/`recvfrom`/`write`/
     /// `sendto`); 0 when unknown (the iovec forms).
     pub requested_bytes: u64,
+    /// For TLS plaintext, the library's session object in the target's
+    /// address space (`SSL *` or Go `*tls.Conn`); 0 for syscall bytes.
+    /// `header.fd` is -1 when the kernel could not tie the session to a
+    /// socket, and user space resolves it from this value.
+    pub tls_session: u64,
     pub payload: [u8; MAX_PAYLOAD],
 }
 
@@ -188,6 +241,181 @@ pub struct TcpProbeLayout {
     pub data_len: u32,
 }
 
+/// Waits of target threads for a CPU, from the sched tracepoints.
+pub mod sched {
+    /// Buckets of [`RunQueueStats::histogram`]: bucket `i` counts waits of
+    /// `[2^i, 2^(i+1))` µs, bucket 0 also those under 1 µs, and the last
+    /// bucket everything from `2^(RUN_QUEUE_BUCKETS - 1)` µs (about 67 s) up.
+    pub const RUN_QUEUE_BUCKETS: usize = 27;
+
+    /// Byte offsets of the tracepoint fields the run-queue programs read,
+    /// taken from the format files at run time because they differ between
+    /// kernel versions. All zero disables the programs.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SchedLayout {
+        /// `pid` of `sched:sched_wakeup`.
+        pub wakeup_pid: u32,
+        /// `pid` of `sched:sched_wakeup_new`.
+        pub wakeup_new_pid: u32,
+        /// `prev_state` of `sched:sched_switch`, and its size (4 or 8).
+        pub switch_prev_state: u32,
+        pub switch_prev_state_size: u32,
+        /// `next_pid` of `sched:sched_switch`.
+        pub switch_next_pid: u32,
+        pub _pad: u32,
+    }
+
+    /// Run-queue waits of all target threads on one CPU.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct RunQueueStats {
+        pub waits: u64,
+        pub total_wait_ns: u64,
+        /// Log2 histogram of waits in µs; see [`RUN_QUEUE_BUCKETS`].
+        pub histogram: [u64; RUN_QUEUE_BUCKETS],
+    }
+
+    /// CPU time and run-queue waits of one target process on one CPU.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct ProcessCpu {
+        /// Sum of the intervals its threads spent on the CPU.
+        pub on_cpu_ns: u64,
+        pub waits: u64,
+        pub total_wait_ns: u64,
+    }
+}
+
+/// A target thread got a CPU after waiting at least the threshold for it.
+/// `header.tgid` and `header.tid` are the waiting thread's, `header.ts_ns`
+/// is when it got the CPU, and `cgroup_id` is 0 (unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RunQueueWaitEvent {
+    pub header: EventHeader,
+    pub wait_ns: u64,
+}
+
+/// Stage of a TCP connection attempt in a [`HandshakeEvent`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeStage {
+    /// `TCP_CLOSE` -> `TCP_SYN_SENT`, in the connecting thread.
+    Started = 1,
+    /// `TCP_SYN_SENT` -> `TCP_ESTABLISHED`.
+    Established = 2,
+    /// `TCP_SYN_SENT` -> `TCP_CLOSE`: refused, timed out, unreachable, or
+    /// closed by the process.
+    Failed = 3,
+}
+
+/// A stage of a target's TCP connection attempt, from
+/// `sock:inet_sock_set_state`. The header carries the connecting thread's
+/// ids and fd (-1 outside a `connect()` call), whatever context the later
+/// stages run in; `header.ts_ns` is when the stage happened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeEvent {
+    pub header: EventHeader,
+    /// Kernel address of the socket: the attempt's identity across stages.
+    pub skaddr: u64,
+    /// `CLOCK_MONOTONIC` of the `connect()` syscall's entry, or of the
+    /// `TCP_SYN_SENT` transition when no syscall was seen.
+    pub start_ns: u64,
+    /// Addresses as of this stage; the local port can be 0 at the start.
+    pub flow: FlowKey,
+    /// A [`HandshakeStage`] value.
+    pub stage: u8,
+    pub _pad: [u8; 3],
+    /// For [`HandshakeStage::Failed`], the positive errno when the kernel
+    /// reported the error before the state change, as older kernels do; 0
+    /// otherwise, and a [`SocketErrorEvent`] may follow.
+    pub error: i32,
+}
+
+/// The error that ended a failed connection attempt (`sk_err`, from
+/// `sock:inet_sk_error_report`), such as `ECONNREFUSED` or `ETIMEDOUT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketErrorEvent {
+    pub header: EventHeader,
+    /// The `skaddr` of the attempt's [`HandshakeEvent`]s.
+    pub skaddr: u64,
+    /// Positive errno.
+    pub error: i32,
+    pub _pad: u32,
+}
+
+/// A retransmitted TCP segment of a target connection
+/// (`tcp:tcp_retransmit_skb`). It runs in softirq or timer context:
+/// `header.tgid`, `tid` and `fd` are the connecting thread's when the
+/// connection started inside the window, and 0, 0 and -1 when it was
+/// matched through the `FLOWS` map instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RetransmitEvent {
+    pub header: EventHeader,
+    pub flow: FlowKey,
+    /// TCP state of the socket (`TCP_SYN_SENT` for a SYN retransmission).
+    pub state: i32,
+    pub _pad: u32,
+}
+
+/// Byte offsets of the address fields that `sock:inet_sock_set_state`,
+/// `sock:inet_sk_error_report` and `tcp:tcp_retransmit_skb` share in name
+/// and type, but not in position.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockTupleLayout {
+    /// `__u16 family`, `sport` and `dport` (host byte order).
+    pub family: u32,
+    pub sport: u32,
+    pub dport: u32,
+    /// `__u8 saddr[4]`, `daddr[4]`, `saddr_v6[16]`, `daddr_v6[16]`.
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+}
+
+/// Byte offsets of the tracepoint fields the TCP connection programs
+/// read, from the format files at run time. Offset 0 is inside every
+/// record's common header, so a zero `set_state_newstate`,
+/// `retransmit_skaddr` or `error_report_error` disables that program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpLayout {
+    /// `sock:inet_sock_set_state`.
+    pub set_state_skaddr: u32,
+    pub set_state_oldstate: u32,
+    pub set_state_newstate: u32,
+    pub set_state_protocol: u32,
+    pub set_state_tuple: SockTupleLayout,
+    /// `tcp:tcp_retransmit_skb`.
+    pub retransmit_skaddr: u32,
+    pub retransmit_state: u32,
+    pub retransmit_tuple: SockTupleLayout,
+    /// `sock:inet_sk_error_report`.
+    pub error_report_error: u32,
+    pub error_report_protocol: u32,
+    pub error_report_tuple: SockTupleLayout,
+}
+
+/// Owner of a TCP socket that a target started connecting during the
+/// window; value of the eBPF map `TCP_OWNERS`, keyed by the socket's
+/// kernel address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpOwner {
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub _pad: u32,
+    pub start_ns: u64,
+    pub cgroup_id: u64,
+}
+
 /// Indices of the per-CPU drop counter array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +441,16 @@ pub struct SocketKey {
     pub fd: i32,
 }
 
+/// Key of the map that remembers which socket a TLS session writes to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TlsSessionKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `SSL *` or Go `*tls.Conn` in the target's address space.
+    pub session: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: every type below is `#[repr(C)]`, `Copy`, contains only
@@ -222,6 +460,13 @@ mod user {
     unsafe impl aya::Pod for super::SockAddr {}
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::SocketKey {}
+    unsafe impl aya::Pod for super::TlsSessionKey {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::TcpProbeLayout {}
+    unsafe impl aya::Pod for super::TcpLayout {}
+    unsafe impl aya::Pod for super::SockTupleLayout {}
+    unsafe impl aya::Pod for super::sched::SchedLayout {}
+    unsafe impl aya::Pod for super::sched::RunQueueStats {}
+    unsafe impl aya::Pod for super::sched::ProcessCpu {}
+    unsafe impl aya::Pod for super::PidNamespaces {}
 }

@@ -1,5 +1,6 @@
-//! eBPF programs of the llmslo probe: socket syscalls and process lifecycle
-//! of target processes, reported through one ring buffer.
+//! eBPF programs of the llmslo probe: socket syscalls, process lifecycle,
+//! run-queue waits and TCP connection attempts of target processes,
+//! reported through one ring buffer.
 //!
 //! Every program returns at its first lines unless the current task belongs
 //! to a target (see [`filter`]), which keeps the cost for the rest of the node
@@ -11,7 +12,10 @@ mod arrivals;
 mod filter;
 mod maps;
 mod process;
+mod sched;
 mod sockets;
+mod tcp;
+mod tls;
 
 /// The kernel lets only programs with a GPL-compatible license call the
 /// tracing helpers that read user memory.

@@ -12,10 +12,10 @@ use crate::{
 /// Offsets in `task:task_newtask`, whose format has been the same since
 /// Linux 3.x (unlike `sched:sched_process_fork`, whose `child_pid` moved
 /// when its comm fields became dynamic arrays).
-const NEWTASK_PID: usize = 8;
-const NEWTASK_CLONE_FLAGS: usize = 32;
+pub(crate) const NEWTASK_PID: usize = 8;
+pub(crate) const NEWTASK_CLONE_FLAGS: usize = 32;
 
-const CLONE_THREAD: u64 = 0x0001_0000;
+pub(crate) const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// `task:task_newtask` runs in the parent while the child is created, before
 /// the child can run, so the child cannot make a syscall before it is a

@@ -36,6 +36,14 @@ const RET: usize = 16;
 /// `sendmsg` are copied; the rest counts as truncated.
 const MAX_IOVECS: usize = 8;
 
+/// At most this many messages of one `recvmmsg`/`sendmmsg` are reported.
+const MAX_MESSAGES: usize = 4;
+
+/// Size of `struct mmsghdr` on 64-bit: a `struct msghdr` (56 bytes), the
+/// `msg_len` that the kernel fills in, and padding.
+const MMSGHDR_SIZE: u64 = 64;
+const MMSGHDR_LEN: u64 = 56;
+
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const EINPROGRESS: i64 = 115;
@@ -54,6 +62,9 @@ enum BufferShape {
     Iovec = 1,
     /// A `struct msghdr` pointing at an iovec array: `recvmsg`, `sendmsg`.
     Msghdr = 2,
+    /// An array of `struct mmsghdr`: `recvmmsg`, `sendmmsg`. glibc's
+    /// resolver sends the A and AAAA queries with one `sendmmsg`.
+    Mmsghdr = 3,
 }
 
 /// Arguments of a data syscall, saved on entry.
@@ -68,17 +79,20 @@ struct DataArgs {
     fd: i32,
     kind: u8,
     shape: u8,
-    _pad: [u8; 2],
+    /// 1 when the call moves ciphertext inside a TLS library call; only a
+    /// failure that ends the connection is reported for it.
+    in_tls_call: u8,
+    _pad: [u8; 1],
 }
 
 /// Arguments of `connect` or `accept`, saved on entry.
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct ConnArgs {
-    start_ns: u64,
+pub(crate) struct ConnArgs {
+    pub(crate) start_ns: u64,
     /// `struct sockaddr *` argument (may be null for accept).
     sockaddr: u64,
-    fd: i32,
+    pub(crate) fd: i32,
     _pad: [u8; 4],
 }
 
@@ -86,9 +100,10 @@ struct ConnArgs {
 #[map]
 static ACTIVE_DATA: HashMap<u64, DataArgs> = HashMap::with_max_entries(16_384, 0);
 
-/// `connect` and `accept` calls in flight, by `pid_tgid`.
+/// `connect` and `accept` calls in flight, by `pid_tgid`. The TCP
+/// handshake programs read it to tie a socket to its `connect()` call.
 #[map]
-static ACTIVE_CONN: HashMap<u64, ConnArgs> = HashMap::with_max_entries(16_384, 0);
+pub(crate) static ACTIVE_CONN: HashMap<u64, ConnArgs> = HashMap::with_max_entries(16_384, 0);
 
 /// `struct iovec` in user memory.
 #[derive(Clone, Copy)]
@@ -137,6 +152,8 @@ fn enter_data(
         }
         track_socket(tgid, fd);
     }
+    // Ciphertext inside a TLS call: the TLS uprobes report the plaintext.
+    let in_tls_call = crate::tls::claim_socket_call(fd);
     let args = DataArgs {
         start_ns: now_ns(),
         buffer,
@@ -144,7 +161,8 @@ fn enter_data(
         fd,
         kind: kind as u8,
         shape: shape as u8,
-        _pad: [0; 2],
+        in_tls_call: in_tls_call as u8,
+        _pad: [0; 1],
     };
     if ACTIVE_DATA
         .insert(&aya_ebpf::helpers::bpf_get_current_pid_tgid(), &args, 0)
@@ -197,9 +215,29 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
         requested_bytes: if flat { args.iovec_count } else { 0 },
     };
 
+    let errno = if ret < 0 { -ret } else { 0 };
+    let ends_connection = errno == ECONNRESET || errno == EPIPE || errno == ETIMEDOUT;
+    if args.in_tls_call != 0 {
+        // The TLS uprobes report the plaintext and a clean end of stream,
+        // but a reset only shows here.
+        if ends_connection {
+            emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
+        }
+        return 0;
+    }
+    if args.shape == BufferShape::Mmsghdr as u8 {
+        if ret > 0 {
+            emit_messages(
+                &header(kind, args.fd, ts_ns),
+                args.start_ns,
+                args.buffer,
+                ret as u64,
+            );
+        }
+        return 0;
+    }
+
     if ret <= 0 {
-        let errno = -ret;
-        let ends_connection = errno == ECONNRESET || errno == EPIPE || errno == ETIMEDOUT;
         if (ret == 0 && is_read) || ends_connection {
             emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
         }
@@ -228,6 +266,34 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
         total,
     );
     0
+}
+
+/// Emits the first `count` messages of a `struct mmsghdr` array, one
+/// event per iovec, each message's byte count from its `msg_len`.
+///
+/// NOTE: messages beyond [`MAX_MESSAGES`] are skipped without a drop
+/// count, because counting their bytes would need another loop.
+fn emit_messages(header: &EventHeader, start_ns: u64, messages: u64, count: u64) {
+    let call = Call {
+        start_ns,
+        requested_bytes: 0,
+    };
+    for index in 0..MAX_MESSAGES {
+        if index as u64 >= count {
+            return;
+        }
+        let message = messages + index as u64 * MMSGHDR_SIZE;
+        // struct msghdr: msg_iov at offset 16, msg_iovlen at offset 24.
+        let (Some(iovecs), Some(iovec_count), Some(length)) = (
+            read_user::<u64>(message + 16),
+            read_user::<u64>(message + 24),
+            read_user::<u32>(message + MMSGHDR_LEN),
+        ) else {
+            count_drop(DropReason::PayloadReadFailed, 1);
+            return;
+        };
+        emit_iovecs(header, call, iovecs, iovec_count, u64::from(length));
+    }
 }
 
 /// Emits one event per iovec until `total` bytes are covered.
@@ -281,6 +347,7 @@ fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, er
     event._pad = [0; 7];
     event.call_start_ns = call.start_ns;
     event.requested_bytes = call.requested_bytes;
+    event.tls_session = 0;
 
     // The verifier needs a provable bound on the copy length: a full copy
     // uses the constant, a partial one a mask that cannot exceed it.
@@ -381,6 +448,26 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
         &ctx,
         EventKind::Write,
         BufferShape::Msghdr,
+        Untracked::Ignore,
+    )
+}
+
+#[tracepoint]
+pub fn sys_enter_recvmmsg(ctx: TracePointContext) -> u32 {
+    enter_data(
+        &ctx,
+        EventKind::Read,
+        BufferShape::Mmsghdr,
+        Untracked::Ignore,
+    )
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    enter_data(
+        &ctx,
+        EventKind::Write,
+        BufferShape::Mmsghdr,
         Untracked::Ignore,
     )
 }

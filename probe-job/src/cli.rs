@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
+use clap::{ArgAction, ArgGroup, Parser, Subcommand, ValueEnum};
 use llmslo_wire::ProviderRule;
 
 /// Exit codes, also listed in `--help`.
@@ -31,14 +31,25 @@ Exit codes:
      process exited (outcome `targets_exited`); the partial result is printed
 
 The result goes to stdout as one line; logs go to stderr (RUST_LOG filters
-them).";
+them).
+
+`llmslo-probe doctor` checks the node instead of collecting: kernel
+features, capabilities, cgroup layout and how each target would be
+identified. LLMSLO_DISABLE_FEATURES=NAME,... makes the probe treat kernel
+features as missing (a test switch; see docs/kernel-requirements.md).";
 
 /// Traces the sockets of target processes with eBPF for a time window and
 /// prints one llmslo result (LLM call timings, token counts, drops).
 ///
 /// Needs root, or CAP_BPF and CAP_PERFMON, and a mounted tracefs.
 #[derive(Debug, Parser)]
-#[command(name = "llmslo-probe", version, after_help = AFTER_HELP)]
+#[command(
+    name = "llmslo-probe",
+    version,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 #[command(group(
     ArgGroup::new("targets")
         .required(true)
@@ -46,6 +57,9 @@ them).";
         .args(["pids", "container_ids"])
 ))]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<ProbeCommand>,
+
     /// Process to trace, by pid in the host PID namespace; its child
     /// processes are traced too. Repeat for several processes.
     #[arg(long = "pid", value_name = "PID")]
@@ -60,6 +74,12 @@ pub struct Args {
     /// Length of the collection window, such as `10s`, `1m30s`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
     pub duration: Duration,
+
+    /// Run-queue waits of target threads at least this long are listed one
+    /// by one (with thread and time), such as `1ms` or `500us`; shorter
+    /// waits are only counted in the histogram.
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_long_wait_threshold)]
+    pub long_wait_threshold: Duration,
 
     /// Size of the kernel ring buffer that carries events, in MiB; a power
     /// of two from 1 to 1024.
@@ -86,6 +106,40 @@ pub struct Args {
     pub verbose: u8,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ProbeCommand {
+    /// Check what the probe can measure on this node and print one result
+    /// with the kernel report (features, capabilities, cgroup layout) and
+    /// the filter each target would get. Exits 0 whenever it printed the
+    /// report, also when the node cannot run the probe.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Process whose identity to check, by pid in the host PID namespace.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Container whose cgroup and filter to check; the same forms as for
+    /// collection.
+    #[arg(long = "container-id", value_name = "ID", value_parser = parse_container_id)]
+    pub container_ids: Vec<String>,
+
+    /// Node name to record in the result; defaults to the host name.
+    #[arg(long, value_name = "NAME", env = "LLMSLO_NODE_NAME")]
+    pub node: Option<String>,
+
+    /// How to print the result, as for collection.
+    #[arg(long, value_enum, default_value_t = ResultFormat::Json)]
+    pub result_format: ResultFormat,
+
+    /// More logging on stderr: -v prints the eBPF verifier log when the
+    /// trial load fails.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ResultFormat {
     Json,
@@ -98,6 +152,22 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         return Err("the window must be longer than zero".into());
     }
     Ok(duration)
+}
+
+/// Shortest threshold accepted: below it nearly every wait would become an
+/// event, which costs ring buffer space on busy nodes.
+const MIN_LONG_WAIT_THRESHOLD: Duration = Duration::from_micros(100);
+
+fn parse_long_wait_threshold(text: &str) -> Result<Duration, String> {
+    let threshold = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if threshold < MIN_LONG_WAIT_THRESHOLD {
+        return Err(format!(
+            "{} is shorter than the minimum of {}; nearly every run-queue wait would be listed",
+            humantime::format_duration(threshold),
+            humantime::format_duration(MIN_LONG_WAIT_THRESHOLD)
+        ));
+    }
+    Ok(threshold)
 }
 
 fn parse_ring_buffer_mib(text: &str) -> Result<u32, String> {
@@ -243,9 +313,34 @@ mod tests {
     }
 
     #[test]
+    fn long_wait_threshold_has_minimum() {
+        assert_eq!(
+            parse_long_wait_threshold("1ms"),
+            Ok(Duration::from_millis(1))
+        );
+        assert_eq!(
+            parse_long_wait_threshold("250us"),
+            Ok(Duration::from_micros(250))
+        );
+        let error = parse_long_wait_threshold("10us").unwrap_err();
+        assert!(error.contains("minimum of 100us"), "{error}");
+        assert!(parse_long_wait_threshold("soon").is_err());
+    }
+
+    #[test]
     fn zero_window_is_rejected() {
         assert!(parse_window("0s").is_err());
         assert_eq!(parse_window("1m30s"), Ok(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn doctor_needs_no_targets() {
+        let args = Args::try_parse_from(["llmslo-probe", "doctor", "--node", "n1"]).unwrap();
+        let Some(ProbeCommand::Doctor(doctor)) = args.command else {
+            panic!("not the doctor subcommand");
+        };
+        assert_eq!(doctor.node.as_deref(), Some("n1"));
+        assert!(doctor.container_ids.is_empty());
     }
 
     #[test]

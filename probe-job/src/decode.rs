@@ -12,7 +12,8 @@ use std::{
 
 use llmslo_probe_common::{
     ArrivalEvent, ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, EventHeader, EventKind,
-    FlowKey, MAX_PAYLOAD, SockAddr,
+    FlowKey, HandshakeEvent, HandshakeStage, MAX_PAYLOAD, RetransmitEvent, RunQueueWaitEvent,
+    SockAddr, SocketErrorEvent,
 };
 use llmslo_wire::Flow;
 
@@ -45,6 +46,9 @@ pub struct DataRecord<'a> {
     pub call_start_ns: u64,
     /// Bytes the call asked for; 0 when unknown.
     pub requested_bytes: u64,
+    /// For TLS plaintext, the library's session object (`SSL *` or Go
+    /// `*tls.Conn`); 0 for socket bytes.
+    pub tls_session: u64,
     pub payload: &'a [u8],
 }
 
@@ -80,6 +84,33 @@ pub struct ConnRecord {
     pub start_ns: u64,
 }
 
+/// A stage of a TCP connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeRecord {
+    /// The connecting thread's ids and fd; `ts_ns` is when the stage
+    /// happened.
+    pub header: Header,
+    /// Kernel address of the socket, the attempt's identity.
+    pub skaddr: u64,
+    /// `CLOCK_MONOTONIC` of the `connect()` call's entry.
+    pub start_ns: u64,
+    /// The address connected to, when the family is IPv4 or IPv6.
+    pub remote: Option<SocketAddr>,
+    pub stage: HandshakeStage,
+    /// Positive errno of a failure, when the kernel reported it first; 0
+    /// otherwise.
+    pub error: i32,
+}
+
+/// A retransmitted TCP segment of a target connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetransmitRecord {
+    /// `tgid` 0 when the kernel matched the connection by `flow` alone.
+    pub header: Header,
+    pub flow: FlowKey,
+    pub remote: Option<SocketAddr>,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     Data(DataRecord<'a>),
@@ -91,12 +122,29 @@ pub enum Event<'a> {
         child_pid: u32,
     },
     Exit(Header),
+    /// A target process replaced its program with `execve()`.
+    Exec(Header),
     /// A TCP segment with `data_len` payload bytes arrived on `flow`.
     Arrival {
         ts_ns: u64,
         flow: FlowKey,
         data_len: u32,
     },
+    /// Thread `tid` of process `pid` got a CPU at `end_ns` after waiting
+    /// `wait_ns` for it.
+    RunQueueWait {
+        pid: u32,
+        tid: u32,
+        end_ns: u64,
+        wait_ns: u64,
+    },
+    Handshake(HandshakeRecord),
+    /// The error (positive errno) that ended the attempt on `skaddr`.
+    SocketError {
+        skaddr: u64,
+        errno: i32,
+    },
+    Retransmit(RetransmitRecord),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -111,6 +159,8 @@ pub enum DecodeError {
     UnknownKind(u8),
     #[error("ring buffer record has unknown data source {0}")]
     UnknownSource(u8),
+    #[error("ring buffer record has unknown handshake stage {0}")]
+    UnknownStage(u8),
     #[error(
         "data record claims {captured_len} captured bytes but carries {available} \
          (limit {MAX_PAYLOAD})"
@@ -152,30 +202,104 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
             })
         }
         EventKind::Exit => Ok(Event::Exit(header)),
+        EventKind::Exec => Ok(Event::Exec(header)),
         EventKind::Arrival => decode_arrival(record, header),
+        EventKind::RunQueueWait => {
+            require(
+                record,
+                size_of::<RunQueueWaitEvent>(),
+                "run-queue wait event",
+            )?;
+            Ok(Event::RunQueueWait {
+                pid: header.tgid,
+                tid: header.tid,
+                end_ns: header.ts_ns,
+                wait_ns: read_u64(record, offset_of!(RunQueueWaitEvent, wait_ns)),
+            })
+        }
+        EventKind::Handshake => decode_handshake(record, header),
+        EventKind::SocketError => {
+            require(record, size_of::<SocketErrorEvent>(), "socket error event")?;
+            Ok(Event::SocketError {
+                skaddr: read_u64(record, offset_of!(SocketErrorEvent, skaddr)),
+                errno: read_u32(record, offset_of!(SocketErrorEvent, error)) as i32,
+            })
+        }
+        EventKind::Retransmit => {
+            require(record, size_of::<RetransmitEvent>(), "retransmit event")?;
+            let flow = read_flow(record, offset_of!(RetransmitEvent, flow));
+            Ok(Event::Retransmit(RetransmitRecord {
+                header,
+                flow,
+                remote: flow_remote(&flow),
+            }))
+        }
     }
 }
 
 fn decode_arrival(record: &[u8], header: Header) -> Result<Event<'_>, DecodeError> {
     require(record, size_of::<ArrivalEvent>(), "arrival event")?;
-    let flow_at = offset_of!(ArrivalEvent, flow);
-    let address = |at: usize| {
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&record[flow_at + at..flow_at + at + 16]);
-        bytes
-    };
     Ok(Event::Arrival {
         ts_ns: header.ts_ns,
-        flow: FlowKey {
-            family: read_u16(record, flow_at + offset_of!(FlowKey, family)),
-            local_port: read_u16(record, flow_at + offset_of!(FlowKey, local_port)),
-            remote_port: read_u16(record, flow_at + offset_of!(FlowKey, remote_port)),
-            _pad: 0,
-            local_addr: address(offset_of!(FlowKey, local_addr)),
-            remote_addr: address(offset_of!(FlowKey, remote_addr)),
-        },
+        flow: read_flow(record, offset_of!(ArrivalEvent, flow)),
         data_len: read_u32(record, offset_of!(ArrivalEvent, data_len)),
     })
+}
+
+fn decode_handshake(record: &[u8], header: Header) -> Result<Event<'_>, DecodeError> {
+    require(record, size_of::<HandshakeEvent>(), "handshake event")?;
+    let stage_byte = record[offset_of!(HandshakeEvent, stage)];
+    let stage = match stage_byte {
+        value if value == HandshakeStage::Started as u8 => HandshakeStage::Started,
+        value if value == HandshakeStage::Established as u8 => HandshakeStage::Established,
+        value if value == HandshakeStage::Failed as u8 => HandshakeStage::Failed,
+        other => return Err(DecodeError::UnknownStage(other)),
+    };
+    let flow = read_flow(record, offset_of!(HandshakeEvent, flow));
+    Ok(Event::Handshake(HandshakeRecord {
+        header,
+        skaddr: read_u64(record, offset_of!(HandshakeEvent, skaddr)),
+        start_ns: read_u64(record, offset_of!(HandshakeEvent, start_ns)),
+        remote: flow_remote(&flow),
+        stage,
+        error: read_u32(record, offset_of!(HandshakeEvent, error)) as i32,
+    }))
+}
+
+/// Reads a [`FlowKey`] at `at`; the caller checked the record's length.
+fn read_flow(record: &[u8], at: usize) -> FlowKey {
+    let address = |field: usize| {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&record[at + field..at + field + 16]);
+        bytes
+    };
+    FlowKey {
+        family: read_u16(record, at + offset_of!(FlowKey, family)),
+        local_port: read_u16(record, at + offset_of!(FlowKey, local_port)),
+        remote_port: read_u16(record, at + offset_of!(FlowKey, remote_port)),
+        _pad: 0,
+        local_addr: address(offset_of!(FlowKey, local_addr)),
+        remote_addr: address(offset_of!(FlowKey, remote_addr)),
+    }
+}
+
+/// Returns the remote address and port of a flow; `None` for families
+/// other than IPv4 and IPv6.
+pub fn flow_remote(flow: &FlowKey) -> Option<SocketAddr> {
+    let address = flow.remote_addr;
+    match flow.family {
+        AF_INET => {
+            let ip = Ipv4Addr::new(address[0], address[1], address[2], address[3]);
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, flow.remote_port)))
+        }
+        AF_INET6 => Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(address),
+            flow.remote_port,
+            0,
+            0,
+        ))),
+        _ => None,
+    }
 }
 
 fn decode_data(record: &[u8], header: Header, kind: EventKind) -> Result<Event<'_>, DecodeError> {
@@ -208,6 +332,7 @@ fn decode_data(record: &[u8], header: Header, kind: EventKind) -> Result<Event<'
         source,
         call_start_ns: read_u64(record, offset_of!(DataEvent, call_start_ns)),
         requested_bytes: read_u64(record, offset_of!(DataEvent, requested_bytes)),
+        tls_session: read_u64(record, offset_of!(DataEvent, tls_session)),
         payload: &record[DATA_EVENT_HEADER_LEN..DATA_EVENT_HEADER_LEN + captured_len],
     }))
 }
@@ -429,6 +554,119 @@ mod tests {
         assert_eq!(flow.remote_port, 443);
         assert_eq!(flow.remote_addr[..4], [10, 0, 0, 1]);
         assert_eq!(data_len, 1448);
+    }
+
+    fn flow_bytes(record: &mut [u8], at: usize) {
+        record[at + offset_of!(FlowKey, family)..][..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        record[at + offset_of!(FlowKey, remote_port)..][..2]
+            .copy_from_slice(&8443u16.to_ne_bytes());
+        record[at + offset_of!(FlowKey, remote_addr)..][..4].copy_from_slice(&[10, 1, 2, 3]);
+    }
+
+    #[test]
+    fn handshake_decodes_stage_and_peer() {
+        let mut record = header_bytes(EventKind::Handshake, 6);
+        record.resize(size_of::<HandshakeEvent>(), 0);
+        record[offset_of!(HandshakeEvent, skaddr)..][..8]
+            .copy_from_slice(&0xffff_8880_1234_5678u64.to_ne_bytes());
+        record[offset_of!(HandshakeEvent, start_ns)..][..8].copy_from_slice(&400u64.to_ne_bytes());
+        flow_bytes(&mut record, offset_of!(HandshakeEvent, flow));
+        record[offset_of!(HandshakeEvent, stage)] = HandshakeStage::Failed as u8;
+        record[offset_of!(HandshakeEvent, error)..][..4].copy_from_slice(&113i32.to_ne_bytes());
+
+        let Event::Handshake(handshake) = decode(&record).unwrap() else {
+            panic!("not a handshake event");
+        };
+        assert_eq!(handshake.header.fd, 6);
+        assert_eq!(handshake.skaddr, 0xffff_8880_1234_5678);
+        assert_eq!(handshake.start_ns, 400);
+        assert_eq!(handshake.remote, Some("10.1.2.3:8443".parse().unwrap()));
+        assert_eq!(handshake.stage, HandshakeStage::Failed);
+        assert_eq!(handshake.error, 113);
+
+        record[offset_of!(HandshakeEvent, stage)] = 9;
+        assert_eq!(decode(&record), Err(DecodeError::UnknownStage(9)));
+    }
+
+    #[test]
+    fn run_queue_wait_and_socket_error_decode() {
+        let mut wait = header_bytes(EventKind::RunQueueWait, -1);
+        wait.resize(size_of::<RunQueueWaitEvent>(), 0);
+        wait[offset_of!(RunQueueWaitEvent, wait_ns)..][..8]
+            .copy_from_slice(&2_500_000u64.to_ne_bytes());
+        assert_eq!(
+            decode(&wait).unwrap(),
+            Event::RunQueueWait {
+                pid: 10,
+                tid: 11,
+                end_ns: 1_000,
+                wait_ns: 2_500_000
+            }
+        );
+
+        let mut error = header_bytes(EventKind::SocketError, -1);
+        error.resize(size_of::<SocketErrorEvent>(), 0);
+        error[offset_of!(SocketErrorEvent, skaddr)..][..8].copy_from_slice(&77u64.to_ne_bytes());
+        error[offset_of!(SocketErrorEvent, error)..][..4].copy_from_slice(&111i32.to_ne_bytes());
+        assert_eq!(
+            decode(&error).unwrap(),
+            Event::SocketError {
+                skaddr: 77,
+                errno: 111
+            }
+        );
+        error.truncate(error.len() - 1);
+        assert!(matches!(
+            decode(&error),
+            Err(DecodeError::TooShort {
+                what: "socket error event",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn retransmit_decodes_peer() {
+        let mut record = header_bytes(EventKind::Retransmit, -1);
+        record.resize(size_of::<RetransmitEvent>(), 0);
+        flow_bytes(&mut record, offset_of!(RetransmitEvent, flow));
+        let Event::Retransmit(retransmit) = decode(&record).unwrap() else {
+            panic!("not a retransmit event");
+        };
+        assert_eq!(retransmit.remote, Some("10.1.2.3:8443".parse().unwrap()));
+        assert_eq!(retransmit.flow.remote_port, 8443);
+    }
+
+    #[test]
+    fn tls_plaintext_keeps_its_session() {
+        let mut record = data_record(EventKind::Read, b"HTTP/1.1 200 OK\r\n", 17);
+        record[offset_of!(EventHeader, fd)..][..4].copy_from_slice(&(-1i32).to_ne_bytes());
+        record[offset_of!(DataEvent, source)] = DataSource::OpenSsl as u8;
+        record[offset_of!(DataEvent, tls_session)..][..8]
+            .copy_from_slice(&0x7f00_1234u64.to_ne_bytes());
+        let Event::Data(data) = decode(&record).unwrap() else {
+            panic!("not a data event");
+        };
+        assert_eq!(data.source, Source::OpenSsl);
+        assert_eq!(data.tls_session, 0x7f00_1234);
+        assert_eq!(data.header.fd, -1);
+        assert_eq!(data.payload, b"HTTP/1.1 200 OK\r\n");
+    }
+
+    #[test]
+    fn unknown_source_is_rejected() {
+        let mut record = data_record(EventKind::Write, b"x", 1);
+        record[offset_of!(DataEvent, source)] = 9;
+        assert_eq!(decode(&record), Err(DecodeError::UnknownSource(9)));
+    }
+
+    #[test]
+    fn exec_decodes() {
+        let record = conn_record(EventKind::Exec, 0, &[], 0, 0);
+        let Event::Exec(header) = decode(&record).unwrap() else {
+            panic!("not an exec event");
+        };
+        assert_eq!(header.tgid, 10);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! programs and reads the ring buffer, [`decode`] checks and types each
 //! record, and [`pipeline`] routes events. [`reassemble`] keeps
 //! per-connection streams for the protocol parsers, [`identity`] looks up
-//! processes, sockets and cgroups, and [`result`] builds and prints the
-//! result.
+//! processes, sockets and cgroups, [`signals`] collects run-queue waits,
+//! TCP connection attempts, retransmissions and cgroup CPU statistics, and
+//! [`result`] builds and prints the result.
+//! [`doctor`] checks a node instead of collecting.
 
 #[cfg(target_os = "linux")]
 mod cli;
@@ -14,6 +16,8 @@ mod cli;
 mod collect;
 #[cfg(target_os = "linux")]
 mod decode;
+#[cfg(target_os = "linux")]
+mod doctor;
 #[cfg(target_os = "linux")]
 mod identity;
 #[cfg(target_os = "linux")]
@@ -24,6 +28,9 @@ mod reassemble;
 mod result;
 #[cfg(target_os = "linux")]
 mod run;
+#[cfg(target_os = "linux")]
+mod signals;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -49,7 +56,11 @@ fn main() -> ExitCode {
             });
         }
     };
-    init_logging(args.verbose);
+    let verbose = match &args.command {
+        Some(cli::ProbeCommand::Doctor(doctor)) => doctor.verbose,
+        None => args.verbose,
+    };
+    init_logging(verbose);
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -61,6 +72,17 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::exit_code::FAILED_BEFORE_COLLECTION);
         }
     };
+
+    if let Some(cli::ProbeCommand::Doctor(doctor)) = &args.command {
+        let report = runtime.block_on(doctor::run(doctor));
+        return match result::print(&report, doctor.result_format) {
+            Ok(()) => ExitCode::from(cli::exit_code::OK),
+            Err(error) => {
+                eprintln!("llmslo-probe: error: {error}");
+                ExitCode::from(cli::exit_code::FAILED_BEFORE_COLLECTION)
+            }
+        };
+    }
 
     match runtime.block_on(run::run(&args)) {
         Ok(report) => match result::print(&report.result, args.result_format) {

@@ -1,21 +1,34 @@
 //! Routes decoded events: data to connections, connect and accept to new
 //! connections, fork and exit to the process registry. Changes the kernel
-//! maps need are queued as [`MapAction`]s for the caller to apply.
+//! maps need are queued as [`MapAction`]s, and processes whose TLS
+//! libraries need a look as [`ProcessChange`]s, for the caller to apply.
+
+mod tls;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use llmslo_probe_common::FlowKey;
-use llmslo_schema::{ConnectAttempt, Diagnostic, Direction, Exchange, Severity, TargetProcess};
+use llmslo_schema::{
+    ConnectAttempt, Diagnostic, Direction, Exchange, RetransmitCount, Severity, TargetProcess,
+};
 use llmslo_wire::{ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
 
 use crate::{
-    decode::{self, ConnRecord, DataRecord, Event},
+    decode::{self, ConnRecord, DataRecord, Event, Source},
     identity::{
-        cgroup::{self, ContainerCgroup, PathIds},
+        ContainerFilter, ContainerTarget,
+        cgroup::{self, PathIds},
+        namespace,
         processes::{ProcessRegistry, read_facts},
         sockets::{self, SocketInfo},
     },
     reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats, Transfer},
+    signals::{
+        connects::{ConnectTracker, SocketKind},
+        retransmits::Retransmits,
+        sched::LongWaits,
+    },
+    tls::route::TlsRouter,
 };
 
 const EINPROGRESS: i64 = 115;
@@ -34,6 +47,22 @@ pub enum MapAction {
     AddFlow(FlowKey),
     /// Stop reporting segment arrivals of this connection.
     RemoveFlow(FlowKey),
+    /// Add every thread of this process to the run-queue programs' map.
+    AddThreads(u32),
+    /// Make this process a target by tgid: it joined a container that is
+    /// filtered by tgid.
+    TrackProcess(u32),
+}
+
+/// A process event that can change which TLS libraries a target maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessChange {
+    /// A process became a target during the window (fork, or it joined a
+    /// target cgroup).
+    Appeared(u32),
+    /// A target replaced its program with `execve()`.
+    Exec(u32),
+    Exited(u32),
 }
 
 /// Everything the pipeline collected, for the result.
@@ -41,6 +70,10 @@ pub struct PipelineOutput {
     pub processes: Vec<TargetProcess>,
     pub exchanges: Vec<Exchange>,
     pub connects: Vec<ConnectAttempt>,
+    pub retransmits: Vec<RetransmitCount>,
+    /// Retransmissions that no target connection could be found for.
+    pub retransmits_unattributed: u64,
+    pub long_waits: LongWaits,
     pub diagnostics: Vec<Diagnostic>,
     pub table: TableStats,
     pub events: u64,
@@ -60,13 +93,26 @@ pub struct Pipeline {
     /// Sockets found in `/proc` before their first event, with their
     /// addresses from `/proc`.
     seeded: HashMap<SocketKey, ConnectionMeta>,
-    /// Target containers by cgroup id, to name processes that join them.
-    containers: HashMap<u64, ContainerCgroup>,
-    connects: Vec<ConnectAttempt>,
+    /// Target containers, to name processes that join them.
+    containers: Vec<ContainerTarget>,
+    connects: ConnectTracker,
+    retransmits: Retransmits,
+    long_waits: LongWaits,
     diagnostics: Vec<Diagnostic>,
     map_actions: Vec<MapAction>,
+    process_changes: Vec<ProcessChange>,
+    /// Ties TLS plaintext to sockets and screens out ciphertext.
+    tls: TlsRouter,
+    /// Name of the OpenSSL-API library each process's plaintext events come
+    /// from, when it is not `openssl`.
+    openssl_api_names: HashMap<u32, &'static str>,
     /// Whether the kernel reports segment arrivals (`tcp:tcp_probe`).
     arrivals: bool,
+    /// Whether the kernel reports retransmissions of the connections in
+    /// its `FLOWS` map.
+    retransmit_flows: bool,
+    /// Whether the kernel's thread map needs the threads of new targets.
+    threads: bool,
     /// Followed TCP connections by their kernel flow, and back.
     socket_of_flow: HashMap<FlowKey, SocketKey>,
     flow_of_socket: HashMap<SocketKey, FlowKey>,
@@ -80,7 +126,7 @@ impl Pipeline {
     pub fn new(
         config: ParserConfig,
         registry: ProcessRegistry,
-        containers: &[ContainerCgroup],
+        containers: &[ContainerTarget],
     ) -> Self {
         let config = Arc::new(config);
         let new_parser: Box<dyn FnMut(llmslo_wire::ConnectionInfo) -> ConnectionParser> =
@@ -89,14 +135,18 @@ impl Pipeline {
             table: ConnectionTable::new(new_parser),
             registry,
             seeded: HashMap::new(),
-            containers: containers
-                .iter()
-                .map(|container| (container.cgroup_id, container.clone()))
-                .collect(),
-            connects: Vec::new(),
+            containers: containers.to_vec(),
+            connects: ConnectTracker::new(false),
+            retransmits: Retransmits::default(),
+            long_waits: LongWaits::default(),
             diagnostics: Vec::new(),
             map_actions: Vec::new(),
+            process_changes: Vec::new(),
+            tls: TlsRouter::new(),
+            openssl_api_names: HashMap::new(),
             arrivals: false,
+            retransmit_flows: false,
+            threads: false,
             socket_of_flow: HashMap::new(),
             flow_of_socket: HashMap::new(),
             window_start_ns: 0,
@@ -113,6 +163,25 @@ impl Pipeline {
     /// Turns on arrival stamps for connections opened from now on.
     pub fn enable_arrivals(&mut self) {
         self.arrivals = true;
+    }
+
+    /// Sets which component signals the kernel reports: TCP handshakes,
+    /// retransmissions, and run-queue waits (which need the threads of
+    /// every target in a kernel map).
+    pub fn enable_signals(&mut self, handshakes: bool, retransmits: bool, run_queue: bool) {
+        self.connects = ConnectTracker::new(handshakes);
+        self.retransmit_flows = retransmits;
+        self.threads = run_queue;
+    }
+
+    /// Queues the threads of every live target for the kernel's thread
+    /// map.
+    pub fn add_target_threads(&mut self) {
+        if self.threads {
+            for pid in self.registry.live_pids() {
+                self.map_actions.push(MapAction::AddThreads(pid));
+            }
+        }
     }
 
     pub fn registry(&self) -> &ProcessRegistry {
@@ -134,6 +203,11 @@ impl Pipeline {
     /// Returns the kernel map changes queued since the last call.
     pub fn take_map_actions(&mut self) -> Vec<MapAction> {
         std::mem::take(&mut self.map_actions)
+    }
+
+    /// Returns the process changes seen since the last call.
+    pub fn take_process_changes(&mut self) -> Vec<ProcessChange> {
+        std::mem::take(&mut self.process_changes)
     }
 
     /// Handles one ring-buffer record; malformed records are counted and
@@ -161,13 +235,19 @@ impl Pipeline {
                     tgid: header.tgid,
                     fd: header.fd,
                 };
+                self.connects.closed(key.tgid, key.fd);
                 self.seeded.remove(&key);
+                self.tls.on_close(key.tgid, key.fd);
                 self.close(key, header.ts_ns);
             }
             Event::Fork { header, child_pid } => {
                 self.on_fork(header.tgid, child_pid, header.cgroup_id)
             }
             Event::Exit(header) => self.on_exit(header.tgid, header.ts_ns, "its exit event"),
+            Event::Exec(header) => {
+                tracing::debug!(pid = header.tgid, "target process ran execve()");
+                self.process_changes.push(ProcessChange::Exec(header.tgid));
+            }
             Event::Arrival {
                 ts_ns,
                 flow,
@@ -175,6 +255,26 @@ impl Pipeline {
             } => {
                 if let Some(key) = self.socket_of_flow.get(&flow) {
                     self.table.arrival(*key, ts_ns, u64::from(data_len));
+                }
+            }
+            Event::RunQueueWait {
+                pid,
+                tid,
+                end_ns,
+                wait_ns,
+            } => self.long_waits.push(pid, tid, end_ns, wait_ns),
+            Event::Handshake(handshake) => self.connects.handshake(&handshake),
+            Event::SocketError { skaddr, errno } => self.connects.socket_error(skaddr, errno),
+            Event::Retransmit(retransmit) => {
+                let pid = match retransmit.header.tgid {
+                    0 => self
+                        .socket_of_flow
+                        .get(&retransmit.flow)
+                        .map(|key| key.tgid),
+                    tgid => Some(tgid),
+                };
+                if let Some(peer) = retransmit.remote {
+                    self.retransmits.add(pid, peer, retransmit.header.ts_ns);
                 }
             }
         }
@@ -185,12 +285,16 @@ impl Pipeline {
     fn open(&mut self, key: SocketKey, cgroup_id: u64, meta: ConnectionMeta, ts_ns: u64) {
         self.forget_flow(key);
         let flow = match (meta.transport, meta.local, meta.peer) {
-            (Transport::Tcp, Some(local), Some(peer)) if self.arrivals => flow_key(local, peer),
+            (Transport::Tcp, Some(local), Some(peer)) if self.arrivals || self.retransmit_flows => {
+                flow_key(local, peer)
+            }
             _ => None,
         };
         self.table.open(key, cgroup_id, meta, ts_ns);
         if let Some(flow) = flow {
-            self.table.enable_arrivals(key);
+            if self.arrivals {
+                self.table.enable_arrivals(key);
+            }
             self.socket_of_flow.insert(flow, key);
             self.flow_of_socket.insert(key, flow);
             self.map_actions.push(MapAction::AddFlow(flow));
@@ -212,50 +316,68 @@ impl Pipeline {
     fn on_data(&mut self, data: DataRecord<'_>) {
         self.payload_bytes += data.payload.len() as u64;
         let header = data.header;
+        self.note_process(header.tgid, header.cgroup_id);
+
+        if data.source != Source::Syscall {
+            self.on_tls_plaintext(&data);
+            return;
+        }
+        if data.byte_count > 0 && self.screen_ciphertext(&data) {
+            return;
+        }
+
         let key = SocketKey {
             tgid: header.tgid,
             fd: header.fd,
         };
-        self.note_process(header.tgid, header.cgroup_id);
+        self.open_if_new(key, header.cgroup_id, header.ts_ns);
+        self.feed(
+            key,
+            Transfer {
+                flow: data.flow,
+                ts_ns: header.ts_ns,
+                tid: header.tid,
+                payload: data.payload,
+                byte_count: data.byte_count,
+                call_start_ns: data.call_start_ns,
+                requested_bytes: data.requested_bytes,
+            },
+            data.errno,
+        );
+    }
 
-        if !self.table.contains(key) {
-            let meta = self.seeded.remove(&key).unwrap_or_else(|| {
-                let info = sockets::resolve(key.tgid, key.fd);
-                match info {
-                    Some(info) => meta_from_proc(&info, None),
-                    None => ConnectionMeta {
-                        transport: Transport::Tcp,
-                        role: None,
-                        local: None,
-                        peer: None,
-                        tls_library: None,
-                    },
-                }
-            });
-            let meta = ConnectionMeta {
-                tls_library: data.source.tls_library(),
-                ..meta
-            };
-            self.open(key, header.cgroup_id, meta, header.ts_ns);
+    /// Starts following a socket met first through its data, with what
+    /// `/proc` says about it.
+    fn open_if_new(&mut self, key: SocketKey, cgroup_id: u64, ts_ns: u64) {
+        if self.table.contains(key) {
+            return;
         }
-
-        if data.byte_count > 0 {
-            self.table.data(
-                key,
-                Transfer {
-                    flow: data.flow,
-                    ts_ns: header.ts_ns,
-                    tid: header.tid,
-                    payload: data.payload,
-                    byte_count: data.byte_count,
-                    call_start_ns: data.call_start_ns,
-                    requested_bytes: data.requested_bytes,
+        let meta = self.seeded.remove(&key).unwrap_or_else(|| {
+            let info = sockets::resolve(key.tgid, key.fd);
+            match info {
+                Some(info) => meta_from_proc(&info, None),
+                None => ConnectionMeta {
+                    transport: Transport::Tcp,
+                    role: None,
+                    local: None,
+                    peer: None,
+                    tls_library: None,
+                    server_name: None,
                 },
-            );
-        } else if data.errno != 0 {
-            self.table.end(key, header.ts_ns, StreamEnd::Reset);
-        } else if data.flow == Flow::Ingress {
-            self.table.end(key, header.ts_ns, StreamEnd::PeerClosed);
+            }
+        });
+        self.open(key, cgroup_id, meta, ts_ns);
+    }
+
+    /// Feeds the bytes of one call; a call without bytes is end of stream
+    /// (a read) or a reset (`errno` set).
+    fn feed(&mut self, key: SocketKey, transfer: Transfer<'_>, errno: i32) {
+        if transfer.byte_count > 0 {
+            self.table.data(key, transfer);
+        } else if errno != 0 {
+            self.table.end(key, transfer.ts_ns, StreamEnd::Reset);
+        } else if transfer.flow == Flow::Ingress {
+            self.table.end(key, transfer.ts_ns, StreamEnd::PeerClosed);
         }
     }
 
@@ -265,19 +387,8 @@ impl Pipeline {
         let Some(peer) = conn.peer else {
             return;
         };
+        let kind = self.connects.connect_returned(&conn, peer);
         let failed = conn.ret < 0 && conn.ret != -EINPROGRESS;
-        // NOTE: a non-blocking connect returns EINPROGRESS before the
-        // handshake, so its latency stays unknown until the probe follows
-        // `sock:inet_sock_set_state`.
-        self.connects.push(ConnectAttempt {
-            pid: header.tgid,
-            tid: header.tid,
-            peer: peer.to_string(),
-            start_ns: conn.start_ns,
-            latency_us: (conn.ret == 0 || failed)
-                .then(|| header.ts_ns.saturating_sub(conn.start_ns) / 1_000),
-            error: failed.then(|| errno_name(-conn.ret)),
-        });
         if failed {
             return;
         }
@@ -288,12 +399,21 @@ impl Pipeline {
         };
         self.seeded.remove(&key);
         let info = sockets::resolve(key.tgid, key.fd);
+        // The kernel's view wins over `/proc`, which no longer lists a
+        // socket that was closed before this event was read (glibc's
+        // resolver closes its UDP socket right after the answers).
+        let transport = match (kind, info) {
+            (SocketKind::Tcp, _) => Transport::Tcp,
+            (SocketKind::NotTcp, info) => info.map_or(Transport::Udp, |info| info.transport),
+            (SocketKind::Unknown, info) => info.map_or(Transport::Tcp, |info| info.transport),
+        };
         let meta = ConnectionMeta {
-            transport: info.map_or(Transport::Tcp, |info| info.transport),
+            transport,
             role: Some(Direction::Outbound),
             local: info.map(|info| info.local),
             peer: Some(peer),
             tls_library: None,
+            server_name: None,
         };
         self.open(key, header.cgroup_id, meta, header.ts_ns);
     }
@@ -313,6 +433,7 @@ impl Pipeline {
             local: info.map(|info| info.local),
             peer: conn.peer.or_else(|| info.and_then(|info| info.peer)),
             tls_library: None,
+            server_name: None,
         };
         self.open(key, header.cgroup_id, meta, header.ts_ns);
     }
@@ -320,6 +441,7 @@ impl Pipeline {
     fn on_fork(&mut self, parent: u32, child: u32, cgroup_id: u64) {
         tracing::debug!(parent, child, "target process created a child process");
         self.registry.add_child(parent, child, cgroup_id);
+        self.process_changes.push(ProcessChange::Appeared(child));
         // The child inherits the parent's sockets under its own pid, which
         // the kernel map does not know yet.
         self.seed_sockets(child);
@@ -342,7 +464,10 @@ impl Pipeline {
             self.forget_flow(key);
         }
         let closed = self.table.close_process(pid, ts_ns);
+        self.tls.on_exit(pid);
+        self.openssl_api_names.remove(&pid);
         self.map_actions.push(MapAction::ForgetProcess(pid));
+        self.process_changes.push(ProcessChange::Exited(pid));
         let offset_ms = ts_ns.saturating_sub(self.window_start_ns) / 1_000_000;
         tracing::debug!(pid, comm, closed, noticed_by, "target process exited");
         // Children that come and go (subprocesses) are normal; a target that
@@ -370,17 +495,44 @@ impl Pipeline {
         }
 
         let mut cgroups_empty = true;
-        let containers: Vec<ContainerCgroup> = self.containers.values().cloned().collect();
+        let containers = self.containers.clone();
         for container in &containers {
-            let pids = cgroup::cgroup_pids(&container.path).unwrap_or_default();
+            let pids = cgroup::cgroup_pids(&container.cgroup.path).unwrap_or_default();
             for pid in &pids {
-                if !self.registry.contains(*pid) {
-                    self.add_joined(*pid, &container.ids);
+                if self.registry.contains(*pid) {
+                    continue;
                 }
+                if container.filter == ContainerFilter::Tgids {
+                    self.map_actions.push(MapAction::TrackProcess(*pid));
+                }
+                self.add_joined(*pid, &container.cgroup.ids);
             }
             cgroups_empty &= pids.is_empty();
         }
         self.registry.live_pids().is_empty() && cgroups_empty
+    }
+
+    /// Finds the target container of a process that an event revealed: by
+    /// its cgroup v2 id, its PID namespace, or its place in a v1 cgroup.
+    fn container_of(&self, tgid: u32, cgroup_id: u64) -> Option<&ContainerTarget> {
+        let by_cgroup = self.containers.iter().find(|container| {
+            container.filter == ContainerFilter::CgroupV2 && container.cgroup.cgroup_id == cgroup_id
+        });
+        if by_cgroup.is_some() {
+            return by_cgroup;
+        }
+        let process_namespace = namespace::pid_namespace(tgid);
+        let by_namespace = self.containers.iter().find(|container| {
+            matches!(container.filter, ContainerFilter::PidNamespace(target) if Some(target) == process_namespace)
+        });
+        if by_namespace.is_some() {
+            return by_namespace;
+        }
+        self.containers.iter().find(|container| {
+            container.cgroup.v1
+                && cgroup::cgroup_pids(&container.cgroup.path)
+                    .is_some_and(|pids| pids.contains(&tgid))
+        })
     }
 
     /// Adds a process that an event or a cgroup scan revealed, such as one
@@ -390,9 +542,8 @@ impl Pipeline {
             return;
         }
         let ids = self
-            .containers
-            .get(&cgroup_id)
-            .map(|container| container.ids.clone());
+            .container_of(tgid, cgroup_id)
+            .map(|container| container.cgroup.ids.clone());
         self.add_joined(tgid, &ids.unwrap_or_default());
     }
 
@@ -400,16 +551,28 @@ impl Pipeline {
         tracing::debug!(pid, "a process joined the targets");
         let ids = (ids != &PathIds::default()).then_some(ids);
         self.registry.add(pid, read_facts(pid), ids, true);
+        self.process_changes.push(ProcessChange::Appeared(pid));
         self.seed_sockets(pid);
+        if self.threads {
+            self.map_actions.push(MapAction::AddThreads(pid));
+        }
     }
 
     /// Ends the window and hands over everything for the result.
-    pub fn finish(self, end_ns: u64) -> PipelineOutput {
+    pub fn finish(mut self, end_ns: u64) -> PipelineOutput {
         let (exchanges, table) = self.table.finish(end_ns);
+        let unresolved = self.tls.finish();
+        if unresolved.unresolved_events > 0 {
+            self.diagnostics
+                .push(tls::unresolved_diagnostic(unresolved));
+        }
         PipelineOutput {
             processes: self.registry.into_processes(),
             exchanges,
-            connects: self.connects,
+            connects: self.connects.finish(),
+            retransmits_unattributed: self.retransmits.unattributed,
+            retransmits: self.retransmits.finish(),
+            long_waits: self.long_waits,
             diagnostics: self.diagnostics,
             table,
             events: self.events,
@@ -450,28 +613,6 @@ fn meta_from_proc(info: &SocketInfo, role: Option<Direction>) -> ConnectionMeta 
         local: Some(info.local),
         peer: info.peer,
         tls_library: None,
+        server_name: None,
     }
-}
-
-/// Names the errno values `connect()` commonly fails with.
-fn errno_name(errno: i64) -> String {
-    let name = match errno {
-        1 => "EPERM",
-        4 => "EINTR",
-        11 => "EAGAIN",
-        13 => "EACCES",
-        22 => "EINVAL",
-        97 => "EAFNOSUPPORT",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        101 => "ENETUNREACH",
-        104 => "ECONNRESET",
-        106 => "EISCONN",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        113 => "EHOSTUNREACH",
-        114 => "EALREADY",
-        _ => return format!("errno {errno}"),
-    };
-    name.to_string()
 }

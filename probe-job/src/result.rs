@@ -1,13 +1,17 @@
 //! Builds and prints the [`ProbeResult`]: clocks, identity of the probe,
 //! resource usage, drops and the kernel report.
 
-use std::{fs, io::Write as _, path::Path};
+use std::{fs, io::Write as _};
 
 use llmslo_schema::{
     Drops, Feature, KernelReport, ProbeInfo, ResourceUsage, UnavailableSignal, envelope,
 };
 
-use crate::{cli::ResultFormat, collect::KernelDrops, reassemble::TableStats};
+use crate::{
+    cli::ResultFormat,
+    collect::{KernelDrops, features::KernelFeatures},
+    reassemble::TableStats,
+};
 
 pub use llmslo_schema::ProbeResult;
 
@@ -81,47 +85,22 @@ pub fn drops(kernel: KernelDrops, table: &TableStats) -> Drops {
     }
 }
 
-/// Signals this probe version does not collect, stated so that readers do
-/// not take their absence for zero.
-const NOT_COLLECTED: &[(&str, &str)] = &[
-    (
-        "tls_plaintext",
-        "TLS library uprobes are not implemented in this probe version",
-    ),
-    (
-        "run_queue_latency",
-        "sched tracepoints are not implemented in this probe version",
-    ),
-    (
-        "connect_latency",
-        "non-blocking connects need sock:inet_sock_set_state, not implemented in this probe version",
-    ),
-    (
-        "retransmits",
-        "tcp:tcp_retransmit_skb is not implemented in this probe version",
-    ),
-    (
-        "cgroup_cpu",
-        "cpu.stat sampling is not implemented in this probe version",
-    ),
-];
-
-/// Describes the kernel features in use. `arrivals` is why segment arrival
-/// times are unavailable, if they are.
+/// Describes the kernel features and what cannot be measured. `arrivals`
+/// is why segment arrival times are unavailable, if they are, and
+/// `ring_buffer_bytes` the size of the ring buffer in use, if any.
 pub fn kernel_report(
-    tracefs: &Path,
-    ring_buffer_bytes: u32,
+    features: &KernelFeatures,
+    ring_buffer_bytes: Option<u32>,
     arrivals: &Result<(), String>,
 ) -> KernelReport {
-    let btf = Path::new("/sys/kernel/btf/vmlinux");
-    let mut unavailable: Vec<UnavailableSignal> = NOT_COLLECTED
-        .iter()
-        .map(|(signal, reason)| UnavailableSignal {
-            signal: (*signal).into(),
-            reason: (*reason).into(),
-            remedy: "use a newer llmslo probe image".into(),
-        })
-        .collect();
+    let mut unavailable = Vec::new();
+    for signal in features.unavailable_signals() {
+        if signal.signal == "segment_arrival_times" {
+            // Reported from the attach below.
+            continue;
+        }
+        unavailable.push(signal);
+    }
     if let Err(reason) = arrivals {
         unavailable.push(UnavailableSignal {
             signal: "segment_arrival_times".into(),
@@ -132,31 +111,25 @@ pub fn kernel_report(
             remedy: "a kernel with the tcp:tcp_probe tracepoint (Linux 4.16 or later)".into(),
         });
     }
-    KernelReport {
-        features: vec![
-            Feature {
-                name: "segment_arrival_times".into(),
-                available: arrivals.is_ok(),
-                detail: Some("tcp:tcp_probe stamps received bytes with their arrival".into()),
-            },
-            Feature {
-                name: "tracepoints".into(),
-                available: true,
-                detail: Some(format!("tracefs at {}", tracefs.display())),
-            },
-            Feature {
-                name: "ring_buffer".into(),
-                available: true,
-                detail: Some(format!("{} MiB", ring_buffer_bytes >> 20)),
-            },
-            Feature {
-                name: "btf".into(),
-                available: btf.exists(),
-                detail: Some("not needed by this probe version".into()),
-            },
-        ],
-        unavailable,
+
+    let mut report = features.report(unavailable);
+    report.features.push(Feature {
+        name: "segment_arrival_times".into(),
+        available: arrivals.is_ok(),
+        detail: Some(match arrivals {
+            Ok(()) => "tcp:tcp_probe stamps received bytes with their arrival".into(),
+            Err(reason) => reason.clone(),
+        }),
+    });
+    if let Some(bytes) = ring_buffer_bytes
+        && let Some(ring_buffer) = report
+            .features
+            .iter_mut()
+            .find(|feature| feature.name == "ring_buffer")
+    {
+        ring_buffer.detail = Some(format!("{} MiB in use", bytes >> 20));
     }
+    report
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,19 +3,28 @@
 
 use std::time::Duration;
 
-use llmslo_probe_common::{FILTER_BY_CGROUP, FILTER_BY_TGID};
-use llmslo_schema::{
-    Diagnostic, Outcome, OutcomeStatus, ProbeResult, Severity, TargetFilter, Window,
+use llmslo_probe_common::{
+    FILTER_BY_CGROUP, FILTER_BY_PID_NAMESPACE, FILTER_BY_TGID, MAX_PID_NAMESPACES, PidNamespaces,
 };
+use llmslo_schema::{Diagnostic, Outcome, OutcomeStatus, ProbeResult, Severity, Window};
 use llmslo_wire::ParserConfig;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{Args, exit_code},
-    collect::{self, CollectError, Collector, KernelDrops, preflight},
-    identity::{self, processes::ProcessRegistry},
-    pipeline::{MapAction, Pipeline},
+    collect::{
+        self, CollectError, Collector, KernelDrops,
+        features::{Feature, KernelFeatures},
+        preflight,
+    },
+    identity::{self, ContainerFilter, IdentityOptions, Targets, processes::ProcessRegistry},
+    pipeline::{MapAction, Pipeline, ProcessChange},
     result,
+    signals::{
+        self, SignalSetup,
+        cgroup_cpu::{self, CgroupMounts, CpuSampler},
+    },
+    tls::watch::TlsWatcher,
 };
 
 /// Records handled per wake-up before signals and timers are checked again.
@@ -25,6 +34,18 @@ const DRAIN_BUDGET: usize = 4_096;
 /// exited or joined without an event.
 const TARGET_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often the TLS watcher runs its due scans: the rescans after an
+/// `execve()` and the periodic scan for libraries loaded with `dlopen`.
+const TLS_SCAN_TICK: Duration = Duration::from_millis(10);
+
+/// How long the window's start waits for the inspection of the files the
+/// targets map when the probe starts; a node with many large executables
+/// may need more, and their uprobes then attach during the window.
+const FIRST_INSPECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the probe reads other processes' maps and files. The probe Job
+/// shares the host's PID namespace, so its own `/proc` lists them.
+const PROC_ROOT: &str = "/proc";
 /// Failures before anything was collected (exit code 1).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -36,6 +57,12 @@ pub enum SetupError {
     Collect(#[from] CollectError),
     #[error("failed to install the SIGINT/SIGTERM handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error(
+        "this node cannot run the probe: {}. Run `llmslo-probe doctor` (or `kubectl llmslo \
+         doctor`) for the full report",
+        reasons.join("; ")
+    )]
+    Unsupported { reasons: Vec<String> },
 }
 
 /// A finished window: the result and the exit code it calls for.
@@ -65,32 +92,44 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(SetupError::Signal)?;
 
     preflight::check_capabilities()?;
+    let features = KernelFeatures::detect();
     let tracefs = preflight::find_tracefs()?;
-    let targets = identity::resolve(&args.pids, &args.container_ids)?;
+    check_required_features(&features)?;
+    let identity_options = IdentityOptions {
+        cgroup_v2: !features.is_disabled(Feature::CgroupV2),
+        pid_namespace_filter: features.check(Feature::PidNamespaceFilter),
+    };
+    let targets = identity::resolve(&args.pids, &args.container_ids, &identity_options)?;
 
-    let mut filter_flags = 0;
-    if !targets.pids.is_empty() {
-        filter_flags |= FILTER_BY_TGID;
-    }
-    if !targets.containers.is_empty() {
-        filter_flags |= FILTER_BY_CGROUP;
-    }
     let ring_buffer_bytes = args.ring_buffer_mib << 20;
-    let tcp_probe_layout = collect::loader::tcp_probe_layout(&tracefs);
+    let tcp_probe_layout = features
+        .check(Feature::TcpProbe)
+        .and_then(|()| collect::loader::tcp_probe_layout(&tracefs));
     if let Err(reason) = &tcp_probe_layout {
         tracing::warn!(%reason, "received bytes are stamped at their read, not their arrival");
     }
+    let signal_setup = SignalSetup::detect(&tracefs, args.long_wait_threshold);
     let mut collector = Collector::load(
         ring_buffer_bytes,
-        filter_flags,
+        filter_flags(&targets),
+        &pid_namespaces(&targets),
         tcp_probe_layout.clone().unwrap_or_default(),
+        &signal_setup.globals(),
         args.verbose > 0,
     )?;
     for &pid in &targets.pids {
         collector.add_target_pid(pid)?;
     }
     for container in &targets.containers {
-        collector.add_target_cgroup(container.cgroup_id)?;
+        match container.filter {
+            ContainerFilter::CgroupV2 => collector.add_target_cgroup(container.cgroup.cgroup_id)?,
+            ContainerFilter::PidNamespace(_) => {}
+            ContainerFilter::Tgids => {
+                for pid in identity::cgroup::pids_below(&container.cgroup.path) {
+                    collector.add_target_pid(pid)?;
+                }
+            }
+        }
     }
 
     let mut registry = ProcessRegistry::new(targets.cgroup_mount.clone());
@@ -98,12 +137,20 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         registry.add(pid, identity::processes::read_facts(pid), None, false);
     }
     for container in &targets.containers {
-        let pids = identity::cgroup::cgroup_pids(&container.path).unwrap_or_default();
+        let pids = match container.filter {
+            // The kernel matches the leaf's own id, not its sub-cgroups'.
+            ContainerFilter::CgroupV2 => {
+                identity::cgroup::cgroup_pids(&container.cgroup.path).unwrap_or_default()
+            }
+            ContainerFilter::PidNamespace(_) | ContainerFilter::Tgids => {
+                identity::cgroup::pids_below(&container.cgroup.path)
+            }
+        };
         for pid in pids {
             registry.add(
                 pid,
                 identity::processes::read_facts(pid),
-                Some(&container.ids),
+                Some(&container.cgroup.ids),
                 false,
             );
         }
@@ -125,6 +172,16 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     if arrivals.is_ok() {
         pipeline.enable_arrivals();
     }
+    let signal_availability =
+        signals::programs::attach(collector.ebpf_mut(), &signal_setup, args.verbose > 0);
+    pipeline.enable_signals(
+        signal_availability.handshakes.is_ok(),
+        signal_availability.retransmits.is_ok(),
+        signal_availability.run_queue.is_ok(),
+    );
+    pipeline.add_target_threads();
+    let mut cpu_sampler = CpuSampler::new(CgroupMounts::detect());
+    cpu_sampler.add_processes(&pipeline.registry().live_pids());
     let start_ns = result::monotonic_ns();
     let unix_offset_ns = result::unix_offset_ns();
     pipeline.set_window_start(start_ns);
@@ -134,8 +191,19 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     for pid in pipeline.registry().live_pids() {
         pipeline.seed_sockets(pid);
     }
-    let mut diagnostics = Vec::new();
+    let mut diagnostics = identity_diagnostics(&features, &targets);
     apply_map_actions(&mut collector, &mut pipeline, &mut diagnostics);
+
+    // TLS libraries of the targets get their uprobes before the window
+    // counts as started, so that clients gated on the ready line are seen.
+    let mut tls = TlsWatcher::new(PROC_ROOT);
+    for pid in pipeline.registry().live_pids() {
+        tls.scan(pid);
+    }
+    for pid in tls.wait_idle(collector.ebpf_mut(), FIRST_INSPECTION_TIMEOUT) {
+        pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
+    }
+    pipeline.take_process_changes();
 
     tracing::info!(
         pids = ?targets.pids,
@@ -148,6 +216,8 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let stop = collect_window(
         &mut collector,
         &mut pipeline,
+        &mut cpu_sampler,
+        &mut tls,
         &mut diagnostics,
         args.duration,
         &mut sigint,
@@ -169,10 +239,34 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         });
         KernelDrops::default()
     });
+    let run_queue_totals = match &signal_availability.run_queue {
+        Ok(()) => signals::sched::read_totals(collector.ebpf())
+            .inspect_err(|error| {
+                tracing::error!(%error, "failed to read the run-queue totals");
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    code: "run_queue_totals_unknown".into(),
+                    message: format!(
+                        "the kernel's run-queue totals could not be read ({error}); scheduling \
+                         holds the long waits only"
+                    ),
+                    pid: None,
+                });
+            })
+            .ok(),
+        Err(_) => None,
+    };
     let end_ns = result::monotonic_ns();
+    cpu_sampler.sample(end_ns);
     drop(collector);
 
     let output = pipeline.finish(end_ns);
+    if output.retransmits_unattributed > 0 {
+        tracing::debug!(
+            retransmits = output.retransmits_unattributed,
+            "retransmissions on connections that no target owned any more"
+        );
+    }
     let elapsed_ms = end_ns.saturating_sub(start_ns) / 1_000_000;
     let (outcome, exit_code) = outcome(&stop, elapsed_ms, args.duration);
     tracing::info!(
@@ -209,7 +303,9 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         });
     }
 
+    let (tls_visibility, tls_diagnostics) = tls.report();
     let mut all_diagnostics = output.diagnostics;
+    all_diagnostics.extend(tls_diagnostics);
     all_diagnostics.extend(diagnostics);
     let mut probe_result = ProbeResult::new(result::probe_info(args.node.as_deref()));
     probe_result.window = Window {
@@ -218,17 +314,33 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         end_ns,
         unix_offset_ns,
     };
-    probe_result.filter = if targets.containers.is_empty() {
-        TargetFilter::Pids
-    } else {
-        TargetFilter::CgroupV2
-    };
+    probe_result.filter = targets.filter_kind();
+    probe_result.containers = targets
+        .containers
+        .iter()
+        .map(identity::ContainerTarget::describe)
+        .collect();
     probe_result.processes = output.processes;
     probe_result.exchanges = output.exchanges;
     probe_result.connects = output.connects;
+    probe_result.retransmits = output.retransmits;
+    probe_result.scheduling = scheduling(
+        run_queue_totals.as_ref(),
+        output.long_waits,
+        &signal_setup,
+        &mut all_diagnostics,
+    );
+    let (cgroup_cpu, cgroup_availability) = cpu_sampler.finish();
+    probe_result.cgroup_cpu = cgroup_cpu;
+    probe_result.tls = tls_visibility;
     probe_result.drops = result::drops(kernel_drops, &output.table);
     probe_result.probe_usage = result::resource_usage(output.events, output.payload_bytes);
-    probe_result.kernel = result::kernel_report(&tracefs, ring_buffer_bytes, &arrivals);
+    probe_result.kernel = result::kernel_report(&features, Some(ring_buffer_bytes), &arrivals);
+    signals::report::apply(
+        &mut probe_result.kernel,
+        &signal_availability,
+        &cgroup_availability,
+    );
     probe_result.diagnostics = all_diagnostics;
     probe_result.outcome = outcome;
 
@@ -238,9 +350,142 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     })
 }
 
+/// Builds the scheduling section from the kernel totals (`None` when the
+/// run-queue programs did not run) and the long waits, and notes long
+/// waits that did not fit.
+fn scheduling(
+    totals: Option<&signals::sched::Totals>,
+    long_waits: signals::sched::LongWaits,
+    setup: &SignalSetup,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> llmslo_schema::Scheduling {
+    if long_waits.omitted > 0 {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            code: "long_waits_truncated".into(),
+            message: format!(
+                "{} run-queue waits above the threshold are counted but not listed, because \
+                 the list holds at most {}; raise --long-wait-threshold (now {}) to list the \
+                 longest ones",
+                long_waits.omitted,
+                signals::sched::MAX_LONG_WAITS,
+                humantime::format_duration(setup.long_wait_threshold)
+            ),
+            pid: None,
+        });
+    }
+    match totals {
+        Some(totals) => {
+            signals::sched::scheduling(totals, long_waits, setup.globals().long_wait_threshold_ns)
+        }
+        None => llmslo_schema::Scheduling::default(),
+    }
+}
+
+/// Fails before loading anything when a feature every signal needs is
+/// missing, with the reason for each. Features that fail for the same
+/// reason share one sentence.
+fn check_required_features(features: &KernelFeatures) -> Result<(), SetupError> {
+    let mut reasons: Vec<(Vec<&str>, String)> = Vec::new();
+    for feature in [Feature::Tracepoints, Feature::RingBuffer] {
+        let state = features.get(feature);
+        if state.available {
+            continue;
+        }
+        match reasons
+            .iter_mut()
+            .find(|(_, detail)| *detail == state.detail)
+        {
+            Some((names, _)) => names.push(feature.name()),
+            None => reasons.push((vec![feature.name()], state.detail.clone())),
+        }
+    }
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    let mut reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|(names, detail)| format!("{} unavailable: {detail}", names.join(" and ")))
+        .collect();
+    reasons.push(format!(
+        "without them no SLI can be measured (kernel {})",
+        features.release
+    ));
+    Err(SetupError::Unsupported { reasons })
+}
+
+/// Notes on how targets were identified, and on switch values that name
+/// no feature.
+fn identity_diagnostics(features: &KernelFeatures, targets: &Targets) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    if !features.unknown_disabled.is_empty() {
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            code: "unknown_feature_switch".into(),
+            message: format!(
+                "{} names unknown features ({}); the known ones are {}",
+                collect::features::DISABLE_ENV,
+                features.unknown_disabled.join(", "),
+                Feature::ALL.map(Feature::name).join(", ")
+            ),
+            pid: None,
+        });
+    }
+    for container in &targets.containers {
+        let Some(reason) = &container.fallback_reason else {
+            continue;
+        };
+        diagnostics.push(Diagnostic {
+            severity: Severity::Info,
+            code: "container_fallback_identity".into(),
+            message: format!(
+                "container {} ({}): {reason}",
+                container.requested_id, container.cgroup.relative
+            ),
+            pid: None,
+        });
+    }
+    diagnostics
+}
+
+/// Returns the `FILTER_BY_*` bits the targets need.
+fn filter_flags(targets: &Targets) -> u8 {
+    let mut flags = 0;
+    if !targets.pids.is_empty() {
+        flags |= FILTER_BY_TGID;
+    }
+    for container in &targets.containers {
+        flags |= match container.filter {
+            ContainerFilter::CgroupV2 => FILTER_BY_CGROUP,
+            ContainerFilter::PidNamespace(_) => FILTER_BY_PID_NAMESPACE,
+            ContainerFilter::Tgids => FILTER_BY_TGID,
+        };
+    }
+    flags
+}
+
+/// Builds the eBPF global of the PID namespace filter.
+fn pid_namespaces(targets: &Targets) -> PidNamespaces {
+    let namespaces = targets.pid_namespaces();
+    let mut global = PidNamespaces::default();
+    for (slot, namespace) in global
+        .inodes
+        .iter_mut()
+        .zip(namespaces.iter().take(MAX_PID_NAMESPACES))
+    {
+        *slot = namespace.inode;
+        global.dev = namespace.dev;
+        global.count += 1;
+    }
+    global
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn collect_window(
     collector: &mut Collector,
     pipeline: &mut Pipeline,
+    cpu_sampler: &mut CpuSampler,
+    tls: &mut TlsWatcher,
     diagnostics: &mut Vec<Diagnostic>,
     window: Duration,
     sigint: &mut tokio::signal::unix::Signal,
@@ -249,6 +494,10 @@ async fn collect_window(
     let deadline = tokio::time::Instant::now() + window;
     let mut target_check = tokio::time::interval(TARGET_CHECK_INTERVAL);
     target_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cpu_sample = tokio::time::interval(cgroup_cpu::SAMPLE_INTERVAL);
+    cpu_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tls_tick = tokio::time::interval(TLS_SCAN_TICK);
+    tls_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -258,8 +507,17 @@ async fn collect_window(
             _ = target_check.tick() => {
                 let none_left = pipeline.check_targets(result::monotonic_ns());
                 apply_map_actions(collector, pipeline, diagnostics);
+                cpu_sampler.add_processes(&pipeline.registry().live_pids());
+                apply_process_changes(pipeline, tls);
                 if none_left {
                     return Stop::TargetsExited;
+                }
+            }
+            _ = cpu_sample.tick() => cpu_sampler.sample(result::monotonic_ns()),
+            _ = tls_tick.tick() => {
+                tls.run_due(std::time::Instant::now());
+                for pid in tls.poll(collector.ebpf_mut()) {
+                    pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
                 }
             }
             drained = collector.drain(DRAIN_BUDGET, |record| pipeline.handle_record(record)) => {
@@ -268,6 +526,7 @@ async fn collect_window(
                     return Stop::Failed(error.to_string());
                 }
                 apply_map_actions(collector, pipeline, diagnostics);
+                apply_process_changes(pipeline, tls);
             }
         }
     }
@@ -284,8 +543,24 @@ fn apply_map_actions(
             MapAction::ForgetProcess(tgid) => collector.forget_sockets(tgid),
             MapAction::AddFlow(flow) => collector.add_flow(&flow).map(|()| 0),
             MapAction::RemoveFlow(flow) => collector.remove_flow(&flow).map(|()| 0),
+            MapAction::AddThreads(pid) => {
+                signals::sched::add_threads(collector.ebpf_mut(), pid).map_err(CollectError::from)
+            }
+            MapAction::TrackProcess(pid) => collector.add_target_pid(pid).map(|()| 0),
         };
         if let Err(error) = applied {
+            if let MapAction::AddThreads(pid) = action {
+                tracing::warn!(%error, pid, "failed to add the process's threads to the kernel map");
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Warning,
+                    code: "thread_map_update_failed".into(),
+                    message: format!(
+                        "{error}; run-queue waits of process {pid}'s threads may be missing"
+                    ),
+                    pid: Some(pid),
+                });
+                continue;
+            }
             tracing::warn!(%error, ?action, "failed to update the kernel socket map");
             diagnostics.push(Diagnostic {
                 severity: Severity::Warning,
@@ -293,10 +568,26 @@ fn apply_map_actions(
                 message: format!("{error}; traffic on that socket may be missing from the result"),
                 pid: match action {
                     MapAction::Track(key) => Some(key.tgid),
-                    MapAction::ForgetProcess(tgid) => Some(tgid),
+                    MapAction::ForgetProcess(tgid)
+                    | MapAction::AddThreads(tgid)
+                    | MapAction::TrackProcess(tgid) => Some(tgid),
                     MapAction::AddFlow(_) | MapAction::RemoveFlow(_) => None,
                 },
             });
+        }
+    }
+}
+
+/// Lets the TLS watcher follow new processes, program changes and exits.
+fn apply_process_changes(pipeline: &mut Pipeline, tls: &mut TlsWatcher) {
+    for change in pipeline.take_process_changes() {
+        match change {
+            ProcessChange::Appeared(pid) => {
+                tls.scan(pid);
+                pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
+            }
+            ProcessChange::Exec(pid) => tls.on_exec(pid, std::time::Instant::now()),
+            ProcessChange::Exited(pid) => tls.on_exit(pid),
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::TargetFilter;
+
 /// A process the probe treated as a target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetProcess {
@@ -71,6 +73,24 @@ pub struct Scheduling {
     /// that they can be placed inside exchanges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub long_waits: Vec<RunQueueWait>,
+    /// The reporting threshold of `long_waits` (`--long-wait-threshold`);
+    /// 0 in results of probes that did not state it.
+    #[serde(default)]
+    pub long_wait_threshold_us: u64,
+    /// On-CPU time and waits per target process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessScheduling>,
+}
+
+/// CPU time and run-queue waits of one target process's threads during the
+/// window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessScheduling {
+    pub pid: u32,
+    /// Sum of the intervals its threads ran on a CPU.
+    pub on_cpu_us: u64,
+    pub waits: u64,
+    pub total_wait_us: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +144,62 @@ pub struct KernelReport {
     /// SLIs or components that cannot be measured on this node, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<UnavailableSignal>,
+    /// The node's cgroup hierarchies and driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupLayout>,
+    /// Effective capabilities of the probe that matter to it, such as
+    /// `CAP_BPF`, `CAP_PERFMON`, `CAP_SYS_ADMIN`, `CAP_SYS_PTRACE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`) when
+    /// the node has the lockdown LSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockdown: Option<String>,
+    /// `kernel.unprivileged_bpf_disabled`: 0 lets unprivileged users load
+    /// some programs, 1 and 2 do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unprivileged_bpf_disabled: Option<i64>,
+    /// Features turned off with the `LLMSLO_DISABLE_FEATURES` test switch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_features: Vec<String>,
+}
+
+/// The cgroup hierarchies of a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupLayout {
+    /// `v2` (unified only), `v1`, `hybrid` (both) or `none`.
+    pub mode: String,
+    /// `systemd` or `cgroupfs`, from how the kubelet named the pod
+    /// cgroups; absent where no `kubepods` cgroup exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Mount point of cgroup v2, when it is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v2_mount: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v1_mounts: Vec<String>,
+}
+
+/// A target container and how the kernel-side filter recognises its tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerTarget {
+    /// Container id (64 hex digits) parsed from its cgroup, or the id
+    /// given on the command line.
+    pub container_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// cgroup path of the container below its hierarchy's mount.
+    pub cgroup_path: String,
+    /// `v2` or `v1`: the hierarchy where the container's processes were
+    /// found.
+    pub hierarchy: String,
+    pub filter: TargetFilter,
+    /// Inode of the PID namespace, for [`TargetFilter::PidNamespace`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace_inode: Option<u64>,
+    /// Reason a fallback filter was used instead of the cgroup v2 id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

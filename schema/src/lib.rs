@@ -37,6 +37,9 @@ pub struct ProbeResult {
     pub window: Window,
     /// How the probe told target traffic apart from the rest of the node.
     pub filter: TargetFilter,
+    /// Target containers and the identity that filtered each one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerTarget>,
     /// Every target process seen during the window, including ones that
     /// started or exited inside it.
     #[serde(default)]
@@ -122,6 +125,18 @@ pub enum TargetFilter {
     /// PID namespace inodes, used where cgroup ids do not identify a
     /// container (cgroup v1 and hybrid nodes).
     PidNamespace,
+}
+
+impl TargetFilter {
+    /// Orders filters from the most to the least precise, for a result
+    /// whose containers were filtered in different ways.
+    pub fn precision_rank(&self) -> u8 {
+        match self {
+            Self::CgroupV2 => 0,
+            Self::PidNamespace => 1,
+            Self::Pids => 2,
+        }
+    }
 }
 
 /// Why the window ended and whether the result is complete.

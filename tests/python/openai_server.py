@@ -28,10 +28,12 @@ On start it prints one line ``{"port": N}`` on stdout.
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
 import string
+import struct
 import sys
 import time
 
@@ -129,6 +131,8 @@ OPENAI_SNAPSHOTS = {
     "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
     "gpt-4o": "gpt-4o-2024-08-06",
     "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "o4-mini": "o4-mini-2025-04-16",
 }
 
 WORDS = (
@@ -146,6 +150,14 @@ def random_piece(rng):
     if choice < 0.3:
         return word[: rng.randint(1, len(word))]
     return " " + word
+
+
+def completion_pieces(rng, options, count):
+    """Generate ``count`` pieces. With --completion-marker, the first one is the marker."""
+    pieces = [random_piece(rng) for _ in range(count)]
+    if options.completion_marker and pieces:
+        pieces[0] = " " + options.completion_marker
+    return pieces
 
 
 def openai_headers(rng, options, prompt_tokens):
@@ -261,7 +273,7 @@ async def openai_chat_completions(request, responder, rng, options):
     if limit is not None and completion_tokens >= int(limit):
         completion_tokens = int(limit)
         finish_reason = "length"
-    pieces = [random_piece(rng) for _ in range(completion_tokens)]
+    pieces = completion_pieces(rng, options, completion_tokens)
     prompt_tokens = count_prompt_tokens(body)
     usage = {
         "prompt_tokens": prompt_tokens,
@@ -371,6 +383,225 @@ async def openai_chat_completions(request, responder, rng, options):
     await responder.send_chunk(b"data: [DONE]\n\n")
     responder.end_chunked()
     return facts
+
+
+# ---- OpenAI Responses ---------------------------------------------------------
+
+
+def count_input_tokens(body):
+    """Estimate the tokens of a Responses ``input``, a string or a list of items."""
+    items = body.get("input", "")
+    if isinstance(items, str):
+        items = [{"content": items}]
+    return count_prompt_tokens({"messages": items}) + len(str(body.get("instructions") or "").split())
+
+
+@route("POST", "/v1/responses")
+async def openai_responses(request, responder, rng, options):
+    """Serve the Responses API: named SSE events from ``response.created`` to
+    ``response.completed``, or one response object without ``stream``.
+
+    Models whose name starts with ``o`` report reasoning tokens, which count
+    in ``output_tokens`` but send no text. A request with
+    ``prompt_cache_key`` reports half its input tokens as cached.
+    """
+    body = request.json()
+    model = body.get("model", "gpt-4.1-mini")
+    response_model = OPENAI_SNAPSHOTS.get(model, model)
+    stream = bool(body.get("stream", False))
+    text_tokens = rng.randint(options.min_tokens, options.max_tokens)
+    pieces = completion_pieces(rng, options, text_tokens)
+    reasoning_tokens = rng.randint(8, 64) if model.startswith("o") else 0
+    input_tokens = count_input_tokens(body)
+    cached_tokens = input_tokens // 2 if body.get("prompt_cache_key") else 0
+    output_tokens = text_tokens + reasoning_tokens
+    usage = {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached_tokens},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        "total_tokens": input_tokens + output_tokens,
+    }
+    response_id = "resp_" + "".join(rng.choices("0123456789abcdef", k=48))
+    message_id = "msg_" + "".join(rng.choices("0123456789abcdef", k=48))
+    reasoning_id = "rs_" + "".join(rng.choices("0123456789abcdef", k=48))
+    headers = openai_headers(rng, options, input_tokens)
+    facts = {
+        "model": model,
+        "response_model": response_model,
+        "stream": stream,
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "cached_tokens": cached_tokens,
+        "reasoning_tokens": reasoning_tokens,
+        "finish_reason": "completed",
+    }
+
+    def response_object(status, output, with_usage):
+        return {
+            "id": response_id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "background": False,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": response_model,
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "prompt_cache_key": body.get("prompt_cache_key"),
+            "reasoning": {"effort": "medium" if reasoning_tokens else None, "summary": None},
+            "service_tier": "default",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage if with_usage else None,
+            "user": None,
+            "metadata": {},
+        }
+
+    reasoning_item = {"id": reasoning_id, "type": "reasoning", "summary": []}
+    text = "".join(pieces)
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+    message = {
+        "id": message_id,
+        "type": "message",
+        "status": "completed",
+        "content": [part],
+        "role": "assistant",
+    }
+    output = ([reasoning_item] if reasoning_tokens else []) + [message]
+
+    def gap():
+        return rng.uniform(options.min_gap_ms, options.max_gap_ms) / 1000
+
+    prefill = rng.uniform(options.min_ttft_ms, options.max_ttft_ms) / 1000
+
+    if not stream:
+        await asyncio.sleep(prefill + sum(gap() for _ in pieces))
+        payload = json.dumps(response_object("completed", output, True), indent=2).encode()
+        responder.send_full(
+            200,
+            "OK",
+            [("content-type", "application/json"), *headers],
+            payload,
+            carries_content=bool(pieces),
+        )
+        return facts
+
+    sequence = 0
+
+    async def send(document, carries_content=False):
+        nonlocal sequence
+        document = {"type": document.pop("type"), "sequence_number": sequence, **document}
+        sequence += 1
+        event = document["type"]
+        data = json.dumps(document, separators=(",", ":"))
+        await responder.send_chunk(f"event: {event}\ndata: {data}\n\n".encode(), carries_content)
+
+    responder.start_chunked(200, "OK", [("content-type", "text/event-stream; charset=utf-8"), *headers])
+    await send({"type": "response.created", "response": response_object("in_progress", [], False)})
+    await send({"type": "response.in_progress", "response": response_object("in_progress", [], False)})
+    await asyncio.sleep(prefill)
+    index = 0
+    if reasoning_tokens:
+        await send({"type": "response.output_item.added", "output_index": index, "item": reasoning_item})
+        await send({"type": "response.output_item.done", "output_index": index, "item": reasoning_item})
+        index += 1
+    empty_message = {**message, "status": "in_progress", "content": []}
+    await send({"type": "response.output_item.added", "output_index": index, "item": empty_message})
+    empty_part = {**part, "text": ""}
+    await send(
+        {
+            "type": "response.content_part.added",
+            "item_id": message_id,
+            "output_index": index,
+            "content_index": 0,
+            "part": empty_part,
+        }
+    )
+    for number, piece in enumerate(pieces):
+        if number:
+            await asyncio.sleep(gap())
+        await send(
+            {
+                "type": "response.output_text.delta",
+                "item_id": message_id,
+                "output_index": index,
+                "content_index": 0,
+                "delta": piece,
+                "logprobs": [],
+                "obfuscation": obfuscation(rng),
+            },
+            carries_content=True,
+        )
+    await send(
+        {
+            "type": "response.output_text.done",
+            "item_id": message_id,
+            "output_index": index,
+            "content_index": 0,
+            "text": text,
+            "logprobs": [],
+        }
+    )
+    await send(
+        {
+            "type": "response.content_part.done",
+            "item_id": message_id,
+            "output_index": index,
+            "content_index": 0,
+            "part": part,
+        }
+    )
+    await send({"type": "response.output_item.done", "output_index": index, "item": message})
+    await asyncio.sleep(gap())
+    await send({"type": "response.completed", "response": response_object("completed", output, True)})
+    responder.end_chunked()
+    return facts
+
+
+# ---- OpenAI embeddings --------------------------------------------------------
+
+EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
+
+
+@route("POST", "/v1/embeddings")
+async def openai_embeddings(request, responder, rng, options):
+    """Serve embeddings as floats, or as base64 of little-endian float32 when
+    the request sets ``encoding_format: base64`` (the Python SDK's default)."""
+    body = request.json()
+    model = body.get("model", "text-embedding-3-small")
+    inputs = body.get("input", "")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS.get(model, 256))
+    prompt_tokens = sum(max(len(str(text).split()), 1) for text in inputs)
+    data = []
+    for index, _text in enumerate(inputs):
+        vector = [rng.uniform(-0.1, 0.1) for _ in range(dimensions)]
+        if body.get("encoding_format") == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        else:
+            embedding = vector
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    document = {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+    await asyncio.sleep(rng.uniform(options.min_ttft_ms, options.max_ttft_ms) / 1000)
+    headers = openai_headers(rng, options, prompt_tokens)
+    responder.send_full(200, "OK", [("content-type", "application/json"), *headers], json.dumps(document).encode())
+    return {"model": model, "response_model": model, "stream": False, "prompt_tokens": prompt_tokens}
 
 
 # ---- HTTP/1.1 ----------------------------------------------------------------
@@ -499,6 +730,19 @@ class FaultOverrides:
             return {}
 
 
+def route_path(path):
+    """Map an Azure OpenAI deployment path to the OpenAI route it mirrors.
+
+    For example, ``/openai/deployments/NAME/chat/completions`` maps to
+    ``/v1/chat/completions``.
+    """
+    prefix = "/openai/deployments/"
+    if path.startswith(prefix):
+        _deployment, _, rest = path[len(prefix) :].partition("/")
+        return "/v1/" + rest
+    return path
+
+
 class Server:
     def __init__(self, options):
         self.base_options = options
@@ -528,7 +772,7 @@ class Server:
         rng = random.Random(f"{options.seed}:{request.index}")
         responder.rng = rng
         responder.split_probability = options.split_probability
-        handler = ROUTES.get((request.method, request.path))
+        handler = ROUTES.get((request.method, route_path(request.path)))
         facts = {}
         if handler is None:
             status, reason, headers, body = openai_error(
@@ -574,6 +818,10 @@ def parse_args(argv):
     parser.add_argument("--max-ttft-ms", type=float, default=60.0)
     parser.add_argument("--min-gap-ms", type=float, default=1.0, help="gap between events")
     parser.add_argument("--max-gap-ms", type=float, default=15.0)
+    parser.add_argument(
+        "--completion-marker",
+        help="make this text the first piece of every generated completion",
+    )
     parser.add_argument(
         "--split-probability",
         type=float,

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use llmslo_schema::{ProbeResult, envelope};
+use llmslo_schema::{OutcomeStatus, ProbeResult, envelope};
 
 use crate::{
     binaries,
@@ -73,6 +73,26 @@ impl ProbeOutput {
                 self.stdout, self.stderr
             )
         })
+    }
+
+    /// Decodes the result of a window that SIGINT ended after the target
+    /// finished its work. The target may exit first, and the probe may
+    /// notice that before the signal arrives: both endings are clean.
+    ///
+    /// # Panics
+    ///
+    /// When the probe failed, or exited 3 for another reason than its
+    /// targets exiting.
+    pub fn interrupted_result(&self) -> ProbeResult {
+        let result = self.result();
+        let targets_exited = result.outcome.status == OutcomeStatus::TargetsExited;
+        let code = self.code();
+        assert!(
+            code == Some(0) || (code == Some(3) && targets_exited),
+            "probe failed with {code:?}:\n{}",
+            self.stderr
+        );
+        result
     }
 }
 

@@ -16,8 +16,9 @@ use crate::{
     process::{ChildGuard, LineReader},
 };
 
-/// `import openai` alone took about a second on a 2-core test VM.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// `import openai` alone took about a second on an idle 2-core test VM, and
+/// importing both SDKs took over 40 s on one with a load average of 20.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One request as the server logged it, in `CLOCK_MONOTONIC` nanoseconds.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +40,14 @@ pub struct ServerRequest {
     pub prompt_tokens: Option<u64>,
     #[serde(default)]
     pub completion_tokens: Option<u64>,
+    /// Input tokens reported as read from the prompt cache.
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+    /// Provider error type of an error response or error event.
+    #[serde(default)]
+    pub error_type: Option<String>,
 }
 
 impl ServerRequest {
@@ -62,6 +71,9 @@ pub struct ClientRequest {
     pub completion_tokens: Option<u64>,
     #[serde(default)]
     pub response_model: Option<String>,
+    /// Chunks with non-empty content the client received.
+    #[serde(default)]
+    pub content_events: Option<u32>,
 }
 
 impl ClientRequest {
@@ -89,7 +101,36 @@ pub fn read_log<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
         .collect()
 }
 
-/// `tests/python/openai_server.py` on a free loopback port.
+/// One call as `tests/python/sdk_client.py` logged it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SdkCall {
+    pub request: u64,
+    /// The `--call` kind, such as `anthropic-stream`.
+    pub call: String,
+    pub start_ns: u64,
+    /// First non-empty generated text. For non-streaming calls, this is
+    /// when the SDK returned.
+    #[serde(default)]
+    pub first_content_ns: Option<u64>,
+    pub end_ns: u64,
+    pub status: u16,
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl SdkCall {
+    /// Returns the client's own TTFT: first content minus the SDK call.
+    pub fn ttft_ns(&self) -> u64 {
+        self.first_content_ns
+            .expect("the response carried content")
+            .saturating_sub(self.start_ns)
+    }
+}
+
+/// `tests/python/openai_server.py`, or a sibling server that shares its
+/// options and log, on a free loopback port.
 pub struct OpenAiServer {
     _child: ChildGuard,
     pub port: u16,
@@ -100,10 +141,23 @@ pub struct OpenAiServer {
 impl OpenAiServer {
     /// Starts the server with extra arguments such as `--max-gap-ms 5`.
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_script("openai_server.py", extra_args)
+    }
+
+    /// Starts `tests/python/anthropic_server.py`, which also serves every
+    /// OpenAI route.
+    pub fn start_with_anthropic(extra_args: &[&str]) -> Self {
+        Self::start_script("anthropic_server.py", extra_args)
+    }
+
+    /// Starts a script of `tests/python/` that takes the arguments of
+    /// `openai_server.py` and prints its port the same way, such as
+    /// `tls_openai_server.py`.
+    pub fn start_script(script: &str, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory can be created");
         let log = dir.path().join("server.jsonl");
         let mut child = Command::new("python3")
-            .arg(binaries::python_script("openai_server.py"))
+            .arg(binaries::python_script(script))
             .arg("--log")
             .arg(&log)
             .args(extra_args)
@@ -113,10 +167,10 @@ impl OpenAiServer {
             .spawn()
             .expect("python3 starts");
         let stdout = LineReader::spawn(child.stdout.take().expect("stdout is piped"));
-        let child = ChildGuard::new("openai_server.py", child);
+        let child = ChildGuard::new(script, child);
         assert!(
             stdout.wait_for("\"port\"", START_TIMEOUT),
-            "openai_server.py did not report its port"
+            "{script} did not report its port"
         );
         let line = stdout.text();
         let value: serde_json::Value = serde_json::from_str(line.lines().next().unwrap_or(""))
@@ -132,6 +186,12 @@ impl OpenAiServer {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Returns the URL without `/v1`, as the Anthropic and Azure clients
+    /// take it.
+    pub fn root_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Requests the server finished so far.
@@ -169,6 +229,43 @@ impl GatedClient {
         Self::spawn("openai_client.py", command, dir, log)
     }
 
+    /// Starts `tests/python/traced_openai_client.py` with `--wait-stdin`:
+    /// the `openai` SDK inside OpenTelemetry SDK spans, with `traceparent`.
+    pub fn traced_openai_sdk(base_url: &str, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("client.jsonl");
+        let mut command = Command::new("python3");
+        command
+            .arg(binaries::python_script("traced_openai_client.py"))
+            .arg("--base-url")
+            .arg(base_url)
+            .arg("--log")
+            .arg(&log)
+            .arg("--wait-stdin")
+            .args(extra_args);
+        Self::spawn("traced_openai_client.py", command, dir, log)
+    }
+
+    /// Starts `tests/python/sdk_client.py` with `--wait-stdin` and one
+    /// `--call` per entry of `calls`, in order.
+    pub fn sdk(root_url: &str, calls: &[&str], extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("client.jsonl");
+        let mut command = Command::new("python3");
+        command
+            .arg(binaries::python_script("sdk_client.py"))
+            .arg("--base-url")
+            .arg(root_url)
+            .arg("--log")
+            .arg(&log)
+            .arg("--wait-stdin")
+            .args(extra_args);
+        for call in calls {
+            command.arg("--call").arg(call);
+        }
+        Self::spawn("sdk_client.py", command, dir, log)
+    }
+
     /// Runs a shell command line after the gate opens; `exec` keeps the
     /// pid, so the probe follows the command itself.
     pub fn shell(name: &str, script: &str) -> Self {
@@ -179,6 +276,35 @@ impl GatedClient {
             .arg("-c")
             .arg(format!("echo waiting; read _gate; exec {script}"))
             .env("CLIENT_LOG", &log);
+        Self::spawn(name, command, dir, log)
+    }
+
+    /// Starts `tests/python/openai_client.py` like
+    /// [`GatedClient::openai_sdk`], trusting the CA in `ca_file` for HTTPS
+    /// through `SSL_CERT_FILE`, which httpx reads.
+    pub fn openai_sdk_trusting(base_url: &str, extra_args: &[&str], ca_file: &Path) -> Self {
+        Self::custom("openai_client.py", |log| {
+            let mut command = Command::new("python3");
+            command
+                .arg(binaries::python_script("openai_client.py"))
+                .arg("--base-url")
+                .arg(base_url)
+                .arg("--log")
+                .arg(log)
+                .arg("--wait-stdin")
+                .args(extra_args)
+                .env("SSL_CERT_FILE", ca_file);
+            command
+        })
+    }
+
+    /// Starts a client that keeps the gate's protocol: it prints `waiting`,
+    /// reads a line from stdin, and then writes its JSON lines to the log
+    /// path that `build` receives.
+    pub fn custom(name: &str, build: impl FnOnce(&Path) -> Command) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let log = dir.path().join("client.jsonl");
+        let command = build(&log);
         Self::spawn(name, command, dir, log)
     }
 

@@ -13,6 +13,10 @@ use serde_json::Value;
 const PROBE_NAMESPACE: &str = "llmslo-system";
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Exit code of a run that measured nothing, for example because every
+/// node failed.
+const NOT_MEASURED: i32 = 4;
+
 fn default_image() -> String {
     format!("ghcr.io/llmslo/llmslo-probe:v{}", env!("CARGO_PKG_VERSION"))
 }
@@ -21,7 +25,7 @@ fn container_id(digit: char) -> String {
     digit.to_string().repeat(64)
 }
 
-/// A cluster with two nodes, the probe namespace, and Deployment
+/// Builds a cluster with two nodes, the probe namespace, and Deployment
 /// prod/chat-api with one pod on each node.
 fn cluster(stub_arguments: &[&str]) -> KubeSim {
     let sim = KubeSim::start();
@@ -171,7 +175,12 @@ fn image_pull_failure_names_image() {
     let image = "registry.example/llmslo-probe:missing";
     sim.fail_image_pull(image);
     let (finished, collection) = diagnose(&sim, &["--probe-image", image]);
-    assert_eq!(finished.code, Some(1), "stderr:\n{}", finished.stderr);
+    assert_eq!(
+        finished.code,
+        Some(NOT_MEASURED),
+        "stderr:\n{}",
+        finished.stderr
+    );
     assert_contains(&finished.stderr, image);
     assert_contains(&finished.stderr, "--probe-image");
     let collection = collection.expect("results were saved");
@@ -216,7 +225,12 @@ fn pod_security_rejection_names_label() {
     let sim = cluster(&["--stub-mode", "ok"]);
     sim.enforce_pod_security(PROBE_NAMESPACE, "baseline");
     let (finished, collection) = diagnose(&sim, &[]);
-    assert_eq!(finished.code, Some(1), "stderr:\n{}", finished.stderr);
+    assert_eq!(
+        finished.code,
+        Some(NOT_MEASURED),
+        "stderr:\n{}",
+        finished.stderr
+    );
     assert_contains(&finished.stderr, "violates PodSecurity \"baseline:latest\"");
     assert_contains(
         &finished.stderr,
@@ -250,7 +264,12 @@ fn rbac_denial_of_logs_fails_each_node() {
     let sim = cluster(&["--stub-mode", "ok"]);
     sim.deny("get", "pods/log");
     let (finished, collection) = diagnose(&sim, &[]);
-    assert_eq!(finished.code, Some(1), "stderr:\n{}", finished.stderr);
+    assert_eq!(
+        finished.code,
+        Some(NOT_MEASURED),
+        "stderr:\n{}",
+        finished.stderr
+    );
     assert_contains(
         &finished.stderr,
         "get pods/log in namespace \"llmslo-system\"",
@@ -415,6 +434,7 @@ fn second_ctrl_c_exits_and_names_leftovers() {
             libc::kill(child.id() as libc::pid_t, libc::SIGINT);
         }
     };
+
     interrupt();
     let deleting = sim.wait_until(Duration::from_secs(10), |sim| {
         sim.requests()
@@ -422,6 +442,7 @@ fn second_ctrl_c_exits_and_names_leftovers() {
             .any(|request| request.verb == "delete")
     });
     assert!(deleting, "the first Ctrl-C did not start the cleanup");
+
     interrupt();
     let started = std::time::Instant::now();
     let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
@@ -485,7 +506,7 @@ fn job_deleted_by_another_client_is_reported() {
         "-n",
         "prod",
         "--duration",
-        "3s",
+        "30s",
     ]);
     assert!(
         sim.wait_until(Duration::from_secs(20), |sim| probe_pod_running_on(
@@ -495,7 +516,12 @@ fn job_deleted_by_another_client_is_reported() {
     let finished = sim.run_cli(&["cleanup"], CLI_TIMEOUT);
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
     let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
-    assert_eq!(finished.code, Some(1), "stderr:\n{}", finished.stderr);
+    assert_eq!(
+        finished.code,
+        Some(NOT_MEASURED),
+        "stderr:\n{}",
+        finished.stderr
+    );
     assert_contains(
         &finished.stderr,
         "was deleted before it finished, by `kubectl llmslo cleanup`",

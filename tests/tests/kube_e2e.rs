@@ -1,7 +1,7 @@
-//! `diagnose deploy/chat-api` end to end with the real probe: two pods on
-//! two simulated nodes whose containers are real curl processes on this
-//! host, each in a cgroup v2 leaf named like the kubelet's, streaming chat
-//! completions from a local OpenAI-style server. The simulated kubelet
+//! `diagnose deploy/chat-api` end to end with the real probe. Two pods run
+//! on two simulated nodes, and their containers are real curl processes on
+//! this host, each in a cgroup v2 leaf named like the kubelet's. They
+//! stream chat completions from a local OpenAI-style server. The simulated kubelet
 //! runs `llmslo-probe` as the probe image's entrypoint; the probes load
 //! real eBPF programs. Needs root and a mounted tracefs.
 
@@ -16,8 +16,8 @@ use std::{
 use llmslo_tests::kube_sim::{
     ContainerFixture, ImageSpec, KubeSim, PodFixture, Resource, WorkloadFixture,
     cli::{workspace_binary, workspace_root},
-    pod_cgroup::PodCgroup,
 };
+use llmslo_tests::{cgroup::PodCgroup, probe};
 use serde_json::Value;
 
 const PROBE_NAMESPACE: &str = "llmslo-system";
@@ -53,14 +53,14 @@ fn start_server() -> (KillOnDrop, u16) {
     (KillOnDrop(server), port)
 }
 
-/// A shell that joins the cgroup and then streams completions with curl
-/// in a loop, like a service container calling its provider.
+/// Starts a shell that joins the cgroup and then streams completions with
+/// curl in a loop, like a service container calling its provider.
 fn start_client(cgroup: &PodCgroup, port: u16) -> KillOnDrop {
     let script = format!(
         "echo $$ > {procs}; while true; do curl -sN -H 'Content-Type: application/json' \
          -d '{{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}' \
          http://127.0.0.1:{port}/v1/chat/completions > /dev/null; sleep 0.1; done",
-        procs = cgroup.procs_file().display()
+        procs = cgroup.leaf.join("cgroup.procs").display()
     );
     let child = Command::new("sh")
         .args(["-c", &script])
@@ -71,8 +71,8 @@ fn start_client(cgroup: &PodCgroup, port: u16) -> KillOnDrop {
 }
 
 #[test]
-#[ignore = "needs llmslo-probe with --container-id from the probe branch; run once it is merged"]
 fn deployment_on_two_nodes_end_to_end() {
+    let _exclusive = probe::exclusive();
     let pods = [
         (
             "worker-1",
@@ -184,10 +184,12 @@ fn deployment_on_two_nodes_end_to_end() {
 
 #[test]
 fn pod_cgroup_holds_client_and_is_removed() {
+    // Keeps to itself the cgroups and CPU that probe tests share.
+    let _exclusive = probe::exclusive();
     let (_server, port) = start_server();
     let uid = "0f6c3c8e-3333-4a4a-9c9c-00000000000c";
     let cgroup = PodCgroup::create(uid, &"3c".repeat(32));
-    let leaf = cgroup.path().to_path_buf();
+    let leaf = cgroup.leaf.clone();
     assert!(leaf.ends_with(format!(
         "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope",
         uid.replace('-', "_"),
@@ -197,7 +199,8 @@ fn pod_cgroup_holds_client_and_is_removed() {
     let client = start_client(&cgroup, port);
     let joined = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        std::fs::read_to_string(cgroup.procs_file()).is_ok_and(|procs| !procs.trim().is_empty())
+        std::fs::read_to_string(leaf.join("cgroup.procs"))
+            .is_ok_and(|procs| !procs.trim().is_empty())
     });
     assert!(joined, "the client did not join {}", leaf.display());
     // The v2 cgroup id the probe filters on is the leaf directory's inode.
@@ -206,7 +209,9 @@ fn pod_cgroup_holds_client_and_is_removed() {
 
     drop(client);
     drop(cgroup);
-    let slice = leaf.parent().unwrap().parent().unwrap().parent().unwrap();
+    // kubepods.slice and kubepods-burstable.slice may hold other tests'
+    // pods; the pod's own slice must go.
+    let pod_slice = leaf.parent().unwrap();
     assert!(!leaf.exists(), "the leaf is left");
-    assert!(!slice.exists(), "kubepods.slice is left");
+    assert!(!pod_slice.exists(), "the pod slice is left");
 }

@@ -1,5 +1,5 @@
 //! manifests/rbac.yaml grants every request the CLI makes: the simulated
-//! API server records each request as the RBAC authorizer sees it (verb,
+//! API server records each request in the terms of the RBAC authorizer (verb,
 //! API group, resource, namespace), and each must match a rule of the
 //! ClusterRole (anywhere) or of the Role (in llmslo-system).
 

@@ -1,4 +1,4 @@
-//! The simulated API server answers like a real one where clients depend
+//! The simulated API server responds like a real one where clients depend
 //! on it: watches from compacted versions, validation errors, conflicts.
 
 use std::{
@@ -22,7 +22,7 @@ fn get_first_json_line(sim: &KubeSim, path: &str) -> (String, Value) {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    // With Connection: close a plain answer ends at EOF, so its last line
+    // With Connection: close a plain response ends at EOF, so its last line
     // needs no line break.
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\nConnection: close\r\n\r\n").unwrap();
     let mut reader = BufReader::new(stream);
@@ -31,7 +31,7 @@ fn get_first_json_line(sim: &KubeSim, path: &str) -> (String, Value) {
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("no JSON line in the answer to {path}");
+            panic!("no JSON line in the response to {path}");
         }
         if line.trim_start().starts_with('{') {
             return (
@@ -127,6 +127,7 @@ fn diagnose_survives_watch_restart() {
             .any(|pod| pod["status"]["phase"] == "Running")
     });
     assert!(running);
+
     sim.restart_watches();
     let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, Duration::from_secs(60));
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);

@@ -162,8 +162,7 @@ fn openai_sdk_streaming_requests() {
     let client_log: Vec<ClientRequest> = client.wait_for_log(CLIENT_TIMEOUT);
     let output = probe.interrupt();
     let packets = capture.finish();
-    assert_eq!(output.code(), Some(0), "probe failed:\n{}", output.stderr);
-    let result = output.result();
+    let result = output.interrupted_result();
 
     let exchanges = llm_exchanges(&result);
     // The warm-up request ran before the probe attached.
@@ -217,8 +216,7 @@ fn run_curl(server: &OpenAiServer, requests: u32) -> (ProbeResult, Vec<Packet>) 
     client.wait(CLIENT_TIMEOUT);
     let output = probe.interrupt();
     let packets = capture.finish();
-    assert_eq!(output.code(), Some(0), "probe failed:\n{}", output.stderr);
-    (output.result(), packets)
+    (output.interrupted_result(), packets)
 }
 
 #[test]

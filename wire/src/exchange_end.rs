@@ -68,6 +68,19 @@ pub fn complete_exchange(
     cause: EndCause,
 ) -> Exchange {
     let status = exchange.http.as_ref().and_then(|http| http.status);
+    // A stream whose terminal event arrived is complete even when the
+    // connection ends before the HTTP framing does: the OpenAI Python SDK
+    // closes its connection after `data: [DONE]` without reading the last
+    // chunk of the body, which over TLS often arrives in a record of its own.
+    // Likewise after an error event: the SDKs raise on it and close the
+    // connection, and the error event is what failed the call.
+    let stream_ended = llm
+        .as_ref()
+        .is_some_and(|llm| llm.terminal_ns().is_some() || llm.saw_error_event());
+    let cause = match cause {
+        EndCause::Closed { .. } | EndCause::Reset { .. } if stream_ended => EndCause::Complete,
+        other => other,
+    };
     let complete = cause == EndCause::Complete;
 
     let mut terminal_ns = None;

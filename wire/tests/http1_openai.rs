@@ -69,7 +69,8 @@ fn openai_chat_keepalive() {
     let llm = chat.llm.as_ref().unwrap();
     assert!(!llm.streaming);
     assert!(llm.terminated);
-    assert_eq!(llm.ttft_us, None);
+    // The body's first bytes came with the head.
+    assert_eq!(llm.ttft_us, Some(700_000));
     assert_eq!(llm.content_events, 0);
     assert_eq!(llm.request_model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(
@@ -295,4 +296,17 @@ fn http_gaps_and_resync() {
     let stats = support::stats_after(&fixture);
     assert!(stats.unparsed_bytes > 0);
     assert!(stats.lost_sync >= 2, "lost_sync {}", stats.lost_sync);
+}
+
+#[test]
+fn openai_chat_close_after_done() {
+    let exchanges = exchanges_of("openai_chat_close_after_done");
+    assert_eq!(exchanges.len(), 1);
+    let exchange = &exchanges[0];
+    assert_eq!(exchange.error, None, "the stream saw its terminal event");
+    assert_eq!(exchange.e2e_us, Some(530_000), "E2E ends at data: [DONE]");
+    let llm = exchange.llm.as_ref().unwrap();
+    assert!(llm.terminated);
+    assert_eq!(llm.content_events, 3);
+    assert_eq!(llm.usage.output_tokens, Some(4));
 }

@@ -93,3 +93,32 @@ fn h2_grpc_and_resets() {
         ErrorKind::ConnectionReset
     );
 }
+
+#[test]
+fn h2_inbound_traceparent() {
+    let exchanges = exchanges_of("h2_inbound_traceparent");
+    assert_eq!(exchanges.len(), 2);
+    for exchange in &exchanges {
+        assert_eq!(exchange.direction, Direction::Inbound);
+        assert_eq!(exchange.protocol, Protocol::Http2);
+    }
+
+    let first = exchanges[0]
+        .trace
+        .as_ref()
+        .expect("traceparent on stream 1");
+    assert_eq!(first.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(first.parent_span_id, "00f067aa0ba902b7");
+    assert!(first.sampled);
+    assert_eq!(first.tracestate.as_deref(), Some("rojo=00f067aa0ba902b7"));
+
+    // The header name comes from the HPACK dynamic table this time.
+    let second = exchanges[1]
+        .trace
+        .as_ref()
+        .expect("traceparent on stream 3");
+    assert_eq!(second.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(second.parent_span_id, "b7ad6b7169203331");
+    assert!(!second.sampled);
+    assert_eq!(second.tracestate, None);
+}

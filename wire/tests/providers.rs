@@ -52,6 +52,27 @@ fn openai_embeddings() {
     assert_eq!(llm.usage.output_tokens, None);
     assert_eq!(llm.usage.source, TokenSource::Unknown);
     assert_eq!(exchanges[0].e2e_us, Some(120_000));
+    assert_eq!(llm.ttft_us, None, "embeddings generate no content");
+}
+
+#[test]
+fn openai_chat_whole_split() {
+    let exchanges = exchanges_of("openai_chat_whole_split");
+    let llm = only_call(&exchanges);
+    assert_eq!(llm.api, "chat.completions");
+    assert!(!llm.streaming);
+    assert!(llm.terminated);
+    assert_eq!(exchanges[0].ttfb_us, Some(300_000));
+    assert_eq!(llm.ttft_us, Some(350_000), "TTFT is the first body byte");
+    assert_eq!(exchanges[0].e2e_us, Some(400_000));
+    assert_eq!(llm.content_events, 0);
+    assert!(llm.itl_us.is_empty());
+    assert_eq!(llm.tpot_us, None);
+    assert_eq!(llm.usage.input_tokens, Some(12));
+    assert_eq!(llm.usage.output_tokens, Some(7));
+    assert_eq!(llm.usage.source, TokenSource::Provider);
+    assert_eq!(llm.finish_reason.as_deref(), Some("stop"));
+    assert!(exchanges[0].error.is_none());
 }
 
 #[test]
@@ -158,6 +179,20 @@ fn anthropic_overloaded() {
 }
 
 #[test]
+fn anthropic_error_then_close() {
+    let exchanges = exchanges_of("anthropic_messages_error_then_close");
+    let llm = only_call(&exchanges);
+    assert!(llm.streaming);
+    assert!(!llm.terminated);
+    assert_eq!(llm.content_events, 1);
+    assert_eq!(llm.ttft_us, Some(350_000));
+    let error = exchanges[0].error.as_ref().expect("an error event");
+    assert_eq!(error.kind, ErrorKind::StreamError);
+    assert_eq!(error.provider_code.as_deref(), Some("overloaded_error"));
+    assert_eq!(exchanges[0].e2e_us, Some(400_000));
+}
+
+#[test]
 fn anthropic_messages_whole() {
     let exchanges = exchanges_of("anthropic_messages_whole");
     let llm = only_call(&exchanges);
@@ -172,6 +207,7 @@ fn anthropic_messages_whole() {
     assert_eq!(llm.usage.output_tokens, Some(33));
     assert_eq!(llm.finish_reason.as_deref(), Some("end_turn"));
     assert_eq!(exchanges[0].e2e_us, Some(2_400_000));
+    assert_eq!(llm.ttft_us, Some(2_400_000));
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod slo;
 pub mod stats;
 #[cfg(test)]
 pub mod testing;
+pub mod traces;
 pub mod units;
 pub mod verdict;
 
@@ -42,6 +43,7 @@ use records::CallRecord;
 use sample::RequestSample;
 use sli::{SliGroup, SliSummary};
 use slo::{SloResult, SloSpec, SloStatus};
+use traces::TraceSummary;
 use verdict::{BaselineComparison, Verdict, VerdictConfig};
 
 /// Kind of calls that are the requests SLOs apply to.
@@ -98,9 +100,11 @@ pub enum NodeStatus {
     Missing,
 }
 
-/// A probe diagnostic with the node it came from.
+/// A probe diagnostic with the node it came from, or a diagnostic of the
+/// CLI itself (such as a failed OTLP export) with an empty node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeDiagnostic {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub node: String,
     pub severity: Severity,
     pub code: String,
@@ -162,8 +166,14 @@ pub struct Analysis {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub comparisons: Vec<BaselineComparison>,
     pub verdicts: Vec<Verdict>,
+    /// Requests that carried W3C trace context, and the trace ids of the
+    /// worst requests per SLO and regression.
+    pub traces: TraceSummary,
     pub data_quality: DataQuality,
     pub diagnostics: Vec<NodeDiagnostic>,
+    /// What `--otlp-endpoint` exported, set after the analysis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_export: Option<crate::export::ExportSummary>,
     /// Every call, requests and outbound calls alike.
     pub calls: Vec<CallRecord>,
     /// Per-request samples in the form a baseline keeps.

@@ -115,8 +115,15 @@ pub struct CallRecord {
     pub endpoint: Endpoint,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The response's model, else the request's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The model named in the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_model: Option<String>,
+    /// The model named in the response, such as a dated snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,8 +171,18 @@ pub struct CallRecord {
     /// the first token had arrived.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_flight: bool,
+    /// W3C trace id from the request's `traceparent`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The `parent-id` of that `traceparent`: the span of the caller (for
+    /// inbound requests) or of the target itself (for outbound calls) that
+    /// the request continues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+    /// Port of the server end: the peer's for outbound calls, the target's
+    /// own for inbound requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub missing_bytes: u64,
     /// For outbound calls: the inbound request they served.
@@ -373,6 +390,8 @@ fn record(
         endpoint,
         provider: llm.map(|llm| llm.provider.clone()),
         model: llm.and_then(|llm| llm.response_model.clone().or(llm.request_model.clone())),
+        request_model: llm.and_then(|llm| llm.request_model.clone()),
+        response_model: llm.and_then(|llm| llm.response_model.clone()),
         operation: llm.map(|llm| llm.operation.clone()),
         streaming,
         start_unix_ns: i64::try_from(unix_ns).unwrap_or(i64::MAX),
@@ -400,6 +419,11 @@ fn record(
             }),
         in_flight,
         trace_id: exchange.trace.as_ref().map(|trace| trace.trace_id.clone()),
+        parent_span_id: exchange
+            .trace
+            .as_ref()
+            .map(|trace| trace.parent_span_id.clone()),
+        server_port: server_port(exchange),
         missing_bytes: exchange.missing_bytes,
         link: None,
         decomposition: None,
@@ -409,6 +433,16 @@ fn record(
             .and_then(|http| http.content_type.as_deref())
             .is_some_and(|content_type| EVENT_STREAM_TYPES.contains(&content_type)),
     }
+}
+
+/// Returns the port of the connection's server end, from `ip:port` or
+/// `[ip6]:port`.
+fn server_port(exchange: &Exchange) -> Option<u16> {
+    let address = match exchange.direction {
+        Direction::Outbound => exchange.connection.peer.as_deref(),
+        Direction::Inbound => exchange.connection.local.as_deref(),
+    }?;
+    address.rsplit_once(':')?.1.parse().ok()
 }
 
 pub fn token_source_name(source: TokenSource) -> &'static str {

@@ -14,6 +14,7 @@ use super::{
     sample::RequestSample,
     sli::{self, SliSummary},
     slo::{self, Sli},
+    traces,
     verdict::{self, RunEvidence, Trigger},
 };
 use crate::collection::Collection;
@@ -254,6 +255,14 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
         }
     }
 
+    let evaluated: Vec<(slo::SloSpec, slo::SloResult)> = options
+        .slos
+        .iter()
+        .cloned()
+        .zip(slos.iter().cloned())
+        .collect();
+    let traces = traces::summarize(&records, &evaluated, &comparisons);
+
     Analysis {
         run_id: collection.run_id.clone(),
         scope,
@@ -268,8 +277,10 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
         baseline: baseline_info,
         comparisons,
         verdicts,
+        traces,
         data_quality: quality,
         diagnostics,
+        otlp_export: None,
         calls: records,
         samples,
         interrupted,

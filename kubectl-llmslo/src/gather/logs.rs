@@ -35,7 +35,7 @@ impl ProbeLog {
         }
     }
 
-    /// The quoted tail as one indented block, or a note that it is empty.
+    /// Returns the tail as one indented block, or a note that it is empty.
     pub fn quoted_tail(&self) -> String {
         if self.tail.is_empty() {
             return "the probe printed nothing".into();

@@ -31,8 +31,8 @@ pub use interrupt::Interrupts;
 /// # Caveats
 ///
 /// `--dry-run` still reads the cluster, because the Jobs name the target
-/// containers and their nodes, which only the API server knows. It creates
-/// nothing.
+/// containers and their nodes, and only the API server has them. It
+/// creates nothing.
 ///
 /// # Errors
 ///
@@ -114,6 +114,44 @@ pub async fn collect(args: &DiagnoseArgs) -> anyhow::Result<Option<Collection>> 
     Ok(Some(collection))
 }
 
+/// Creates `planned`, follows the Jobs to a result or a failure per node,
+/// and deletes them; used by `doctor`, whose Jobs need no analysis.
+///
+/// # Errors
+///
+/// Fails when no Job could be created; the ones created before are
+/// deleted.
+pub async fn run_jobs(
+    client: &kube::Client,
+    options: &PlanOptions,
+    planned: &[PlannedJob],
+) -> anyhow::Result<Vec<crate::collection::NodeCollection>> {
+    tracing::info!(run_id = %options.run_id, jobs = planned.len(), namespace = %options.namespace, "starting probe Jobs");
+    let mut interrupts = Interrupts::install();
+    let mut created = Vec::new();
+    let creation = run::create_jobs(
+        client,
+        &options.namespace,
+        planned,
+        &interrupts,
+        &mut created,
+    )
+    .await;
+    let nodes = match creation {
+        Ok(()) => {
+            run::ProbeRun::new(client, options, planned)
+                .follow(&options.run_id, &mut interrupts)
+                .await
+        }
+        Err(error) => {
+            clean_up(client, options, &created, &mut interrupts).await;
+            return Err(error.into());
+        }
+    };
+    clean_up(client, options, &created, &mut interrupts).await;
+    Ok(nodes)
+}
+
 /// Deletes the run's Jobs. A Ctrl-C while it runs exits at once and prints
 /// what may be left and how to remove it.
 async fn clean_up(
@@ -149,8 +187,9 @@ async fn clean_up(
     }
 }
 
-/// A run id: 8 random hex digits, short enough for Job names and labels.
-fn new_run_id() -> anyhow::Result<String> {
+/// Returns a new run id: 8 random hex digits, short enough for Job names
+/// and labels.
+pub fn new_run_id() -> anyhow::Result<String> {
     let random = getrandom::u32()
         .map_err(|error| anyhow::anyhow!("failed to read random bytes for the run id: {error}"))?;
     Ok(format!("{random:08x}"))
@@ -158,7 +197,7 @@ fn new_run_id() -> anyhow::Result<String> {
 
 /// Prints the Jobs a run would create: a `List` for `-o json`, YAML
 /// documents for `-o yaml`, one line per Job otherwise.
-fn print_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Result<()> {
+pub fn print_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match output {
         OutputFormat::Json => {

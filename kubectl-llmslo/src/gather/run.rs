@@ -59,16 +59,23 @@ pub enum CreateError {
     #[error("interrupted while creating the probe Jobs")]
     Interrupted,
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(Box<ApiError>),
 }
 
-/// Creates the Jobs one by one and returns their names.
+impl From<ApiError> for CreateError {
+    fn from(error: ApiError) -> Self {
+        Self::Api(Box::new(error))
+    }
+}
+
+/// Creates the Jobs one by one and appends each created name to
+/// `created`.
 ///
 /// # Errors
 ///
-/// Stops at the first Job the API server does not accept and returns why;
-/// the Jobs created before it are in `created` so that the caller deletes
-/// them.
+/// Stops at the first Job the API server does not accept and returns why.
+/// The Jobs created before it are in `created`, so that the caller can
+/// delete them.
 pub async fn create_jobs(
     client: &Client,
     namespace: &str,
@@ -136,9 +143,9 @@ struct NodeProbe {
 }
 
 enum Update {
-    Job(watcher::Event<Job>),
-    Pod(watcher::Event<Pod>),
-    Event(watcher::Event<Event>),
+    Job(Box<watcher::Event<Job>>),
+    Pod(Box<watcher::Event<Pod>>),
+    Event(Box<watcher::Event<Event>>),
     WatchFailed {
         call: ApiCall,
         error: watcher::Error,
@@ -204,21 +211,21 @@ impl ProbeRun {
             spawn_watch(
                 Api::<Job>::namespaced(self.client.clone(), &self.namespace),
                 watcher::Config::default().labels(&selector),
-                Update::Job,
+                |event| Update::Job(Box::new(event)),
                 ApiCall::new("watch", "jobs.batch", Some(&self.namespace)),
                 sender.clone(),
             ),
             spawn_watch(
                 Api::<Pod>::namespaced(self.client.clone(), &self.namespace),
                 watcher::Config::default().labels(&selector),
-                Update::Pod,
+                |event| Update::Pod(Box::new(event)),
                 ApiCall::new("watch", "pods", Some(&self.namespace)),
                 sender.clone(),
             ),
             spawn_watch(
                 Api::<Event>::namespaced(self.client.clone(), &self.namespace),
                 watcher::Config::default().fields("involvedObject.kind=Job"),
-                Update::Event,
+                |event| Update::Event(Box::new(event)),
                 ApiCall::new("watch", "events", Some(&self.namespace)),
                 sender,
             ),
@@ -259,19 +266,26 @@ impl ProbeRun {
 
     async fn apply(&mut self, update: Update) {
         match update {
-            Update::Job(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => {
-                self.apply_job(&job).await;
-            }
-            Update::Pod(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                self.apply_pod(&pod).await;
-            }
-            Update::Job(watcher::Event::Delete(job)) => self.job_deleted(&job),
-            Update::Pod(watcher::Event::Delete(pod)) => self.pod_deleted(&pod).await,
-            Update::Event(watcher::Event::Apply(event) | watcher::Event::InitApply(event)) => {
-                self.apply_event(&event);
+            Update::Job(event) => match *event {
+                watcher::Event::Apply(job) | watcher::Event::InitApply(job) => {
+                    self.apply_job(&job).await
+                }
+                watcher::Event::Delete(job) => self.job_deleted(&job),
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            },
+            Update::Pod(event) => match *event {
+                watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                    self.apply_pod(&pod).await
+                }
+                watcher::Event::Delete(pod) => self.pod_deleted(&pod).await,
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            },
+            Update::Event(event) => {
+                if let watcher::Event::Apply(event) | watcher::Event::InitApply(event) = *event {
+                    self.apply_event(&event);
+                }
             }
             Update::WatchFailed { call, error } => self.watch_failed(call, error),
-            _ => {}
         }
     }
 
@@ -376,6 +390,7 @@ impl ProbeRun {
         if self.nodes[index].outcome.is_some() {
             return;
         }
+
         // At the deadline the Job controller deletes the pod before it
         // marks the Job Failed, so a deletion alone does not mean the node
         // was lost.
@@ -387,6 +402,7 @@ impl ProbeRun {
             self.finish(index, None, Some(failure));
             return;
         }
+
         let node = self.nodes[index].node.clone();
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let node_state = match Api::<Node>::all(self.client.clone()).get_opt(&node).await {
@@ -397,6 +413,7 @@ impl ProbeRun {
             },
             Err(error) => format!("the state of node {node} cannot be read ({error})"),
         };
+
         self.finish(
             index,
             None,
@@ -626,7 +643,8 @@ impl ProbeRun {
         }
     }
 
-    /// Reads the probe log of the node's pod; `None` when no pod was seen.
+    /// Reads the probe log of the node's pod, or returns `None` when no pod
+    /// was seen.
     async fn read_log(&self, index: usize) -> Option<Result<ProbeLog, ApiError>> {
         let pod = self.nodes[index].pod_name.as_ref()?;
         let text = read_probe_log(&self.pods, &self.namespace, pod).await;

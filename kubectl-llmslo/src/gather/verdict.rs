@@ -23,7 +23,7 @@ pub mod code {
     pub const START_TIMED_OUT: &str = "start_timed_out";
 }
 
-/// Where a node's probe is, as shown in the progress display.
+/// Progress of a node's probe, as shown in the progress display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
     /// The Job exists but has no pod yet, or the pod is not scheduled.
@@ -54,11 +54,12 @@ impl Failure {
     }
 }
 
-/// What a pod's status says about its probe.
+/// A probe pod's state, as read from its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodVerdict {
     Progress(Stage),
-    /// The probe container ended; its log holds the result or the error.
+    /// The probe container ended, so its log contains the result or the
+    /// error.
     Terminated(Terminated),
     Failed(Failure),
     /// The pod is no longer Ready although its probe still runs: the node
@@ -259,7 +260,7 @@ fn condition_status(pod: &Pod, type_: &str) -> Option<String> {
     condition(pod, type_).map(|condition| condition.status.clone())
 }
 
-/// The node a probe pod is bound or pinned to.
+/// Returns the node a probe pod is bound or pinned to.
 pub fn pinned_node(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     if let Some(node) = &spec.node_name {

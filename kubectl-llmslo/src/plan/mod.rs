@@ -6,7 +6,7 @@
 //! `metadata.name`, the way the DaemonSet controller pins its pods, rather
 //! than with `spec.nodeName`. The scheduler then still checks resources,
 //! taints and preemption, and reports `PodScheduled=False` with its reason
-//! when the node cannot take the pod; a pod bound by `nodeName` skips the
+//! when the node cannot take the pod. A pod bound by `nodeName` skips the
 //! scheduler and fails at the kubelet with less to go on. Matching the
 //! field instead of the `kubernetes.io/hostname` label also works on
 //! clusters where the label differs from the node name.
@@ -29,9 +29,8 @@ use k8s_openapi::{
 };
 
 use crate::collection::WorkloadIdentity;
-
-/// Registry and repository of the probe image; the tag is the CLI version.
-pub const PROBE_IMAGE_REPOSITORY: &str = "ghcr.io/llmslo/llmslo-probe";
+/// The probe image is defined once, next to the CLI version that tags it.
+pub use crate::version::default_probe_image;
 
 /// Entrypoint of the probe image.
 pub const PROBE_ENTRYPOINT: &str = "/llmslo-probe";
@@ -40,21 +39,17 @@ pub const PROBE_ENTRYPOINT: &str = "/llmslo-probe";
 pub const PROBE_CONTAINER: &str = "probe";
 
 /// Time the probe gets after its window to stop, serialize and print its
-/// result before the Job deadline ends it; also the pod's termination grace
-/// period, so a deleted probe has as long to print a partial result.
+/// result before the Job deadline ends it. It is also the pod's termination
+/// grace period, so that a deleted probe has as long to print a partial
+/// result.
 pub const RESULT_GRACE: Duration = Duration::from_secs(10);
 
 /// How long finished Jobs stay when the CLI could not delete them.
 pub const TTL_AFTER_FINISHED_SECS: i32 = 600;
 
-/// Where the probe finds the host's `/proc` (to read other containers'
-/// processes and their `/proc/PID/root`).
+/// Mount path of the host's `/proc` in the probe container, from which the
+/// probe reads other containers' processes and their `/proc/PID/root`.
 pub const HOST_PROC_MOUNT: &str = "/host/proc";
-
-/// Returns the probe image of this CLI's version.
-pub fn default_probe_image() -> String {
-    format!("{PROBE_IMAGE_REPOSITORY}:v{}", env!("CARGO_PKG_VERSION"))
-}
 
 /// Everything about a run that its Jobs share.
 #[derive(Debug, Clone)]
@@ -71,6 +66,15 @@ pub struct PlanOptions {
     pub provider_rules: Vec<String>,
     /// The target as the user wrote it, for example `deploy/chat-api -n prod`.
     pub target_description: String,
+}
+
+/// The probe container's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Collect for the window and print the result.
+    Diagnose,
+    /// `llmslo-probe doctor`: check the node and print the kernel report.
+    Doctor,
 }
 
 /// A probe Job and the node it is pinned to.
@@ -91,18 +95,48 @@ pub fn plan_jobs(targets: &[WorkloadIdentity], options: &PlanOptions) -> Vec<Pla
         .into_iter()
         .map(|(node, containers)| PlannedJob {
             node: node.to_string(),
-            job: build_job(node, &containers, options),
+            job: build_job(node, &containers, options, ProbeMode::Diagnose),
         })
         .collect()
 }
 
-/// The Job's `activeDeadlineSeconds`: it counts from the Job's start, so it
-/// covers scheduling and the image pull as well as the window.
+/// Builds one `llmslo-probe doctor` Job per node in `nodes` and per node
+/// that hosts one of `targets`, in node name order. The doctor checks how
+/// it would identify the targets on its node.
+pub fn plan_doctor_jobs(
+    nodes: &[String],
+    targets: &[WorkloadIdentity],
+    options: &PlanOptions,
+) -> Vec<PlannedJob> {
+    let mut by_node: BTreeMap<&str, Vec<&WorkloadIdentity>> = nodes
+        .iter()
+        .map(|node| (node.as_str(), Vec::new()))
+        .collect();
+    for target in targets {
+        by_node.entry(&target.node).or_default().push(target);
+    }
+    by_node
+        .into_iter()
+        .map(|(node, containers)| PlannedJob {
+            node: node.to_string(),
+            job: build_job(node, &containers, options, ProbeMode::Doctor),
+        })
+        .collect()
+}
+
+/// Returns the Job's `activeDeadlineSeconds`. The deadline counts from the
+/// Job's start, so it covers scheduling and the image pull as well as the
+/// window.
 pub fn active_deadline(options: &PlanOptions) -> Duration {
     options.start_timeout + options.window + RESULT_GRACE
 }
 
-fn build_job(node: &str, containers: &[&WorkloadIdentity], options: &PlanOptions) -> Job {
+fn build_job(
+    node: &str,
+    containers: &[&WorkloadIdentity],
+    options: &PlanOptions,
+    mode: ProbeMode,
+) -> Job {
     let labels = job_labels(node, options);
     let mut annotations = BTreeMap::new();
     annotations.insert(
@@ -141,7 +175,7 @@ fn build_job(node: &str, containers: &[&WorkloadIdentity], options: &PlanOptions
             operator: Some("Exists".into()),
             ..Toleration::default()
         }]),
-        containers: vec![probe_container(containers, options)],
+        containers: vec![probe_container(containers, options, mode)],
         volumes: Some(host_volumes()),
         ..PodSpec::default()
     };
@@ -208,23 +242,36 @@ fn pin_to_node(node: &str) -> Affinity {
     }
 }
 
-fn probe_container(containers: &[&WorkloadIdentity], options: &PlanOptions) -> Container {
+fn probe_container(
+    containers: &[&WorkloadIdentity],
+    options: &PlanOptions,
+    mode: ProbeMode,
+) -> Container {
     let mut args = Vec::new();
+    if mode == ProbeMode::Doctor {
+        args.push("doctor".to_string());
+    }
     for target in containers {
         args.push("--container-id".to_string());
         args.push(target.container_id.clone());
     }
+    if mode == ProbeMode::Diagnose {
+        args.extend([
+            "--duration".to_string(),
+            format!("{}s", options.window.as_secs().max(1)),
+        ]);
+    }
     args.extend([
-        "--duration".to_string(),
-        format!("{}s", options.window.as_secs().max(1)),
         "--node".to_string(),
         "$(NODE_NAME)".to_string(),
         "--result-format".to_string(),
         "gzip-base64".to_string(),
     ]);
-    for rule in &options.provider_rules {
-        args.push("--provider-rule".to_string());
-        args.push(rule.clone());
+    if mode == ProbeMode::Diagnose {
+        for rule in &options.provider_rules {
+            args.push("--provider-rule".to_string());
+            args.push(rule.clone());
+        }
     }
 
     Container {
@@ -534,6 +581,33 @@ mod tests {
         let annotations = metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations[labels::TARGET_LABEL], "deploy/chat-api -n prod");
         assert_eq!(metadata.name.as_deref(), Some("llmslo-ab12cd34-worker-1"));
+    }
+
+    #[test]
+    fn doctor_jobs_run_the_doctor_on_every_node() {
+        let targets = [target("chat-1", "worker-2", 'a')];
+        let nodes = ["worker-1".to_string(), "worker-2".to_string()];
+        let jobs = plan_doctor_jobs(&nodes, &targets, &options());
+        let planned: Vec<_> = jobs.iter().map(|job| job.node.as_str()).collect();
+        assert_eq!(planned, ["worker-1", "worker-2"]);
+
+        let idle = container(&jobs[0].job).args.clone().unwrap();
+        assert_eq!(idle[0], "doctor");
+        assert!(!idle.contains(&"--container-id".to_string()), "{idle:?}");
+        assert!(!idle.contains(&"--duration".to_string()), "{idle:?}");
+        assert!(!idle.contains(&"--provider-rule".to_string()), "{idle:?}");
+
+        let busy = container(&jobs[1].job).args.clone().unwrap();
+        assert_eq!(
+            busy[..3],
+            ["doctor", "--container-id", "a".repeat(64).as_str()]
+        );
+        let diagnose = plan_jobs(&targets, &options());
+        assert_eq!(
+            container(&jobs[1].job).security_context,
+            container(&diagnose[0].job).security_context,
+            "the doctor runs with the privileges of a real probe"
+        );
     }
 
     #[test]

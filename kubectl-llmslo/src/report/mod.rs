@@ -3,6 +3,7 @@
 
 mod json;
 mod table;
+mod traces;
 
 use std::io::{self, IsTerminal, Write};
 

@@ -35,6 +35,7 @@ pub fn render(analysis: &Analysis, style: Style) -> String {
         comparison_table(analysis, style),
     );
     verdicts(analysis, style, &mut out);
+    super::traces::write(analysis, style, &mut out);
     section(&mut out, "Workloads", workload_table(analysis, style));
     section(&mut out, "Skipped pods", skipped_table(analysis, style));
     section(&mut out, "Nodes", node_table(analysis, style));
@@ -42,7 +43,7 @@ pub fn render(analysis: &Analysis, style: Style) -> String {
     out
 }
 
-fn new_table(style: Style, header: &[&str]) -> Table {
+pub(super) fn new_table(style: Style, header: &[&str]) -> Table {
     let mut table = Table::new();
     if style.terminal {
         table
@@ -69,7 +70,7 @@ fn right_align(table: &mut Table, from_column: usize) {
     }
 }
 
-fn colored(text: impl Into<String>, color: Color, style: Style) -> Cell {
+pub(super) fn colored(text: impl Into<String>, color: Color, style: Style) -> Cell {
     let cell = Cell::new(text.into());
     if style.color { cell.fg(color) } else { cell }
 }

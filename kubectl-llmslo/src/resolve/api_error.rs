@@ -49,18 +49,18 @@ pub enum ApiError {
         call: ApiCall,
         message: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("{call} failed: {message}")]
     Rejected {
         call: ApiCall,
-        /// HTTP status code of the API server's answer.
+        /// HTTP status code of the API server's response.
         code: u16,
         /// `reason` of the `Status`, such as `NotFound` or `Invalid`.
         reason: String,
         message: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error(
         "{call} failed: {source}; check that the cluster is reachable with \
@@ -69,14 +69,15 @@ pub enum ApiError {
     Transport {
         call: ApiCall,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
 impl ApiError {
     /// Classifies a kube client error for `call`.
     pub fn from_kube(call: ApiCall, source: kube::Error) -> Self {
-        match &source {
+        let source = Box::new(source);
+        match source.as_ref() {
             kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
                 call,
                 message: status.message.clone(),
@@ -93,7 +94,8 @@ impl ApiError {
         }
     }
 
-    /// HTTP status of the API server's answer, if it answered.
+    /// Returns the HTTP status of the API server's response, or `None` when
+    /// no response arrived.
     pub fn code(&self) -> Option<u16> {
         match self {
             Self::Forbidden { .. } => Some(403),

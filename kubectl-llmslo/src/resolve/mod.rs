@@ -23,7 +23,8 @@ pub use target::{TargetRef, WorkloadKind, parse_target};
 
 use crate::collection::{SkippedPod, WorkloadIdentity};
 
-/// Which pods to resolve, after flags and kubeconfig defaults are applied.
+/// The target or selector to resolve, after flags and kubeconfig defaults
+/// are applied.
 #[derive(Debug, Clone)]
 pub struct ResolveRequest {
     pub target: Option<TargetRef>,
@@ -106,7 +107,13 @@ pub enum ResolveError {
         reason: String,
     },
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(Box<ApiError>),
+}
+
+impl From<ApiError> for ResolveError {
+    fn from(error: ApiError) -> Self {
+        Self::Api(Box::new(error))
+    }
 }
 
 fn summarize_skipped(skipped: &[SkippedPod]) -> String {
@@ -212,7 +219,7 @@ async fn pods_of_workload(
         if error.is_not_found() {
             not_found()
         } else {
-            ResolveError::Api(error)
+            ResolveError::from(error)
         }
     };
 

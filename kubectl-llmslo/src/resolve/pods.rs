@@ -7,7 +7,7 @@ use crate::collection::{SkippedPod, WorkloadIdentity};
 /// Runtimes whose container ids the probe can find in cgroup paths.
 const KNOWN_RUNTIMES: [&str; 3] = ["containerd", "cri-o", "docker"];
 
-/// What became of one pod.
+/// The containers of one pod to probe, and the reasons for the others.
 #[derive(Debug, Default)]
 pub struct PodTargets {
     pub targets: Vec<WorkloadIdentity>,
@@ -232,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn running_container_is_a_target_and_waiting_one_skipped() {
+    fn waiting_container_is_skipped() {
         let pod = pod_from_json(running_pod());
         let outcome = pod_targets(&pod, Some(&ready_node()), &["Deployment/chat".into()], None);
         assert_eq!(outcome.targets.len(), 1);

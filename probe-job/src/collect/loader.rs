@@ -8,7 +8,9 @@ use aya::{
     maps::MapError,
     programs::{ProgramError, TracePoint},
 };
-use llmslo_probe_common::TcpProbeLayout;
+use llmslo_probe_common::{PidNamespaces, TcpProbeLayout};
+
+use crate::signals::KernelGlobals;
 
 /// The eBPF object built by build.rs from `probe-ebpf/`.
 static EBPF_OBJECT: &[u8] =
@@ -24,6 +26,8 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
     ("sys_enter_writev", "syscalls", "sys_enter_writev"),
     ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("sys_enter_recvmmsg", "syscalls", "sys_enter_recvmmsg"),
+    ("sys_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
     ("sys_exit_data", "syscalls", "sys_exit_read"),
     ("sys_exit_data", "syscalls", "sys_exit_recvfrom"),
     ("sys_exit_data", "syscalls", "sys_exit_readv"),
@@ -32,6 +36,8 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_exit_data", "syscalls", "sys_exit_sendto"),
     ("sys_exit_data", "syscalls", "sys_exit_writev"),
     ("sys_exit_data", "syscalls", "sys_exit_sendmsg"),
+    ("sys_exit_data", "syscalls", "sys_exit_recvmmsg"),
+    ("sys_exit_data", "syscalls", "sys_exit_sendmmsg"),
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
     ("sys_enter_accept", "syscalls", "sys_enter_accept"),
@@ -41,6 +47,7 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
 ];
 
 /// The optional program that reports TCP segment arrivals.
@@ -92,8 +99,11 @@ pub enum LoadError {
 
 /// Creates the maps and loads every program, without attaching.
 ///
-/// `filter_flags` is written to the read-only global `FILTER_FLAGS` before
-/// load, so that the verifier and JIT see it as a constant.
+/// `filter_flags` and `pid_namespaces` are written to the read-only
+/// globals `FILTER_FLAGS` and `TARGET_PID_NAMESPACES` before load, so that
+/// the verifier and JIT see them as constants; `signals` holds the globals
+/// of the component signal programs, which [`crate::signals::programs`]
+/// loads later.
 ///
 /// # Errors
 ///
@@ -102,13 +112,23 @@ pub enum LoadError {
 pub fn load(
     ring_buffer_bytes: u32,
     filter_flags: u8,
+    pid_namespaces: &PidNamespaces,
     tcp_probe_layout: TcpProbeLayout,
+    signals: &KernelGlobals,
     keep_verifier_log: bool,
 ) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes)
         .override_global("FILTER_FLAGS", &filter_flags, true)
+        .override_global("TARGET_PID_NAMESPACES", pid_namespaces, true)
         .override_global("TCP_PROBE_LAYOUT", &tcp_probe_layout, true)
+        .override_global("SCHED_LAYOUT", &signals.sched_layout, true)
+        .override_global("TCP_LAYOUT", &signals.tcp_layout, true)
+        .override_global(
+            "LONG_WAIT_THRESHOLD_NS",
+            &signals.long_wait_threshold_ns,
+            true,
+        )
         .verifier_log_level(if keep_verifier_log {
             VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS
         } else {
@@ -283,7 +303,10 @@ mod tests {
             false,
         );
         let message = error.to_string();
-        assert!(message.contains("rejected eBPF program sys_exit_data"), "{message}");
+        assert!(
+            message.contains("rejected eBPF program sys_exit_data"),
+            "{message}"
+        );
         assert!(message.contains("Run with -v"), "{message}");
         assert!(!message.contains("R1 invalid mem access"), "{message}");
         assert!(!message.contains("printed above"), "{message}");

@@ -1,6 +1,7 @@
 //! The kernel side of collection: preflight checks, the loaded eBPF object,
 //! its target and socket maps, the ring buffer reader and the drop counters.
 
+pub mod features;
 pub mod loader;
 pub mod preflight;
 
@@ -8,10 +9,12 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
-use llmslo_probe_common::{DropReason, FlowKey, SocketKey, TcpProbeLayout};
+use llmslo_probe_common::{DropReason, FlowKey, PidNamespaces, SocketKey, TcpProbeLayout};
 use tokio::io::unix::AsyncFd;
 
 pub use loader::LoadError;
+
+use crate::signals::{KernelGlobals, SignalError};
 
 /// Drop counters summed over all CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub enum CollectError {
     },
     #[error("failed to poll the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
+    #[error(transparent)]
+    Signal(#[from] SignalError),
 }
 
 /// The loaded programs and the maps user space writes or reads.
@@ -57,13 +62,17 @@ impl Collector {
     pub fn load(
         ring_buffer_bytes: u32,
         filter_flags: u8,
+        pid_namespaces: &PidNamespaces,
         tcp_probe_layout: TcpProbeLayout,
+        signals: &KernelGlobals,
         keep_verifier_log: bool,
     ) -> Result<Self, CollectError> {
         let mut ebpf = loader::load(
             ring_buffer_bytes,
             filter_flags,
+            pid_namespaces,
             tcp_probe_layout,
+            signals,
             keep_verifier_log,
         )?;
         let map = ebpf
@@ -81,6 +90,12 @@ impl Collector {
         Ok(Self { ebpf, events })
     }
 
+    /// The loaded object, for attaching the TLS uprobes to library files
+    /// found during the window.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     pub fn attach(&mut self) -> Result<(), CollectError> {
         Ok(loader::attach(&mut self.ebpf)?)
     }
@@ -88,6 +103,11 @@ impl Collector {
     /// Attaches the optional arrival program; see [`loader::attach_arrivals`].
     pub fn attach_arrivals(&mut self) -> Result<(), CollectError> {
         Ok(loader::attach_arrivals(&mut self.ebpf)?)
+    }
+
+    /// The loaded object, for the component signals' programs and maps.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     pub fn add_target_pid(&mut self, pid: u32) -> Result<(), CollectError> {

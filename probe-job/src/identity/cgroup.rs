@@ -1,5 +1,5 @@
-//! cgroup v2 lookups: the mount, a container's leaf cgroup, a process's
-//! cgroup, and the pod UID and container id in a cgroup path.
+//! cgroup lookups: a container's cgroup in a v2 or v1 hierarchy, a
+//! process's cgroup, and the pod UID and container id in a cgroup path.
 
 use std::{
     collections::VecDeque,
@@ -9,9 +9,6 @@ use std::{
 };
 
 use super::IdentityError;
-
-/// Mount points of cgroup v2 on pure v2 nodes and on hybrid nodes.
-const PREFERRED_MOUNTS: &[&str] = &["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
 
 /// Depth of the container search below the mount. Kubernetes puts
 /// containers at depth 3 (systemd driver) or 4 (cgroupfs driver with QoS).
@@ -25,12 +22,15 @@ const RUNTIME_SCOPE_PREFIXES: &[&str] = &["cri-containerd-", "crio-", "docker-",
 pub struct ContainerCgroup {
     /// Absolute path of the cgroup directory.
     pub path: PathBuf,
-    /// Path below the cgroup v2 mount, starting with `/`.
+    /// Path below the hierarchy's mount, starting with `/`.
     pub relative: String,
-    /// The directory's inode, which `bpf_get_current_cgroup_id()` returns for
-    /// tasks inside it.
+    /// The directory's inode. In cgroup v2 it is what
+    /// `bpf_get_current_cgroup_id()` returns for tasks inside; a v1
+    /// directory's inode means nothing to the kernel filter.
     pub cgroup_id: u64,
     pub ids: PathIds,
+    /// True for a directory of a cgroup v1 hierarchy.
+    pub v1: bool,
 }
 
 /// Container id and pod UID parsed from a cgroup path.
@@ -38,32 +38,6 @@ pub struct ContainerCgroup {
 pub struct PathIds {
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
-}
-
-/// Finds the cgroup v2 mount in this process's mount namespace.
-///
-/// # Errors
-///
-/// [`IdentityError::NoCgroupV2`] when no `cgroup2` file system is mounted.
-pub fn find_v2_mount() -> Result<PathBuf, IdentityError> {
-    let mounts = procfs::process::Process::myself()
-        .and_then(|process| process.mountinfo())
-        .map_err(|source| IdentityError::Proc {
-            what: "read /proc/self/mountinfo".into(),
-            source,
-        })?;
-    let v2: Vec<PathBuf> = mounts
-        .into_iter()
-        .filter(|mount| mount.fs_type == "cgroup2")
-        .map(|mount| mount.mount_point)
-        .collect();
-    PREFERRED_MOUNTS
-        .iter()
-        .map(Path::new)
-        .find(|preferred| v2.iter().any(|mount| mount == preferred))
-        .map(Path::to_path_buf)
-        .or_else(|| v2.into_iter().next())
-        .ok_or(IdentityError::NoCgroupV2)
 }
 
 /// Finds the leaf cgroup of a container by a directory name that contains
@@ -104,7 +78,7 @@ pub fn find_container(mount: &Path, container_id: &str) -> Result<ContainerCgrou
         0 => {
             return Err(IdentityError::ContainerNotFound {
                 container_id: container_id.to_string(),
-                mount: mount.to_path_buf(),
+                searched: vec![mount.to_path_buf()],
             });
         }
         1 => matches.remove(0),
@@ -123,6 +97,7 @@ pub fn find_container(mount: &Path, container_id: &str) -> Result<ContainerCgrou
         ids: parse_path_ids(&relative),
         path,
         relative,
+        v1: false,
     })
 }
 
@@ -153,6 +128,30 @@ pub fn cgroup_pids(path: &Path) -> Option<Vec<u32>> {
             .filter_map(|line| line.trim().parse().ok())
             .collect(),
     )
+}
+
+/// Lists the processes in a cgroup and the cgroups below it, which the
+/// container's own processes may have created.
+pub fn pids_below(path: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut queue = VecDeque::from([(path.to_path_buf(), 0usize)]);
+    while let Some((directory, depth)) = queue.pop_front() {
+        pids.extend(cgroup_pids(&directory).unwrap_or_default());
+        if depth + 1 >= MAX_SEARCH_DEPTH {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                queue.push_back((entry.path(), depth + 1));
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 fn relative_path(mount: &Path, path: &Path) -> String {

@@ -32,6 +32,9 @@ pub struct ConnectionMeta {
     pub peer: Option<SocketAddr>,
     /// TLS library whose plaintext is read; `None` for socket bytes.
     pub tls_library: Option<&'static str>,
+    /// TLS server name (SNI) from the ClientHello; it takes precedence
+    /// over the HTTP `Host` the parser reports.
+    pub server_name: Option<String>,
 }
 
 impl ConnectionMeta {
@@ -178,6 +181,36 @@ where
 
     pub fn contains(&self, key: SocketKey) -> bool {
         self.connections.contains_key(&key)
+    }
+
+    /// Marks a connection as TLS: `library`, when known, is the library
+    /// whose plaintext it carries, and `server_name` the SNI. Received
+    /// plaintext cannot be matched against TCP segment arrivals, which count
+    /// ciphertext, so arrival stamps stop; returns true when they were on.
+    pub fn mark_tls(
+        &mut self,
+        key: SocketKey,
+        library: Option<&'static str>,
+        server_name: Option<&str>,
+    ) -> bool {
+        let Some(connection) = self.connections.get_mut(&key) else {
+            return false;
+        };
+        if library.is_some() {
+            connection.meta.tls_library = library;
+        }
+        if let Some(name) = server_name
+            && connection.meta.server_name.as_deref() != Some(name)
+        {
+            connection.meta.server_name = Some(name.to_string());
+        }
+        match connection.arrivals.take() {
+            Some(queue) => {
+                self.stats.arrivals_discarded += queue.discarded;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Feeds bytes of one socket call. Received bytes of a connection with
@@ -337,6 +370,9 @@ where
             exchange.connection.local = meta.local.map(|address| address.to_string());
             exchange.connection.peer = meta.peer.map(|address| address.to_string());
             exchange.connection.tls_library = meta.tls_library.map(str::to_string);
+            if meta.server_name.is_some() {
+                exchange.connection.server_name = meta.server_name.clone();
+            }
             self.exchanges.push(exchange);
         }
     }

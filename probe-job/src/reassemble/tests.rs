@@ -89,6 +89,7 @@ fn outbound() -> ConnectionMeta {
         local: Some("127.0.0.1:40000".parse().unwrap()),
         peer: Some("127.0.0.1:8000".parse().unwrap()),
         tls_library: None,
+        server_name: None,
     }
 }
 
@@ -279,4 +280,49 @@ fn short_read_discards_duplicate_arrivals() {
     );
     let (_, stats) = table.finish(600);
     assert_eq!(stats.arrivals_discarded, 1);
+}
+
+#[test]
+fn tls_connection_takes_sni_and_library() {
+    let (mut table, _, _) = table();
+    table.open(KEY, 9, outbound(), 1);
+    assert!(!table.mark_tls(KEY, Some("openssl"), Some("api.openai.com")));
+    table.data(KEY, transfer(Flow::Ingress, 50, 101, b"done", 4));
+    let (exchanges, _) = table.finish(70);
+    let connection = &exchanges[0].connection;
+    assert_eq!(connection.tls_library.as_deref(), Some("openssl"));
+    assert_eq!(
+        connection.server_name.as_deref(),
+        Some("api.openai.com"),
+        "SNI wins over the Host the parser saw"
+    );
+}
+
+#[test]
+fn tls_connection_without_sni_keeps_host() {
+    let (mut table, _, _) = table();
+    table.open(KEY, 9, outbound(), 1);
+    table.mark_tls(KEY, Some("go_crypto_tls"), None);
+    table.mark_tls(KEY, None, None);
+    table.data(KEY, transfer(Flow::Ingress, 50, 101, b"done", 4));
+    let (exchanges, _) = table.finish(70);
+    let connection = &exchanges[0].connection;
+    assert_eq!(connection.tls_library.as_deref(), Some("go_crypto_tls"));
+    assert_eq!(connection.server_name.as_deref(), Some("api.example"));
+}
+
+#[test]
+fn tls_stops_arrival_stamps() {
+    let (mut table, log, _) = table();
+    table.open(KEY, 9, outbound(), 1);
+    table.enable_arrivals(KEY);
+    table.arrival(KEY, 100, 40);
+    assert!(table.mark_tls(KEY, Some("openssl"), None));
+    table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcd", 4));
+    assert_eq!(
+        *log.borrow(),
+        ["data Ingress 300 101 abcd"],
+        "ciphertext arrivals do not stamp plaintext"
+    );
+    assert!(!table.mark_tls(KEY, Some("openssl"), None));
 }

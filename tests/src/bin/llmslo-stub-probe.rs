@@ -18,8 +18,8 @@ use std::{
 };
 
 use llmslo_schema::{
-    Diagnostic, Outcome, OutcomeStatus, ProbeInfo, ProbeResult, Severity, TargetFilter,
-    TargetProcess, Window, envelope,
+    Connection, Diagnostic, Exchange, HttpExchange, LlmCall, Outcome, OutcomeStatus, ProbeInfo,
+    ProbeResult, Severity, TargetFilter, TargetProcess, TokenSource, TokenUsage, Window, envelope,
 };
 
 static TERMINATED: AtomicBool = AtomicBool::new(false);
@@ -121,6 +121,14 @@ fn print_result(options: &Options, status: OutcomeStatus, message: Option<String
             ..TargetProcess::default()
         })
         .collect();
+    // One streamed chat completion per container, so that the analysis
+    // has a request to measure, as with a real probe on a busy service.
+    result.exchanges = result
+        .processes
+        .iter()
+        .enumerate()
+        .map(|(index, process)| synthetic_completion(index as u64, process.pid))
+        .collect();
     for rule in &options.provider_rules {
         result.diagnostics.push(Diagnostic {
             severity: Severity::Info,
@@ -136,6 +144,54 @@ fn print_result(options: &Options, status: OutcomeStatus, message: Option<String
         serde_json::to_string(&result).expect("a result always serializes")
     };
     println!("{line}");
+}
+
+fn synthetic_completion(id: u64, pid: u32) -> Exchange {
+    Exchange {
+        id,
+        pid,
+        tid: pid,
+        connection: Connection {
+            fd: 7,
+            peer: Some("127.0.0.1:8080".into()),
+            server_name: Some("api.openai.com".into()),
+            ..Connection::default()
+        },
+        t0_ns: 1_000_000_000,
+        ttfb_us: Some(180_000),
+        e2e_us: Some(900_000),
+        request_bytes: 512,
+        response_bytes: 4096,
+        http: Some(HttpExchange {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            status: Some(200),
+            content_type: Some("text/event-stream".into()),
+            ..HttpExchange::default()
+        }),
+        llm: Some(LlmCall {
+            provider: "openai".into(),
+            api: "chat.completions".into(),
+            operation: "chat".into(),
+            request_model: Some("gpt-4o-mini".into()),
+            response_model: Some("gpt-4o-mini-2024-07-18".into()),
+            streaming: true,
+            ttft_us: Some(200_000),
+            itl_us: vec![20_000; 5],
+            tpot_us: Some(20_000.0),
+            content_events: 6,
+            usage: TokenUsage {
+                input_tokens: Some(9),
+                output_tokens: Some(6),
+                source: TokenSource::Provider,
+                ..TokenUsage::default()
+            },
+            finish_reason: Some("stop".into()),
+            terminated: true,
+            ..LlmCall::default()
+        }),
+        ..Exchange::default()
+    }
 }
 
 fn main() {

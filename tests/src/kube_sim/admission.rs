@@ -20,7 +20,7 @@ const BASELINE_CAPABILITIES: [&str; 13] = [
     "SYS_CHROOT",
 ];
 
-/// The enforced level of a namespace, from its
+/// Returns the enforced level of a namespace, from its
 /// `pod-security.kubernetes.io/enforce` label; `privileged` (no checks)
 /// when the label is absent.
 pub fn enforced_level(namespace: &Value) -> String {

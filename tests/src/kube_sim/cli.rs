@@ -10,7 +10,7 @@ use std::{
 
 use super::KubeSim;
 
-/// The workspace root (the directory above this crate).
+/// Returns the workspace root (the directory above this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -24,13 +24,15 @@ fn target_directory() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Path of `binary` of workspace package `package`, built once per test
-/// process with the same cargo that runs the tests (`cargo test` builds
-/// only the binaries of the package under test).
+/// Returns the path of `binary` of workspace package `package`, after one
+/// `cargo build --bins` per test process with the cargo that runs the
+/// tests. `cargo test` builds only the binaries of the package under test,
+/// and the workspace-wide build resolves the same features as
+/// scripts/test.sh, so that it does nothing when that script built first.
 ///
 /// # Panics
 ///
-/// Panics when the build fails; the message holds cargo's output.
+/// Panics when the build fails, with cargo's output in the message.
 pub fn workspace_binary(package: &str, binary: &str) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
@@ -41,13 +43,13 @@ pub fn workspace_binary(package: &str, binary: &str) -> PathBuf {
     if !built.iter().any(|name| name == binary) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let output = Command::new(cargo)
-            .args(["build", "--quiet", "-p", package, "--bin", binary])
+            .args(["build", "--quiet", "--bins"])
             .current_dir(workspace_root())
             .output()
             .expect("failed to run cargo build");
         assert!(
             output.status.success(),
-            "cargo build -p {package} --bin {binary} failed:\n{}",
+            "cargo build --bins (for {binary} of {package}) failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
         built.push(binary.to_string());
@@ -55,17 +57,17 @@ pub fn workspace_binary(package: &str, binary: &str) -> PathBuf {
     path
 }
 
-/// The CLI binary, `kubectl-llmslo`.
+/// Returns the CLI binary, `kubectl-llmslo`.
 pub fn cli_binary() -> PathBuf {
     workspace_binary("kubectl-llmslo", "kubectl-llmslo")
 }
 
-/// The stand-in probe of the tests crate.
+/// Returns the stand-in probe of the tests crate.
 pub fn stub_probe_binary() -> PathBuf {
     workspace_binary("llmslo-tests", "llmslo-stub-probe")
 }
 
-/// The real kubectl that scripts/setup.sh installs.
+/// Returns the real kubectl that scripts/setup.sh installs.
 ///
 /// # Panics
 ///
@@ -90,7 +92,7 @@ pub struct Finished {
 }
 
 impl KubeSim {
-    /// A command with the environment of a user of this cluster:
+    /// Creates a command with the environment of a user of this cluster:
     /// `KUBECONFIG` set and a private `HOME` for caches.
     pub fn command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);

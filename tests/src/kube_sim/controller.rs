@@ -1,8 +1,8 @@
-//! The controllers and the kubelet, simulated: the Job controller creates a
-//! pod per Job and enforces its deadline, the scheduler binds the pod to its
-//! pinned node, the kubelet "pulls" the image and runs the container's
-//! command as a local process whose output becomes the pod log, and the
-//! garbage collector and TTL controller delete what they would.
+//! The controllers and the kubelet, simulated. The Job controller creates a
+//! pod per Job and enforces its deadline. The scheduler binds the pod to its
+//! pinned node. The kubelet "pulls" the image and runs the container's
+//! command as a local process whose output becomes the pod log. The garbage
+//! collector and the TTL controller delete what they would.
 
 use std::{
     collections::BTreeMap,
@@ -31,8 +31,8 @@ const PULL_BACKOFF_DELAY: Duration = Duration::from_millis(300);
 /// A running container process.
 pub struct ContainerProcess {
     pub pid: u32,
-    /// Set when the node is lost: the process is killed and nobody reports
-    /// its end, as with a kubelet that stopped talking to the API server.
+    /// Set when the node is lost: the process is killed and its end is not
+    /// reported, as with a kubelet that stopped talking to the API server.
     pub frozen: AtomicBool,
 }
 
@@ -308,7 +308,7 @@ pub fn record_event(
     );
 }
 
-/// The node a pod is bound or pinned to by `nodeName`, a `metadata.name`
+/// Returns the node a pod is bound or pinned to by `nodeName`, a `metadata.name`
 /// field affinity or a `kubernetes.io/hostname` label affinity.
 fn pinned_node(shared: &Shared, pod: &Value) -> Option<String> {
     if let Some(node) = pod["spec"]["nodeName"].as_str() {

@@ -111,8 +111,8 @@ pub fn openapi_v3_root() -> Value {
 }
 
 /// `/openapi/v3/<group version>`: the operations of each kind with the
-/// query parameters kubectl looks for before it asks the server to
-/// validate fields (`fieldValidation` on PATCH). Schemas are left out.
+/// query parameters that kubectl checks before it lets the server validate
+/// fields (`fieldValidation` on PATCH). Schemas are left out.
 pub fn openapi_v3_group_version(path: &str) -> Option<Value> {
     let group = match path {
         "api/v1" => "",

@@ -18,7 +18,7 @@ pub struct ContainerFixture {
 }
 
 impl ContainerFixture {
-    /// A running, ready container.
+    /// Returns a running, ready container.
     pub fn running(name: &str, container_id: &str) -> Self {
         Self {
             name: name.to_string(),

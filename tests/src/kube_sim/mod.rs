@@ -1,7 +1,7 @@
-//! A simulated Kubernetes control plane for tests: a real HTTP server on
-//! 127.0.0.1 that speaks the Kubernetes REST API (discovery, get, list,
-//! watch, create, delete, pod logs, `Status` errors), with simulated
-//! controllers that run each Job's container as a local process.
+//! A simulated Kubernetes control plane for tests. It is a real HTTP server
+//! on 127.0.0.1 that speaks the Kubernetes REST API (discovery, get, list,
+//! watch, create, delete, pod logs, `Status` errors). Its simulated
+//! controllers run each Job's container as a local process.
 //!
 //! Tests reach it through the kubeconfig it writes, the way a client
 //! reaches a real cluster, and switch failures on with its knobs: image
@@ -24,7 +24,6 @@ pub mod cli;
 mod controller;
 mod discovery;
 mod fixtures;
-pub mod pod_cgroup;
 mod resources;
 mod selectors;
 mod server;
@@ -228,12 +227,12 @@ impl KubeSim {
         sim
     }
 
-    /// The kubeconfig that points at this server (context `sim`).
+    /// Returns the kubeconfig that points at this server (context `sim`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// A scratch directory removed with the simulation.
+    /// Returns a scratch directory that is removed with the simulation.
     pub fn directory(&self) -> &Path {
         &self.directory
     }
@@ -424,7 +423,8 @@ impl KubeSim {
         });
     }
 
-    /// Answers `verb` on `resource` (RBAC spelling) only after `delay`.
+    /// Delays the responses to `verb` on `resource` (RBAC spelling) by
+    /// `delay`.
     pub fn delay(&self, verb: &str, resource: &str, delay: Duration) {
         self.shared.with_state(|state| {
             state.knobs.delays.push((
@@ -450,7 +450,7 @@ impl KubeSim {
         self.shared.watch_epoch.send_modify(|epoch| *epoch += 1);
     }
 
-    /// Every resource request so far, as the authorizer saw it.
+    /// Returns every resource request so far, as the authorizer saw it.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.with_state(|state| state.requests.clone())
     }
@@ -463,7 +463,7 @@ impl KubeSim {
         self.shared.list(resource, namespace)
     }
 
-    /// The log of a container, as `kubectl logs` would print it.
+    /// Returns the log of a container, as `kubectl logs` would print it.
     pub fn log(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
         self.shared.with_state(|state| {
             state
@@ -477,8 +477,8 @@ impl KubeSim {
         })
     }
 
-    /// Polls `condition` every 20 ms until it holds or `timeout` passes;
-    /// returns whether it held.
+    /// Polls `condition` every 20 ms until it is true or `timeout` passes,
+    /// and returns its last value.
     pub fn wait_until(&self, timeout: Duration, mut condition: impl FnMut(&Self) -> bool) -> bool {
         let started = Instant::now();
         while started.elapsed() < timeout {
@@ -490,7 +490,7 @@ impl KubeSim {
         condition(self)
     }
 
-    /// Container processes still running.
+    /// Returns how many container processes are still running.
     pub fn running_processes(&self) -> usize {
         self.shared.processes.lock().unwrap().len()
     }

@@ -133,9 +133,9 @@ pub async fn handle(
         (&Method::PUT, _) => "update",
         (&Method::PATCH, _) => "patch",
         _ => {
-            return Ok(status_response(status::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource"
-            ))));
+            return Ok(status_response(status::method_not_allowed(
+                "the server does not allow this method on the requested resource".into(),
+            )));
         }
     };
     let record = RequestRecord {
@@ -202,12 +202,16 @@ pub async fn handle(
 fn parse_resource_path(group: &str, rest: &[&str]) -> Option<ResourcePath> {
     let (namespace, plural, name, subresource) = match rest {
         ["namespaces", namespace] => (None, "namespaces", Some(*namespace), None),
-        ["namespaces", namespace, plural, tail @ ..] if group != "" || *plural != "finalize" => (
-            Some(*namespace),
-            *plural,
-            tail.first().copied(),
-            tail.get(1).copied(),
-        ),
+        ["namespaces", namespace, plural, tail @ ..]
+            if !group.is_empty() || *plural != "finalize" =>
+        {
+            (
+                Some(*namespace),
+                *plural,
+                tail.first().copied(),
+                tail.get(1).copied(),
+            )
+        }
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return None,
     };
@@ -349,7 +353,7 @@ fn watch(
     };
 
     // Read the backlog and subscribe under one lock, so that no change
-    // falls between them; duplicates are dropped by resource version.
+    // falls between them. Duplicates are dropped by resource version.
     let (backlog, mut receiver, gone) = shared.with_state(|state| {
         let receiver = shared.changes.subscribe();
         if requested != 0 && requested < state.compacted_below {
@@ -408,8 +412,8 @@ fn watch(
             tokio::select! {
                 change = receiver.recv() => {
                     let Ok(change) = change else {
-                        // Lagged or closed: end the stream; the client
-                        // restarts its watch from its last version.
+                        // Lagged or closed: end the stream, so that the
+                        // client restarts its watch from its last version.
                         return;
                     };
                     if change.resource != resource || change.resource_version <= last_sent {
@@ -645,7 +649,7 @@ async fn get_log(
     let key = (namespace, pod_name, container);
     let mut text = shared.with_state(|state| state.logs.get(&key).cloned().unwrap_or_default());
     if query.get("follow").is_some_and(|follow| follow == "true") {
-        // Wait for the container to end, then answer with the whole log.
+        // Wait for the container to end, then send the whole log.
         while shared
             .processes
             .lock()

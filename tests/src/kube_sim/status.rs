@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::resources::Resource;
 
-/// An error answer: HTTP code and `Status` body.
+/// An error response: HTTP code and `Status` body.
 #[derive(Debug, Clone)]
 pub struct ApiStatus {
     pub code: u16,
@@ -114,8 +114,8 @@ pub fn invalid(resource: Resource, name: &str, causes: &[(String, String)]) -> A
     )
 }
 
-/// The `reason` of a cause, from the start of its message as the API
-/// server's field errors read.
+/// Returns the `reason` of a cause, from the start of its message, the
+/// way the API server's field errors begin.
 fn cause_reason(message: &str) -> &'static str {
     if message.starts_with("Required value") {
         "FieldValueRequired"

@@ -43,7 +43,7 @@ pub struct Change {
 /// name.
 pub type Key = (Resource, String, String);
 
-/// A request as the RBAC authorizer sees it.
+/// A request in the terms of the RBAC authorizer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RequestRecord {
     /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
@@ -56,7 +56,7 @@ pub struct RequestRecord {
     pub namespace: String,
 }
 
-/// An RBAC denial a test asks for.
+/// An RBAC denial that a test sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     pub verb: String,
@@ -84,8 +84,8 @@ pub struct Knobs {
     /// Nodes the scheduler will not place pods on, with its message.
     pub unschedulable_nodes: BTreeMap<String, String>,
     pub denials: Vec<Denial>,
-    /// Requests answered only after a delay, by verb and resource (RBAC
-    /// spelling), to hold a client inside a call.
+    /// Requests whose responses are delayed, by verb and resource (RBAC
+    /// spelling), to keep a client inside a call.
     pub delays: Vec<(Denial, std::time::Duration)>,
     /// The user named in 403 messages.
     pub user: String,
@@ -130,7 +130,7 @@ impl State {
         self.resource_version
     }
 
-    /// A new UID in the usual 8-4-4-4-12 form.
+    /// Returns a new UID in the usual 8-4-4-4-12 form.
     pub fn new_uid(&mut self) -> String {
         self.uid_counter += 1;
         let random = self.next_random();
@@ -321,7 +321,7 @@ pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The current time as Kubernetes writes timestamps.
+/// Returns the current time as Kubernetes writes timestamps.
 pub fn now_rfc3339() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

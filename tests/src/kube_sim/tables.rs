@@ -1,4 +1,4 @@
-//! `meta.k8s.io/v1` Table answers, which kubectl asks for to print
+//! `meta.k8s.io/v1` Table responses, which kubectl requests to print
 //! `kubectl get` output.
 
 use serde_json::{Value, json};

@@ -45,6 +45,9 @@ impl Usage {
 struct Message {
     #[serde(default)]
     model: Option<String>,
+    /// Content blocks of a non-streaming message, empty in `message_start`.
+    #[serde(default)]
+    content: Option<Vec<Block>>,
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
@@ -87,6 +90,14 @@ struct Block {
     kind: String,
     #[serde(default)]
     text: NonEmptyText,
+    #[serde(default)]
+    thinking: NonEmptyText,
+}
+
+impl Block {
+    fn is_tool_call(&self) -> bool {
+        matches!(self.kind.as_str(), "tool_use" | "server_tool_use")
+    }
 }
 
 /// A `content_block_delta` delta, or the `message_delta` delta with the
@@ -131,7 +142,7 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
             // A tool_use block starts with the tool's name, the first
             // generated part of a tool call, as OpenAI's first tool delta.
             if let Some(block) = &event.content_block {
-                let tool = matches!(block.kind.as_str(), "tool_use" | "server_tool_use");
+                let tool = block.is_tool_call();
                 facts.content = tool || block.text.0;
                 facts.tool_call = tool;
             }
@@ -169,14 +180,20 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
     facts
 }
 
-/// Reads a non-streaming message object. Returns false when the body is
-/// not JSON of this shape.
-pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
-    let Ok(message) = serde_json::from_slice::<Message>(body) else {
-        return false;
-    };
+/// Reads a non-streaming message object, and returns what its content
+/// blocks carried as one event. Returns `None` when the body is not JSON
+/// of this shape.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
+    let message = serde_json::from_slice::<Message>(body).ok()?;
     message.apply(call);
-    true
+    let mut facts = EventFacts::default();
+    for block in message.content.iter().flatten() {
+        let tool = block.is_tool_call();
+        facts.content |= block.text.0 || block.thinking.0 || tool;
+        facts.reasoning |= block.thinking.0;
+        facts.tool_call |= tool;
+    }
+    Some(facts)
 }
 
 #[cfg(test)]
@@ -253,5 +270,26 @@ mod tests {
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
         );
         assert_eq!(facts.error, Some(Some("overloaded_error".to_owned())));
+    }
+
+    #[test]
+    fn whole_message_content_by_block() {
+        let mut call = LlmCall::default();
+        let tool = whole_response(
+            &mut call,
+            br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":""},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":30}}"#,
+        )
+        .expect("a readable body");
+        assert!(tool.content);
+        assert!(tool.tool_call);
+        assert_eq!(call.finish_reason.as_deref(), Some("tool_use"));
+
+        let empty = whole_response(
+            &mut call,
+            br#"{"type":"message","content":[{"type":"text","text":""}],"usage":{"output_tokens":0}}"#,
+        )
+        .expect("a readable body");
+        assert!(!empty.content);
+        assert!(whole_response(&mut call, br#"{"content":null}"#).is_some());
     }
 }

@@ -120,9 +120,10 @@ impl ApiFormat {
         }
     }
 
-    /// Reads a complete non-streaming response body. Returns false when it
-    /// is not JSON of the expected shape.
-    pub fn read_whole_response(self, call: &mut LlmCall, body: &[u8]) -> bool {
+    /// Reads a complete non-streaming response body, and returns what it
+    /// carried as the facts of one event. Returns `None` when it is not
+    /// JSON of the expected shape.
+    pub fn read_whole_response(self, call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
         match self {
             ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions | ApiFormat::OpenAiEmbeddings => {
                 openai::whole_response(call, body)

@@ -124,22 +124,22 @@ pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
 }
 
 /// Reads a `generateContent` response, or a `streamGenerateContent` body
-/// sent without `alt=sse`, which is a JSON array of responses. Returns
-/// false when the body is not JSON of this shape.
-pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
+/// sent without `alt=sse`, which is a JSON array of responses, and returns
+/// what the body carried as one event. Returns `None` when the body is not
+/// JSON of this shape.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
     if let Ok(responses) = serde_json::from_slice::<Vec<GenerateContentResponse>>(body) {
+        let mut facts = EventFacts::default();
         for response in responses {
-            response.apply(call);
+            let part = response.apply(call);
+            facts.content |= part.content;
+            facts.reasoning |= part.reasoning;
+            facts.tool_call |= part.tool_call;
         }
-        return true;
+        return Some(facts);
     }
-    match serde_json::from_slice::<GenerateContentResponse>(body) {
-        Ok(response) => {
-            response.apply(call);
-            true
-        }
-        Err(_) => false,
-    }
+    let response = serde_json::from_slice::<GenerateContentResponse>(body).ok()?;
+    Some(response.apply(call))
 }
 
 /// Model named in a Gemini path: `/v1beta/models/gemini-2.0-flash:generateContent`
@@ -210,10 +210,12 @@ mod tests {
     #[test]
     fn array_body_is_read() {
         let mut call = LlmCall::default();
-        assert!(whole_response(
+        let facts = whole_response(
             &mut call,
             br#"[{"candidates":[{"content":{"parts":[{"text":"a"}]}}]},{"candidates":[{"content":{"parts":[{"text":"b"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2}}]"#,
-        ));
+        )
+        .expect("a readable body");
+        assert!(facts.content);
         assert_eq!(call.usage.output_tokens, Some(2));
     }
 }

@@ -5,6 +5,8 @@
 //! the response head and the decoded response body with the timestamp of
 //! the read that delivered each piece. Streaming responses are split into
 //! events; an event counts at the timestamp of the read that completed it.
+//! A non-streaming body is one event that counts at its first byte, because
+//! its content was generated before the first byte was sent.
 
 mod anthropic;
 mod format;
@@ -96,6 +98,8 @@ pub struct LlmTracker {
     first_content_ns: Option<u64>,
     last_content_ns: Option<u64>,
     terminal_ns: Option<u64>,
+    /// Timestamp of the read that delivered the first response body bytes.
+    first_body_ns: Option<u64>,
     /// Timestamp of the read that delivered the last response body bytes.
     last_body_ns: u64,
     /// Error events inside the stream, or a stream cut before its end.
@@ -142,6 +146,7 @@ impl LlmTracker {
             first_content_ns: None,
             last_content_ns: None,
             terminal_ns: None,
+            first_body_ns: None,
             last_body_ns: t0_ns,
             stream_error: None,
             unreadable_events: 0,
@@ -208,6 +213,7 @@ impl LlmTracker {
 
     /// Takes decoded response body bytes delivered by a read at `ts_ns`.
     pub fn on_response_body(&mut self, ts_ns: u64, bytes: &[u8]) {
+        self.first_body_ns.get_or_insert(ts_ns);
         self.last_body_ns = ts_ns;
         let decoded;
         let bytes = match &mut self.decoder {
@@ -249,6 +255,9 @@ impl LlmTracker {
     /// no longer be parsed, and a stream restarts at the next line.
     pub fn on_response_gap(&mut self) {
         match &mut self.reader {
+            // NOTE: a whole body with a gap is not parsed at all, so usage
+            // at its end is lost. Embeddings of many inputs hit this once a
+            // read returns more than the probe captures of one call.
             ResponseReader::Whole(body) => body.truncated = true,
             ResponseReader::Sse(parser) => **parser = SseParser::new(MAX_EVENT_BYTES),
             ResponseReader::Ndjson(splitter) => *splitter = NdjsonSplitter::new(MAX_EVENT_BYTES),
@@ -313,6 +322,14 @@ impl LlmTracker {
         self.terminal_ns
     }
 
+    /// Returns true once an error event arrived in the stream. Providers
+    /// send nothing generated after it, so the stream failed there.
+    pub fn saw_error_event(&self) -> bool {
+        self.stream_error
+            .as_ref()
+            .is_some_and(|error| error.kind == ErrorKind::StreamError)
+    }
+
     /// Completes the call once the response body ended. `complete` is false
     /// when the body was cut short (reset, close, end of window).
     pub fn finish(mut self, complete: bool) -> LlmOutcome {
@@ -321,8 +338,8 @@ impl LlmTracker {
             ResponseReader::Whole(body) if complete && !body.truncated => {
                 if self.status >= 400 {
                     provider_code = json::error_code(&body.bytes);
-                } else if self.read_whole_body(&body.bytes) {
-                    self.call.terminated = true;
+                } else {
+                    self.read_whole_body(&body.bytes);
                 }
             }
             ResponseReader::Sse(mut parser) => {
@@ -362,10 +379,18 @@ impl LlmTracker {
         }
     }
 
-    /// Reads a complete non-streaming response body. Returns false when it
-    /// is not a response of the expected shape.
-    fn read_whole_body(&mut self, body: &[u8]) -> bool {
-        self.format.read_whole_response(&mut self.call, body)
+    /// Reads a complete non-streaming response body. A body of the
+    /// expected shape terminates the call, and when it carries generated
+    /// content its first byte sets TTFT. It is not counted in
+    /// `content_events`, so ITL and TPOT stay unset.
+    fn read_whole_body(&mut self, body: &[u8]) {
+        let Some(facts) = self.format.read_whole_response(&mut self.call, body) else {
+            return;
+        };
+        self.call.terminated = true;
+        if facts.content {
+            self.first_content_ns = self.first_body_ns;
+        }
     }
 
     fn mark_truncated(&mut self) {

@@ -93,13 +93,13 @@ pub fn stream_event(call: &mut LlmCall, line: &[u8]) -> EventFacts {
     }
 }
 
-/// Reads a non-streaming response. Returns false when the body is not JSON
-/// of this shape.
-pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
-    match serde_json::from_slice::<Object>(body) {
-        Ok(object) => object.apply(call).terminal,
-        Err(_) => false,
-    }
+/// Reads a non-streaming response, and returns what it carried as one
+/// event. Returns `None` when the body is not JSON of this shape or lacks
+/// `"done": true`.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
+    let object = serde_json::from_slice::<Object>(body).ok()?;
+    let facts = object.apply(call);
+    facts.terminal.then_some(facts)
 }
 
 #[cfg(test)]

@@ -159,28 +159,44 @@ struct ChatResponse {
 
 #[derive(Debug, Default, Deserialize)]
 struct ResponseChoice {
+    /// The generated message of Chat Completions, which has the fields of a
+    /// stream delta.
+    #[serde(default)]
+    message: Option<Delta>,
+    /// Generated text of the legacy Completions API.
+    #[serde(default)]
+    text: NonEmptyText,
     #[serde(default)]
     finish_reason: Option<String>,
 }
 
 /// Reads a non-streaming Chat Completions, Completions or Embeddings
-/// response. Returns false when the body is not JSON of this shape.
-pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
-    let Ok(response) = serde_json::from_slice::<ChatResponse>(body) else {
-        return false;
-    };
+/// response, and returns what the body carried as one event. Returns `None`
+/// when the body is not JSON of this shape.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
+    let response = serde_json::from_slice::<ChatResponse>(body).ok()?;
     if let Some(model) = response.model.as_deref().filter(|m| !m.is_empty()) {
         call.response_model = Some(label(model));
     }
     if let Some(usage) = &response.usage {
         usage.apply(&mut call.usage);
     }
+    let mut facts = EventFacts::default();
     for choice in response.choices.unwrap_or_default() {
+        facts.content |= choice.text.0;
+        if let Some(message) = &choice.message {
+            let text = message.content.0 || message.refusal.0;
+            let reasoning = message.reasoning_content.0 || message.reasoning.0;
+            let tool_call = message.tool_calls.0 > 0 || message.function_call.is_some();
+            facts.content |= text || reasoning || tool_call;
+            facts.reasoning |= reasoning;
+            facts.tool_call |= tool_call;
+        }
         if let Some(reason) = choice.finish_reason.as_deref() {
             call.finish_reason = Some(label(reason));
         }
     }
-    true
+    Some(facts)
 }
 
 #[cfg(test)]
@@ -269,5 +285,24 @@ mod tests {
     fn unreadable_event_is_flagged() {
         let mut call = LlmCall::default();
         assert!(stream_event(&mut call, b"{not json").unreadable);
+    }
+
+    #[test]
+    fn whole_completion_content_by_choice() {
+        let mut call = LlmCall::default();
+        let tool = whole_response(
+            &mut call,
+            br#"{"object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#,
+        )
+        .expect("a readable body");
+        assert!(tool.content);
+        assert!(tool.tool_call);
+
+        let embeddings = whole_response(
+            &mut call,
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":"AAAAAA=="}],"model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#,
+        )
+        .expect("a readable body");
+        assert!(!embeddings.content);
     }
 }

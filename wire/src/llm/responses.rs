@@ -64,6 +64,57 @@ struct Response {
     error: Option<ErrorBody>,
     #[serde(default)]
     incomplete_details: Option<IncompleteDetails>,
+    #[serde(default)]
+    output: Option<Vec<OutputItem>>,
+}
+
+/// An item of a response's `output`: a message, a reasoning item or a tool
+/// call.
+#[derive(Debug, Default, Deserialize)]
+struct OutputItem {
+    #[serde(default, rename = "type")]
+    kind: String,
+    /// Parts of a message (`output_text`, `refusal`) or of a reasoning item
+    /// (`reasoning_text`).
+    #[serde(default)]
+    content: Option<Vec<OutputPart>>,
+    /// Reasoning summary parts.
+    #[serde(default)]
+    summary: Option<Vec<OutputPart>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OutputPart {
+    #[serde(default)]
+    text: NonEmptyText,
+    #[serde(default)]
+    refusal: NonEmptyText,
+}
+
+impl OutputItem {
+    /// Returns what this item carried, as the facts of one event.
+    fn facts(&self) -> EventFacts {
+        let parts = |parts: &Option<Vec<OutputPart>>| {
+            parts
+                .iter()
+                .flatten()
+                .any(|part| part.text.0 || part.refusal.0)
+        };
+        let mut facts = EventFacts::default();
+        match self.kind.as_str() {
+            "message" => facts.content = parts(&self.content),
+            "reasoning" => {
+                facts.reasoning = parts(&self.content) || parts(&self.summary);
+                facts.content = facts.reasoning;
+            }
+            kind if kind.ends_with("_call") => {
+                facts.content = true;
+                facts.tool_call = true;
+            }
+            _ => {}
+        }
+        facts
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,14 +203,20 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
     facts
 }
 
-/// Reads a non-streaming response object. Returns false when the body is
-/// not JSON of this shape.
-pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> bool {
-    let Ok(response) = serde_json::from_slice::<Response>(body) else {
-        return false;
-    };
+/// Reads a non-streaming response object, and returns what its output
+/// items carried as one event. Returns `None` when the body is not JSON of
+/// this shape.
+pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
+    let response = serde_json::from_slice::<Response>(body).ok()?;
     response.apply(call);
-    true
+    let mut facts = EventFacts::default();
+    for item in response.output.iter().flatten() {
+        let item = item.facts();
+        facts.content |= item.content;
+        facts.reasoning |= item.reasoning;
+        facts.tool_call |= item.tool_call;
+    }
+    Some(facts)
 }
 
 #[cfg(test)]
@@ -217,5 +274,25 @@ mod tests {
         );
         assert!(facts.content);
         assert!(facts.tool_call);
+    }
+
+    #[test]
+    fn whole_response_content_by_item() {
+        let mut call = LlmCall::default();
+        let tool = whole_response(
+            &mut call,
+            br#"{"id":"resp_2","object":"response","status":"completed","model":"gpt-4.1-2025-04-14","output":[{"id":"fc_1","type":"function_call","status":"completed","arguments":"{}","call_id":"call_1","name":"get_weather"}],"usage":{"input_tokens":20,"output_tokens":9}}"#,
+        )
+        .expect("a readable body");
+        assert!(tool.content);
+        assert!(tool.tool_call);
+        assert_eq!(call.usage.output_tokens, Some(9));
+
+        let empty = whole_response(
+            &mut call,
+            br#"{"status":"completed","output":[{"id":"rs_1","type":"reasoning","summary":[]},{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"output_text","text":"","annotations":[]}]}]}"#,
+        )
+        .expect("a readable body");
+        assert!(!empty.content);
     }
 }

@@ -1,0 +1,87 @@
+//! TCP retransmissions of target connections, counted per process and
+//! peer.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use llmslo_schema::RetransmitCount;
+
+/// Retransmission times kept per process and peer; later ones are counted
+/// in `segments` only.
+pub const MAX_TIMES_PER_PEER: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub struct Retransmits {
+    by_peer: BTreeMap<(u32, SocketAddr), RetransmitCount>,
+    /// Retransmissions on a connection that no target owned any more: the
+    /// event raced the connection's close in user space.
+    pub unattributed: u64,
+}
+
+impl Retransmits {
+    /// Counts one retransmitted segment of `pid`'s connection to `peer` at
+    /// `at_ns`; `pid` is `None` when the connection could not be tied to a
+    /// target.
+    pub fn add(&mut self, pid: Option<u32>, peer: SocketAddr, at_ns: u64) {
+        let Some(pid) = pid else {
+            self.unattributed += 1;
+            return;
+        };
+        let count = self
+            .by_peer
+            .entry((pid, peer))
+            .or_insert_with(|| RetransmitCount {
+                pid,
+                peer: peer.to_string(),
+                segments: 0,
+                at_ns: Vec::new(),
+            });
+        count.segments += 1;
+        if count.at_ns.len() < MAX_TIMES_PER_PEER {
+            count.at_ns.push(at_ns);
+        }
+    }
+
+    pub fn finish(self) -> Vec<RetransmitCount> {
+        self.by_peer.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_process_and_peer() {
+        let mut retransmits = Retransmits::default();
+        let peer: SocketAddr = "10.0.0.2:443".parse().unwrap();
+        let other: SocketAddr = "[fd00::2]:80".parse().unwrap();
+        retransmits.add(Some(7), peer, 10);
+        retransmits.add(Some(7), peer, 20);
+        retransmits.add(Some(8), peer, 30);
+        retransmits.add(Some(7), other, 40);
+        retransmits.add(None, peer, 50);
+
+        assert_eq!(retransmits.unattributed, 1);
+        let counts = retransmits.finish();
+        assert_eq!(counts.len(), 3);
+        let first = counts
+            .iter()
+            .find(|count| count.pid == 7 && count.peer == "10.0.0.2:443")
+            .unwrap();
+        assert_eq!(first.segments, 2);
+        assert_eq!(first.at_ns, vec![10, 20]);
+        assert!(counts.iter().any(|count| count.peer == "[fd00::2]:80"));
+    }
+
+    #[test]
+    fn times_beyond_limit_are_counted_only() {
+        let mut retransmits = Retransmits::default();
+        let peer: SocketAddr = "10.0.0.2:443".parse().unwrap();
+        for at_ns in 0..MAX_TIMES_PER_PEER as u64 + 5 {
+            retransmits.add(Some(1), peer, at_ns);
+        }
+        let counts = retransmits.finish();
+        assert_eq!(counts[0].segments, MAX_TIMES_PER_PEER as u64 + 5);
+        assert_eq!(counts[0].at_ns.len(), MAX_TIMES_PER_PEER);
+    }
+}

@@ -1,0 +1,224 @@
+//! Run-queue waits and on-CPU time of target threads: seeds the kernel's
+//! thread map, keeps the long waits that arrive as events, and reads the
+//! per-CPU totals when the window ends.
+
+use std::{collections::BTreeMap, fs};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+};
+use llmslo_probe_common::sched::{ProcessCpu, RUN_QUEUE_BUCKETS, RunQueueStats};
+use llmslo_schema::{ProcessScheduling, RunQueueWait, Scheduling};
+
+use super::SignalError;
+
+/// Long waits kept for the result; later ones are counted only, so that a
+/// CPU-starved target cannot make the result grow without bound.
+pub const MAX_LONG_WAITS: usize = 50_000;
+
+/// Adds every thread of a process to the kernel's thread map, so that the
+/// run-queue programs see threads that existed before the probe; returns
+/// how many were added. Threads created later are added by the kernel.
+///
+/// # Errors
+///
+/// [`SignalError`] when the map is missing or full.
+pub fn add_threads(ebpf: &mut Ebpf, pid: u32) -> Result<usize, SignalError> {
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        // The process exited; its threads need no entries.
+        return Ok(0);
+    };
+    let data = ebpf
+        .map_mut("TARGET_THREADS")
+        .ok_or(SignalError::MissingMap {
+            map: "TARGET_THREADS",
+        })?;
+    let mut threads: HashMap<_, u32, u32> =
+        HashMap::try_from(data).map_err(|source| SignalError::Map {
+            action: "map",
+            map: "TARGET_THREADS",
+            source,
+        })?;
+    let mut added = 0;
+    for tid in entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+    {
+        threads
+            .insert(&tid, &pid, 0)
+            .map_err(|source| SignalError::Map {
+                action: "insert a thread",
+                map: "TARGET_THREADS",
+                source,
+            })?;
+        added += 1;
+    }
+    Ok(added)
+}
+
+/// Long run-queue waits from the ring buffer.
+#[derive(Debug, Default)]
+pub struct LongWaits {
+    waits: Vec<RunQueueWait>,
+    /// Waits beyond [`MAX_LONG_WAITS`].
+    pub omitted: u64,
+}
+
+impl LongWaits {
+    pub fn push(&mut self, pid: u32, tid: u32, end_ns: u64, wait_ns: u64) {
+        if self.waits.len() >= MAX_LONG_WAITS {
+            self.omitted += 1;
+            return;
+        }
+        self.waits.push(RunQueueWait {
+            pid,
+            tid,
+            end_ns,
+            wait_us: wait_ns / 1_000,
+        });
+    }
+}
+
+/// Kernel totals of the run-queue programs, summed over CPUs.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    pub waits: u64,
+    pub total_wait_ns: u64,
+    pub histogram: [u64; RUN_QUEUE_BUCKETS],
+    /// Per target process, by pid.
+    pub processes: BTreeMap<u32, ProcessCpu>,
+}
+
+/// Reads and sums the per-CPU totals.
+///
+/// # Errors
+///
+/// [`SignalError`] when a map is missing or cannot be read.
+pub fn read_totals(ebpf: &Ebpf) -> Result<Totals, SignalError> {
+    let stats_map = ebpf.map("RUN_QUEUE_STATS").ok_or(SignalError::MissingMap {
+        map: "RUN_QUEUE_STATS",
+    })?;
+    let stats: PerCpuArray<_, RunQueueStats> =
+        PerCpuArray::try_from(stats_map).map_err(|source| SignalError::Map {
+            action: "map",
+            map: "RUN_QUEUE_STATS",
+            source,
+        })?;
+    let per_cpu = stats.get(&0, 0).map_err(|source| SignalError::Map {
+        action: "read the run-queue totals",
+        map: "RUN_QUEUE_STATS",
+        source,
+    })?;
+    let mut totals = Totals {
+        waits: 0,
+        total_wait_ns: 0,
+        histogram: [0; RUN_QUEUE_BUCKETS],
+        processes: BTreeMap::new(),
+    };
+    for cpu in per_cpu.iter() {
+        totals.waits += cpu.waits;
+        totals.total_wait_ns += cpu.total_wait_ns;
+        for (sum, count) in totals.histogram.iter_mut().zip(cpu.histogram) {
+            *sum += count;
+        }
+    }
+
+    let process_map = ebpf
+        .map("PROCESS_CPU")
+        .ok_or(SignalError::MissingMap { map: "PROCESS_CPU" })?;
+    let processes: PerCpuHashMap<_, u32, ProcessCpu> = PerCpuHashMap::try_from(process_map)
+        .map_err(|source| SignalError::Map {
+            action: "map",
+            map: "PROCESS_CPU",
+            source,
+        })?;
+    // An entry that vanishes while iterating is skipped; the programs
+    // never delete entries, so that does not happen during a run.
+    for (pid, per_cpu) in processes.iter().flatten() {
+        let sum = totals.processes.entry(pid).or_default();
+        for cpu in per_cpu.iter() {
+            sum.on_cpu_ns += cpu.on_cpu_ns;
+            sum.waits += cpu.waits;
+            sum.total_wait_ns += cpu.total_wait_ns;
+        }
+    }
+    Ok(totals)
+}
+
+/// Builds the result's scheduling section.
+pub fn scheduling(totals: &Totals, long_waits: LongWaits, threshold_ns: u64) -> Scheduling {
+    // Trailing empty buckets carry no information.
+    let used_buckets = totals
+        .histogram
+        .iter()
+        .rposition(|count| *count > 0)
+        .map_or(0, |last| last + 1);
+    let mut waits = long_waits.waits;
+    waits.sort_by_key(|wait| (wait.end_ns, wait.tid));
+    Scheduling {
+        waits: totals.waits,
+        total_wait_us: totals.total_wait_ns / 1_000,
+        wait_histogram_log2_us: totals.histogram[..used_buckets].to_vec(),
+        long_waits: waits,
+        long_wait_threshold_us: threshold_ns / 1_000,
+        processes: totals
+            .processes
+            .iter()
+            .map(|(pid, cpu)| ProcessScheduling {
+                pid: *pid,
+                on_cpu_us: cpu.on_cpu_ns / 1_000,
+                waits: cpu.waits,
+                total_wait_us: cpu.total_wait_ns / 1_000,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_waits_beyond_limit_are_counted() {
+        let mut long_waits = LongWaits::default();
+        for index in 0..MAX_LONG_WAITS as u64 + 3 {
+            long_waits.push(1, 2, index, 2_000_000);
+        }
+        assert_eq!(long_waits.waits.len(), MAX_LONG_WAITS);
+        assert_eq!(long_waits.omitted, 3);
+        assert_eq!(long_waits.waits[0].wait_us, 2_000);
+    }
+
+    #[test]
+    fn histogram_drops_trailing_empty_buckets() {
+        let mut histogram = [0; RUN_QUEUE_BUCKETS];
+        histogram[0] = 5;
+        histogram[3] = 1;
+        let totals = Totals {
+            waits: 6,
+            total_wait_ns: 12_500,
+            histogram,
+            processes: BTreeMap::from([(
+                7,
+                ProcessCpu {
+                    on_cpu_ns: 3_000_000,
+                    waits: 6,
+                    total_wait_ns: 12_500,
+                },
+            )]),
+        };
+        let mut long_waits = LongWaits::default();
+        long_waits.push(7, 8, 900, 1_500_000);
+        long_waits.push(7, 9, 100, 1_200_000);
+
+        let scheduling = scheduling(&totals, long_waits, 1_000_000);
+        assert_eq!(scheduling.wait_histogram_log2_us, vec![5, 0, 0, 1]);
+        assert_eq!(scheduling.total_wait_us, 12);
+        assert_eq!(scheduling.long_wait_threshold_us, 1_000);
+        let ends: Vec<u64> = scheduling.long_waits.iter().map(|w| w.end_ns).collect();
+        assert_eq!(ends, vec![100, 900], "sorted by end");
+        assert_eq!(scheduling.processes.len(), 1);
+        assert_eq!(scheduling.processes[0].on_cpu_us, 3_000);
+    }
+}

@@ -1,0 +1,3 @@
+module llmslo.test/openai_stream
+
+go 1.19
