@@ -283,6 +283,12 @@ impl Stack {
         self.dir.path()
     }
 
+    /// The network namespace of the provider stand-in, for faults that a
+    /// benchmark sets itself.
+    pub fn provider_netns(&self) -> &str {
+        &self.namespaces.provider
+    }
+
     /// Faults in force.
     pub fn faults(&self) -> &[Fault] {
         &self.faults
