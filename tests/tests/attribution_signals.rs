@@ -6,7 +6,11 @@
 
 use std::time::Duration;
 
-use llmslo_tests::stack::{DnsFailure, Fault, Stack, diagnose::contributors, scenario};
+use llmslo_tests::stack::{
+    DnsFailure, Fault, Stack,
+    diagnose::contributors,
+    scenario::{self, Sli},
+};
 
 const WINDOW: Duration = Duration::from_secs(12);
 
@@ -51,15 +55,7 @@ fn packet_loss_names_provider_link() {
         WINDOW,
         &["e2e.p95=1s"],
     );
-    // Loss shows in the tail only. The warm-up's p95 over its 10
-    // requests is its slowest request, which a cold start can make
-    // seconds long, so the window's tail is held against the warm-up's
-    // median.
-    assert!(
-        outcome.during.e2e_p95_ms >= outcome.before.e2e_p50_ms + 1000.0,
-        "the loss did not lift the client's E2E tail by a second\n{}",
-        outcome.explain()
-    );
+    outcome.assert_client_tail_slower(Sli::E2e, 1000.0);
     let verdict = outcome.verdict("e2e.p95");
     assert_eq!(
         verdict["status"],
