@@ -10,7 +10,10 @@
 
 use std::time::Duration;
 
-use llmslo_tests::stack::{Fault, Stack, scenario};
+use llmslo_tests::stack::{
+    Fault, Stack,
+    scenario::{self, Sli},
+};
 
 /// Long enough for about 50 requests at 4 per second.
 const WINDOW: Duration = Duration::from_secs(12);
@@ -34,6 +37,33 @@ fn slow_provider_first_token_names_provider() {
     );
     outcome.assert_client_slower(|s| s.ttft_p50_ms, 600.0);
     outcome.assert_attributed_to("ttft.p95", "provider");
+}
+
+#[test]
+fn slow_retrieval_query_names_retrieval() {
+    let outcome = scenario::run(
+        Stack::builder().fault(Fault::SlowRetrievalQuery(ms(900))),
+        WINDOW,
+        &[TTFT_SLO],
+    );
+    outcome.assert_client_slower(|s| s.ttft_p50_ms, 600.0);
+    outcome.assert_attributed_to("ttft.p95", "retrieval");
+}
+
+#[test]
+fn stalled_cache_names_retrieval() {
+    // DEBUG SLEEP 0.9 s with 0.1 s pauses: a GET waits 0.45 s on average
+    // and up to 0.9 s.
+    let outcome = scenario::run(
+        Stack::builder().fault(Fault::StalledCache {
+            sleep: ms(900),
+            gap: ms(100),
+        }),
+        WINDOW,
+        &[TTFT_SLO],
+    );
+    outcome.assert_client_tail_slower(Sli::Ttft, 500.0);
+    outcome.assert_attributed_to("ttft.p95", "retrieval");
 }
 
 #[test]

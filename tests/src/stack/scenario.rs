@@ -9,6 +9,13 @@ use super::{
 };
 use crate::probe::exclusive;
 
+/// A client-side latency SLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sli {
+    Ttft,
+    E2e,
+}
+
 /// What a scenario produced.
 #[derive(Debug)]
 pub struct Outcome {
@@ -79,6 +86,27 @@ impl Outcome {
             during >= before + min_increase_ms,
             "the fault did not slow the client by {min_increase_ms} ms ({before:.0} ms -> \
              {during:.0} ms)\n{}",
+            self.explain()
+        );
+    }
+
+    /// Checks that the fault lifted the load generator's tail: the
+    /// window's p95 of `sli` exceeds the warm-up's median by
+    /// `min_increase_ms`. The warm-up's own p95 is its slowest of 10
+    /// requests, which a cold start can stretch past a second.
+    ///
+    /// # Panics
+    ///
+    /// When it did not, which means the fault did not take effect.
+    pub fn assert_client_tail_slower(&self, sli: Sli, min_increase_ms: f64) {
+        let (before, during) = match sli {
+            Sli::Ttft => (self.before.ttft_p50_ms, self.during.ttft_p95_ms),
+            Sli::E2e => (self.before.e2e_p50_ms, self.during.e2e_p95_ms),
+        };
+        assert!(
+            during >= before + min_increase_ms,
+            "the fault did not lift the client's {sli:?} p95 {min_increase_ms} ms above the \
+             warm-up median ({before:.0} ms -> {during:.0} ms)\n{}",
             self.explain()
         );
     }
