@@ -251,8 +251,8 @@ mod tests {
 
     #[test]
     fn store_opens_in_shared_baselines_dir() {
-        // Both sides read the same environment, so this holds with or
-        // without LLMSLO_DATA_DIR set.
+        // Both sides read the same environment, so the paths are equal
+        // with or without LLMSLO_DATA_DIR set.
         let store = BaselineStore::from_environment().unwrap();
         assert_eq!(store.dir, crate::dirs::baselines_dir().unwrap());
     }

@@ -39,8 +39,8 @@ impl<'a> Report<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
     /// ANSI colours, as [`crate::color::use_color`] decides for stdout:
-    /// on a terminal unless `NO_COLOR`, `CLICOLOR=0` or `TERM=dumb` says
-    /// otherwise, and off a terminal with `CLICOLOR_FORCE`.
+    /// on a terminal unless `NO_COLOR`, `CLICOLOR=0` or `TERM=dumb` is
+    /// set, and off a terminal only with `CLICOLOR_FORCE`.
     pub color: bool,
     /// Wrap to the terminal's width; off for pipes and files.
     pub terminal: bool,
