@@ -14,7 +14,6 @@ use std::{
 /// The standard stream that output goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
-    #[allow(dead_code, reason = "the report code colors its tables on stdout")]
     Stdout,
     Stderr,
 }

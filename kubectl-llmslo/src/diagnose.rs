@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    path::Path,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -18,6 +19,7 @@ use crate::{
         slo::SloSpec,
     },
     cli::DiagnoseArgs,
+    collection::Collection,
     exit::Status,
     export::{self, OtlpConfig},
     gather, local,
@@ -52,6 +54,10 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<Status> {
             None => return Ok(Status::Ok),
         }
     };
+
+    if let Some(path) = &args.save_results {
+        save_results(&collection, path)?;
+    }
 
     tracing::info!(run_id = %collection.run_id, nodes = collection.nodes.len(), "analyzing");
     let mut analysis = tokio::task::spawn_blocking(move || analyze::analyze(&collection, &options))
@@ -127,6 +133,15 @@ async fn export_otlp(analysis: &mut Analysis, config: &OtlpConfig) {
         });
     }
     analysis.otlp_export = Some(summary);
+}
+
+/// Writes `--save-results`: the probe results of both collection paths,
+/// before analysis, as pretty-printed JSON.
+fn save_results(collection: &Collection, path: &Path) -> anyhow::Result<()> {
+    let json =
+        serde_json::to_vec_pretty(collection).context("failed to serialize the probe results")?;
+    std::fs::write(path, json)
+        .with_context(|| format!("failed to write the probe results to {}", path.display()))
 }
 
 fn save_baseline(analysis: &Analysis, name: &str) -> anyhow::Result<()> {

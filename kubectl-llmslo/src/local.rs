@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use crate::{
     cli::DiagnoseArgs,
     collection::{Collection, NodeCollection, NodeFailure},
+    version::compatibility::{ProbeOutputError, ProbeSource, check_probe_output},
 };
 
 /// Name of the probe binary, without the platform's executable suffix.
@@ -57,6 +58,8 @@ pub enum LocalError {
     Wait(#[source] std::io::Error),
     #[error("{message}")]
     ProbeFailed { status: String, message: String },
+    #[error(transparent)]
+    Incompatible(ProbeOutputError),
     #[error("the probe ({status}) printed no readable result; run with -vv to see its log")]
     NoResult {
         status: String,
@@ -82,7 +85,7 @@ pub async fn collect(args: &DiagnoseArgs) -> Result<Collection, LocalError> {
     let probe = find_probe(args.probe_binary.as_deref())?;
     tracing::info!(probe = %probe.display(), pids = ?args.pids, "starting the local probe");
     let output = run_probe(&probe, &probe_args(args), args.duration).await?;
-    collection_from_output(output)
+    collection_from_output(output, &ProbeSource::Binary(probe))
 }
 
 fn check_args(args: &DiagnoseArgs) -> Result<(), LocalError> {
@@ -282,11 +285,22 @@ fn forward_interrupt(child: &mut tokio::process::Child) {
     }
 }
 
-fn collection_from_output(output: ProbeOutput) -> Result<Collection, LocalError> {
+fn collection_from_output(
+    output: ProbeOutput,
+    probe: &ProbeSource,
+) -> Result<Collection, LocalError> {
     let status_text = describe_status(output.status);
-    let result = match envelope::decode(&output.stdout) {
-        Ok(result) => result,
-        Err(source) => {
+    let result = match check_probe_output(envelope::decode(&output.stdout), probe) {
+        Ok(checked) => {
+            if let Some(skew) = &checked.skew {
+                eprintln!("warning: {skew}");
+            }
+            checked.result
+        }
+        Err(error @ ProbeOutputError::SchemaVersion { .. }) => {
+            return Err(LocalError::Incompatible(error));
+        }
+        Err(ProbeOutputError::Unreadable { error: source, .. }) => {
             if output.killed {
                 return Err(LocalError::Killed);
             }
@@ -512,5 +526,48 @@ mod tests {
     fn stderr_without_error_line_is_quoted() {
         let message = explain_probe_failure("killed by signal 9", "line one\nline two\n");
         assert!(message.contains("line two"), "{message}");
+    }
+
+    fn exited_ok(stdout: String) -> ProbeOutput {
+        use std::os::unix::process::ExitStatusExt;
+        ProbeOutput {
+            status: ExitStatus::from_raw(0),
+            stdout,
+            stderr: String::new(),
+            interrupted: false,
+            killed: false,
+        }
+    }
+
+    fn result_json(version: &str, schema_version: u32) -> String {
+        let mut result = llmslo_schema::ProbeResult::new(llmslo_schema::ProbeInfo {
+            version: version.into(),
+            ..llmslo_schema::ProbeInfo::default()
+        });
+        result.schema_version = schema_version;
+        serde_json::to_string(&result).unwrap()
+    }
+
+    fn binary() -> ProbeSource {
+        ProbeSource::Binary("/opt/old/llmslo-probe".into())
+    }
+
+    #[test]
+    fn version_skew_adds_diagnostic() {
+        let output = exited_ok(result_json("0.0.9", llmslo_schema::SCHEMA_VERSION));
+        let collection = collection_from_output(output, &binary()).unwrap();
+        let result = collection.nodes[0].result.as_ref().unwrap();
+        let codes: Vec<_> = result.diagnostics.iter().map(|d| d.code.as_str()).collect();
+        assert_eq!(codes, [crate::version::compatibility::VERSION_SKEW_CODE]);
+    }
+
+    #[test]
+    fn schema_mismatch_names_binary_fix() {
+        let output = exited_ok(result_json("9.0.0", llmslo_schema::SCHEMA_VERSION + 1));
+        let error = collection_from_output(output, &binary()).unwrap_err();
+        assert!(matches!(error, LocalError::Incompatible(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("/opt/old/llmslo-probe"), "{message}");
+        assert!(message.contains("--probe-binary"), "{message}");
     }
 }

@@ -527,3 +527,64 @@ fn job_deleted_by_another_client_is_reported() {
         "was deleted before it finished, by `kubectl llmslo cleanup`",
     );
 }
+
+#[test]
+fn probe_version_skew_warns() {
+    let sim = cluster(&["--stub-mode", "ok", "--stub-version", "0.0.9"]);
+    let (finished, collection) = diagnose(&sim, &["-o", "json"]);
+    assert_eq!(finished.code, Some(0), "stderr:\n{}", finished.stderr);
+    assert_contains(&finished.stderr, "warning: node worker-1:");
+    assert_contains(&finished.stderr, "llmslo-probe 0.0.9");
+    assert_contains(
+        &finished.stderr,
+        &format!("--probe-image {}", default_image()),
+    );
+
+    let collection = collection.expect("results were saved");
+    for node in ["worker-1", "worker-2"] {
+        let entry = node_entry(&collection, node);
+        assert!(entry["failure"].is_null(), "{entry:#}");
+        let codes: Vec<&Value> = entry["result"]["diagnostics"]
+            .as_array()
+            .expect("diagnostics is a list")
+            .iter()
+            .map(|diagnostic| &diagnostic["code"])
+            .collect();
+        assert!(
+            codes.contains(&&Value::from("probe_version_skew")),
+            "{entry:#}"
+        );
+    }
+    let report: Value = serde_json::from_str(&finished.stdout).expect("the report is JSON");
+    assert_contains(&report.to_string(), "probe_version_skew");
+}
+
+#[test]
+fn schema_mismatch_names_image_fix() {
+    let sim = cluster(&[]);
+    let old_image = "registry.internal/llmslo-probe:v0.0.9";
+    map_probe_image(
+        &sim,
+        old_image,
+        &["--stub-mode", "ok", "--stub-schema-version", "999"],
+    );
+    let (finished, collection) = diagnose(&sim, &["--probe-image", old_image]);
+    assert_eq!(
+        finished.code,
+        Some(NOT_MEASURED),
+        "stderr:\n{}",
+        finished.stderr
+    );
+    assert_contains(&finished.stderr, &format!("probe image {old_image}"));
+    assert_contains(&finished.stderr, "schema version 999");
+    assert_contains(
+        &finished.stderr,
+        &format!("--probe-image {}", default_image()),
+    );
+    let collection = collection.expect("results were saved");
+    for node in ["worker-1", "worker-2"] {
+        assert_eq!(failure_code(&collection, node), "invalid_result");
+        assert!(node_entry(&collection, node)["result"].is_null());
+    }
+    assert_jobs_removed(&sim);
+}

@@ -369,6 +369,42 @@ fn local_reports_sdk_calls_as_requests() {
 }
 
 #[test]
+fn local_save_results_writes_collection() {
+    let _lock = exclusive();
+    let data = tempfile::tempdir().unwrap();
+    let results = data.path().join("results.json");
+    let results_path = results.display().to_string();
+    let server = OpenAiServer::start(FAST_SERVER);
+    let out = diagnose_client(
+        &server,
+        2,
+        &["--duration", "20s", "--save-results", &results_path],
+        data.path(),
+    );
+    assert_eq!(out.code(), Some(0), "stderr:\n{}", out.stderr);
+
+    let bytes = std::fs::read(&results).expect("--save-results wrote the file");
+    let collection: Value = serde_json::from_slice(&bytes).expect("the saved results are JSON");
+    let nodes = collection["nodes"].as_array().expect("nodes is a list");
+    assert_eq!(nodes.len(), 1, "{collection:#}");
+    assert!(nodes[0]["failure"].is_null(), "{collection:#}");
+
+    // The probe built with this CLI reports the same version, so the
+    // result has no version skew diagnostic.
+    let result = &nodes[0]["result"];
+    assert_eq!(result["probe"]["version"], env!("CARGO_PKG_VERSION"));
+    let skew = result["diagnostics"]
+        .as_array()
+        .expect("diagnostics is a list")
+        .iter()
+        .find(|diagnostic| diagnostic["code"] == "probe_version_skew");
+    assert_eq!(skew, None, "{result:#}");
+
+    let exchanges = result["exchanges"].as_array().expect("exchanges is a list");
+    assert_eq!(exchanges.len(), 2, "{result:#}");
+}
+
+#[test]
 fn table_output_to_a_pipe_has_no_ansi() {
     let _lock = exclusive();
     let data = tempfile::tempdir().unwrap();

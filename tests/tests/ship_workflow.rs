@@ -99,6 +99,7 @@ fn kind_job_loads_image_and_diagnoses() {
         "probe-job/Containerfile",
         "manifests/namespace.yaml",
         "manifests/rbac.yaml",
+        "manifests/demo.yaml",
         "kubectl llmslo diagnose",
         "kubectl_complete-llmslo",
     ] {
@@ -114,9 +115,10 @@ fn workflow_refers_to_existing_files() {
         job_scripts(&workflow(), "e2e-kind"),
     ]
     .join("\n");
-    // The manifests come from the cluster work and are checked by its own
-    // tests; every other file the jobs name must exist here.
     for file in [
+        "manifests/namespace.yaml",
+        "manifests/rbac.yaml",
+        "manifests/demo.yaml",
         ".ci/run",
         "scripts/setup.sh",
         "scripts/build-probe-image.sh",
@@ -133,6 +135,81 @@ fn workflow_refers_to_existing_files() {
             "the workflow names {file}, which does not exist"
         );
     }
+}
+
+/// Returns the value that follows `flag` in the e2e job's diagnose
+/// command.
+fn diagnose_argument(scripts: &str, flag: &str) -> String {
+    let command = scripts
+        .split("kubectl llmslo diagnose")
+        .nth(1)
+        .expect("the e2e job runs kubectl llmslo diagnose")
+        .replace("\\\n", " ");
+    let mut words = command.split_whitespace();
+    words
+        .find(|word| *word == flag)
+        .and_then(|_| words.next())
+        .unwrap_or_else(|| panic!("the diagnose command has no {flag}: {command}"))
+        .to_string()
+}
+
+#[test]
+fn demo_manifest_matches_kind_job() {
+    let scripts = job_scripts(&workflow(), "e2e-kind");
+    let namespace = diagnose_argument(&scripts, "-n");
+    let selector = diagnose_argument(&scripts, "-l");
+    let (label, value) = selector
+        .split_once('=')
+        .unwrap_or_else(|| panic!("the selector {selector} is not KEY=VALUE"));
+    assert!(
+        scripts.contains(&format!("kubectl -n {namespace} rollout status deployment")),
+        "the e2e job does not wait for the demo Deployment in {namespace}"
+    );
+
+    let path = workspace::root().join("manifests/demo.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+
+    let has_namespace = documents.iter().any(|document| {
+        document["kind"] == "Namespace" && document["metadata"]["name"] == namespace.as_str()
+    });
+    assert!(
+        has_namespace,
+        "demo.yaml does not create namespace {namespace}"
+    );
+
+    let deployment = documents
+        .iter()
+        .find(|document| document["kind"] == "Deployment")
+        .expect("demo.yaml has a Deployment");
+    assert_eq!(deployment["metadata"]["namespace"], namespace.as_str());
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["labels"][label], value,
+        "the demo pods do not match the selector {selector}"
+    );
+    for (key, expected) in deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("the Deployment has matchLabels")
+    {
+        assert_eq!(
+            &template["metadata"]["labels"][key], expected,
+            "the pod template lacks the Deployment's label {key}"
+        );
+    }
+
+    let port = diagnose_argument(&scripts, "--provider")
+        .rsplit_once(':')
+        .map(|(_, port)| port.to_string())
+        .expect("the provider rule names a port");
+    let script = template["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .expect("the demo container runs an inline script");
+    assert!(
+        script.contains(&format!("\"127.0.0.1\", {port}")),
+        "the demo server does not listen on the --provider rule's port {port}"
+    );
 }
 
 #[test]

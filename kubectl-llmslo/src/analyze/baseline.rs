@@ -1,10 +1,10 @@
 //! Baselines: earlier runs saved with `--save-baseline NAME` and compared
 //! with `--baseline NAME|latest`.
 //!
-//! A baseline is a JSON file in the user's data directory (from the
-//! `directories` crate: `~/.local/share/llmslo/baselines` on Linux,
-//! `~/Library/Application Support/io.llmslo.llmslo/baselines` on macOS,
-//! `%APPDATA%\llmslo\llmslo\data\baselines` on Windows), or under
+//! A baseline is a JSON file in [`crate::dirs::baselines_dir`]:
+//! `~/.local/share/llmslo/baselines` on Linux,
+//! `~/Library/Application Support/dev.llmslo.llmslo/baselines` on macOS,
+//! `%APPDATA%\llmslo\llmslo\data\baselines` on Windows, or
 //! `$LLMSLO_DATA_DIR/baselines` when that variable is set. It keeps the
 //! per-request samples the verdicts compare, not the raw records.
 
@@ -40,11 +40,8 @@ pub enum BaselineError {
          not starting with '.', and not \"latest\""
     )]
     InvalidName { name: String },
-    #[error(
-        "no user data directory found for baselines; set LLMSLO_DATA_DIR to a directory \
-         to keep them in"
-    )]
-    NoDataDir,
+    #[error("no directory for baselines: {0}")]
+    NoDataDir(#[source] crate::dirs::DirsError),
     #[error("baseline {name:?} not found in {dir}; save one first with --save-baseline {name}")]
     NotFound { name: String, dir: String },
     #[error("no baseline saved yet in {dir}; save one first with --save-baseline NAME")]
@@ -76,15 +73,11 @@ pub struct BaselineStore {
 }
 
 impl BaselineStore {
-    /// Opens the store under `$LLMSLO_DATA_DIR`, else under the platform
-    /// data directory.
+    /// Opens the store in [`crate::dirs::baselines_dir`]: under
+    /// `$LLMSLO_DATA_DIR`, else under the platform data directory.
     pub fn from_environment() -> Result<Self, BaselineError> {
-        if let Some(dir) = std::env::var_os("LLMSLO_DATA_DIR").filter(|d| !d.is_empty()) {
-            return Ok(Self::at(Path::new(&dir).join("baselines")));
-        }
-        let dirs = directories::ProjectDirs::from("io", "llmslo", "llmslo")
-            .ok_or(BaselineError::NoDataDir)?;
-        Ok(Self::at(dirs.data_dir().join("baselines")))
+        let dir = crate::dirs::baselines_dir().map_err(BaselineError::NoDataDir)?;
+        Ok(Self::at(dir))
     }
 
     pub fn at(dir: PathBuf) -> Self {
@@ -254,6 +247,14 @@ mod tests {
             scope: RequestScope::Inbound,
             requests: vec![sample],
         }
+    }
+
+    #[test]
+    fn store_opens_in_shared_baselines_dir() {
+        // Both sides read the same environment, so the paths are equal
+        // with or without LLMSLO_DATA_DIR set.
+        let store = BaselineStore::from_environment().unwrap();
+        assert_eq!(store.dir, crate::dirs::baselines_dir().unwrap());
     }
 
     #[test]

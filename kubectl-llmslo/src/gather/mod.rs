@@ -94,12 +94,6 @@ pub async fn collect(args: &DiagnoseArgs) -> anyhow::Result<Option<Collection>> 
         workloads: resolution.targets,
         skipped: resolution.skipped,
     };
-    if let Some(path) = &args.save_results {
-        let json = serde_json::to_vec_pretty(&collection)
-            .context("failed to serialize the probe results")?;
-        std::fs::write(path, json)
-            .with_context(|| format!("failed to write the probe results to {}", path.display()))?;
-    }
     Ok(Some(collection))
 }
 

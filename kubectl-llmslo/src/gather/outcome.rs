@@ -1,12 +1,13 @@
 //! Turning a finished probe (exit code and log) into a node's result and
 //! failure.
 
-use llmslo_schema::{ProbeResult, envelope::EnvelopeError};
+use llmslo_schema::ProbeResult;
 
 use super::{
     logs::ProbeLog,
     verdict::{Failure, Terminated, code},
 };
+use crate::version::compatibility::ProbeOutputError;
 
 /// Exit code of a probe that failed before collecting anything.
 pub const EXIT_FAILED_BEFORE_COLLECTING: i32 = 1;
@@ -20,7 +21,7 @@ pub fn probe_outcome(
     log: &ProbeLog,
 ) -> (Option<ProbeResult>, Option<Failure>) {
     let result = log.result.as_ref().ok().cloned();
-    if let Err(error @ EnvelopeError::SchemaVersion { .. }) = &log.result {
+    if let Err(error @ ProbeOutputError::SchemaVersion { .. }) = &log.result {
         return (
             None,
             Some(Failure {
@@ -45,7 +46,8 @@ pub fn probe_outcome(
                 Some(Failure {
                     code: code::INVALID_RESULT,
                     message: format!(
-                        "the probe on node {node} exited with code 0 but its log has no readable result ({error}); {tail}"
+                        "the probe on node {node} exited with code 0 but its log has no readable result ({}); {tail}",
+                        unreadable_cause(error)
                     ),
                 }),
             ),
@@ -84,10 +86,27 @@ pub fn probe_outcome(
     }
 }
 
+/// Returns why the log has no result, without the probe's name, which
+/// the message around it already gives.
+fn unreadable_cause(error: &ProbeOutputError) -> String {
+    match error {
+        ProbeOutputError::Unreadable { error, .. } => error.to_string(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmslo_schema::{ProbeInfo, envelope};
+    use crate::version::{CLIENT_VERSION, compatibility::ProbeSource};
+    use llmslo_schema::{ProbeInfo, SCHEMA_VERSION, envelope};
+
+    fn parse(text: &str) -> ProbeLog {
+        ProbeLog::parse(
+            text,
+            &ProbeSource::Image("registry.internal/llmslo-probe:v0.0.9".into()),
+        )
+    }
 
     fn exited(exit_code: i32) -> Terminated {
         Terminated {
@@ -97,12 +116,16 @@ mod tests {
     }
 
     fn result_line() -> String {
-        envelope::encode_gzip_base64(&ProbeResult::new(ProbeInfo::default())).unwrap()
+        let result = ProbeResult::new(ProbeInfo {
+            version: CLIENT_VERSION.into(),
+            ..ProbeInfo::default()
+        });
+        envelope::encode_gzip_base64(&result).unwrap()
     }
 
     #[test]
     fn success_has_result_and_no_failure() {
-        let log = ProbeLog::parse(&result_line());
+        let log = parse(&result_line());
         let (result, failure) = probe_outcome("worker-1", &exited(0), &log);
         assert!(result.is_some());
         assert_eq!(failure, None);
@@ -110,7 +133,7 @@ mod tests {
 
     #[test]
     fn early_failure_quotes_stderr() {
-        let log = ProbeLog::parse("ERROR tracefs is not mounted at /sys/kernel/tracing\n");
+        let log = parse("ERROR tracefs is not mounted at /sys/kernel/tracing\n");
         let (result, failure) = probe_outcome("worker-1", &exited(1), &log);
         assert!(result.is_none());
         let failure = failure.unwrap();
@@ -124,7 +147,7 @@ mod tests {
 
     #[test]
     fn part_way_failure_keeps_partial_result() {
-        let log = ProbeLog::parse(&format!(
+        let log = parse(&format!(
             "ERROR ring buffer poll failed\n{}\n",
             result_line()
         ));
@@ -135,19 +158,50 @@ mod tests {
 
     #[test]
     fn success_without_result_is_invalid() {
-        let log = ProbeLog::parse("INFO done\n");
+        let log = parse("INFO done\n");
         let (_, failure) = probe_outcome("worker-1", &exited(0), &log);
         assert_eq!(failure.unwrap().code, code::INVALID_RESULT);
     }
 
     #[test]
     fn oom_kill_is_named() {
-        let log = ProbeLog::parse("");
+        let log = parse("");
         let terminated = Terminated {
             exit_code: 137,
             reason: Some("OOMKilled".into()),
         };
         let (_, failure) = probe_outcome("worker-1", &terminated, &log);
         assert!(failure.unwrap().message.contains("memory limit"));
+    }
+
+    #[test]
+    fn schema_mismatch_fails_with_fix() {
+        let mut result = ProbeResult::new(ProbeInfo::default());
+        result.schema_version = SCHEMA_VERSION + 1;
+        let log = parse(&serde_json::to_string(&result).unwrap());
+        let (result, failure) = probe_outcome("worker-1", &exited(0), &log);
+        assert!(result.is_none());
+        let failure = failure.unwrap();
+        assert_eq!(failure.code, code::INVALID_RESULT);
+        assert!(
+            failure.message.contains("--probe-image"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure
+                .message
+                .contains("registry.internal/llmslo-probe:v0.0.9"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn missing_result_names_cause_once() {
+        let log = parse("INFO done\n");
+        let (_, failure) = probe_outcome("worker-1", &exited(0), &log);
+        let message = failure.unwrap().message;
+        assert!(!message.contains("registry.internal"), "{message}");
     }
 }

@@ -29,6 +29,7 @@ use crate::{
     collection::{NodeCollection, NodeFailure},
     plan::{PlanOptions, PlannedJob, active_deadline, labels},
     resolve::{ApiCall, ApiError, pods::node_not_ready_reason},
+    version::compatibility::ProbeSource,
 };
 
 /// How long a Job may stay Failed before its pod shows why, after which
@@ -619,6 +620,10 @@ impl ProbeRun {
         match self.read_log(index).await {
             Some(Ok(log)) => {
                 let (result, failure) = probe_outcome(&node, terminated, &log);
+                if let (Some(skew), Some(_)) = (&log.skew, &result) {
+                    self.progress
+                        .println(&format!("warning: node {node}: {skew}"));
+                }
                 self.finish(index, result, failure);
             }
             Some(Err(error)) => self.finish(
@@ -648,7 +653,8 @@ impl ProbeRun {
     async fn read_log(&self, index: usize) -> Option<Result<ProbeLog, ApiError>> {
         let pod = self.nodes[index].pod_name.as_ref()?;
         let text = read_probe_log(&self.pods, &self.namespace, pod).await;
-        Some(text.map(|text| ProbeLog::parse(&text)))
+        let probe = ProbeSource::Image(self.image.clone());
+        Some(text.map(|text| ProbeLog::parse(&text, &probe)))
     }
 
     fn finish(

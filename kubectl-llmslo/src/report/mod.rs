@@ -9,7 +9,7 @@ use std::io::{self, IsTerminal, Write};
 
 use serde::Serialize;
 
-use crate::{analyze::Analysis, cli::OutputFormat};
+use crate::{analyze::Analysis, cli::OutputFormat, color};
 
 /// Version of the JSON/YAML report structure. It changes when a field is
 /// removed or changes meaning; added fields keep it.
@@ -38,8 +38,9 @@ impl<'a> Report<'a> {
 /// Table style for one output: colour, wrapping and width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
-    /// ANSI colours: only on a terminal and when `NO_COLOR` is unset or
-    /// empty.
+    /// ANSI colours, as [`crate::color::use_color`] decides for stdout:
+    /// on a terminal unless `NO_COLOR`, `CLICOLOR=0` or `TERM=dumb` is
+    /// set, and off a terminal only with `CLICOLOR_FORCE`.
     pub color: bool,
     /// Wrap to the terminal's width; off for pipes and files.
     pub terminal: bool,
@@ -50,9 +51,8 @@ impl Style {
     /// Returns the style for standard output.
     pub fn for_stdout(format: OutputFormat) -> Self {
         let terminal = io::stdout().is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
         Self {
-            color: terminal && !no_color,
+            color: color::use_color(color::Stream::Stdout),
             terminal,
             wide: format == OutputFormat::Wide,
         }
@@ -99,6 +99,12 @@ mod tests {
         slo::SloSpec,
         testing::{Fault, Scenario},
     };
+
+    #[test]
+    fn stdout_style_uses_shared_color_decision() {
+        let style = Style::for_stdout(OutputFormat::Table);
+        assert_eq!(style.color, color::use_color(color::Stream::Stdout));
+    }
 
     const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/report-v1.json");
 

@@ -7,11 +7,6 @@
 //! fields are optional, but fields that only one side defines are missing,
 //! so that is a warning. Both messages name the probe to use instead.
 
-#![allow(
-    dead_code,
-    reason = "the cluster and local collectors call this module once they decode results"
-)]
-
 use std::{fmt, path::PathBuf};
 
 use llmslo_schema::{Diagnostic, ProbeResult, SCHEMA_VERSION, Severity, envelope::EnvelopeError};
@@ -121,9 +116,11 @@ pub struct CheckedResult {
 /// returned it, against this CLI. The cluster and local collectors call it
 /// on every probe output.
 ///
-/// On version skew the result is kept, a warning diagnostic with the code
-/// [`VERSION_SKEW_CODE`] is appended to its `diagnostics` so that the
-/// report shows it, and the warning is logged.
+/// On version skew the result is kept and a warning diagnostic with the
+/// code [`VERSION_SKEW_CODE`] is appended to its `diagnostics`, so that the
+/// report shows it. The caller prints the warning where its output goes
+/// (above the progress lines in a cluster run); this logs it at info level
+/// only, so that it is not printed twice.
 ///
 /// # Errors
 ///
@@ -153,7 +150,7 @@ pub fn check_probe_output(
 
     let skew = check_probe_result(&result, probe)?;
     if let Some(skew) = &skew {
-        tracing::warn!(
+        tracing::info!(
             node = %result.probe.node,
             probe = %probe,
             probe_version = %skew.probe_version,

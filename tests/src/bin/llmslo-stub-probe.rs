@@ -10,7 +10,9 @@
 //! Options of the stub, placed before them by the image mapping:
 //! `--stub-mode ok|fail-early|fail-part-way|no-result|hang` and
 //! `--stub-only-on NODE` (apply the mode on that node only, succeed
-//! elsewhere).
+//! elsewhere), `--stub-version VERSION` (the `probe.version` it reports;
+//! by default the workspace version, as a matching probe image would) and
+//! `--stub-schema-version N` (the `schema_version` of its result).
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -37,12 +39,16 @@ struct Options {
     provider_rules: Vec<String>,
     mode: String,
     only_on: Option<String>,
+    version: String,
+    schema_version: u32,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut options = Options {
         mode: "ok".into(),
         result_format: "json".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        schema_version: llmslo_schema::SCHEMA_VERSION,
         ..Options::default()
     };
     let mut arguments = std::env::args().skip(1);
@@ -67,6 +73,13 @@ fn parse_options() -> Result<Options, String> {
             "--provider-rule" => options.provider_rules.push(value()?),
             "--stub-mode" => options.mode = value()?,
             "--stub-only-on" => options.only_on = Some(value()?),
+            "--stub-version" => options.version = value()?,
+            "--stub-schema-version" => {
+                let text = value()?;
+                options.schema_version = text
+                    .parse()
+                    .map_err(|_| format!("invalid --stub-schema-version {text:?}"))?;
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -101,10 +114,11 @@ fn wait(duration: Duration) -> bool {
 
 fn print_result(options: &Options, status: OutcomeStatus, message: Option<String>) {
     let mut result = ProbeResult::new(ProbeInfo {
-        version: "0.0.0-stub".into(),
+        version: options.version.clone(),
         node: options.node.clone(),
         kernel_release: "6.18.0".into(),
     });
+    result.schema_version = options.schema_version;
     result.window = Window {
         requested_ms: options.duration.as_millis() as u64,
         ..Window::default()
