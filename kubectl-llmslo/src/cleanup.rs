@@ -64,7 +64,9 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<Status> {
             ApiError::from_kube(ApiCall::new("list", "jobs.batch", Some(namespace)), error)
         })?;
     if jobs.items.is_empty() {
-        println!("No llmslo probe Jobs found in namespace {namespace} (selector {selector}).");
+        crate::stdout::print(format!(
+            "No llmslo probe Jobs found in namespace {namespace} (selector {selector}).\n"
+        ))?;
         return Ok(Status::Ok);
     }
 
@@ -75,18 +77,18 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<Status> {
         .collect();
     if args.dry_run {
         for job in &jobs.items {
-            println!(
-                "job.batch/{} would be deleted ({})",
+            crate::stdout::print(format!(
+                "job.batch/{} would be deleted ({})\n",
                 job.metadata.name.clone().unwrap_or_default(),
                 describe_job(job)
-            );
+            ))?;
         }
         return Ok(Status::Ok);
     }
 
     let left = delete_jobs(&connection.client, namespace, &names).await;
     for name in names.iter().filter(|name| !left.contains(name)) {
-        println!("job.batch/{name} deleted");
+        crate::stdout::print(format!("job.batch/{name} deleted\n"))?;
     }
     if left.is_empty() {
         Ok(Status::Ok)

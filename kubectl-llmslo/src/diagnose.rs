@@ -22,6 +22,7 @@ use crate::{
     export::{self, OtlpConfig},
     gather, local,
     report::{self, Style},
+    stdout,
 };
 
 /// Runs `diagnose` end to end.
@@ -61,22 +62,27 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<Status> {
         export_otlp(&mut analysis, config).await;
     }
 
+    // A reader that closes the pipe early (`| head`) still gets the exit
+    // status and the saved baseline of the run.
+    stdout::ignore_broken_pipe(write_report(&analysis, &args))?;
+
+    if let Some(name) = &args.save_baseline {
+        save_baseline(&analysis, name)?;
+    }
+    Ok(analysis.exit_status())
+}
+
+fn write_report(analysis: &Analysis, args: &DiagnoseArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     report::write(
-        &analysis,
+        analysis,
         args.output,
         Style::for_stdout(args.output),
         &mut stdout,
     )?;
     stdout
         .flush()
-        .context("failed to write the report to stdout")?;
-    drop(stdout);
-
-    if let Some(name) = &args.save_baseline {
-        save_baseline(&analysis, name)?;
-    }
-    Ok(analysis.exit_status())
+        .context("failed to write the report to stdout")
 }
 
 /// Parses `--slo`, `--slo-file` and `--component`, and loads `--baseline`.

@@ -18,6 +18,7 @@ mod local;
 mod plan;
 mod report;
 mod resolve;
+mod stdout;
 mod version;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         return match completion::complete(args[2..].to_vec()) {
             Ok(status) => status.into(),
             Err(error) => {
-                eprintln!("error: failed to write completions: {error}");
+                eprintln!("error: failed to write completions: {error:#}");
                 Status::Error.into()
             }
         };

@@ -512,3 +512,49 @@ fn baseline_regression_names_provider() {
         "{regression}"
     );
 }
+
+#[test]
+fn closed_stdout_keeps_exit_status() {
+    let _lock = exclusive();
+    let data = tempfile::tempdir().unwrap();
+    let server = OpenAiServer::start(FAST_SERVER);
+    let mut client = sdk_client(&server, 10);
+    let pid = client.pid().to_string();
+    // A pipe whose reader is already gone, as after `| head` has exited:
+    // every write to it fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(binary("kubectl-llmslo"))
+        .args(["-vv", "diagnose", "--local", "--pid", pid.as_str()])
+        .args(["--duration", "20s", "-o", "json"])
+        .args(["--slo", "ttft.p50=1ms", "--provider", "openai=127.0.0.1"])
+        .args(["--save-baseline", "piped"])
+        .env("LLMSLO_DATA_DIR", data.path())
+        .env_remove("LLMSLO_LOG")
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl-llmslo starts");
+    let stderr = LineReader::spawn(child.stderr.take().unwrap());
+    let mut guard = ChildGuard::new("kubectl-llmslo", child);
+    assert!(
+        stderr.wait_for(READY_LINE, READY_TIMEOUT),
+        "the probe did not attach:\n{}",
+        stderr.text()
+    );
+    client.go();
+    client.wait(CLIENT_TIMEOUT);
+    let status = guard.wait_timeout(Duration::from_secs(120));
+    let stderr = stderr.finish();
+
+    // The server takes at least 20 ms to the first token, so the 1 ms
+    // target is breached whether or not anyone reads the report.
+    assert_eq!(status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(!stderr.contains("error:"), "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("saved baseline \"piped\""),
+        "stderr:\n{stderr}"
+    );
+}

@@ -44,24 +44,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<Status> {
     };
 
     let reports: Vec<NodeReport> = nodes.iter().map(assess).collect();
-    let mut stdout = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &reports)?;
-            writeln!(stdout)?;
-        }
-        OutputFormat::Yaml => {
-            let yaml = serde_saphyr::to_string(&reports)
-                .context("failed to serialize the doctor report as YAML")?;
-            write!(stdout, "{yaml}")?;
-        }
-        OutputFormat::Table | OutputFormat::Wide => {
-            write!(stdout, "{}", render(&reports))?;
-        }
-    }
-    stdout
-        .flush()
-        .context("failed to write the doctor report")?;
+    crate::stdout::ignore_broken_pipe(write_reports(&reports, args.output))?;
 
     Ok(if reports.iter().any(|report| report.failure.is_some()) {
         Status::Error
@@ -70,6 +53,25 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<Status> {
     } else {
         Status::NotMeasured
     })
+}
+
+fn write_reports(reports: &[NodeReport], output: OutputFormat) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, reports)?;
+            writeln!(stdout)?;
+        }
+        OutputFormat::Yaml => {
+            let yaml = serde_saphyr::to_string(&reports)
+                .context("failed to serialize the doctor report as YAML")?;
+            write!(stdout, "{yaml}")?;
+        }
+        OutputFormat::Table | OutputFormat::Wide => {
+            write!(stdout, "{}", render(reports))?;
+        }
+    }
+    stdout.flush().context("failed to write the doctor report")
 }
 
 /// Runs the doctor on this host with the local probe binary.

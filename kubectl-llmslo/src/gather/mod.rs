@@ -196,8 +196,13 @@ pub fn new_run_id() -> anyhow::Result<String> {
 }
 
 /// Prints the Jobs a run would create: a `List` for `-o json`, YAML
-/// documents for `-o yaml`, one line per Job otherwise.
+/// documents for `-o yaml`, one line per Job otherwise. A closed stdout
+/// ends the listing quietly.
 pub fn print_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Result<()> {
+    crate::stdout::ignore_broken_pipe(write_jobs(planned, output))
+}
+
+fn write_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match output {
         OutputFormat::Json => {
@@ -232,5 +237,6 @@ pub fn print_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Resul
             writeln!(stdout, "Print the Jobs with -o yaml or -o json.")?;
         }
     }
+    stdout.flush()?;
     Ok(())
 }
