@@ -61,7 +61,9 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<Status> {
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|error| {
-            ApiError::from_kube(ApiCall::new("list", "jobs.batch", Some(namespace)), error)
+            let error =
+                ApiError::from_kube(ApiCall::new("list", "jobs.batch", Some(namespace)), error);
+            connection.explain_unreachable(error.into())
         })?;
     if jobs.items.is_empty() {
         crate::stdout::print(format!(

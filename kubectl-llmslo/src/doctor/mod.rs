@@ -18,7 +18,7 @@ use crate::{
     exit::Status,
     gather, local,
     plan::{PlanOptions, default_probe_image, plan_doctor_jobs},
-    resolve::{ApiCall, ApiError, ResolveRequest, connect::connect, parse_target, resolve},
+    resolve::{ApiCall, ApiError, ResolveRequest, check_target_args, connect::connect, resolve},
 };
 
 pub use assess::{NodeReport, assess};
@@ -130,27 +130,31 @@ async fn run_local(args: &DoctorArgs) -> anyhow::Result<NodeCollection> {
 /// a target), runs them, and returns each node's result. `None` after
 /// `--dry-run` printed the Jobs.
 async fn run_cluster(args: &DoctorArgs) -> anyhow::Result<Option<Vec<NodeCollection>>> {
-    let connection = connect(&args.cluster).await?;
     let has_target = args.target.target.is_some() || args.target.selector.is_some();
+    let target = if has_target {
+        check_target_args(&args.target)?
+    } else {
+        None
+    };
+    let connection = connect(&args.cluster).await?;
     let request = ResolveRequest {
-        target: args
-            .target
-            .target
-            .as_deref()
-            .map(parse_target)
-            .transpose()?,
+        target,
         selector: args.target.selector.clone(),
         namespace: connection.namespace.clone(),
         all_namespaces: args.target.all_namespaces,
         container: args.target.container.clone(),
     };
     let (targets, nodes, description) = if has_target {
-        let resolution = resolve(&connection.client, &request).await?;
+        let resolution = resolve(&connection.client, &request)
+            .await
+            .map_err(|error| connection.explain_unreachable(error.into()))?;
         (resolution.targets, Vec::new(), request.describe())
     } else {
         (
             Vec::new(),
-            list_nodes(&connection.client).await?,
+            list_nodes(&connection.client)
+                .await
+                .map_err(|error| connection.explain_unreachable(error.into()))?,
             "all nodes".to_string(),
         )
     };

@@ -17,7 +17,7 @@ use crate::{
     cli::{DiagnoseArgs, OutputFormat},
     collection::Collection,
     plan::{PlanOptions, PlannedJob, default_probe_image, plan_jobs},
-    resolve::{ResolveRequest, connect::connect, parse_target, resolve},
+    resolve::{ResolveRequest, check_target_args, connect::connect, resolve},
 };
 
 pub use interrupt::Interrupts;
@@ -39,20 +39,18 @@ pub use interrupt::Interrupts;
 /// Fails when nothing can be probed: the kubeconfig is unusable, the target
 /// does not exist, or no Job could be created.
 pub async fn collect(args: &DiagnoseArgs) -> anyhow::Result<Option<Collection>> {
+    let target = check_target_args(&args.target)?;
     let connection = connect(&args.cluster).await?;
     let request = ResolveRequest {
-        target: args
-            .target
-            .target
-            .as_deref()
-            .map(parse_target)
-            .transpose()?,
+        target,
         selector: args.target.selector.clone(),
         namespace: connection.namespace.clone(),
         all_namespaces: args.target.all_namespaces,
         container: args.target.container.clone(),
     };
-    let resolution = resolve(&connection.client, &request).await?;
+    let resolution = resolve(&connection.client, &request)
+        .await
+        .map_err(|error| connection.explain_unreachable(error.into()))?;
 
     let options = PlanOptions {
         run_id: new_run_id()?,
