@@ -23,7 +23,6 @@ pub const CONFIG_DIR_ENV: &str = "LLMSLO_CONFIG_DIR";
 pub const DATA_DIR_ENV: &str = "LLMSLO_DATA_DIR";
 
 /// Subdirectory of the data directory that contains saved baselines.
-#[allow(dead_code, reason = "the baseline code of the analysis uses it")]
 pub const BASELINES_SUBDIR: &str = "baselines";
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +73,6 @@ pub fn data_dir() -> Result<PathBuf, DirsError> {
 /// # Errors
 ///
 /// The errors of [`data_dir`].
-#[allow(dead_code, reason = "the baseline code of the analysis uses it")]
 pub fn baselines_dir() -> Result<PathBuf, DirsError> {
     Ok(data_dir()?.join(BASELINES_SUBDIR))
 }

@@ -3,7 +3,7 @@
 //!
 //! A baseline is a JSON file in the user's data directory (from the
 //! `directories` crate: `~/.local/share/llmslo/baselines` on Linux,
-//! `~/Library/Application Support/io.llmslo.llmslo/baselines` on macOS,
+//! `~/Library/Application Support/dev.llmslo.llmslo/baselines` on macOS,
 //! `%APPDATA%\llmslo\llmslo\data\baselines` on Windows), or under
 //! `$LLMSLO_DATA_DIR/baselines` when that variable is set. It keeps the
 //! per-request samples the verdicts compare, not the raw records.
@@ -79,12 +79,9 @@ impl BaselineStore {
     /// Opens the store under `$LLMSLO_DATA_DIR`, else under the platform
     /// data directory.
     pub fn from_environment() -> Result<Self, BaselineError> {
-        if let Some(dir) = std::env::var_os("LLMSLO_DATA_DIR").filter(|d| !d.is_empty()) {
-            return Ok(Self::at(Path::new(&dir).join("baselines")));
-        }
-        let dirs = directories::ProjectDirs::from("io", "llmslo", "llmslo")
-            .ok_or(BaselineError::NoDataDir)?;
-        Ok(Self::at(dirs.data_dir().join("baselines")))
+        // The same directory that `version` prints as the data directory.
+        let dir = crate::dirs::baselines_dir().map_err(|_| BaselineError::NoDataDir)?;
+        Ok(Self::at(dir))
     }
 
     pub fn at(dir: PathBuf) -> Self {
