@@ -1,6 +1,6 @@
 //! Command-line and kubeconfig errors of the cluster commands, which need
 //! no cluster: target mistakes come before the kubeconfig, each cause is
-//! stated once, and an API server that does not answer is named.
+//! stated once, and an API server that does not respond is named.
 
 use std::{
     fs,

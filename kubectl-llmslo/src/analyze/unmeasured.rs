@@ -1,5 +1,5 @@
-//! Why a run found no request to measure, in the words of the report's
-//! data quality notes: what the probe did see, and what to try next.
+//! Data quality notes for a run that found no request to measure: what the
+//! probe did see, and what to try next.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +14,8 @@ use super::{
 const MAX_DESTINATIONS: usize = 5;
 
 /// Returns the notes for a run whose scope is `None`: the traffic seen
-/// (calls by direction, protocol and server, unreadable connections,
-/// unparsed bytes, kernel events) and the next step to try.
+/// (outbound calls by protocol and server, health checks, unreadable
+/// connections, unparsed bytes, kernel events) and the next step to try.
 pub fn explain(records: &[CallRecord], quality: &DataQuality) -> Vec<String> {
     let mut notes = Vec::new();
     let outbound: Vec<&CallRecord> = records

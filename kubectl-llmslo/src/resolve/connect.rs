@@ -26,7 +26,8 @@ pub struct ClusterConnection {
     /// The context in use, for messages: `--context`, else the current
     /// context of the kubeconfig.
     pub context: String,
-    /// Where the kubeconfig came from, for messages.
+    /// Source of the kubeconfig (a path or the KUBECONFIG list), for
+    /// messages.
     pub kubeconfig: String,
 }
 
