@@ -248,11 +248,21 @@ pub fn render(reports: &[NodeReport]) -> String {
         if !report.measurable.is_empty() {
             out.push_str(&format!("\nWhat llmslo can measure on {}:\n", report.node));
             let mut table = new_table(&["SLI OR COMPONENT", "STATUS", "DETAIL"]);
+            // A failed check blocks every row with the same long detail, so
+            // the table prints it once and points back to it.
+            let mut previous_detail: Option<&str> = None;
             for item in &report.measurable {
+                let detail =
+                    if !item.detail.is_empty() && previous_detail == Some(item.detail.as_str()) {
+                        "the same as above"
+                    } else {
+                        item.detail.as_str()
+                    };
+                previous_detail = Some(item.detail.as_str());
                 table.add_row(vec![
                     Cell::new(item.name),
                     Cell::new(item.status.label()),
-                    Cell::new(&item.detail),
+                    Cell::new(detail),
                 ]);
             }
             out.push_str(&table.to_string());
