@@ -110,7 +110,7 @@ fn describe_error(error: &anyhow::Error) -> String {
 /// with colors only where [`color::use_color`] allows them.
 fn init_logging(verbose: u8) {
     // kube_client logs each failed connection at ERROR level. The command's
-    // own error already says what failed, so that log line shows only
+    // own error already states what failed, so that log line shows only
     // with -v.
     let default_level = match verbose {
         0 => "warn,kube_client=off",

@@ -590,7 +590,8 @@ fn closed_stdout_keeps_exit_status() {
     );
 }
 
-/// A Python client that sends `GET /` to `port` every 100 ms for a minute.
+/// Starts a Python client that sends `GET /` to `port` every 100 ms for a
+/// minute.
 fn plain_http_client(port: u16) -> ChildGuard {
     let script = format!(
         "import time, urllib.request\n\
