@@ -61,10 +61,14 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<Status> {
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|error| {
-            ApiError::from_kube(ApiCall::new("list", "jobs.batch", Some(namespace)), error)
+            let error =
+                ApiError::from_kube(ApiCall::new("list", "jobs.batch", Some(namespace)), error);
+            connection.explain_unreachable(error.into())
         })?;
     if jobs.items.is_empty() {
-        println!("No llmslo probe Jobs found in namespace {namespace} (selector {selector}).");
+        crate::stdout::print(format!(
+            "No llmslo probe Jobs found in namespace {namespace} (selector {selector}).\n"
+        ))?;
         return Ok(Status::Ok);
     }
 
@@ -75,18 +79,18 @@ pub async fn run(args: CleanupArgs) -> anyhow::Result<Status> {
         .collect();
     if args.dry_run {
         for job in &jobs.items {
-            println!(
-                "job.batch/{} would be deleted ({})",
+            crate::stdout::print(format!(
+                "job.batch/{} would be deleted ({})\n",
                 job.metadata.name.clone().unwrap_or_default(),
                 describe_job(job)
-            );
+            ))?;
         }
         return Ok(Status::Ok);
     }
 
     let left = delete_jobs(&connection.client, namespace, &names).await;
     for name in names.iter().filter(|name| !left.contains(name)) {
-        println!("job.batch/{name} deleted");
+        crate::stdout::print(format!("job.batch/{name} deleted\n"))?;
     }
     if left.is_empty() {
         Ok(Status::Ok)

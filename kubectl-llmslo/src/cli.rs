@@ -136,9 +136,11 @@ pub struct DiagnoseArgs {
     #[arg(long, value_name = "PATH", requires = "local")]
     pub probe_binary: Option<PathBuf>,
 
-    /// SLO to evaluate, as SLI.STATISTIC=TARGET or SLI.STATISTIC>=TARGET;
-    /// repeat for several. Examples: ttft.p95=800ms, e2e.p99=8s,
-    /// error_rate=1%, tokens_per_sec.p50>=20.
+    /// SLO to evaluate, as [SCOPE/]SLI.STATISTIC OP TARGET. OP is <=, >=,
+    /// or = for "at most" (but "at least" for tokens_per_sec). SCOPE is
+    /// inbound/ or outbound/ (default: the requests the report measures).
+    /// Repeat for several. Examples: ttft.p95=800ms, e2e.p99<=8s,
+    /// error_rate=1%, tokens_per_sec.p50>=20, outbound/ttft.p95=500ms.
     #[arg(long = "slo", value_name = "SLO")]
     pub slos: Vec<String>,
 

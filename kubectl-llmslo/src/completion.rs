@@ -21,6 +21,7 @@ use crate::{
     cli::CompletionArgs,
     exit::Status,
     invocation::{self, PLUGIN_FILE_NAME},
+    stdout,
 };
 
 /// Hidden first argument that selects the dynamic completion protocol, the
@@ -39,12 +40,11 @@ const DIRECTIVE_DEFAULT: u32 = 0;
 /// `kubectl-llmslo` command.
 pub fn print_script(args: CompletionArgs) -> anyhow::Result<Status> {
     let mut command = invocation::command(PLUGIN_FILE_NAME);
-    clap_complete::generate(
-        args.shell,
-        &mut command,
-        PLUGIN_FILE_NAME,
-        &mut io::stdout(),
-    );
+    // clap_complete panics when its writer fails, so the script is built in
+    // memory and written here, where a closed pipe can end it quietly.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, PLUGIN_FILE_NAME, &mut script);
+    stdout::print(&script)?;
     Ok(Status::Ok)
 }
 
@@ -54,12 +54,13 @@ pub fn print_script(args: CompletionArgs) -> anyhow::Result<Status> {
 ///
 /// # Errors
 ///
-/// Fails only when stdout cannot be written.
-pub fn complete(words: Vec<OsString>) -> io::Result<Status> {
+/// Fails only when stdout cannot be written for a reason other than a
+/// closed pipe.
+pub fn complete(words: Vec<OsString>) -> anyhow::Result<Status> {
     let candidates = candidates_for(words);
-    let mut stdout = io::stdout().lock();
-    write_cobra_output(&mut stdout, &candidates)?;
-    stdout.flush()?;
+    let mut output = Vec::new();
+    write_cobra_output(&mut output, &candidates)?;
+    stdout::print(&output)?;
     Ok(Status::Ok)
 }
 

@@ -24,6 +24,7 @@ use crate::{
     export::{self, OtlpConfig},
     gather, local,
     report::{self, Style},
+    stdout,
 };
 
 /// Runs `diagnose` end to end.
@@ -32,6 +33,9 @@ use crate::{
 /// file, component rules, baseline names, the baseline itself) is checked
 /// first, so that a typo fails at once rather than after the window.
 pub async fn run(args: DiagnoseArgs) -> anyhow::Result<Status> {
+    if args.local {
+        warn_ignored_cluster_flags(&args);
+    }
     let options = analysis_options(&args)?;
     let otlp = OtlpConfig::from_args(&args)?;
     if let Some(name) = &args.save_baseline {
@@ -67,22 +71,47 @@ pub async fn run(args: DiagnoseArgs) -> anyhow::Result<Status> {
         export_otlp(&mut analysis, config).await;
     }
 
+    // A reader that closes the pipe early (`| head`) still gets the exit
+    // status and the saved baseline of the run.
+    stdout::ignore_broken_pipe(write_report(&analysis, &args))?;
+
+    if let Some(name) = &args.save_baseline {
+        save_baseline(&analysis, name)?;
+    }
+    Ok(analysis.exit_status())
+}
+
+/// Warns about cluster flags that `--local` does not use, so that a user
+/// who passed `-n prod` does not expect it to narrow the local probe.
+fn warn_ignored_cluster_flags(args: &DiagnoseArgs) {
+    let cluster = &args.cluster;
+    let ignored: Vec<&str> = [
+        (cluster.namespace.is_some(), "-n"),
+        (cluster.kubeconfig.is_some(), "--kubeconfig"),
+        (cluster.context.is_some(), "--context"),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect();
+    if !ignored.is_empty() {
+        eprintln!(
+            "warning: --local probes processes of this host by --pid, so {} is ignored",
+            ignored.join(", ")
+        );
+    }
+}
+
+fn write_report(analysis: &Analysis, args: &DiagnoseArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     report::write(
-        &analysis,
+        analysis,
         args.output,
         Style::for_stdout(args.output),
         &mut stdout,
     )?;
     stdout
         .flush()
-        .context("failed to write the report to stdout")?;
-    drop(stdout);
-
-    if let Some(name) = &args.save_baseline {
-        save_baseline(&analysis, name)?;
-    }
-    Ok(analysis.exit_status())
+        .context("failed to write the report to stdout")
 }
 
 /// Parses `--slo`, `--slo-file` and `--component`, and loads `--baseline`.

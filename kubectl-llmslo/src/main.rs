@@ -18,6 +18,7 @@ mod local;
 mod plan;
 mod report;
 mod resolve;
+mod stdout;
 mod version;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         return match completion::complete(args[2..].to_vec()) {
             Ok(status) => status.into(),
             Err(error) => {
-                eprintln!("error: failed to write completions: {error}");
+                eprintln!("error: failed to write completions: {error:#}");
                 Status::Error.into()
             }
         };
@@ -80,17 +81,39 @@ fn main() -> ExitCode {
     match outcome {
         Ok(status) => status.into(),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe_error(&error));
             Status::Error.into()
         }
     }
 }
 
+/// Joins the error's chain of causes with ": ", leaving out each cause whose
+/// text the message already contains. Most errors here repeat their source
+/// in their own text, so `{:#}` would print the same cause two or three
+/// times.
+fn describe_error(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
 /// Logs go to stderr so that `-o json` output on stdout stays parseable,
 /// with colors only where [`color::use_color`] allows them.
 fn init_logging(verbose: u8) {
+    // kube_client logs each failed connection at ERROR level. The command's
+    // own error already states what failed, so that log line shows only
+    // with -v.
     let default_level = match verbose {
-        0 => "warn",
+        0 => "warn,kube_client=off",
         1 => "info",
         _ => "debug",
     };

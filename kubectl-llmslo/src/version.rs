@@ -78,7 +78,7 @@ pub fn run(args: VersionArgs) -> anyhow::Result<Status> {
         OutputFormat::Json => serde_json::to_string_pretty(&info)? + "\n",
         OutputFormat::Yaml => serde_saphyr::to_string(&info)?,
     };
-    print!("{text}");
+    crate::stdout::print(text)?;
     Ok(Status::Ok)
 }
 

@@ -176,6 +176,37 @@ fn local_without_pid_is_rejected() {
 }
 
 #[test]
+fn local_warns_about_cluster_flags() {
+    let data = tempfile::tempdir().unwrap();
+    let out = run_cli(
+        &[
+            "diagnose",
+            "--local",
+            "--pid",
+            "1",
+            "--duration",
+            "1s",
+            "-n",
+            "prod",
+            "--kubeconfig",
+            "/nonexistent",
+            "--slo",
+            "bogus",
+        ],
+        data.path(),
+    );
+    // The invalid --slo ends the run before anything is probed.
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "--local probes processes of this host by --pid, so -n, --kubeconfig is ignored"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn invalid_slo_fails_before_probing() {
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -547,4 +578,128 @@ fn baseline_regression_names_provider() {
         regression["contributors"][0]["component"], "provider",
         "{regression}"
     );
+}
+
+#[test]
+fn closed_stdout_keeps_exit_status() {
+    let _lock = exclusive();
+    let data = tempfile::tempdir().unwrap();
+    let server = OpenAiServer::start(FAST_SERVER);
+    let mut client = sdk_client(&server, 10);
+    let pid = client.pid().to_string();
+    // A pipe whose reader is already gone, as after `| head` has exited:
+    // every write to it fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(binary("kubectl-llmslo"))
+        .args(["-vv", "diagnose", "--local", "--pid", pid.as_str()])
+        .args(["--duration", "20s", "-o", "json"])
+        .args(["--slo", "ttft.p50=1ms", "--provider", "openai=127.0.0.1"])
+        .args(["--save-baseline", "piped"])
+        .env("LLMSLO_DATA_DIR", data.path())
+        .env_remove("LLMSLO_LOG")
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl-llmslo starts");
+    let stderr = LineReader::spawn(child.stderr.take().unwrap());
+    let mut guard = ChildGuard::new("kubectl-llmslo", child);
+    assert!(
+        stderr.wait_for(READY_LINE, READY_TIMEOUT),
+        "the probe did not attach:\n{}",
+        stderr.text()
+    );
+    client.go();
+    client.wait(CLIENT_TIMEOUT);
+    let status = guard.wait_timeout(Duration::from_secs(120));
+    let stderr = stderr.finish();
+
+    // The server takes at least 20 ms to the first token, so the 1 ms
+    // target is breached whether or not anyone reads the report.
+    assert_eq!(status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(!stderr.contains("error:"), "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("saved baseline \"piped\""),
+        "stderr:\n{stderr}"
+    );
+}
+
+/// Starts a Python client that sends `GET /` to `port` every 100 ms for a
+/// minute.
+fn plain_http_client(port: u16) -> ChildGuard {
+    let script = format!(
+        "import time, urllib.request\n\
+         for _ in range(600):\n\
+         \x20   urllib.request.urlopen('http://127.0.0.1:{port}/').read()\n\
+         \x20   time.sleep(0.1)\n"
+    );
+    let child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 starts");
+    ChildGuard::new("plain HTTP client", child)
+}
+
+#[test]
+fn non_llm_traffic_is_explained() {
+    let _lock = exclusive();
+    let data = tempfile::tempdir().unwrap();
+    let port = llmslo_tests::net::free_port();
+    let server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server starts");
+    let _server = ChildGuard::new("http.server", server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "http.server did not listen on {port}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let client = plain_http_client(port);
+    let pid = client.pid().to_string();
+
+    let out = run_cli(
+        &[
+            "diagnose",
+            "--local",
+            "--pid",
+            pid.as_str(),
+            "--duration",
+            "4s",
+        ],
+        data.path(),
+    );
+    assert_eq!(out.code(), Some(4), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("no request to measure (see Data quality)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("\nData quality\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("is an LLM API call"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("HTTP/1.1 calls to 127.0.0.1"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("next: probe the pid"), "{}", out.stdout);
 }

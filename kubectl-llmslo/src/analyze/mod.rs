@@ -19,6 +19,7 @@ pub mod stats;
 pub mod testing;
 pub mod traces;
 pub mod units;
+mod unmeasured;
 pub mod verdict;
 
 #[cfg(test)]

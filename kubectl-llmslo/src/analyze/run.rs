@@ -14,7 +14,7 @@ use super::{
     sample::RequestSample,
     sli::{self, SliSummary},
     slo::{self, Sli},
-    traces,
+    traces, unmeasured,
     verdict::{self, RunEvidence, Trigger},
 };
 use crate::collection::Collection;
@@ -124,6 +124,10 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
     quality.opaque_connections = opaque_connections(collection);
 
     let scope = records::assign_roles(&mut records);
+    if scope == RequestScope::None {
+        let notes = unmeasured::explain(&records, &quality);
+        quality.notes.extend(notes);
+    }
     quality.in_flight_requests = records
         .iter()
         .filter(|r| r.role == Role::Request && r.in_flight)

@@ -460,6 +460,19 @@ fn no_requests_is_not_measured() {
     assert_eq!(analysis.scope, RequestScope::None);
     assert_eq!(analysis.slos[0].status, SloStatus::NotMeasured);
     assert_eq!(analysis.exit_status(), Status::NotMeasured);
+    let notes = &analysis.data_quality.notes;
+    assert!(
+        notes
+            .iter()
+            .any(|note| note.contains("no HTTP, PostgreSQL, Redis or DNS exchange")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|note| note.starts_with("next: probe the pid")),
+        "{notes:?}"
+    );
 }
 
 #[test]

@@ -546,7 +546,8 @@ fn evaluate_ratio(spec: &SloSpec, in_scope: &[&CallRecord], result: &mut SloResu
         SloStatus::Breached
     } else if in_scope.len() < needed {
         result.note = Some(format!(
-            "{} requests seen; at least {needed} are needed to check a rate of {}",
+            "{} requests seen; at least {needed} are needed to check a rate of {}; use a \
+             longer --duration",
             in_scope.len(),
             units::percent(spec.target)
         ));
@@ -718,7 +719,9 @@ mod tests {
             &requests(&[100; 30]),
         );
         assert_eq!(result.status, SloStatus::InsufficientData);
-        assert!(result.note.unwrap().contains("at least 100"));
+        let note = result.note.unwrap();
+        assert!(note.contains("at least 100"), "{note}");
+        assert!(note.contains("longer --duration"), "{note}");
     }
 
     #[test]

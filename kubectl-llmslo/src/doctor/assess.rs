@@ -396,6 +396,36 @@ mod tests {
     }
 
     #[test]
+    fn blocking_detail_printed_once() {
+        let mut failed = result(&[("probe_programs", false)], &[]);
+        failed.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            code: "missing_capabilities".into(),
+            message: "missing CAP_BPF".into(),
+            pid: None,
+        });
+        let report = assess(&node(failed));
+        let text = crate::doctor::render(std::slice::from_ref(&report));
+        let measure_table = text
+            .split("What llmslo can measure")
+            .nth(1)
+            .and_then(|rest| rest.split("To change").next())
+            .expect("a table of what can be measured");
+        let rows = report.measurable.len();
+        assert!(rows > 1, "{text}");
+        assert_eq!(
+            measure_table.matches("missing CAP_BPF").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            measure_table.matches("the same as above").count(),
+            rows - 1,
+            "{text}"
+        );
+    }
+
+    #[test]
     fn node_without_result_reports_failure() {
         let report = assess(&NodeCollection {
             node: "worker-2".into(),

@@ -18,7 +18,7 @@ use crate::{
     exit::Status,
     gather, local,
     plan::{PlanOptions, default_probe_image, plan_doctor_jobs},
-    resolve::{ApiCall, ApiError, ResolveRequest, connect::connect, resolve},
+    resolve::{ApiCall, ApiError, ResolveRequest, check_target_args, connect::connect, resolve},
 };
 
 pub use assess::{NodeReport, assess};
@@ -44,24 +44,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<Status> {
     };
 
     let reports: Vec<NodeReport> = nodes.iter().map(assess).collect();
-    let mut stdout = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &reports)?;
-            writeln!(stdout)?;
-        }
-        OutputFormat::Yaml => {
-            let yaml = serde_saphyr::to_string(&reports)
-                .context("failed to serialize the doctor report as YAML")?;
-            write!(stdout, "{yaml}")?;
-        }
-        OutputFormat::Table | OutputFormat::Wide => {
-            write!(stdout, "{}", render(&reports))?;
-        }
-    }
-    stdout
-        .flush()
-        .context("failed to write the doctor report")?;
+    crate::stdout::ignore_broken_pipe(write_reports(&reports, args.output))?;
 
     Ok(if reports.iter().any(|report| report.failure.is_some()) {
         Status::Error
@@ -70,6 +53,25 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<Status> {
     } else {
         Status::NotMeasured
     })
+}
+
+fn write_reports(reports: &[NodeReport], output: OutputFormat) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, reports)?;
+            writeln!(stdout)?;
+        }
+        OutputFormat::Yaml => {
+            let yaml = serde_saphyr::to_string(&reports)
+                .context("failed to serialize the doctor report as YAML")?;
+            write!(stdout, "{yaml}")?;
+        }
+        OutputFormat::Table | OutputFormat::Wide => {
+            write!(stdout, "{}", render(reports))?;
+        }
+    }
+    stdout.flush().context("failed to write the doctor report")
 }
 
 /// Runs the doctor on this host with the local probe binary.
@@ -128,16 +130,25 @@ async fn run_local(args: &DoctorArgs) -> anyhow::Result<NodeCollection> {
 /// a target), runs them, and returns each node's result. `None` after
 /// `--dry-run` printed the Jobs.
 async fn run_cluster(args: &DoctorArgs) -> anyhow::Result<Option<Vec<NodeCollection>>> {
-    let connection = connect(&args.cluster).await?;
     let has_target = args.target.target.is_some() || args.target.selector.is_some();
-    let request = ResolveRequest::from_flags(&args.target, connection.namespace.clone())?;
+    let target = if has_target {
+        check_target_args(&args.target)?
+    } else {
+        None
+    };
+    let connection = connect(&args.cluster).await?;
+    let request = ResolveRequest::from_flags(target, &args.target, connection.namespace.clone());
     let (targets, nodes, description) = if has_target {
-        let resolution = resolve(&connection.client, &request).await?;
+        let resolution = resolve(&connection.client, &request)
+            .await
+            .map_err(|error| connection.explain_unreachable(error.into()))?;
         (resolution.targets, Vec::new(), request.describe())
     } else {
         (
             Vec::new(),
-            list_nodes(&connection.client).await?,
+            list_nodes(&connection.client)
+                .await
+                .map_err(|error| connection.explain_unreachable(error.into()))?,
             "all nodes".to_string(),
         )
     };
@@ -231,11 +242,21 @@ pub fn render(reports: &[NodeReport]) -> String {
         if !report.measurable.is_empty() {
             out.push_str(&format!("\nWhat llmslo can measure on {}:\n", report.node));
             let mut table = new_table(&["SLI OR COMPONENT", "STATUS", "DETAIL"]);
+            // A failed check blocks every row with the same long detail, so
+            // the table prints it once and points back to it.
+            let mut previous_detail: Option<&str> = None;
             for item in &report.measurable {
+                let detail =
+                    if !item.detail.is_empty() && previous_detail == Some(item.detail.as_str()) {
+                        "the same as above"
+                    } else {
+                        item.detail.as_str()
+                    };
+                previous_detail = Some(item.detail.as_str());
                 table.add_row(vec![
                     Cell::new(item.name),
                     Cell::new(item.status.label()),
-                    Cell::new(&item.detail),
+                    Cell::new(detail),
                 ]);
             }
             out.push_str(&table.to_string());

@@ -17,7 +17,7 @@ use crate::{
     cli::{DiagnoseArgs, OutputFormat},
     collection::Collection,
     plan::{PlanOptions, PlannedJob, default_probe_image, plan_jobs},
-    resolve::{ResolveRequest, connect::connect, resolve},
+    resolve::{ResolveRequest, check_target_args, connect::connect, resolve},
 };
 
 pub use interrupt::Interrupts;
@@ -39,9 +39,12 @@ pub use interrupt::Interrupts;
 /// Fails when nothing can be probed: the kubeconfig is unusable, the target
 /// does not exist, or no Job could be created.
 pub async fn collect(args: &DiagnoseArgs) -> anyhow::Result<Option<Collection>> {
+    let target = check_target_args(&args.target)?;
     let connection = connect(&args.cluster).await?;
-    let request = ResolveRequest::from_flags(&args.target, connection.namespace.clone())?;
-    let resolution = resolve(&connection.client, &request).await?;
+    let request = ResolveRequest::from_flags(target, &args.target, connection.namespace.clone());
+    let resolution = resolve(&connection.client, &request)
+        .await
+        .map_err(|error| connection.explain_unreachable(error.into()))?;
 
     let options = PlanOptions {
         run_id: new_run_id()?,
@@ -179,8 +182,13 @@ pub fn new_run_id() -> anyhow::Result<String> {
 }
 
 /// Prints the Jobs a run would create: a `List` for `-o json`, YAML
-/// documents for `-o yaml`, one line per Job otherwise.
+/// documents for `-o yaml`, one line per Job otherwise. A closed stdout
+/// ends the listing quietly.
 pub fn print_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Result<()> {
+    crate::stdout::ignore_broken_pipe(write_jobs(planned, output))
+}
+
+fn write_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match output {
         OutputFormat::Json => {
@@ -215,5 +223,6 @@ pub fn print_jobs(planned: &[PlannedJob], output: OutputFormat) -> anyhow::Resul
             writeln!(stdout, "Print the Jobs with -o yaml or -o json.")?;
         }
     }
+    stdout.flush()?;
     Ok(())
 }

@@ -89,20 +89,22 @@ fn header(analysis: &Analysis, out: &mut String) {
         .filter_map(|n| n.window_ms)
         .fold(0.0_f64, f64::max)
         / 1000.0;
-    let scope = match analysis.scope {
-        RequestScope::Inbound => "inbound requests",
-        RequestScope::OutboundLlm => "outbound LLM calls (no inbound request seen)",
-        RequestScope::None => "no requests seen",
+    let requests = match analysis.scope {
+        RequestScope::Inbound => format!("{} inbound requests", analysis.requests.requests),
+        RequestScope::OutboundLlm => format!(
+            "{} outbound LLM calls (no inbound request seen)",
+            analysis.requests.requests
+        ),
+        RequestScope::None => "no request to measure (see Data quality)".to_owned(),
     };
     let _ = writeln!(
         out,
-        "Run {}: {} node{}, {:.1} s window, {} {}",
+        "Run {}: {} node{}, {:.1} s window, {}",
         analysis.run_id,
         nodes,
         if nodes == 1 { "" } else { "s" },
         window_secs,
-        analysis.requests.requests,
-        scope
+        requests
     );
     if analysis.interrupted {
         let _ = writeln!(

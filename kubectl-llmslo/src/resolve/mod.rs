@@ -21,7 +21,10 @@ use kube::{Api, Client, api::ListParams};
 pub use api_error::{ApiCall, ApiError};
 pub use target::{TargetRef, WorkloadKind, parse_target};
 
-use crate::collection::{SkippedPod, WorkloadIdentity};
+use crate::{
+    cli::TargetArgs,
+    collection::{SkippedPod, WorkloadIdentity},
+};
 
 /// The target or selector to resolve, after flags and kubeconfig defaults
 /// are applied.
@@ -36,23 +39,17 @@ pub struct ResolveRequest {
 }
 
 impl ResolveRequest {
-    /// The request that the target flags ask for, with `namespace` from
-    /// `-n` or the kubeconfig context.
-    ///
-    /// # Errors
-    ///
-    /// When the `TYPE/NAME` argument cannot be read.
-    pub fn from_flags(
-        flags: &crate::cli::TargetArgs,
-        namespace: String,
-    ) -> Result<Self, target::TargetParseError> {
-        Ok(Self {
-            target: flags.target.as_deref().map(parse_target).transpose()?,
+    /// The request that the target flags ask for, with `target` already
+    /// read from them ([`check_target_args`]) and `namespace` from `-n` or
+    /// the kubeconfig context.
+    pub fn from_flags(target: Option<TargetRef>, flags: &TargetArgs, namespace: String) -> Self {
+        Self {
+            target,
             selector: flags.selector.clone(),
             namespace,
             all_namespaces: flags.all_namespaces,
             container: flags.container.clone(),
-        })
+        }
     }
 
     /// Describes the target for labels, annotations and messages, for
@@ -141,6 +138,30 @@ fn summarize_skipped(skipped: &[SkippedPod]) -> String {
         .map(|pod| format!("{}/{}: {}", pod.namespace, pod.pod, pod.reason))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Checks the target flags that need no cluster, so that a mistake in them
+/// is reported before the kubeconfig is read: a target or a selector but
+/// not both, `-A` only with a selector, and a known `TYPE/NAME`. Returns
+/// the parsed target.
+///
+/// # Errors
+///
+/// The first mistake found, in the wording that [`resolve`] uses.
+pub fn check_target_args(args: &TargetArgs) -> anyhow::Result<Option<TargetRef>> {
+    match (&args.target, &args.selector) {
+        (Some(_), None) | (None, None) if args.all_namespaces => {
+            Err(ResolveError::AllNamespacesWithName.into())
+        }
+        (None, None) => Err(ResolveError::NoTarget.into()),
+        (Some(target), Some(selector)) => Err(ResolveError::TargetAndSelector {
+            target: target.clone(),
+            selector: selector.clone(),
+        }
+        .into()),
+        (Some(target), None) => Ok(Some(parse_target(target)?)),
+        (None, Some(_)) => Ok(None),
+    }
 }
 
 /// Lists the containers that `request` names and that can be probed now.
