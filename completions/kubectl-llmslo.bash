@@ -125,7 +125,7 @@ _kubectl__llmslo() {
             return 0
             ;;
         kubectl__subcmd__llmslo__subcmd__diagnose)
-            opts="-l -A -c -n -d -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --seccomp-profile --start-timeout --duration --local --pid --probe-binary --slo --slo-file --baseline --save-baseline --component --provider --otlp-endpoint --otlp-header --otlp-ca --save-results --output --verbose --help --version"
+            opts="-l -A -c -n -d -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --seccomp-profile --start-timeout --duration --local --pid --probe-binary --slo --slo-file --baseline --save-baseline --component --provider --ring-buffer-mib --otlp-endpoint --otlp-header --otlp-ca --otlp-protocol --otlp-insecure --otlp-timeout --otlp-mode --save-results --output --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -219,6 +219,10 @@ _kubectl__llmslo() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --ring-buffer-mib)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --otlp-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -229,6 +233,18 @@ _kubectl__llmslo() {
                     ;;
                 --otlp-ca)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-protocol)
+                    COMPREPLY=($(compgen -W "grpc http/protobuf" -- "${cur}"))
+                    return 0
+                    ;;
+                --otlp-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-mode)
+                    COMPREPLY=($(compgen -W "all uninstrumented-only enrich" -- "${cur}"))
                     return 0
                     ;;
                 --save-results)

@@ -51,9 +51,16 @@ complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" 
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l save-baseline -d 'Save this run as a baseline under NAME in the user\'s data directory' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l component -d 'Rule that assigns outbound calls to a component, as COMPONENT=MATCH where MATCH is host[:port][/path-prefix], for example guardrail=policy.internal:8181/v1/data; repeat for several' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l provider -d 'Rule that names a private LLM gateway, as PROVIDER=host[:port][/path], for example openai=llm-gateway.internal/v1; repeat for several' -r
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l ring-buffer-mib -d 'Size of each probe\'s kernel ring buffer, in MiB: a power of two from 1 to 256 (the probe\'s default is 8). Raise it when the report says events were lost to a full ring buffer' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-endpoint -d 'Export one span per LLM call and GenAI metrics to this OTLP endpoint (for example http://collector:4318 or grpc://collector:4317)' -r
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-header -d 'Header sent with every OTLP export, as KEY=VALUE; repeat for several' -r
-complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-ca -d 'CA certificate (PEM) that signs the OTLP endpoint\'s certificate' -r -F
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-ca -d 'CA certificate (PEM) that signs the OTLP endpoint\'s certificate, trusted in addition to the system\'s CAs' -r -F
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-protocol -d 'OTLP transport (default: grpc for grpc:// and grpcs:// endpoints and for port 4317, otherwise http/protobuf)' -r -f -a "grpc\t'OTLP/gRPC (collector port 4317)'
+http/protobuf\t'OTLP/HTTP with binary protobuf bodies (collector port 4318)'"
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-timeout -d 'Longest time the OTLP export may take (for example 10s); after it the export is abandoned with a warning and the report is printed' -r
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-mode -d 'Which calls get OTLP spans and metric points when the application already traces them itself (docs/opentelemetry.md)' -r -f -a "all\t'Every call; spans that repeat an application span carry llmslo.duplicate_of_app_span=true'
+uninstrumented-only\t'Only calls that no application span covers'
+enrich\t'Calls an application span covers get an INTERNAL child span with llmslo.* timings only, and no metric point'"
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l save-results -d 'Also write the raw collection (each node\'s probe result or failure, and the probed containers) as JSON to PATH' -r -F
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -s o -l output -d 'Output format' -r -f -a "table\t'Tables for people'
 wide\t'Tables with every column'
@@ -63,6 +70,7 @@ complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" 
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l privileged -d 'Run the probe as a privileged container instead of with only CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE. Use it where those are not enough, for example on kernels older than 5.8'
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l dry-run -d 'Print the probe Jobs that would be created and exit without creating anything. Use with -o yaml or -o json'
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l local -d 'Probe processes on this host instead of a cluster (needs root or CAP_BPF and CAP_PERFMON). Use with --pid'
+complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -l otlp-insecure -d 'Send OTLP without TLS to an endpoint given as HOST:PORT without a scheme. Endpoints written with http:// or grpc:// never use TLS'
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -s v -l verbose -d 'Log verbosity: -v for progress details, -vv for debug logs (stderr)'
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kubectl-llmslo -n "__fish_kubectl_llmslo_using_subcommand diagnose" -s V -l version -d 'Print version'
