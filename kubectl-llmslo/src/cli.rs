@@ -168,7 +168,7 @@ pub struct DiagnoseArgs {
 
     /// Size of each probe's kernel ring buffer, in MiB: a power of two
     /// from 1 to 256 (the probe's default is 8). Raise it when the report
-    /// says events were lost to a full ring buffer.
+    /// shows events lost to a full ring buffer.
     #[arg(long, value_name = "MIB", value_parser = parse_ring_buffer_mib)]
     pub ring_buffer_mib: Option<u32>,
 

@@ -30,9 +30,9 @@ use crate::{
 /// Records handled per wake-up before signals and timers are checked again.
 const DRAIN_BUDGET: usize = 4_096;
 
-/// Longest time spent reading the ring buffer after the window ended. The
+/// Maximum time spent reading the ring buffer after the window ended. The
 /// programs stay attached until then, so under heavy load the buffer may
-/// never empty; what they write after the window is not part of it anyway.
+/// never empty. What they write after the window is not part of it anyway.
 const FINAL_DRAIN_LIMIT: Duration = Duration::from_millis(500);
 
 /// How often `/proc` and the target cgroups are checked for processes that

@@ -70,7 +70,7 @@ pub struct ErrorRecord {
     pub provider_code: Option<String>,
 }
 
-/// Why a call that ended inside the window has no known outcome.
+/// Reason that a call which ended inside the window has no known outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unmeasured {

@@ -21,7 +21,7 @@ use crate::signals::{KernelGlobals, SignalError};
 /// Records read between two looks at the clock in [`Collector::drain_until`].
 const FINAL_DRAIN_BATCH: usize = 256;
 
-/// What the read after the window got through.
+/// Progress of the ring buffer read after the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FinalDrain {
     pub records: usize,
@@ -252,8 +252,8 @@ impl Collector {
     }
 
     /// Passes the records in the ring buffer to `handle` without waiting,
-    /// until it is empty or `deadline` has passed; used at the end of the
-    /// window, while the programs may still be writing.
+    /// until it is empty or `deadline` has passed. It runs at the end of
+    /// the window, while the programs may still be writing.
     pub fn drain_until(&mut self, deadline: Instant, mut handle: impl FnMut(&[u8])) -> FinalDrain {
         let ring = self.events.get_mut();
         let mut records = 0;
