@@ -125,7 +125,7 @@ _kubectl__llmslo() {
             return 0
             ;;
         kubectl__subcmd__llmslo__subcmd__diagnose)
-            opts="-l -A -c -n -d -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --seccomp-profile --start-timeout --duration --local --pid --probe-binary --slo --slo-file --baseline --save-baseline --component --provider --otlp-endpoint --otlp-header --otlp-ca --otlp-protocol --otlp-insecure --otlp-timeout --otlp-mode --save-results --output --verbose --help --version"
+            opts="-l -A -c -n -d -o -v -h -V --selector --all-namespaces --container --kubeconfig --context --namespace --probe-namespace --probe-image --privileged --dry-run --seccomp-profile --start-timeout --duration --local --pid --probe-binary --slo --slo-file --baseline --save-baseline --component --provider --ring-buffer-mib --otlp-endpoint --otlp-header --otlp-ca --otlp-protocol --otlp-insecure --otlp-timeout --otlp-mode --save-results --output --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -216,6 +216,10 @@ _kubectl__llmslo() {
                     return 0
                     ;;
                 --provider)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ring-buffer-mib)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

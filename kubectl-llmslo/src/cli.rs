@@ -168,6 +168,12 @@ pub struct DiagnoseArgs {
     #[arg(long = "provider", value_name = "RULE")]
     pub provider_rules: Vec<String>,
 
+    /// Size of each probe's kernel ring buffer, in MiB: a power of two
+    /// from 1 to 256 (the probe's default is 8). Raise it when the report
+    /// shows events lost to a full ring buffer.
+    #[arg(long, value_name = "MIB", value_parser = parse_ring_buffer_mib)]
+    pub ring_buffer_mib: Option<u32>,
+
     /// Export one span per LLM call and GenAI metrics to this OTLP endpoint
     /// (for example http://collector:4318 or grpc://collector:4317).
     #[arg(long, value_name = "URL")]
@@ -329,6 +335,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Largest `--ring-buffer-mib`: the ring buffer is charged to the probe
+/// Job's memory limit of 512 MiB, next to the probe's own memory.
+pub const MAX_RING_BUFFER_MIB: u32 = 256;
+
+fn parse_ring_buffer_mib(text: &str) -> Result<u32, String> {
+    let mib: u32 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number of MiB"))?;
+    if !(1..=MAX_RING_BUFFER_MIB).contains(&mib) || !mib.is_power_of_two() {
+        return Err(format!(
+            "{mib} MiB is not a power of two from 1 to {MAX_RING_BUFFER_MIB}; the kernel needs a \
+             power of two"
+        ));
+    }
+    Ok(mib)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +374,15 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn ring_buffer_mib_takes_powers_of_two() {
+        assert_eq!(parse_ring_buffer_mib("64"), Ok(64));
+        assert!(parse_ring_buffer_mib("0").is_err());
+        assert!(parse_ring_buffer_mib("24").is_err());
+        assert!(parse_ring_buffer_mib("512").is_err());
+        assert!(parse_ring_buffer_mib("big").is_err());
     }
 
     #[test]

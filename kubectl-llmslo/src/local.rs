@@ -3,7 +3,8 @@
 //! The child runs in its own process group, so a Ctrl-C in the terminal
 //! reaches only this process, which forwards it. The first Ctrl-C sends
 //! SIGINT and the probe prints what it collected so far. A second one
-//! kills the probe.
+//! kills the probe. SIGTERM, as sent by `timeout`, systemd or a CI
+//! runner, counts as a Ctrl-C.
 
 use std::{
     path::{Path, PathBuf},
@@ -66,7 +67,7 @@ pub enum LocalError {
         #[source]
         source: envelope::EnvelopeError,
     },
-    #[error("the probe was killed by a second Ctrl-C before it printed a result")]
+    #[error("the probe was killed by a second Ctrl-C or SIGTERM before it printed a result")]
     Killed,
     #[error("the probe did not exit within {grace_secs} s after its window ended and was killed")]
     TimedOut { grace_secs: u64 },
@@ -121,6 +122,10 @@ pub fn probe_args(args: &DiagnoseArgs) -> Vec<String> {
         out.push("--provider-rule".to_owned());
         out.push(rule.clone());
     }
+    if let Some(mib) = args.ring_buffer_mib {
+        out.push("--ring-buffer-mib".to_owned());
+        out.push(mib.to_string());
+    }
     out
 }
 
@@ -162,7 +167,7 @@ struct ProbeOutput {
     status: ExitStatus,
     stdout: String,
     stderr: String,
-    /// A Ctrl-C was forwarded as SIGINT.
+    /// A Ctrl-C or SIGTERM was forwarded as SIGINT.
     interrupted: bool,
     /// A second Ctrl-C killed the probe.
     killed: bool,
@@ -184,6 +189,16 @@ async fn run_probe(
     // probe, so that this process decides what a Ctrl-C means.
     #[cfg(unix)]
     command.process_group(0);
+    // Installed before the probe starts, so that SIGTERM never ends this
+    // process while the probe runs on without it.
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .inspect_err(|error| {
+            tracing::warn!(%error, "cannot listen for SIGTERM; it will end the run at once");
+        })
+        .ok();
+    #[cfg(not(unix))]
+    let mut terminate: Option<()> = None;
     let mut child = command.spawn().map_err(|source| LocalError::Spawn {
         path: probe.to_path_buf(),
         source,
@@ -221,7 +236,7 @@ async fn run_probe(
     let mut interrupt = Box::pin(tokio::signal::ctrl_c());
     let mut listening = true;
     let status = loop {
-        tokio::select! {
+        let stop_signal = tokio::select! {
             status = child.wait() => break status.map_err(LocalError::Wait)?,
             signal = &mut interrupt, if listening => {
                 if let Err(error) = signal {
@@ -230,23 +245,32 @@ async fn run_probe(
                     continue;
                 }
                 interrupt = Box::pin(tokio::signal::ctrl_c());
-                if interrupted {
-                    tracing::warn!("second Ctrl-C: killing the probe");
-                    killed = true;
-                    let _ = child.start_kill();
-                } else {
-                    interrupted = true;
-                    spinner.stopping();
-                    forward_interrupt(&mut child);
-                }
+                "Ctrl-C"
             }
+            Some(()) = receive_terminate(&mut terminate) => "SIGTERM",
             _ = &mut deadline => {
                 tracing::error!(pid = ?child.id(), "the probe did not exit after its window; killing it");
                 let _ = child.kill().await;
                 spinner.finish();
                 return Err(LocalError::TimedOut { grace_secs: EXIT_GRACE.as_secs() });
             }
-            _ = ticker.tick() => spinner.tick(started.elapsed()),
+            _ = ticker.tick() => {
+                spinner.tick(started.elapsed());
+                continue;
+            }
+        };
+        if interrupted {
+            tracing::warn!(
+                signal = stop_signal,
+                "second stop signal: killing the probe"
+            );
+            killed = true;
+            let _ = child.start_kill();
+        } else {
+            tracing::info!(signal = stop_signal, "stopping the probe early");
+            interrupted = true;
+            spinner.stopping();
+            forward_interrupt(&mut child);
         }
     };
     spinner.finish();
@@ -261,6 +285,21 @@ async fn run_probe(
         interrupted,
         killed,
     })
+}
+
+/// Waits for the next SIGTERM, or forever when there is no listener.
+#[cfg(unix)]
+async fn receive_terminate(terminate: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match terminate {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits forever: only Unix has SIGTERM.
+#[cfg(not(unix))]
+async fn receive_terminate(_terminate: &mut Option<()>) -> Option<()> {
+    std::future::pending().await
 }
 
 /// Sends SIGINT to the probe so that it ends its window early and prints
@@ -327,7 +366,7 @@ fn collection_from_output(
     let failure = if output.killed {
         Some(NodeFailure {
             code: "interrupted".to_owned(),
-            message: "the probe was killed by a second Ctrl-C".to_owned(),
+            message: "the probe was killed by a second Ctrl-C or SIGTERM".to_owned(),
         })
     } else if targets_exited && output.status.code() == Some(PROBE_STOPPED_PART_WAY) {
         None
@@ -343,7 +382,8 @@ fn collection_from_output(
     } else if output.interrupted {
         Some(NodeFailure {
             code: "interrupted".to_owned(),
-            message: "Ctrl-C ended the window early; the result covers the time before it"
+            message: "Ctrl-C or SIGTERM ended the window early; the result covers the time \
+                      before it"
                 .to_owned(),
         })
     } else {
@@ -489,7 +529,30 @@ impl Spinner {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn probe_args_pass_ring_buffer_size() {
+        let cli = Cli::try_parse_from([
+            "kubectl-llmslo",
+            "diagnose",
+            "--local",
+            "--pid",
+            "42",
+            "--ring-buffer-mib",
+            "64",
+        ])
+        .unwrap();
+        let Command::Diagnose(args) = cli.command else {
+            panic!("not parsed as diagnose");
+        };
+        let probe = probe_args(&args);
+        let at = probe.iter().position(|arg| arg == "--ring-buffer-mib");
+        assert_eq!(probe.get(at.unwrap() + 1).map(String::as_str), Some("64"));
+    }
 
     #[test]
     fn permission_errors_suggest_sudo() {

@@ -30,6 +30,11 @@ use crate::{
 /// Records handled per wake-up before signals and timers are checked again.
 const DRAIN_BUDGET: usize = 4_096;
 
+/// Maximum time spent reading the ring buffer after the window ended. The
+/// programs stay attached until then, so under heavy load the buffer may
+/// never empty. What they write after the window is not part of it anyway.
+const FINAL_DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
 /// How often `/proc` and the target cgroups are checked for processes that
 /// exited or joined without an event.
 const TARGET_CHECK_INTERVAL: Duration = Duration::from_millis(250);
@@ -183,6 +188,9 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let mut cpu_sampler = CpuSampler::new(CgroupMounts::detect());
     cpu_sampler.add_processes(&pipeline.registry().live_pids());
     let start_ns = result::monotonic_ns();
+    // The window ends `duration` after this point, however long the setup
+    // below (socket seeding, the first TLS inspection) takes.
+    let window_start = tokio::time::Instant::now();
     let unix_offset_ns = result::unix_offset_ns();
     pipeline.set_window_start(start_ns);
 
@@ -219,14 +227,26 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         &mut cpu_sampler,
         &mut tls,
         &mut diagnostics,
-        args.duration,
+        window_end(window_start, args.duration),
         &mut sigint,
         &mut sigterm,
     )
     .await;
 
-    let late = collector.drain_now(|record| pipeline.handle_record(record));
-    tracing::debug!(records = late, "drained the ring buffer after the window");
+    let drain_deadline = std::time::Instant::now() + FINAL_DRAIN_LIMIT;
+    let late = collector.drain_until(drain_deadline, |record| pipeline.handle_record(record));
+    tracing::debug!(
+        records = late.records,
+        complete = late.emptied,
+        "drained the ring buffer after the window"
+    );
+    if !late.emptied {
+        tracing::warn!(
+            records = late.records,
+            limit_ms = FINAL_DRAIN_LIMIT.as_millis() as u64,
+            "events kept arriving after the window; stopped reading them"
+        );
+    }
     let kernel_drops = collector.read_drops().unwrap_or_else(|error| {
         tracing::error!(%error, "failed to read the drop counters");
         diagnostics.push(Diagnostic {
@@ -481,17 +501,26 @@ fn pid_namespaces(targets: &Targets) -> PidNamespaces {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Returns when a window of `duration` from `start` ends, or a time past
+/// any real run when that cannot be represented.
+fn window_end(start: tokio::time::Instant, duration: Duration) -> tokio::time::Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(duration)
+        .or_else(|| start.checked_add(FAR_FUTURE))
+        .unwrap_or(start)
+}
+
 async fn collect_window(
     collector: &mut Collector,
     pipeline: &mut Pipeline,
     cpu_sampler: &mut CpuSampler,
     tls: &mut TlsWatcher,
     diagnostics: &mut Vec<Diagnostic>,
-    window: Duration,
+    deadline: tokio::time::Instant,
     sigint: &mut tokio::signal::unix::Signal,
     sigterm: &mut tokio::signal::unix::Signal,
 ) -> Stop {
-    let deadline = tokio::time::Instant::now() + window;
     let mut target_check = tokio::time::interval(TARGET_CHECK_INTERVAL);
     target_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu_sample = tokio::time::interval(cgroup_cpu::SAMPLE_INTERVAL);
@@ -500,7 +529,16 @@ async fn collect_window(
     tls_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        // Checked on every turn, because under a flood of events the drain
+        // branch is always ready and could otherwise win the race against
+        // the timer for many turns.
+        if tokio::time::Instant::now() >= deadline {
+            return Stop::Completed;
+        }
         tokio::select! {
+            // Signals and the deadline first, then the timers, and the
+            // drain last, so that a busy ring buffer cannot starve them.
+            biased;
             _ = sigint.recv() => return Stop::Signal("SIGINT"),
             _ = sigterm.recv() => return Stop::Signal("SIGTERM"),
             () = tokio::time::sleep_until(deadline) => return Stop::Completed,

@@ -463,6 +463,17 @@ fn table_output_to_a_pipe_has_no_ansi() {
 
 #[test]
 fn first_ctrl_c_keeps_partial_result() {
+    stop_signal_keeps_partial_result(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_keeps_partial_result() {
+    stop_signal_keeps_partial_result(libc::SIGTERM);
+}
+
+/// Sends `signal` to the CLI once the client's calls are done, and checks
+/// that the report of the window so far is printed.
+fn stop_signal_keeps_partial_result(signal: i32) {
     let _lock = exclusive();
     let data = tempfile::tempdir().unwrap();
     let server = OpenAiServer::start(FAST_SERVER);
@@ -492,7 +503,7 @@ fn first_ctrl_c_keeps_partial_result() {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    diagnose.guard.signal(libc::SIGINT);
+    diagnose.guard.signal(signal);
     let out = diagnose.finish(Duration::from_secs(120));
 
     assert!(

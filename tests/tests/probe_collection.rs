@@ -225,3 +225,49 @@ fn ring_buffer_overflow_is_counted() {
         result.diagnostics
     );
 }
+
+#[test]
+fn event_flood_keeps_the_window() {
+    let _lock = probe::exclusive();
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let (mut connection, _) = sink.accept().unwrap();
+        let mut buffer = vec![0u8; 1 << 16];
+        while connection.read(&mut buffer).is_ok_and(|count| count > 0) {}
+    });
+    // Small writes as fast as Python can make them, for far longer than the
+    // window: each is one event, more than the probe reads per second.
+    let mut client = GatedClient::python_snippet(
+        "flooder",
+        &format!(
+            "import socket, time\nconnection = socket.create_connection(('127.0.0.1', {port}))\n\
+             chunk = b'x' * 64\nend = time.monotonic() + 60\n\
+             while time.monotonic() < end:\n    connection.send(chunk)\n"
+        ),
+    );
+    let probe = start_probe(&[
+        "--pid".into(),
+        client.pid().to_string(),
+        "--duration".into(),
+        "2s".into(),
+        "--ring-buffer-mib".into(),
+        "1".into(),
+    ]);
+    client.go();
+    let started = std::time::Instant::now();
+    let output = probe.wait(CLIENT_TIMEOUT);
+    let elapsed = started.elapsed();
+    drop(client);
+
+    assert_eq!(output.code(), Some(0), "{}", output.stderr);
+    let result = output.result();
+    assert_eq!(result.outcome.status, OutcomeStatus::Completed);
+    let window_ms = result.window.end_ns.saturating_sub(result.window.start_ns) / 1_000_000;
+    assert!(window_ms >= 2_000, "window of {window_ms} ms");
+    assert!(window_ms < 3_000, "window of {window_ms} ms overran 2 s");
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "the probe took {elapsed:?} to end a 2 s window"
+    );
+}

@@ -129,6 +129,12 @@ pub struct DataQuality {
     /// Requests still in flight when the window ended. They are not
     /// errors, and have no E2E.
     pub in_flight_requests: usize,
+    /// Calls that looked cut short after the probe missed some of their
+    /// bytes. They are not errors, and have no E2E.
+    pub incomplete_capture_calls: usize,
+    /// HTTP calls whose response had neither a status nor an error the
+    /// parser could read. They are not successes, and have no E2E.
+    pub unparsed_calls: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsVisibility>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

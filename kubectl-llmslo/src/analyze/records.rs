@@ -70,6 +70,19 @@ pub struct ErrorRecord {
     pub provider_code: Option<String>,
 }
 
+/// Reason that a call which ended inside the window has no known outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmeasured {
+    /// The probe missed bytes of the exchange, and the stream then looked
+    /// cut short (`truncated`, `client_aborted` or `connection_reset`). The
+    /// missed bytes alone explain that, so it is not counted as an error.
+    IncompleteCapture,
+    /// The response had neither a status the parser could read nor an
+    /// error, such as random bytes or a head too large to capture.
+    Unparsed,
+}
+
 /// Destination of an outbound call. It never contains a query string or
 /// header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -171,6 +184,10 @@ pub struct CallRecord {
     /// the first token had arrived.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_flight: bool,
+    /// The call ended, but its outcome is unknown. Like a call in flight,
+    /// it has no E2E and no error, and error rates leave it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmeasured: Option<Unmeasured>,
     /// W3C trace id from the request's `traceparent`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
@@ -225,6 +242,12 @@ impl CallRecord {
 
     pub fn is_error(&self) -> bool {
         self.error.is_some()
+    }
+
+    /// Returns whether the call is known to have succeeded or failed: it
+    /// ended inside the window and the probe saw how.
+    pub fn has_outcome(&self) -> bool {
+        !self.in_flight && self.unmeasured.is_none()
     }
 
     pub fn is_rate_limited(&self) -> bool {
@@ -343,7 +366,10 @@ fn record(
         .error
         .as_ref()
         .is_some_and(|error| error.kind == ErrorKind::Unanswered);
-    let e2e_us = exchange.e2e_us.filter(|_| !in_flight);
+    let unmeasured = unmeasured_reason(exchange, in_flight);
+    let e2e_us = exchange
+        .e2e_us
+        .filter(|_| !in_flight && unmeasured.is_none());
 
     let (ttft_us, ttft_source) = match (llm.and_then(|llm| llm.ttft_us), exchange.direction) {
         (Some(ttft_us), _) => (Some(ttft_us), Some(TtftSource::ContentEvent)),
@@ -412,12 +438,13 @@ fn record(
         error: exchange
             .error
             .as_ref()
-            .filter(|error| error.kind != ErrorKind::Unanswered)
+            .filter(|error| error.kind != ErrorKind::Unanswered && unmeasured.is_none())
             .map(|error| ErrorRecord {
                 kind: error.kind,
                 provider_code: error.provider_code.clone(),
             }),
         in_flight,
+        unmeasured,
         trace_id: exchange.trace.as_ref().map(|trace| trace.trace_id.clone()),
         parent_span_id: exchange
             .trace
@@ -433,6 +460,29 @@ fn record(
             .and_then(|http| http.content_type.as_deref())
             .is_some_and(|content_type| EVENT_STREAM_TYPES.contains(&content_type)),
     }
+}
+
+/// Returns why an exchange that ended has no known outcome, if it has
+/// none.
+fn unmeasured_reason(exchange: &Exchange, in_flight: bool) -> Option<Unmeasured> {
+    if in_flight {
+        return None;
+    }
+    let cut_short = exchange.error.as_ref().is_some_and(|error| {
+        matches!(
+            error.kind,
+            ErrorKind::Truncated | ErrorKind::ClientAborted | ErrorKind::ConnectionReset
+        )
+    });
+    if exchange.missing_bytes > 0 && cut_short {
+        return Some(Unmeasured::IncompleteCapture);
+    }
+    let http_exchange = matches!(exchange.protocol, Protocol::Http1 | Protocol::Http2);
+    let status = exchange.http.as_ref().and_then(|http| http.status);
+    if http_exchange && status.is_none() && exchange.error.is_none() {
+        return Some(Unmeasured::Unparsed);
+    }
+    None
 }
 
 /// Returns the port of the connection's server end, from `ip:port` or

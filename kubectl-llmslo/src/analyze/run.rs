@@ -10,11 +10,11 @@ use super::{
     decompose::{self, CallSpan, OwnTimeContext, PhaseWindows, ThrottleTimeline},
     intervals::{self, Interval},
     linking::{Link, Linker, LinkingSummary, RequestSpan},
-    records::{self, CallRecord, IdentityIndex, Role},
+    records::{self, CallRecord, IdentityIndex, Role, Unmeasured},
     sample::RequestSample,
     sli::{self, SliSummary},
-    slo::{self, Sli},
-    traces, unmeasured,
+    slo::{self, Sli, SloResult, SloStatus},
+    traces, units, unmeasured,
     verdict::{self, RunEvidence, Trigger},
 };
 use crate::collection::Collection;
@@ -121,6 +121,14 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
         quality.event_loss_fraction = quality.drops.ring_buffer_full as f64 / total_events as f64;
     }
     quality.calls_with_missing_bytes = records.iter().filter(|r| r.missing_bytes > 0).count();
+    quality.incomplete_capture_calls = records
+        .iter()
+        .filter(|r| r.unmeasured == Some(Unmeasured::IncompleteCapture))
+        .count();
+    quality.unparsed_calls = records
+        .iter()
+        .filter(|r| r.unmeasured == Some(Unmeasured::Unparsed))
+        .count();
     quality.opaque_connections = opaque_connections(collection);
 
     let scope = records::assign_roles(&mut records);
@@ -166,7 +174,8 @@ pub fn analyze(collection: &Collection, options: &AnalysisOptions) -> Analysis {
     let mut slos = Vec::new();
     let mut verdicts = Vec::new();
     for spec in &options.slos {
-        let result = slo::evaluate(spec, &records);
+        let mut result = slo::evaluate(spec, &records);
+        doubt_on_event_loss(&mut result, quality.event_loss_fraction);
         let fallbacks: Vec<RequestSample>;
         let in_scope: Vec<&RequestSample> =
             if spec.scope == slo::SloScope::Outbound && scope == RequestScope::Inbound {
@@ -579,6 +588,36 @@ fn sample_index<'a>(
             }
         })
         .collect()
+}
+
+/// Share of kernel events lost to a full ring buffer above which no SLO
+/// counts as met: the lost events may hide slow or failed calls.
+pub const MAX_EVENT_LOSS_FOR_MET: f64 = 0.05;
+
+/// Turns a met SLO into `insufficient_data` when the probes lost more than
+/// [`MAX_EVENT_LOSS_FOR_MET`] of their events, and notes the loss on a
+/// breached one.
+fn doubt_on_event_loss(result: &mut SloResult, event_loss_fraction: f64) {
+    if event_loss_fraction <= MAX_EVENT_LOSS_FOR_MET {
+        return;
+    }
+    let loss = units::percent(event_loss_fraction);
+    match result.status {
+        SloStatus::Met => {
+            result.status = SloStatus::InsufficientData;
+            result.note = Some(format!(
+                "{loss} of kernel events were lost to a full ring buffer, so the lost calls may \
+                 breach the objective; raise --ring-buffer-mib"
+            ));
+        }
+        SloStatus::Breached => {
+            result.note = Some(format!(
+                "measured on the calls seen; {loss} of kernel events were lost to a full ring \
+                 buffer"
+            ));
+        }
+        SloStatus::InsufficientData | SloStatus::NotMeasured => {}
+    }
 }
 
 /// Builds a sample of an outbound call whose whole time is its own

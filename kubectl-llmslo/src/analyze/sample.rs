@@ -53,6 +53,10 @@ pub struct RequestSample {
     /// error rates leave it out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_flight: bool,
+    /// Whether the request ended with an outcome the probe could not see,
+    /// so error rates leave it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmeasured: bool,
 }
 
 impl RequestSample {
@@ -90,6 +94,7 @@ impl RequestSample {
             ambiguous_calls: 0,
             missing_bytes: record.missing_bytes,
             in_flight: record.in_flight,
+            unmeasured: record.unmeasured.is_some(),
         }
     }
 

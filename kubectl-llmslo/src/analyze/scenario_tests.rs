@@ -610,3 +610,169 @@ fn error_rate_leaves_requests_in_flight_out() {
     assert_eq!(verdict.evidence.requests, 19);
     assert_eq!(contributor_names(verdict), ["provider"]);
 }
+
+/// Marks every exchange of the scenario as cut short (`kind`) after the
+/// probe missed some of its bytes.
+fn lose_bytes(collection: &mut crate::collection::Collection, kind: llmslo_schema::ErrorKind) {
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    for exchange in &mut result.exchanges {
+        exchange.missing_bytes = 56_000;
+        exchange.error = Some(llmslo_schema::ExchangeError {
+            kind,
+            provider_code: None,
+        });
+    }
+}
+
+#[test]
+fn capture_gaps_are_not_errors() {
+    use llmslo_schema::ErrorKind;
+
+    for kind in [
+        ErrorKind::Truncated,
+        ErrorKind::ClientAborted,
+        ErrorKind::ConnectionReset,
+    ] {
+        let scenario = Scenario {
+            requests: 20,
+            ..Scenario::default()
+        };
+        let mut collection = scenario.collection();
+        lose_bytes(&mut collection, kind);
+        let analysis = analyze(&collection, &options(&["error_rate=1%"]));
+
+        assert_eq!(analysis.requests.errors, 0, "{kind:?}");
+        assert_eq!(analysis.requests.unmeasured, 20, "{kind:?}");
+        assert_eq!(analysis.requests.error_rate, 0.0, "{kind:?}");
+        assert_eq!(analysis.requests.e2e_us.samples, 0, "{kind:?}");
+        assert!(
+            analysis.data_quality.incomplete_capture_calls >= 20,
+            "{kind:?}"
+        );
+        let slo = &analysis.slos[0];
+        assert_eq!(slo.status, SloStatus::NotMeasured, "{kind:?}");
+        assert_eq!(slo.samples, 0, "{kind:?}");
+        assert!(
+            slo.note.as_deref().unwrap().contains("20 calls"),
+            "{kind:?}"
+        );
+        assert_eq!(analysis.exit_status(), Status::NotMeasured, "{kind:?}");
+    }
+}
+
+#[test]
+fn capture_gaps_keep_observed_errors() {
+    use llmslo_schema::ErrorKind;
+
+    // A status or error event the probe read is an error even when other
+    // bytes of the call were missed.
+    let scenario = Scenario {
+        requests: 20,
+        rate_limited_fraction: 1.0,
+        ..Scenario::default()
+    };
+    let mut collection = scenario.collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    for exchange in &mut result.exchanges {
+        exchange.missing_bytes = 100;
+    }
+    let analysis = analyze(&collection, &options(&["error_rate=1%"]));
+
+    assert_eq!(analysis.requests.unmeasured, 0);
+    assert!(analysis.requests.errors > 0);
+    assert!(
+        analysis
+            .calls
+            .iter()
+            .filter_map(|c| c.error.as_ref())
+            .any(|e| e.kind == ErrorKind::RateLimited)
+    );
+    assert_eq!(analysis.slos[0].status, SloStatus::Breached);
+}
+
+#[test]
+fn error_rate_doubts_a_few_capture_gaps() {
+    use llmslo_schema::ErrorKind;
+
+    // 19 calls fine, 1 cut short by a capture gap: met on what was seen,
+    // but a failure of that one call would breach 1%.
+    let scenario = Scenario {
+        requests: 200,
+        ..Scenario::default()
+    };
+    let mut collection = scenario.collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    let first_inbound = result
+        .exchanges
+        .iter()
+        .position(|e| e.direction == Direction::Inbound)
+        .unwrap();
+    let exchange = &mut result.exchanges[first_inbound];
+    exchange.missing_bytes = 4096;
+    exchange.error = Some(llmslo_schema::ExchangeError {
+        kind: ErrorKind::Truncated,
+        provider_code: None,
+    });
+
+    let analysis = analyze(&collection, &options(&["error_rate=0.1%"]));
+    let slo = &analysis.slos[0];
+    assert_eq!((slo.bad, slo.samples), (0, 199));
+    assert_eq!(slo.status, SloStatus::InsufficientData);
+    assert!(slo.note.as_deref().unwrap().contains("1 calls in scope"));
+
+    let lenient = analyze(&collection, &options(&["error_rate=5%"]));
+    assert_eq!(lenient.slos[0].status, SloStatus::Met);
+}
+
+#[test]
+fn unparsed_responses_are_not_successes() {
+    let scenario = Scenario {
+        requests: 20,
+        ..Scenario::default()
+    };
+    let mut collection = scenario.collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    for exchange in &mut result.exchanges {
+        if let Some(http) = exchange.http.as_mut() {
+            http.status = None;
+        }
+        exchange.error = None;
+    }
+    let analysis = analyze(&collection, &options(&["error_rate=1%"]));
+
+    assert_eq!(analysis.requests.errors, 0);
+    assert_eq!(analysis.requests.unmeasured, 20);
+    assert!(analysis.data_quality.unparsed_calls >= 20);
+    let slo = &analysis.slos[0];
+    assert_eq!(slo.samples, 0);
+    assert_ne!(slo.status, SloStatus::Met);
+    assert_eq!(analysis.exit_status(), Status::NotMeasured);
+}
+
+#[test]
+fn heavy_event_loss_is_not_met() {
+    let scenario = Scenario {
+        requests: 200,
+        ..Scenario::default()
+    };
+    let mut collection = scenario.collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    result.probe_usage.events = 10_000;
+    result.drops.ring_buffer_full = 20_000;
+    let analysis = analyze(&collection, &options(&["error_rate=5%", "ttft.p50=60s"]));
+
+    for slo in &analysis.slos {
+        assert_eq!(slo.status, SloStatus::InsufficientData, "{}", slo.name);
+        assert!(
+            slo.note.as_deref().unwrap().contains("were lost"),
+            "{}",
+            slo.name
+        );
+    }
+    assert_eq!(analysis.exit_status(), Status::NotMeasured);
+
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    result.drops.ring_buffer_full = 100;
+    let light = analyze(&collection, &options(&["error_rate=5%", "ttft.p50=60s"]));
+    assert!(light.slos.iter().all(|slo| slo.status == SloStatus::Met));
+}

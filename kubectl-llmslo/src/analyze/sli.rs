@@ -78,6 +78,10 @@ pub struct SliSummary {
     /// `requests`, but neither errors nor in the error-rate denominators
     /// nor in E2E.
     pub in_flight: usize,
+    /// Calls that ended with an outcome the probe could not see (bytes
+    /// missed or a response it could not parse): counted in `requests`,
+    /// but neither errors nor in the error-rate denominators nor in E2E.
+    pub unmeasured: usize,
     pub errors: usize,
     /// Errors by kind (`http_status`, `rate_limited`, `stream_error`, ...).
     pub errors_by_kind: BTreeMap<String, usize>,
@@ -118,6 +122,9 @@ impl SliSummary {
             if record.in_flight {
                 summary.in_flight += 1;
             }
+            if record.unmeasured.is_some() {
+                summary.unmeasured += 1;
+            }
             if let Some(error) = &record.error {
                 summary.errors += 1;
                 *summary
@@ -144,7 +151,7 @@ impl SliSummary {
             }
         }
 
-        let finished = summary.requests - summary.in_flight;
+        let finished = summary.requests - summary.in_flight - summary.unmeasured;
         if finished > 0 {
             summary.error_rate = summary.errors as f64 / finished as f64;
             summary.rate_limited_rate = summary.rate_limited as f64 / finished as f64;

@@ -511,8 +511,14 @@ pub fn evaluate(spec: &SloSpec, records: &[CallRecord]) -> SloResult {
 
 fn evaluate_ratio(spec: &SloSpec, in_scope: &[&CallRecord], result: &mut SloResult) {
     // A request still in flight when the window ended has not failed or
-    // succeeded yet.
-    let in_scope: Vec<&CallRecord> = in_scope.iter().copied().filter(|r| !r.in_flight).collect();
+    // succeeded yet, and one whose outcome the probe could not see may
+    // have done either.
+    let unmeasured = in_scope.iter().filter(|r| r.unmeasured.is_some()).count();
+    let in_scope: Vec<&CallRecord> = in_scope
+        .iter()
+        .copied()
+        .filter(|r| r.has_outcome())
+        .collect();
     let bad = in_scope
         .iter()
         .filter(|r| match spec.sli {
@@ -524,7 +530,14 @@ fn evaluate_ratio(spec: &SloSpec, in_scope: &[&CallRecord], result: &mut SloResu
     result.bad = bad;
     result.allowed_bad_fraction = spec.target;
     if in_scope.is_empty() {
-        result.note = Some("no request in scope during the window".to_owned());
+        result.note = Some(if unmeasured > 0 {
+            format!(
+                "{unmeasured} calls in scope, none with a known outcome because the probe \
+                 missed or could not parse their bytes"
+            )
+        } else {
+            "no request in scope during the window".to_owned()
+        });
         return;
     }
     let rate = bad as f64 / in_scope.len() as f64;
@@ -542,8 +555,18 @@ fn evaluate_ratio(spec: &SloSpec, in_scope: &[&CallRecord], result: &mut SloResu
     } else {
         0
     };
+    // If the calls without a known outcome had all failed, would the rate
+    // exceed the target?
+    let worst_rate = (bad + unmeasured) as f64 / (in_scope.len() + unmeasured) as f64;
     result.status = if breached {
         SloStatus::Breached
+    } else if unmeasured > 0 && worst_rate > spec.target {
+        result.note = Some(format!(
+            "{unmeasured} calls in scope have no known outcome because the probe missed or \
+             could not parse their bytes; if they failed, the rate would be {}",
+            units::percent(worst_rate)
+        ));
+        SloStatus::InsufficientData
     } else if in_scope.len() < needed {
         result.note = Some(format!(
             "{} requests seen; at least {needed} are needed to check a rate of {}; use a \

@@ -52,6 +52,7 @@ pub fn record(id: u64, ttft_us: u64, e2e_us: u64) -> CallRecord {
         status: Some(200),
         error: None,
         in_flight: false,
+        unmeasured: None,
         trace_id: None,
         parent_span_id: None,
         server_port: None,

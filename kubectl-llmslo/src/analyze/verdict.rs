@@ -564,10 +564,15 @@ pub fn explain_generation_breach(
     verdict
 }
 
-/// Keeps the requests that ended inside the window, because those in
-/// flight at its end have neither failed nor succeeded.
+/// Keeps the requests with a known outcome, because those in flight at
+/// the window's end, or whose end the probe did not see, have neither
+/// failed nor succeeded as far as the run can tell.
 fn finished<'a>(samples: &[&'a RequestSample]) -> Vec<&'a RequestSample> {
-    samples.iter().copied().filter(|s| !s.in_flight).collect()
+    samples
+        .iter()
+        .copied()
+        .filter(|s| !s.in_flight && !s.unmeasured)
+        .collect()
 }
 
 /// Explains a breached error-rate or rate-limited SLO by the component

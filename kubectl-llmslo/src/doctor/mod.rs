@@ -166,6 +166,7 @@ async fn run_cluster(args: &DoctorArgs) -> anyhow::Result<Option<Vec<NodeCollect
         window: DOCTOR_WINDOW,
         start_timeout: args.probe.start_timeout,
         provider_rules: Vec::new(),
+        ring_buffer_mib: None,
         target_description: format!("doctor {description}"),
     };
     let planned = plan_doctor_jobs(&nodes, &targets, &options);

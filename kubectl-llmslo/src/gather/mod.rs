@@ -59,6 +59,7 @@ pub async fn collect(args: &DiagnoseArgs) -> anyhow::Result<Option<Collection>> 
         window: args.duration,
         start_timeout: args.probe.start_timeout,
         provider_rules: args.provider_rules.clone(),
+        ring_buffer_mib: args.ring_buffer_mib,
         target_description: request.describe(),
     };
     let planned = plan_jobs(&resolution.targets, &options);

@@ -64,6 +64,8 @@ pub struct PlanOptions {
     pub window: Duration,
     pub start_timeout: Duration,
     pub provider_rules: Vec<String>,
+    /// `--ring-buffer-mib` for the probe; `None` keeps its default.
+    pub ring_buffer_mib: Option<u32>,
     /// The target as the user wrote it, for example `deploy/chat-api -n prod`.
     pub target_description: String,
 }
@@ -272,6 +274,10 @@ fn probe_container(
             args.push("--provider-rule".to_string());
             args.push(rule.clone());
         }
+        if let Some(mib) = options.ring_buffer_mib {
+            args.push("--ring-buffer-mib".to_string());
+            args.push(mib.to_string());
+        }
     }
 
     Container {
@@ -464,6 +470,7 @@ mod tests {
             window: Duration::from_secs(30),
             start_timeout: Duration::from_secs(120),
             provider_rules: vec!["openai=gateway.internal/v1".into()],
+            ring_buffer_mib: Some(32),
             target_description: "deploy/chat-api -n prod".into(),
         }
     }
@@ -499,7 +506,9 @@ mod tests {
         assert_eq!(ids, ["a".repeat(64), "c".repeat(64)]);
         assert!(args.ends_with(&[
             "--provider-rule".to_string(),
-            "openai=gateway.internal/v1".to_string()
+            "openai=gateway.internal/v1".to_string(),
+            "--ring-buffer-mib".to_string(),
+            "32".to_string(),
         ]));
         assert!(args.contains(&"$(NODE_NAME)".to_string()));
         assert!(args.contains(&"30s".to_string()));
@@ -596,6 +605,7 @@ mod tests {
         assert!(!idle.contains(&"--container-id".to_string()), "{idle:?}");
         assert!(!idle.contains(&"--duration".to_string()), "{idle:?}");
         assert!(!idle.contains(&"--provider-rule".to_string()), "{idle:?}");
+        assert!(!idle.contains(&"--ring-buffer-mib".to_string()), "{idle:?}");
 
         let busy = container(&jobs[1].job).args.clone().unwrap();
         assert_eq!(

@@ -546,6 +546,20 @@ fn data_quality(analysis: &Analysis, style: Style, out: &mut String) {
             quality.in_flight_requests
         ));
     }
+    if quality.incomplete_capture_calls > 0 {
+        lines.push(format!(
+            "{} calls looked cut short after the probe missed some of their bytes; they count \
+             as incomplete capture, not as errors, and have no E2E",
+            quality.incomplete_capture_calls
+        ));
+    }
+    if quality.unparsed_calls > 0 {
+        lines.push(format!(
+            "{} calls had a response the probe could not parse; they count as neither \
+             successes nor errors",
+            quality.unparsed_calls
+        ));
+    }
     if drops.unparsed_bytes > 0 {
         lines.push(format!(
             "{} bytes could not be parsed",

@@ -10,11 +10,25 @@ use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
 use llmslo_probe_common::{DropReason, FlowKey, PidNamespaces, SocketKey, TcpProbeLayout};
+use std::time::Instant;
+
 use tokio::io::unix::AsyncFd;
 
 pub use loader::LoadError;
 
 use crate::signals::{KernelGlobals, SignalError};
+
+/// Records read between two looks at the clock in [`Collector::drain_until`].
+const FINAL_DRAIN_BATCH: usize = 256;
+
+/// Progress of the ring buffer read after the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalDrain {
+    pub records: usize,
+    /// The ring buffer was empty at the end; `false` when the deadline
+    /// stopped the read with records still arriving.
+    pub emptied: bool,
+}
 
 /// Drop counters summed over all CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -237,16 +251,31 @@ impl Collector {
         Ok(count)
     }
 
-    /// Passes every record already in the ring buffer to `handle` without
-    /// waiting; used at the end of the window.
-    pub fn drain_now(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
+    /// Passes the records in the ring buffer to `handle` without waiting,
+    /// until it is empty or `deadline` has passed. It runs at the end of
+    /// the window, while the programs may still be writing.
+    pub fn drain_until(&mut self, deadline: Instant, mut handle: impl FnMut(&[u8])) -> FinalDrain {
         let ring = self.events.get_mut();
-        let mut count = 0;
-        while let Some(item) = ring.next() {
-            handle(&item);
-            count += 1;
+        let mut records = 0;
+        loop {
+            // The clock is read once per batch, not per record.
+            for _ in 0..FINAL_DRAIN_BATCH {
+                let Some(item) = ring.next() else {
+                    return FinalDrain {
+                        records,
+                        emptied: true,
+                    };
+                };
+                handle(&item);
+                records += 1;
+            }
+            if Instant::now() >= deadline {
+                return FinalDrain {
+                    records,
+                    emptied: false,
+                };
+            }
         }
-        count
     }
 
     fn hash_map<K: aya::Pod, V: aya::Pod>(
