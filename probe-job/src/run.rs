@@ -500,7 +500,6 @@ fn pid_namespaces(targets: &Targets) -> PidNamespaces {
     global
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Returns when a window of `duration` from `start` ends, or a time past
 /// any real run when that cannot be represented.
 fn window_end(start: tokio::time::Instant, duration: Duration) -> tokio::time::Instant {
@@ -511,6 +510,7 @@ fn window_end(start: tokio::time::Instant, duration: Duration) -> tokio::time::I
         .unwrap_or(start)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn collect_window(
     collector: &mut Collector,
     pipeline: &mut Pipeline,
