@@ -6,17 +6,13 @@ use std::{
     fs,
     io::Write as _,
     path::PathBuf,
-    process::{ChildStdin, Command, Stdio},
+    process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     thread,
     time::Duration,
 };
 
-use crate::process::{ChildGuard, LineReader};
-
-/// Time a script gets to print `waiting`. Generous, because Python
-/// start-up took about a second on a loaded 2-core machine.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::{process::ChildGuard, python::GatedClient};
 
 /// Runs a command and panics with its output when it fails.
 pub fn run(program: &str, args: &[&str]) {
@@ -171,79 +167,24 @@ impl Drop for Netns {
     }
 }
 
-/// A `python3 -c` script that prints `waiting` once it has set itself up
-/// (started threads, opened sockets) and then waits for a line on stdin,
-/// so that the probe attaches to a prepared process. Killed on drop.
-pub struct SelfGatedPython {
-    child: ChildGuard,
-    stdin: Option<ChildStdin>,
-    stdout: LineReader,
-    stderr: LineReader,
-}
-
-impl SelfGatedPython {
-    /// Starts `launcher... python3 -c code`; `launcher` is a command
-    /// prefix such as `["taskset", "-c", "0"]` or empty. Returns once the
-    /// script printed `waiting`.
-    pub fn start(name: &str, launcher: &[&str], code: &str) -> Self {
-        let (program, prefix) = match launcher.split_first() {
-            Some((program, rest)) => (*program, rest.to_vec()),
-            None => ("python3", Vec::new()),
+/// Starts `launcher... python3 -c code`, a script that prints `waiting`
+/// once it has set itself up (started threads, opened sockets) and then
+/// waits for a line on stdin, so that the probe attaches to a prepared
+/// process. `launcher` is a command prefix such as `["taskset", "-c", "0"]`
+/// or empty. Returns once the script printed `waiting`.
+pub fn self_gated_python(name: &str, launcher: &[&str], code: &str) -> GatedClient {
+    GatedClient::custom(name, |_log| {
+        let mut command = match launcher.split_first() {
+            Some((program, prefix)) => {
+                let mut command = Command::new(program);
+                command.args(prefix).arg("python3");
+                command
+            }
+            None => Command::new("python3"),
         };
-        let mut command = Command::new(program);
-        command.args(prefix);
-        if !launcher.is_empty() {
-            command.arg("python3");
-        }
-        let mut child = command
-            .args(["-c", code])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("{name} does not start: {error}"));
-        let stdin = child.stdin.take();
-        let stdout = LineReader::spawn(child.stdout.take().expect("stdout is piped"));
-        let stderr = LineReader::spawn(child.stderr.take().expect("stderr is piped"));
-        let script = Self {
-            child: ChildGuard::new(name, child),
-            stdin,
-            stdout,
-            stderr,
-        };
-        assert!(
-            script.stdout.wait_for("waiting", START_TIMEOUT),
-            "{name} did not get ready; stderr:\n{}",
-            script.stderr.text()
-        );
-        script
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
-    /// Lets the script go on past its gate.
-    pub fn go(&mut self) {
-        let mut stdin = self.stdin.take().expect("the gate opens once");
-        stdin
-            .write_all(b"go\n")
-            .expect("the script reads its stdin");
-    }
-
-    /// Waits for the script to exit successfully.
-    ///
-    /// # Panics
-    ///
-    /// When it fails or takes longer than `timeout`, with its stderr.
-    pub fn wait(mut self, timeout: Duration) {
-        let status = self.child.wait_timeout(timeout);
-        assert!(
-            status.success(),
-            "script failed ({status}):\n{}",
-            self.stderr.text()
-        );
-    }
+        command.args(["-c", code]);
+        command
+    })
 }
 
 /// A busy loop pinned to one CPU at a nice value, killed on drop.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use llmslo_schema::OutcomeStatus;
 use llmslo_tests::{
     probe::{self, Probe},
-    signals::{QuotaCgroup, SelfGatedPython},
+    signals::{QuotaCgroup, self_gated_python},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,7 +29,7 @@ const BURNER: &str = "import sys, time\n\
 fn quota_cgroup_shows_throttling() {
     let _lock = probe::exclusive();
     let cgroup = QuotaCgroup::create(&format!("llmslo-quota-{}", std::process::id()), QUOTA_US);
-    let mut target = SelfGatedPython::start("burner", &[], BURNER);
+    let mut target = self_gated_python("burner", &[], BURNER);
     let pid = target.pid();
     cgroup.add(pid);
 

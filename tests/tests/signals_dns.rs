@@ -11,7 +11,7 @@ use llmslo_tests::{
     binaries,
     probe::{self, Probe},
     process::{ChildGuard, LineReader},
-    signals::{Netns, SelfGatedPython},
+    signals::{Netns, self_gated_python},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -84,7 +84,7 @@ fn getaddrinfo_queries_are_exchanges() {
     netns.resolv_conf("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n");
     let _server = start_server(&netns);
     let launcher = ["ip", "netns", "exec", netns.name.as_str()];
-    let mut target = SelfGatedPython::start("resolver", &launcher, &resolver_script());
+    let mut target = self_gated_python("resolver", &launcher, &resolver_script());
     let pid = target.pid();
 
     let probe = Probe::start(&[

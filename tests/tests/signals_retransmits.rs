@@ -8,7 +8,7 @@ use llmslo_schema::RetransmitCount;
 use llmslo_tests::{
     probe::{self, Probe},
     process::ChildGuard,
-    signals::{Netns, SelfGatedPython},
+    signals::{Netns, self_gated_python},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -56,7 +56,7 @@ fn lossy_link_shows_retransmits() {
         ),
     );
 
-    let mut target = SelfGatedPython::start(
+    let mut target = self_gated_python(
         "streamer",
         &[],
         &format!(

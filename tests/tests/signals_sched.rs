@@ -7,7 +7,7 @@ use llmslo_schema::{OutcomeStatus, ProbeResult};
 use llmslo_tests::{
     probe::{self, Probe},
     python::GatedClient,
-    signals::{CpuHog, SelfGatedPython},
+    signals::{CpuHog, self_gated_python},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -215,7 +215,7 @@ fn threads_before_and_during_window_are_followed() {
         tids_file.display()
     );
     let mut script =
-        SelfGatedPython::start("threads", &["taskset", "-c", "0", "nice", "-n", "5"], &code);
+        self_gated_python("threads", &["taskset", "-c", "0", "nice", "-n", "5"], &code);
     let pid = script.pid();
 
     let probe = Probe::start(&[
