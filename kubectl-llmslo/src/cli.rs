@@ -315,7 +315,7 @@ pub enum OtlpMode {
     Enrich,
 }
 
-/// Longest duration any flag accepts. Longer windows and timeouts are
+/// Maximum duration any flag accepts. Longer windows and timeouts are
 /// mistakes, and would overflow the deadlines computed from them.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -146,7 +146,7 @@ pub enum ResultFormat {
     GzipBase64,
 }
 
-/// Longest window: a longer one is a mistake, and would overflow the
+/// Maximum window: a longer one is a mistake, and would overflow the
 /// deadline computed from it.
 const MAX_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
