@@ -159,13 +159,14 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     }
     let now = now_ns();
 
-    if let Some(tgid) = prev_tgid {
-        if on_cpu.tid == prev_tid {
-            add_on_cpu(tgid, now.saturating_sub(on_cpu.since_ns));
-        }
-        if is_still_runnable(&ctx, &layout) {
-            mark_runnable(prev_tid, now);
-        }
+    // Charge the slice to the thread group recorded when it started: an
+    // exiting thread has already left the thread map when it switches out
+    // for the last time, and its last slice counts too.
+    if on_cpu.tid != 0 && on_cpu.tid == prev_tid {
+        add_on_cpu(on_cpu.tgid, now.saturating_sub(on_cpu.since_ns));
+    }
+    if prev_tgid.is_some() && is_still_runnable(&ctx, &layout) {
+        mark_runnable(prev_tid, now);
     }
 
     match next_tgid {
