@@ -60,7 +60,7 @@ pub enum EventKind {
     Close = 5,
     /// A target process created a child process.
     Fork = 6,
-    /// A target process exited.
+    /// A target process exited ([`ExitEvent`]).
     Exit = 7,
     /// A TCP segment with payload arrived for a followed connection.
     Arrival = 8,
@@ -182,7 +182,7 @@ pub struct SockAddr {
     pub addr: [u8; 16],
 }
 
-/// A connection-level event: connect, accept, close, fork, exit.
+/// A connection-level event: connect, accept, close, fork.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnEvent {
@@ -190,11 +190,23 @@ pub struct ConnEvent {
     /// Peer address for connect and accept.
     pub peer: SockAddr,
     /// Syscall return value: 0 or a negative errno for connect, the new fd
-    /// for accept; the child pid for fork; 0 for close and exit.
+    /// for accept; the child pid for fork; 0 for close.
     pub ret: i64,
     /// For connect, `ts_ns` of the syscall's entry; the event's own
     /// timestamp is its exit.
     pub start_ns: u64,
+}
+
+/// The main thread of a target process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// The process's command name at exit, NUL-padded. A child process
+    /// reported at fork time has its parent's name until it runs `exec`,
+    /// and by the time user space reads the event its parent may have
+    /// reaped it, taking `/proc/PID/comm` away.
+    pub comm: [u8; 16],
 }
 
 /// A TCP connection from its socket's side: local and remote address and
@@ -459,6 +471,7 @@ mod user {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::SockAddr {}
     unsafe impl aya::Pod for super::ConnEvent {}
+    unsafe impl aya::Pod for super::ExitEvent {}
     unsafe impl aya::Pod for super::SocketKey {}
     unsafe impl aya::Pod for super::TlsSessionKey {}
     unsafe impl aya::Pod for super::FlowKey {}

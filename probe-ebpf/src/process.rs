@@ -1,12 +1,12 @@
 //! Process lifecycle: child processes of targets become targets; exits are
 //! reported.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use llmslo_probe_common::{ConnEvent, DropReason, EventKind, FILTER_BY_TGID, SockAddr};
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use llmslo_probe_common::{ConnEvent, DropReason, EventKind, ExitEvent, FILTER_BY_TGID, SockAddr};
 
 use crate::{
     filter::{TARGET_TGIDS, filter_flags, is_target},
-    maps::{count_drop, current_ids, emit_conn, header, now_ns},
+    maps::{EVENTS, count_drop, current_ids, emit_conn, header, now_ns},
 };
 
 /// Offsets in `task:task_newtask`, whose format has been the same since
@@ -64,12 +64,13 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if tgid != tid || !is_target(tgid) {
         return 0;
     }
-    emit_conn(&ConnEvent {
+    let event = ExitEvent {
         header: header(EventKind::Exit, -1, now_ns()),
-        peer: SockAddr::default(),
-        ret: 0,
-        start_ns: 0,
-    });
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    if EVENTS.output(&event, 0).is_err() {
+        count_drop(DropReason::RingBufferFull, 1);
+    }
     let _ = TARGET_TGIDS.remove(&tgid);
     0
 }

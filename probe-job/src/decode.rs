@@ -12,8 +12,8 @@ use std::{
 
 use llmslo_probe_common::{
     ArrivalEvent, ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, EventHeader, EventKind,
-    FlowKey, HandshakeEvent, HandshakeStage, MAX_PAYLOAD, RetransmitEvent, RunQueueWaitEvent,
-    SockAddr, SocketErrorEvent,
+    ExitEvent, FlowKey, HandshakeEvent, HandshakeStage, MAX_PAYLOAD, RetransmitEvent,
+    RunQueueWaitEvent, SockAddr, SocketErrorEvent,
 };
 use llmslo_wire::Flow;
 
@@ -121,7 +121,12 @@ pub enum Event<'a> {
         header: Header,
         child_pid: u32,
     },
-    Exit(Header),
+    /// A target process exited; `comm` is its command name, if the kernel
+    /// gave one.
+    Exit {
+        header: Header,
+        comm: Option<String>,
+    },
     /// A target process replaced its program with `execve()`.
     Exec(Header),
     /// A TCP segment with `data_len` payload bytes arrived on `flow`.
@@ -201,7 +206,20 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
                 child_pid: conn.ret as u32,
             })
         }
-        EventKind::Exit => Ok(Event::Exit(header)),
+        EventKind::Exit => {
+            require(record, size_of::<ExitEvent>(), "exit event")?;
+            let at = offset_of!(ExitEvent, comm);
+            let comm = &record[at..at + 16];
+            let len = comm
+                .iter()
+                .position(|&byte| byte == 0)
+                .unwrap_or(comm.len());
+            let comm = String::from_utf8_lossy(&comm[..len]).into_owned();
+            Ok(Event::Exit {
+                header,
+                comm: Some(comm).filter(|comm| !comm.is_empty()),
+            })
+        }
         EventKind::Exec => Ok(Event::Exec(header)),
         EventKind::Arrival => decode_arrival(record, header),
         EventKind::RunQueueWait => {
@@ -667,6 +685,28 @@ mod tests {
             panic!("not an exec event");
         };
         assert_eq!(header.tgid, 10);
+    }
+
+    #[test]
+    fn exit_carries_comm() {
+        let mut record = header_bytes(EventKind::Exit, -1);
+        record.resize(size_of::<ExitEvent>(), 0);
+        record[offset_of!(ExitEvent, comm)..][..4].copy_from_slice(b"curl");
+        let Event::Exit { header, comm } = decode(&record).unwrap() else {
+            panic!("not an exit event");
+        };
+        assert_eq!(header.tgid, 10);
+        assert_eq!(comm.as_deref(), Some("curl"));
+
+        record[offset_of!(ExitEvent, comm)..].fill(0);
+        assert!(matches!(
+            decode(&record).unwrap(),
+            Event::Exit { comm: None, .. }
+        ));
+        assert!(matches!(
+            decode(&record[..size_of::<ExitEvent>() - 1]),
+            Err(DecodeError::TooShort { .. })
+        ));
     }
 
     #[test]

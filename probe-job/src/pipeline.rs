@@ -243,7 +243,12 @@ impl Pipeline {
             Event::Fork { header, child_pid } => {
                 self.on_fork(header.tgid, child_pid, header.cgroup_id)
             }
-            Event::Exit(header) => self.on_exit(header.tgid, header.ts_ns, "its exit event"),
+            Event::Exit { header, comm } => {
+                if let Some(comm) = comm {
+                    self.registry.set_comm(header.tgid, comm);
+                }
+                self.on_exit(header.tgid, header.ts_ns, "its exit event");
+            }
             Event::Exec(header) => {
                 tracing::debug!(pid = header.tgid, "target process ran execve()");
                 self.process_changes.push(ProcessChange::Exec(header.tgid));

@@ -40,6 +40,8 @@ struct Tracked {
     process: TargetProcess,
     start_time: Option<u64>,
     exited: bool,
+    /// Whether `process.comm` came from the exit event, which is final.
+    comm_from_kernel: bool,
 }
 
 /// Target processes by pid, in the order of their pids.
@@ -104,6 +106,7 @@ impl ProcessRegistry {
                 process,
                 start_time: facts.map(|facts| facts.start_time),
                 exited: false,
+                comm_from_kernel: false,
             },
         );
     }
@@ -140,15 +143,27 @@ impl ProcessRegistry {
         }
     }
 
-    /// Marks a process as exited; returns true the first time. The comm is
-    /// read again while `/proc` still has it, because a child process
-    /// reported at fork time usually ran `exec` since.
+    /// Sets the command name of a process, as the kernel reported it at
+    /// exit. A later [`mark_exited`](Self::mark_exited) keeps it.
+    pub fn set_comm(&mut self, pid: u32, comm: String) {
+        if let Some(tracked) = self.processes.get_mut(&pid) {
+            tracked.process.comm = comm;
+            tracked.comm_from_kernel = true;
+        }
+    }
+
+    /// Marks a process as exited; returns true the first time. Unless the
+    /// kernel gave the comm at exit, it is read again while `/proc` still
+    /// has it, because a child process reported at fork time usually ran
+    /// `exec` since.
     pub fn mark_exited(&mut self, pid: u32) -> bool {
         match self.processes.get_mut(&pid) {
             Some(tracked) if !tracked.exited => {
                 tracked.exited = true;
                 tracked.process.exited_in_window = true;
-                if let Some(comm) = read_comm(pid) {
+                if !tracked.comm_from_kernel
+                    && let Some(comm) = read_comm(pid)
+                {
                     tracked.process.comm = comm;
                 }
                 true
@@ -245,6 +260,17 @@ mod tests {
         assert!(!registry.mark_exited(pid));
         assert!(registry.live_pids().is_empty());
         assert!(registry.into_processes()[0].exited_in_window);
+    }
+
+    #[test]
+    fn comm_from_exit_event_is_kept() {
+        // This process is alive, so /proc has a different comm to offer.
+        let pid = std::process::id();
+        let mut registry = ProcessRegistry::new(None);
+        registry.add(pid, read_facts(pid), None, false);
+        registry.set_comm(pid, "after-exec".into());
+        assert!(registry.mark_exited(pid));
+        assert_eq!(registry.comm(pid), Some("after-exec"));
     }
 
     #[test]
