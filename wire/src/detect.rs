@@ -2,7 +2,7 @@
 //! its first bytes.
 
 use crate::Flow;
-use crate::db::postgres::starts_startup;
+use crate::db::postgres::{is_query_cycle, starts_startup};
 use crate::db::redis::starts_command;
 use crate::http1::{starts_request, starts_response};
 use crate::http2::frame::PREFACE;
@@ -33,6 +33,9 @@ pub enum Detection {
     Http2 { client_flow: Flow },
     /// PostgreSQL, with the startup message on `client_flow`.
     Postgres { client_flow: Flow },
+    /// PostgreSQL met past its startup: the last chunk of `client_flow`
+    /// is a whole query cycle.
+    PostgresMidStream { client_flow: Flow },
     /// Redis, with RESP command arrays on `client_flow`.
     Redis { client_flow: Flow },
 }
@@ -41,11 +44,25 @@ pub enum Detection {
 #[derive(Debug, Default)]
 pub struct Detector {
     chunks: Vec<Chunk>,
+    /// The connection was opened before the probe started, so its first
+    /// bytes seen may be a message in the middle of the stream.
+    mid_stream: bool,
 }
 
 impl Detector {
+    /// Creates a detector. `mid_stream` is true for a connection opened
+    /// before the probe started, whose first bytes it may have missed.
+    pub fn new(mid_stream: bool) -> Self {
+        Self {
+            chunks: Vec::new(),
+            mid_stream,
+        }
+    }
+
     pub fn push(&mut self, chunk: Chunk) -> Detection {
         let flow = chunk.flow;
+        let first_of_flow = !self.chunks.iter().any(|c| c.flow == flow);
+        let query_cycle = self.mid_stream && first_of_flow && is_query_cycle(&chunk.bytes);
         self.chunks.push(chunk);
 
         let mut prefix = Vec::with_capacity(MAX_DETECTION_BYTES);
@@ -76,6 +93,7 @@ impl Detector {
             },
             [_, _, Some(true), _] => Detection::Postgres { client_flow: flow },
             [.., Some(true)] => Detection::Redis { client_flow: flow },
+            _ if query_cycle => Detection::PostgresMidStream { client_flow: flow },
             [Some(false), Some(false), Some(false), Some(false)] => Detection::Unknown {
                 dropped_bytes: self.drop_flow(flow),
             },

@@ -142,7 +142,9 @@ impl ConnectionParser {
         let state = match info.transport {
             Transport::Udp => State::Dns(Box::new(DnsConnection::new(false))),
             Transport::Tcp if dns_port => State::Dns(Box::new(DnsConnection::new(true))),
-            Transport::Tcp => State::Detecting(Detector::default()),
+            // A connection met through its data (no role) may be past
+            // its first message.
+            Transport::Tcp => State::Detecting(Detector::new(info.role.is_none())),
         };
         Self {
             info,
@@ -190,6 +192,21 @@ impl ConnectionParser {
                         let mut postgres = PostgresConnection::new(client_flow);
                         for chunk in detector.take() {
                             postgres.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                        }
+                        self.state = State::Postgres(Box::new(postgres));
+                    }
+                    Detection::PostgresMidStream { client_flow } => {
+                        // Only the detected cycle is fed. Bytes of the other
+                        // flow kept before it may end in the middle of a
+                        // server message, which would put the reply reader
+                        // out of step.
+                        let mut postgres = PostgresConnection::mid_stream(client_flow);
+                        for chunk in detector.take() {
+                            if chunk.flow == client_flow {
+                                postgres.on_data(chunk.flow, chunk.ts_ns, chunk.tid, &chunk.bytes);
+                            } else {
+                                self.stats.unparsed_bytes += chunk.bytes.len() as u64;
+                            }
                         }
                         self.state = State::Postgres(Box::new(postgres));
                     }

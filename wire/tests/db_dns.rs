@@ -3,8 +3,11 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use llmslo_schema::{Direction, ErrorKind, Exchange, Protocol};
-use support::exchanges_of;
+use llmslo_wire::{ConnectionInfo, Flow, ParserConfig};
+use support::{Step, exchanges_of, replay};
 
 const T0: u64 = 1_000_000_000;
 
@@ -78,6 +81,65 @@ fn postgres_queries() {
     assert_eq!(error.provider_code.as_deref(), Some("42P01"));
     // The error and ReadyForQuery arrived in two reads.
     assert_eq!(missing.e2e_us, Some(2_000));
+}
+
+/// The `postgres_queries` steps from the client's first query on: what a
+/// probe started after the connection's startup receives.
+fn postgres_past_startup() -> (ConnectionInfo, Vec<Step>) {
+    let fixture = support::load("postgres_queries");
+    let first_query = fixture
+        .steps
+        .iter()
+        .position(|step| matches!(step, Step::Data { bytes, .. } if bytes.first() == Some(&b'Q')))
+        .expect("the fixture sends a simple query");
+    (fixture.info, fixture.steps[first_query..].to_vec())
+}
+
+#[test]
+fn postgres_met_past_startup() {
+    let (mut info, steps) = postgres_past_startup();
+    info.role = None;
+    let exchanges = replay(&info, &steps, Arc::new(ParserConfig::default()));
+    assert_eq!(
+        operations(&exchanges),
+        ["CREATE", "INSERT", "SELECT", "SELECT"]
+    );
+    for exchange in &exchanges {
+        assert_eq!(exchange.protocol, Protocol::Postgres);
+        assert_eq!(exchange.direction, Direction::Outbound);
+        assert_eq!(exchange.ttfb_us, Some(1_000));
+    }
+    assert_eq!(exchanges[0].t0_ns, T0 + 4_000_000);
+    let error = exchanges[3].error.as_ref().expect("server error");
+    assert_eq!(error.provider_code.as_deref(), Some("42P01"));
+}
+
+#[test]
+fn postgres_past_startup_server_side() {
+    // The same bytes seen by the server process: the queries are read.
+    let (mut info, mut steps) = postgres_past_startup();
+    info.role = None;
+    for step in &mut steps {
+        if let Step::Data { flow, .. } = step {
+            *flow = match flow {
+                Flow::Egress => Flow::Ingress,
+                Flow::Ingress => Flow::Egress,
+            };
+        }
+    }
+    let exchanges = replay(&info, &steps, Arc::new(ParserConfig::default()));
+    assert_eq!(operations(&exchanges).len(), 4);
+    assert!(exchanges.iter().all(|e| e.direction == Direction::Inbound));
+}
+
+#[test]
+fn postgres_cycle_needs_unknown_start() {
+    // A connection whose connect() the probe saw starts with its startup
+    // message, so a query cycle first is not taken for PostgreSQL.
+    let (info, steps) = postgres_past_startup();
+    assert_eq!(info.role, Some(Direction::Outbound));
+    let exchanges = replay(&info, &steps, Arc::new(ParserConfig::default()));
+    assert!(exchanges.is_empty(), "{exchanges:?}");
 }
 
 #[test]

@@ -43,6 +43,66 @@ pub fn starts_startup(bytes: &[u8]) -> Option<bool> {
     Some(known && (8..=MAX_STARTUP_BYTES).contains(&length))
 }
 
+/// Largest frontend message length accepted when detecting a connection
+/// mid-stream. The server rejects longer messages (1 GiB is its limit).
+const MAX_MESSAGE_BYTES: u32 = 1 << 30;
+
+/// Checks whether `bytes` are exactly one query cycle of a client past its
+/// startup: whole typed frontend messages that end in a simple `Query`, or
+/// extended-query messages with an `Execute` that end in `Sync`.
+///
+/// psycopg on libpq wrote each cycle with one call in the captures of
+/// `tests/fixtures/wire`, so a pooled connection that the probe meets past
+/// its startup is recognised at its next query. Requiring a whole,
+/// consistent cycle keeps other binary protocols from being taken for
+/// PostgreSQL. Server replies never match, because they contain no
+/// `Execute` or `Query` and their `S` messages (ParameterStatus) are
+/// longer than a `Sync`.
+///
+/// NOTE: a client that splits a cycle over several writes is recognised
+/// only at a later cycle that it writes whole.
+pub fn is_query_cycle(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    let mut executed = false;
+    let mut last_kind = None;
+    while !rest.is_empty() {
+        let Some(header) = rest.get(..5) else {
+            return false;
+        };
+        let kind = header[0];
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        if !(4..=MAX_MESSAGE_BYTES).contains(&length) {
+            return false;
+        }
+        let Some(message) = rest.get(1..1 + length as usize) else {
+            return false;
+        };
+        let payload = &message[4..];
+        let consistent = match kind {
+            // Sync and Flush carry nothing.
+            b'S' | b'H' => payload.is_empty(),
+            // Query: one NUL-terminated string.
+            b'Q' => payload.last() == Some(&0),
+            // Parse, Bind, Describe, Execute and Close start with a
+            // NUL-terminated name, after a type byte for Describe and Close.
+            b'P' | b'B' | b'E' => payload.contains(&0),
+            b'D' | b'C' => matches!(payload.first(), Some(b'S' | b'P')) && payload.contains(&0),
+            _ => false,
+        };
+        if !consistent {
+            return false;
+        }
+        executed |= kind == b'E';
+        last_kind = Some(kind);
+        rest = &rest[1 + length as usize..];
+    }
+    match last_kind {
+        Some(b'Q') => true,
+        Some(b'S') => executed,
+        _ => false,
+    }
+}
+
 /// One protocol message: its type byte (0 for untyped startup messages) and
 /// the start of its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,10 +315,22 @@ pub struct PostgresConnection {
 }
 
 impl PostgresConnection {
+    /// Starts a parser at the connection's first byte, the client's
+    /// startup or SSL request.
     pub fn new(client_flow: Flow) -> Self {
+        Self::with_client_reader(client_flow, MessageReader::new(true))
+    }
+
+    /// Starts a parser past the startup, at the first byte of a client
+    /// message, for a connection opened before the probe started.
+    pub fn mid_stream(client_flow: Flow) -> Self {
+        Self::with_client_reader(client_flow, MessageReader::new(false))
+    }
+
+    fn with_client_reader(client_flow: Flow, client: MessageReader) -> Self {
         Self {
             client_flow,
-            client: MessageReader::new(true),
+            client,
             server: MessageReader::new(false),
             calls: CallQueue::new(Protocol::Postgres, "postgresql", client_flow),
             cycle: None,
@@ -475,6 +547,35 @@ mod tests {
         assert_eq!(starts_startup(b"\0\0"), None);
         assert_eq!(starts_startup(b"GET / HTTP/1.1"), Some(false));
         assert_eq!(starts_startup(b"\0\0\0\x08\0\0\0\x01"), Some(false));
+    }
+
+    #[test]
+    fn query_cycle_detection() {
+        let simple = b"Q\0\0\0\x0dSELECT 1\0";
+        assert!(is_query_cycle(simple));
+
+        // psycopg's prepared statement: Bind, Describe, Execute, Sync.
+        let prepared = b"B\0\0\0\x12\0_pg3_0\0\0\0\0\0\0\0D\0\0\0\x06P\0\
+                         E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04";
+        assert!(is_query_cycle(prepared));
+    }
+
+    #[test]
+    fn query_cycle_rejects_partial_and_foreign_bytes() {
+        // A cycle cut short, and one without its Sync.
+        assert!(!is_query_cycle(b"Q\0\0\0\x0dSELECT"));
+        assert!(!is_query_cycle(b"E\0\0\0\x09\0\0\0\0\0"));
+        // A Sync alone executes nothing.
+        assert!(!is_query_cycle(b"S\0\0\0\x04"));
+        // A server reply: BindComplete, CommandComplete, ReadyForQuery.
+        assert!(!is_query_cycle(
+            b"2\0\0\0\x04C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I"
+        ));
+        // HTTP, Redis and a startup message.
+        assert!(!is_query_cycle(b"POST /v1/chat HTTP/1.1\r\n\r\n"));
+        assert!(!is_query_cycle(b"*1\r\n$4\r\nPING\r\n"));
+        assert!(!is_query_cycle(b"\0\0\0\x08\x04\xd2\x16/"));
+        assert!(!is_query_cycle(b""));
     }
 
     #[test]
