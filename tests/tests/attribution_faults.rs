@@ -51,6 +51,22 @@ fn slow_retrieval_query_names_retrieval() {
 }
 
 #[test]
+fn slow_pooled_retrieval_names_retrieval() {
+    // The probe starts 4 s after the fault, when the connection pool has
+    // grown to what the slow queries need. So it meets every PostgreSQL
+    // connection past its startup message, as it does when attached to a
+    // service that has run for a while.
+    let outcome = scenario::run_after(
+        Stack::builder().fault(Fault::SlowRetrievalQuery(ms(900))),
+        Duration::from_secs(4),
+        WINDOW,
+        &[TTFT_SLO],
+    );
+    outcome.assert_client_slower(|s| s.ttft_p50_ms, 600.0);
+    outcome.assert_attributed_to("ttft.p95", "retrieval");
+}
+
+#[test]
 fn stalled_cache_names_retrieval() {
     // DEBUG SLEEP 0.9 s with 0.1 s pauses: a GET waits 0.45 s on average
     // and up to 0.9 s.

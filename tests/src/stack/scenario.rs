@@ -38,10 +38,28 @@ pub struct Outcome {
 ///
 /// When the stack does not start or diagnose fails to report.
 pub fn run(builder: StackBuilder, window: Duration, slos: &[&str]) -> Outcome {
+    run_after(builder, Duration::ZERO, window, slos)
+}
+
+/// Like [`run`], but waits `settle` between setting the faults and
+/// starting the probe, as the benchmark does. Connections that chat-api
+/// opens for the fault in that time (such as a pool growing) predate the
+/// probe.
+///
+/// # Panics
+///
+/// When the stack does not start or diagnose fails to report.
+pub fn run_after(
+    builder: StackBuilder,
+    settle: Duration,
+    window: Duration,
+    slos: &[&str],
+) -> Outcome {
     let _probe_lock = exclusive();
     let stack = builder
         .start()
         .unwrap_or_else(|error| panic!("the stack did not start: {error}"));
+    std::thread::sleep(settle);
     let diagnosis = diagnose(stack.chat_api_pid(), window, slos, &[]);
     let requests = stack.client_requests();
     let before = ClientSlis::of(&requests, 0, stack.faults_set_ns());
