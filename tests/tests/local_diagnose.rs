@@ -175,61 +175,22 @@ fn local_without_pid_is_rejected() {
     assert!(out.stdout.is_empty());
 }
 
-#[test]
-fn local_warns_about_cluster_flags() {
-    let data = tempfile::tempdir().unwrap();
-    let out = run_cli(
-        &[
-            "diagnose",
-            "--local",
-            "--pid",
-            "1",
-            "--duration",
-            "1s",
-            "-n",
-            "prod",
-            "--kubeconfig",
-            "/nonexistent",
-            "--slo",
-            "bogus",
-        ],
-        data.path(),
-    );
-    // The invalid --slo ends the run before anything is probed.
-    assert_eq!(out.code(), Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr.contains(
-            "--local probes processes of this host by --pid, so -n, --kubeconfig is ignored"
-        ),
-        "{}",
-        out.stderr
-    );
-}
-
-#[test]
-fn invalid_slo_fails_before_probing() {
+/// Runs `diagnose --local --pid 1 ARGS`, which must fail with exit code 1
+/// before probing, and checks that its error names each of `expected`.
+fn assert_rejected(args: &[&str], expected: &[&str]) {
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = run_cli(
-        &[
-            "diagnose",
-            "--local",
-            "--pid",
-            "1",
-            "--duration",
-            "60s",
-            "--slo",
-            "ttft=800ms",
-        ],
-        data.path(),
-    );
+    let mut all_args = vec!["diagnose", "--local", "--pid", "1", "--duration", "60s"];
+    all_args.extend_from_slice(args);
+    let out = run_cli(&all_args, data.path());
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("invalid --slo \"ttft=800ms\""),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("needs a percentile"), "{}", out.stderr);
+    for fragment in expected {
+        assert!(
+            out.stderr.contains(fragment),
+            "no {fragment:?} in: {}",
+            out.stderr
+        );
+    }
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "it waited for the window"
@@ -237,113 +198,71 @@ fn invalid_slo_fails_before_probing() {
 }
 
 #[test]
+fn local_warns_about_cluster_flags() {
+    // The invalid --slo ends the run before anything is probed.
+    assert_rejected(
+        &[
+            "-n",
+            "prod",
+            "--kubeconfig",
+            "/nonexistent",
+            "--slo",
+            "bogus",
+        ],
+        &["--local probes processes of this host by --pid, so -n, --kubeconfig is ignored"],
+    );
+}
+
+#[test]
+fn invalid_slo_fails_before_probing() {
+    assert_rejected(
+        &["--slo", "ttft=800ms"],
+        &["invalid --slo \"ttft=800ms\"", "needs a percentile"],
+    );
+}
+
+#[test]
 fn invalid_slo_file_names_the_file() {
-    let data = tempfile::tempdir().unwrap();
-    let file = data.path().join("slo.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slo.yaml");
     std::fs::write(
         &file,
         "apiVersion: openslo/v2\nkind: SLO\nmetadata:\n  name: x\n",
     )
     .unwrap();
-    let out = run_cli(
-        &[
-            "diagnose",
-            "--local",
-            "--pid",
-            "1",
-            "--slo-file",
-            file.to_str().unwrap(),
-        ],
-        data.path(),
+    assert_rejected(
+        &["--slo-file", file.to_str().unwrap()],
+        &["slo.yaml", "only openslo/v1"],
     );
-    assert_eq!(out.code(), Some(1), "{}", out.stderr);
-    assert!(out.stderr.contains("slo.yaml"), "{}", out.stderr);
-    assert!(out.stderr.contains("only openslo/v1"), "{}", out.stderr);
 }
 
 #[test]
 fn unknown_baseline_says_how_to_save_one() {
-    let data = tempfile::tempdir().unwrap();
-    let out = run_cli(
-        &[
-            "diagnose",
-            "--local",
-            "--pid",
-            "1",
-            "--baseline",
-            "before-upgrade",
-        ],
-        data.path(),
-    );
-    assert_eq!(out.code(), Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("--save-baseline before-upgrade"),
-        "{}",
-        out.stderr
+    assert_rejected(
+        &["--baseline", "before-upgrade"],
+        &["--save-baseline before-upgrade"],
     );
 }
 
 #[test]
 fn invalid_baseline_name_is_rejected() {
-    let data = tempfile::tempdir().unwrap();
-    let out = run_cli(
-        &[
-            "diagnose",
-            "--local",
-            "--pid",
-            "1",
-            "--save-baseline",
-            "../x",
-        ],
-        data.path(),
-    );
-    assert_eq!(out.code(), Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("invalid baseline name \"../x\""),
-        "{}",
-        out.stderr
+    assert_rejected(
+        &["--save-baseline", "../x"],
+        &["invalid baseline name \"../x\""],
     );
 }
 
 #[test]
 fn missing_probe_binary_is_reported() {
-    let data = tempfile::tempdir().unwrap();
-    let out = run_cli(
-        &[
-            "diagnose",
-            "--local",
-            "--pid",
-            "1",
-            "--probe-binary",
-            "/nonexistent/llmslo-probe",
-        ],
-        data.path(),
+    assert_rejected(
+        &["--probe-binary", "/nonexistent/llmslo-probe"],
+        &["/nonexistent/llmslo-probe", "--probe-binary"],
     );
-    assert_eq!(out.code(), Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("/nonexistent/llmslo-probe"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("--probe-binary"), "{}", out.stderr);
 }
 
 #[test]
 fn invalid_component_rule_is_rejected() {
-    let data = tempfile::tempdir().unwrap();
-    let out = run_cli(
-        &[
-            "diagnose",
-            "--local",
-            "--pid",
-            "1",
-            "--component",
-            "guardrail",
-        ],
-        data.path(),
-    );
-    assert_eq!(out.code(), Some(1), "{}", out.stderr);
-    assert!(out.stderr.contains("COMPONENT=HOST"), "{}", out.stderr);
+    assert_rejected(&["--component", "guardrail"], &["COMPONENT=HOST"]);
 }
 
 // ---------------------------------------------------------------------------
