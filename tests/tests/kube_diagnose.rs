@@ -337,8 +337,9 @@ fn probe_pod_running_on(sim: &KubeSim, node: &str) -> bool {
         .any(|pod| pod["spec"]["nodeName"] == node && pod["status"]["phase"] == "Running")
 }
 
-#[test]
-fn lost_node_is_reported() {
+/// Runs a diagnose whose probe on worker-2 hangs, applies `change` to
+/// that node once its probe runs, and returns the finished CLI.
+fn diagnose_while_worker_2(change: impl FnOnce(&KubeSim)) -> Finished {
     let sim = cluster(&["--stub-mode", "hang", "--stub-only-on", "worker-2"]);
     let child = sim.spawn_cli(&[
         "diagnose",
@@ -353,33 +354,23 @@ fn lost_node_is_reported() {
             sim, "worker-2"
         ))
     );
-    sim.lose_node("worker-2");
+    change(&sim);
     let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
     assert_eq!(finished.code, Some(5), "stderr:\n{}", finished.stderr);
+    assert_eq!(jobs_left(&sim), 0);
+    finished
+}
+
+#[test]
+fn lost_node_is_reported() {
+    let finished = diagnose_while_worker_2(|sim| sim.lose_node("worker-2"));
     assert_contains(&finished.stderr, "lost node worker-2 while its probe ran");
     assert_contains(&finished.stderr, "NodeStatusUnknown");
-    assert_eq!(jobs_left(&sim), 0);
 }
 
 #[test]
 fn removed_node_is_reported() {
-    let sim = cluster(&["--stub-mode", "hang", "--stub-only-on", "worker-2"]);
-    let child = sim.spawn_cli(&[
-        "diagnose",
-        "deploy/chat-api",
-        "-n",
-        "prod",
-        "--duration",
-        "3s",
-    ]);
-    assert!(
-        sim.wait_until(Duration::from_secs(20), |sim| probe_pod_running_on(
-            sim, "worker-2"
-        ))
-    );
-    sim.remove_node("worker-2");
-    let finished = llmslo_tests::kube_sim::cli::wait_with_timeout(child, CLI_TIMEOUT);
-    assert_eq!(finished.code, Some(5), "stderr:\n{}", finished.stderr);
+    let finished = diagnose_while_worker_2(|sim| sim.remove_node("worker-2"));
     assert_contains(
         &finished.stderr,
         "was deleted before it finished: node worker-2 was removed from the cluster",
