@@ -280,22 +280,29 @@ fn unprobeable_pods_are_listed_as_skipped() {
     assert_eq!(collection["workloads"].as_array().unwrap().len(), 1);
 }
 
+/// Runs a dry-run diagnose that must fail with exit code 1 and an error
+/// that names each of `expected`.
+fn assert_rejected(sim: &KubeSim, arguments: &[&str], expected: &[&str]) {
+    let (finished, _) = run(sim, arguments);
+    assert_eq!(finished.code, Some(1), "{}", finished.stderr);
+    for fragment in expected {
+        assert!(
+            finished.stderr.contains(fragment),
+            "no {fragment:?} in: {}",
+            finished.stderr
+        );
+    }
+}
+
 #[test]
 fn missing_workload_suggests_kubectl_get() {
-    let sim = cluster();
-    let (finished, _) = run(&sim, &["deploy/chat-api", "-n", "prod"]);
-    assert_eq!(finished.code, Some(1));
-    assert!(
-        finished
-            .stderr
-            .contains("Deployment \"chat-api\" not found in namespace \"prod\""),
-        "{}",
-        finished.stderr
-    );
-    assert!(
-        finished.stderr.contains("kubectl get deployments -n prod"),
-        "{}",
-        finished.stderr
+    assert_rejected(
+        &cluster(),
+        &["deploy/chat-api", "-n", "prod"],
+        &[
+            "Deployment \"chat-api\" not found in namespace \"prod\"",
+            "kubectl get deployments -n prod",
+        ],
     );
 }
 
@@ -305,55 +312,34 @@ fn no_running_pod_is_an_error_with_reasons() {
     let mut pending = pod("web-pending", "worker-1", 'a');
     pending.phase = "Pending".into();
     sim.add_deployment(&WorkloadFixture::new("prod", "web", vec![pending]));
-    let (finished, _) = run(&sim, &["deploy/web", "-n", "prod"]);
-    assert_eq!(finished.code, Some(1));
-    assert!(
-        finished
-            .stderr
-            .contains("none with a running, ready container (prod/web-pending: phase Pending)"),
-        "{}",
-        finished.stderr
+    assert_rejected(
+        &sim,
+        &["deploy/web", "-n", "prod"],
+        &["none with a running, ready container (prod/web-pending: phase Pending)"],
     );
 }
 
 #[test]
 fn selector_without_match_is_an_error() {
-    let sim = cluster();
-    let (finished, _) = run(&sim, &["-l", "app=nothing", "-n", "prod"]);
-    assert_eq!(finished.code, Some(1));
-    assert!(
-        finished
-            .stderr
-            .contains("no pods match -l app=nothing -n prod"),
-        "{}",
-        finished.stderr
+    assert_rejected(
+        &cluster(),
+        &["-l", "app=nothing", "-n", "prod"],
+        &["no pods match -l app=nothing -n prod"],
     );
 }
 
 #[test]
 fn unknown_kind_and_context_are_rejected() {
     let sim = cluster();
-    let (finished, _) = run(&sim, &["svc/web", "-n", "prod"]);
-    assert_eq!(finished.code, Some(1));
-    assert!(
-        finished
-            .stderr
-            .contains("unsupported resource type \"svc\""),
-        "{}",
-        finished.stderr
+    assert_rejected(
+        &sim,
+        &["svc/web", "-n", "prod"],
+        &["unsupported resource type \"svc\""],
     );
-
-    let (finished, _) = run(&sim, &["deploy/web", "--context", "missing"]);
-    assert_eq!(finished.code, Some(1));
-    assert!(
-        finished.stderr.contains("(context \"missing\")"),
-        "{}",
-        finished.stderr
-    );
-    assert!(
-        finished.stderr.contains("kubectl config get-contexts"),
-        "{}",
-        finished.stderr
+    assert_rejected(
+        &sim,
+        &["deploy/web", "--context", "missing"],
+        &["(context \"missing\")", "kubectl config get-contexts"],
     );
 }
 
