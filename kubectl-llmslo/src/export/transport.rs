@@ -20,27 +20,13 @@ use crate::cli::OtlpProtocol;
 /// gRPC channel starts a task on it.
 pub fn span_exporter(config: &OtlpConfig) -> Result<SpanExporter, ExportError> {
     let exporter = match config.protocol {
-        OtlpProtocol::Grpc => {
-            let mut builder = SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(config.grpc_url.clone())
-                .with_timeout(config.timeout)
-                .with_retry_policy(retry_policy())
-                .with_metadata(metadata(config)?);
-            if config.tls {
-                builder = builder.with_tls_config(tonic_tls(config));
-            }
-            builder.build()
-        }
-        OtlpProtocol::HttpProtobuf => SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(config.traces_url.clone())
-            .with_timeout(config.timeout)
-            .with_retry_policy(retry_policy())
-            .with_headers(http_headers(config))
-            .with_http_client(http_client(config)?)
-            .build(),
+        OtlpProtocol::Grpc => grpc(SpanExporter::builder().with_tonic(), config)?.build(),
+        OtlpProtocol::HttpProtobuf => http(
+            SpanExporter::builder().with_http(),
+            &config.traces_url,
+            config,
+        )?
+        .build(),
     };
     exporter.map_err(|source| ExportError::Build {
         signal: "traces",
@@ -51,32 +37,50 @@ pub fn span_exporter(config: &OtlpConfig) -> Result<SpanExporter, ExportError> {
 /// Builds the metric exporter, like [`span_exporter`].
 pub fn metric_exporter(config: &OtlpConfig) -> Result<MetricExporter, ExportError> {
     let exporter = match config.protocol {
-        OtlpProtocol::Grpc => {
-            let mut builder = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(config.grpc_url.clone())
-                .with_timeout(config.timeout)
-                .with_retry_policy(retry_policy())
-                .with_metadata(metadata(config)?);
-            if config.tls {
-                builder = builder.with_tls_config(tonic_tls(config));
-            }
-            builder.build()
-        }
-        OtlpProtocol::HttpProtobuf => MetricExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(config.metrics_url.clone())
-            .with_timeout(config.timeout)
-            .with_retry_policy(retry_policy())
-            .with_headers(http_headers(config))
-            .with_http_client(http_client(config)?)
-            .build(),
+        OtlpProtocol::Grpc => grpc(MetricExporter::builder().with_tonic(), config)?.build(),
+        OtlpProtocol::HttpProtobuf => http(
+            MetricExporter::builder().with_http(),
+            &config.metrics_url,
+            config,
+        )?
+        .build(),
     };
     exporter.map_err(|source| ExportError::Build {
         signal: "metrics",
         source,
     })
+}
+
+/// Sets up a gRPC exporter builder of either signal.
+fn grpc<B>(builder: B, config: &OtlpConfig) -> Result<B, ExportError>
+where
+    B: WithExportConfig + WithTonicConfig,
+{
+    let builder = builder
+        .with_endpoint(config.grpc_url.clone())
+        .with_timeout(config.timeout)
+        .with_retry_policy(retry_policy())
+        .with_metadata(metadata(config)?);
+    Ok(if config.tls {
+        builder.with_tls_config(tonic_tls(config))
+    } else {
+        builder
+    })
+}
+
+/// Sets up an HTTP/protobuf exporter builder of either signal, which
+/// posts to `url`.
+fn http<B>(builder: B, url: &str, config: &OtlpConfig) -> Result<B, ExportError>
+where
+    B: WithExportConfig + WithHttpConfig,
+{
+    Ok(builder
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(url)
+        .with_timeout(config.timeout)
+        .with_retry_policy(retry_policy())
+        .with_headers(http_headers(config))
+        .with_http_client(http_client(config)?))
 }
 
 /// Allows one retry after a short pause, so a collector that restarts gets
