@@ -2,10 +2,11 @@
 //! rescanning it, and reading the few header fields llmslo uses with
 //! `httparse`.
 
-use llmslo_schema::RateLimit;
+use llmslo_schema::{Exchange, HttpExchange, Protocol, RateLimit};
 use thiserror::Error;
 
 use super::body::Framing;
+use crate::llm::RequestTarget;
 
 /// Maximum head size kept. A longer head is treated as lost framing.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -99,6 +100,35 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// Starts the record of the exchange this head opens, with what the
+    /// head says: method, path, query keys, trace context and server name.
+    /// The caller adds timing and framing.
+    pub fn start_exchange(&self, protocol: Protocol) -> Exchange {
+        let mut exchange = Exchange {
+            protocol,
+            http: Some(HttpExchange {
+                method: self.method.clone(),
+                path: self.path.clone(),
+                query_keys: self.query_keys.clone(),
+                ..HttpExchange::default()
+            }),
+            trace: crate::trace::parse(self.traceparent.as_deref(), self.tracestate.as_deref()),
+            ..Exchange::default()
+        };
+        exchange.connection.server_name = self.host.clone();
+        exchange
+    }
+
+    /// The destination that names the request's provider and API format.
+    pub fn target(&self, port: Option<u16>) -> RequestTarget<'_> {
+        RequestTarget {
+            host: self.host.as_deref(),
+            port,
+            method: &self.method,
+            path: &self.path,
+        }
+    }
+
     /// Parses a complete request head.
     ///
     /// # Errors

@@ -7,12 +7,12 @@ pub mod head;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use llmslo_schema::{Direction, Exchange, HttpExchange, Protocol};
+use llmslo_schema::{Direction, Exchange, Protocol};
 
 use self::body::Framing;
 use self::head::{HeadBuffer, HeadError, RequestHead, ResponseHead};
 use crate::exchange_end::{EndCause, complete_exchange};
-use crate::llm::{self, LlmTracker, RequestTarget};
+use crate::llm::{self, LlmTracker};
 use crate::{Flow, ParserConfig, StreamEnd};
 
 /// Requests waiting for their response; beyond this the oldest is given up.
@@ -324,29 +324,14 @@ impl Http1Connection {
         let seq = self.next_seq;
         self.next_seq += 1;
         let t0_ns = self.request_side.head_first_ts_ns;
-        let mut exchange = Exchange {
+        let exchange = Exchange {
             tid: self.request_side.head_first_tid,
             direction: self.direction(),
-            protocol: Protocol::Http1,
             t0_ns,
             request_bytes: head_bytes.len() as u64,
-            http: Some(HttpExchange {
-                method: head.method.clone(),
-                path: head.path.clone(),
-                query_keys: head.query_keys.clone(),
-                ..HttpExchange::default()
-            }),
-            trace: crate::trace::parse(head.traceparent.as_deref(), head.tracestate.as_deref()),
-            ..Exchange::default()
+            ..head.start_exchange(Protocol::Http1)
         };
-        exchange.connection.server_name = head.host.clone();
-
-        let target = RequestTarget {
-            host: head.host.as_deref(),
-            port: self.server_port,
-            method: &head.method,
-            path: &head.path,
-        };
+        let target = head.target(self.server_port);
         let llm = llm::identify(&target, &self.config.provider_rules).map(|(provider, format)| {
             LlmTracker::new(
                 provider,

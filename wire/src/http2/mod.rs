@@ -7,7 +7,7 @@ pub mod frame;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use llmslo_schema::{Direction, ErrorKind, Exchange, ExchangeError, HttpExchange, Protocol};
+use llmslo_schema::{Direction, ErrorKind, Exchange, ExchangeError, Protocol};
 use loona_hpack::Decoder;
 
 use self::frame::{
@@ -16,7 +16,7 @@ use self::frame::{
 };
 use crate::exchange_end::{EndCause, complete_exchange};
 use crate::http1::head::{RequestHead, ResponseHead};
-use crate::llm::{self, LlmTracker, RequestTarget};
+use crate::llm::{self, LlmTracker};
 use crate::{Flow, ParserConfig, StreamEnd};
 
 /// Open streams kept per connection; beyond this the oldest is given up.
@@ -317,26 +317,13 @@ impl Http2Connection {
         let mut exchange = Exchange {
             tid,
             direction: self.direction(),
-            protocol: Protocol::Http2,
             t0_ns: first_byte_ts_ns,
-            http: Some(HttpExchange {
-                method: head.method.clone(),
-                path: head.path.clone(),
-                query_keys: head.query_keys.clone(),
-                stream_id: Some(stream_id),
-                ..HttpExchange::default()
-            }),
-            trace: crate::trace::parse(head.traceparent.as_deref(), head.tracestate.as_deref()),
-            ..Exchange::default()
+            ..head.start_exchange(Protocol::Http2)
         };
-        exchange.connection.server_name = head.host.clone();
-
-        let target = RequestTarget {
-            host: head.host.as_deref(),
-            port: self.server_port,
-            method: &head.method,
-            path: &head.path,
-        };
+        if let Some(http) = &mut exchange.http {
+            http.stream_id = Some(stream_id);
+        }
+        let target = head.target(self.server_port);
         let mut llm =
             llm::identify(&target, &self.config.provider_rules).map(|(provider, format)| {
                 LlmTracker::new(
