@@ -1,12 +1,16 @@
 //! Maps shared by all programs, and the helpers that fill the ring buffer.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_probe_read_user,
+    },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use llmslo_probe_common::{
-    ConnEvent, DROP_REASONS, DataEvent, DropReason, EventHeader, EventKind, SocketKey,
+    ConnEvent, DATA_EVENT_HEADER_LEN, DROP_REASONS, DataEvent, DropReason, EventHeader, EventKind,
+    MAX_PAYLOAD, SocketKey,
 };
 
 /// Events for user space. User space resizes it before load.
@@ -62,6 +66,61 @@ pub fn header(kind: EventKind, fd: i32, ts_ns: u64) -> EventHeader {
 pub fn now_ns() -> u64 {
     // SAFETY: the helper has no preconditions.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reads a `T` from the target's memory; `None` when the address faults.
+#[inline(always)]
+pub fn read_user<T: Copy>(address: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user tolerates any address and reports faults.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const T) }.ok()
+}
+
+/// Copies up to [`MAX_PAYLOAD`] bytes of the user buffer at `buffer` into
+/// `event`, whose other fields are set, and sends the event with only the
+/// bytes captured. Bytes beyond the limit and failed reads are counted.
+#[inline(always)]
+pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64) {
+    // The verifier needs a provable bound on the copy length: a full copy
+    // uses the constant, a partial one a mask that cannot exceed it.
+    let captured = if byte_count >= MAX_PAYLOAD as u64 {
+        MAX_PAYLOAD as u32
+    } else {
+        (byte_count as u32) & (MAX_PAYLOAD as u32 - 1)
+    };
+    if byte_count > MAX_PAYLOAD as u64 {
+        count_drop(
+            DropReason::PayloadTruncatedBytes,
+            byte_count - MAX_PAYLOAD as u64,
+        );
+    }
+    let mut captured_len = 0;
+    if captured > 0 {
+        // SAFETY: `captured` is at most MAX_PAYLOAD, the payload's size.
+        let status = unsafe {
+            bpf_probe_read_user(
+                event.payload.as_mut_ptr().cast(),
+                captured,
+                buffer as *const core::ffi::c_void,
+            )
+        };
+        if status == 0 {
+            captured_len = captured;
+        } else {
+            count_drop(DropReason::PayloadReadFailed, 1);
+        }
+    }
+    event.captured_len = captured_len;
+
+    let length = DATA_EVENT_HEADER_LEN + (captured_len as usize & (MAX_PAYLOAD * 2 - 1));
+    if length > core::mem::size_of_val(event) {
+        return;
+    }
+    // SAFETY: `length` is at most the size of the event, checked above.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), length) };
+    if EVENTS.output(bytes, 0).is_err() {
+        count_drop(DropReason::RingBufferFull, 1);
+    }
 }
 
 pub fn emit_conn(event: &ConnEvent) {

@@ -6,21 +6,17 @@
 //! the event is built on exit, when the byte count is known.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_user,
     macros::{map, tracepoint},
     maps::HashMap,
     programs::TracePointContext,
 };
-use llmslo_probe_common::{
-    ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, DropReason, EventHeader, EventKind,
-    MAX_PAYLOAD, SockAddr,
-};
+use llmslo_probe_common::{ConnEvent, DataSource, DropReason, EventHeader, EventKind, SockAddr};
 
 use crate::{
     filter::is_target,
     maps::{
-        DATA_SCRATCH, EVENTS, count_drop, current_ids, emit_conn, header, is_socket, now_ns,
-        track_socket, untrack_socket,
+        DATA_SCRATCH, count_drop, current_ids, emit_conn, header, is_socket, now_ns, read_user,
+        send_data, track_socket, untrack_socket,
     },
 };
 
@@ -320,11 +316,6 @@ fn emit_iovecs(header: &EventHeader, call: Call, iovecs: u64, count: u64, total:
     }
 }
 
-fn read_user<T: Copy>(address: u64) -> Option<T> {
-    // SAFETY: bpf_probe_read_user tolerates any address and reports faults.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const T) }.ok()
-}
-
 /// The syscall a [`DataEvent`] came from: its entry time and the byte count
 /// it asked for (0 when unknown).
 #[derive(Clone, Copy)]
@@ -333,7 +324,7 @@ struct Call {
     requested_bytes: u64,
 }
 
-/// Copies up to [`MAX_PAYLOAD`] bytes from `buffer` and sends the event.
+/// Fills the per-CPU event for a socket call and sends it through [`send_data`].
 fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, errno: i32) {
     let Some(event) = DATA_SCRATCH.get_ptr_mut(0) else {
         return;
@@ -349,47 +340,7 @@ fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, er
     event.requested_bytes = call.requested_bytes;
     event.tls_session = 0;
 
-    // The verifier needs a provable bound on the copy length: a full copy
-    // uses the constant, a partial one a mask that cannot exceed it.
-    let captured = if byte_count >= MAX_PAYLOAD as u64 {
-        MAX_PAYLOAD as u32
-    } else {
-        (byte_count as u32) & (MAX_PAYLOAD as u32 - 1)
-    };
-    if byte_count > MAX_PAYLOAD as u64 {
-        count_drop(
-            DropReason::PayloadTruncatedBytes,
-            byte_count - MAX_PAYLOAD as u64,
-        );
-    }
-    let mut captured_len = 0;
-    if captured > 0 {
-        // SAFETY: `captured` is at most MAX_PAYLOAD, the payload's size.
-        let status = unsafe {
-            bpf_probe_read_user(
-                event.payload.as_mut_ptr().cast(),
-                captured,
-                buffer as *const core::ffi::c_void,
-            )
-        };
-        if status == 0 {
-            captured_len = captured;
-        } else {
-            count_drop(DropReason::PayloadReadFailed, 1);
-        }
-    }
-    event.captured_len = captured_len;
-
-    let length = DATA_EVENT_HEADER_LEN + (captured_len as usize & (MAX_PAYLOAD * 2 - 1));
-    if length > core::mem::size_of_val(event) {
-        return;
-    }
-    // SAFETY: `length` is at most the size of the event, checked above.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), length) };
-    if EVENTS.output(bytes, 0).is_err() {
-        count_drop(DropReason::RingBufferFull, 1);
-    }
+    send_data(event, buffer, byte_count);
 }
 
 #[tracepoint]

@@ -14,19 +14,18 @@
 //!   from a memory BIO after `SSL_write` returns).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
+    helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use llmslo_probe_common::{
-    ConnEvent, DATA_EVENT_HEADER_LEN, DataEvent, DataSource, DropReason, EventKind, MAX_PAYLOAD,
-    SockAddr, TlsSessionKey,
+    ConnEvent, DataEvent, DataSource, DropReason, EventKind, SockAddr, TlsSessionKey,
 };
 
 use crate::{
     filter::is_target,
-    maps::{EVENTS, count_drop, current_ids, emit_conn, header, is_socket, now_ns},
+    maps::{count_drop, current_ids, emit_conn, header, is_socket, now_ns, read_user, send_data},
 };
 
 /// A TLS read or write in flight, saved on entry.
@@ -370,11 +369,6 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
 
 // ---- shared steps -----------------------------------------------------------
 
-fn read_user<T: Copy>(address: u64) -> Option<T> {
-    // SAFETY: bpf_probe_read_user tolerates any address and reports faults.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const T) }.ok()
-}
-
 /// One plaintext event to send. eBPF functions take at most five
 /// arguments, hence the struct.
 struct Plaintext {
@@ -390,7 +384,7 @@ struct Plaintext {
     source: DataSource,
 }
 
-/// Copies up to [`MAX_PAYLOAD`] plaintext bytes and sends the event.
+/// Fills the per-CPU event for a TLS call and sends it through [`send_data`].
 fn emit_plaintext(plaintext: &Plaintext) {
     let Some(event) = TLS_SCRATCH.get_ptr_mut(0) else {
         return;
@@ -407,47 +401,5 @@ fn emit_plaintext(plaintext: &Plaintext) {
     // that needs the requested length applies to TLS.
     event.requested_bytes = 0;
     event.tls_session = plaintext.session;
-    let byte_count = plaintext.byte_count;
-
-    // The verifier needs a provable bound on the copy length: a full copy
-    // uses the constant, a partial one a mask that cannot exceed it.
-    let captured = if byte_count >= MAX_PAYLOAD as u64 {
-        MAX_PAYLOAD as u32
-    } else {
-        (byte_count as u32) & (MAX_PAYLOAD as u32 - 1)
-    };
-    if byte_count > MAX_PAYLOAD as u64 {
-        count_drop(
-            DropReason::PayloadTruncatedBytes,
-            byte_count - MAX_PAYLOAD as u64,
-        );
-    }
-    let mut captured_len = 0;
-    if captured > 0 {
-        // SAFETY: `captured` is at most MAX_PAYLOAD, the payload's size.
-        let status = unsafe {
-            bpf_probe_read_user(
-                event.payload.as_mut_ptr().cast(),
-                captured,
-                plaintext.buffer as *const core::ffi::c_void,
-            )
-        };
-        if status == 0 {
-            captured_len = captured;
-        } else {
-            count_drop(DropReason::PayloadReadFailed, 1);
-        }
-    }
-    event.captured_len = captured_len;
-
-    let length = DATA_EVENT_HEADER_LEN + (captured_len as usize & (MAX_PAYLOAD * 2 - 1));
-    if length > core::mem::size_of_val(event) {
-        return;
-    }
-    // SAFETY: `length` is at most the size of the event, checked above.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), length) };
-    if EVENTS.output(bytes, 0).is_err() {
-        count_drop(DropReason::RingBufferFull, 1);
-    }
+    send_data(event, plaintext.buffer, plaintext.byte_count);
 }
