@@ -14,7 +14,9 @@ const MAX_TRACESTATE_CHARS: usize = 512;
 pub fn parse(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<TraceContext> {
     let value = traceparent?.trim();
     let bytes = value.as_bytes();
-    if bytes.len() < 55 {
+    // Every valid traceparent is ASCII, and only ASCII can be sliced at
+    // the fixed byte offsets below. HTTP/2 header values can hold any bytes.
+    if bytes.len() < 55 || !value.is_ascii() {
         return None;
     }
 
@@ -113,6 +115,19 @@ mod tests {
         ];
         for case in cases {
             assert!(parse(Some(&case), None).is_none(), "{case}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_traceparent_is_rejected() {
+        // A three-byte character across the version's end, then a
+        // character in every field: none may be sliced.
+        let shifted = format!("0\u{fffd}{}", &VALID[3..]);
+        assert_eq!(parse(Some(&shifted), None), None);
+        for at in [1, 10, 40, 54] {
+            let mut value = VALID.to_owned();
+            value.replace_range(at..at + 1, "\u{e9}");
+            assert_eq!(parse(Some(&value), None), None, "{value}");
         }
     }
 
