@@ -89,17 +89,7 @@ pub struct PlannedJob {
 /// Builds one Job per node that hosts at least one of `targets`, in node
 /// name order.
 pub fn plan_jobs(targets: &[WorkloadIdentity], options: &PlanOptions) -> Vec<PlannedJob> {
-    let mut by_node: BTreeMap<&str, Vec<&WorkloadIdentity>> = BTreeMap::new();
-    for target in targets {
-        by_node.entry(&target.node).or_default().push(target);
-    }
-    by_node
-        .into_iter()
-        .map(|(node, containers)| PlannedJob {
-            node: node.to_string(),
-            job: build_job(node, &containers, options, ProbeMode::Diagnose),
-        })
-        .collect()
+    jobs_per_node(BTreeMap::new(), targets, options, ProbeMode::Diagnose)
 }
 
 /// Builds one `llmslo-probe doctor` Job per node in `nodes` and per node
@@ -110,10 +100,20 @@ pub fn plan_doctor_jobs(
     targets: &[WorkloadIdentity],
     options: &PlanOptions,
 ) -> Vec<PlannedJob> {
-    let mut by_node: BTreeMap<&str, Vec<&WorkloadIdentity>> = nodes
+    let nodes = nodes
         .iter()
         .map(|node| (node.as_str(), Vec::new()))
         .collect();
+    jobs_per_node(nodes, targets, options, ProbeMode::Doctor)
+}
+
+/// Adds each target to its node in `by_node` and builds one Job per node.
+fn jobs_per_node<'a>(
+    mut by_node: BTreeMap<&'a str, Vec<&'a WorkloadIdentity>>,
+    targets: &'a [WorkloadIdentity],
+    options: &PlanOptions,
+    mode: ProbeMode,
+) -> Vec<PlannedJob> {
     for target in targets {
         by_node.entry(&target.node).or_default().push(target);
     }
@@ -121,7 +121,7 @@ pub fn plan_doctor_jobs(
         .into_iter()
         .map(|(node, containers)| PlannedJob {
             node: node.to_string(),
-            job: build_job(node, &containers, options, ProbeMode::Doctor),
+            job: build_job(node, &containers, options, mode),
         })
         .collect()
 }
