@@ -83,8 +83,8 @@ fn postgres_queries() {
     assert_eq!(missing.e2e_us, Some(2_000));
 }
 
-/// The `postgres_queries` steps from the client's first query on: what a
-/// probe started after the connection's startup receives.
+/// Returns the `postgres_queries` steps from the client's first query on,
+/// which is what a probe started after the connection's startup receives.
 fn postgres_past_startup() -> (ConnectionInfo, Vec<Step>) {
     let fixture = support::load("postgres_queries");
     let first_query = fixture

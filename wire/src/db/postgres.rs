@@ -44,7 +44,8 @@ pub fn starts_startup(bytes: &[u8]) -> Option<bool> {
 }
 
 /// Largest frontend message length accepted when detecting a connection
-/// mid-stream. The server rejects longer messages (1 GiB is its limit).
+/// mid-stream: a bound that rejects lengths read from bytes of other
+/// protocols.
 const MAX_MESSAGE_BYTES: u32 = 1 << 30;
 
 /// Checks whether `bytes` are exactly one query cycle of a client past its
