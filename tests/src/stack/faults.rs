@@ -65,6 +65,10 @@ pub enum Fault {
     CpuQuota { percent_of_cpu: u32 },
     /// Busy-looping processes pinned to the CPU that chat-api is pinned
     /// to.
+    ///
+    /// NOTE: the hogs also take that CPU from the unpinned rest of the
+    /// stack (provider stand-in, load generator, databases), so part of
+    /// the slowdown that the client sees is not chat-api's run-queue wait.
     NoisyNeighbour { hogs: u32 },
 }
 
