@@ -107,7 +107,7 @@ def main():
     sample = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
     folder = CORPUS / "decode"
     folder.mkdir(parents=True, exist_ok=True)
-    for setup, name, data in [(0, "gzip", gzip.compress(sample)), (1, "deflate", zlib.compress(sample))]:
+    for setup, name, data in [(0, "gzip", gzip.compress(sample, mtime=0)), (1, "deflate", zlib.compress(sample))]:
         (folder / name).write_bytes(bytes([setup]) + encode([["data", 1, data[: len(data) // 2]], ["data", 1, data[len(data) // 2 :]]]))
 
 
