@@ -6,8 +6,6 @@
 //! `length` bytes, 2 end), and bits 3-4 the end kind. Each operation is
 //! 1 ms after the previous one. `seed.py` writes fixtures in this form.
 
-#![allow(dead_code)]
-
 use llmslo_wire::{Flow, StreamEnd};
 
 pub enum Op<'a> {
