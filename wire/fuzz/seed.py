@@ -2,7 +2,7 @@
 """Write the fuzz corpus seeds from the wire test fixtures.
 
 Each fixture in tests/fixtures/wire becomes one input per fuzz target that
-parses its protocol, encoded as the operations fuzz_targets/ops.rs
+parses its protocol, encoded as the operations targets/ops.rs
 decodes. Run from anywhere after adding or changing fixtures; the seeds
 are kept in corpus/ in the repository.
 """
