@@ -1,7 +1,7 @@
 //! What each fuzz target does with one input. The fuzz binaries in
 //! `fuzz_targets/` call these under libFuzzer, and the test
 //! `wire/tests/fuzz_corpus.rs` replays the kept corpus through them on the
-//! stable toolchain. Each fails only by panicking.
+//! stable toolchain. A target reports a problem only by panicking.
 
 // Every fuzz binary uses one of these functions.
 #![allow(dead_code)]
@@ -38,7 +38,8 @@ const SSE_MAX_DATA_BYTES: usize = 1024;
 /// Output limit of the `decode` target.
 const DECODE_LIMIT_BYTES: u64 = 1 << 20;
 
-/// The flow of the side that speaks first, from bit 0 of the setup byte.
+/// Returns the flow of the side that speaks first, from bit 0 of the setup
+/// byte.
 fn first_flow(setup: u8) -> Flow {
     if setup & 1 == 0 {
         Flow::Egress
@@ -47,8 +48,8 @@ fn first_flow(setup: u8) -> Flow {
     }
 }
 
-/// Every parser behind protocol detection: the first byte picks the
-/// transport and ports, the rest are probe calls (see `ops.rs`).
+/// Feeds every parser behind protocol detection. The first byte picks the
+/// transport and ports, and the rest are probe calls (see `ops.rs`).
 pub fn connection(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
         return;
@@ -85,8 +86,8 @@ pub fn connection(input: &[u8]) {
     let _ = parser.stats();
 }
 
-/// The HTTP/1 parser without detection; the first byte picks the request
-/// flow.
+/// Feeds the HTTP/1 parser without detection. The first byte picks the
+/// request flow.
 pub fn http1(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
         return;
@@ -108,8 +109,8 @@ pub fn http1(input: &[u8]) {
     let _ = http.finish();
 }
 
-/// The HTTP/2 parser (frames and HPACK) without detection; the first byte
-/// picks the client flow.
+/// Feeds the HTTP/2 parser (frames and HPACK) without detection. The first
+/// byte picks the client flow.
 pub fn http2(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
         return;
@@ -131,7 +132,7 @@ pub fn http2(input: &[u8]) {
     let _ = http.finish();
 }
 
-/// The SSE parser: the data operations' bytes are fed as separate reads.
+/// Feeds the SSE parser the bytes of each data operation as one read.
 pub fn sse(input: &[u8]) {
     let mut parser = SseParser::new(SSE_MAX_DATA_BYTES);
     let mut events = Vec::new();
@@ -146,7 +147,7 @@ pub fn sse(input: &[u8]) {
     let _ = parser.finish();
 }
 
-/// The PostgreSQL parser without detection; the first byte picks the
+/// Feeds the PostgreSQL parser without detection. The first byte picks the
 /// client flow.
 pub fn postgres(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
@@ -164,8 +165,8 @@ pub fn postgres(input: &[u8]) {
     let _ = postgres.finish();
 }
 
-/// The Redis parser without detection; the first byte picks the client
-/// flow.
+/// Feeds the Redis parser without detection. The first byte picks the
+/// client flow.
 pub fn redis(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
         return;
@@ -186,8 +187,8 @@ pub fn redis(input: &[u8]) {
     let _ = redis.finish();
 }
 
-/// The DNS parser over UDP (each data operation one datagram) or TCP,
-/// picked by the first byte.
+/// Feeds the DNS parser over UDP (each data operation one datagram) or
+/// TCP, picked by the first byte.
 pub fn dns(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
         return;
@@ -205,8 +206,9 @@ pub fn dns(input: &[u8]) {
     let _ = dns.finish();
 }
 
-/// Content decoding: the first byte picks the coding; the data operations'
-/// bytes are fed as separate reads. Output must stay within the limit.
+/// Decodes content in the coding the first byte picks, the bytes of each
+/// data operation as one read, and checks that the output stays within
+/// the limit.
 pub fn decode(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
         return;
