@@ -159,9 +159,9 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     }
     let now = now_ns();
 
-    // Charge the slice to the thread group recorded when it started: an
-    // exiting thread has already left the thread map when it switches out
-    // for the last time, and its last slice counts too.
+    // Charge the slice to the thread group recorded when it started,
+    // because an exiting thread has left the thread map before it switches
+    // out for the last time, and its last slice counts too.
     if on_cpu.tid != 0 && on_cpu.tid == prev_tid {
         add_on_cpu(on_cpu.tgid, now.saturating_sub(on_cpu.since_ns));
     }

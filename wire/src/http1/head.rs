@@ -100,9 +100,9 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// Starts the record of the exchange this head opens, with what the
-    /// head says: method, path, query keys, trace context and server name.
-    /// The caller adds timing and framing.
+    /// Starts the record of the exchange this head opens, with the head's
+    /// method, path, query keys, trace context and server name. The caller
+    /// adds timing and framing.
     pub fn start_exchange(&self, protocol: Protocol) -> Exchange {
         let mut exchange = Exchange {
             protocol,
@@ -119,7 +119,8 @@ impl RequestHead {
         exchange
     }
 
-    /// The destination that names the request's provider and API format.
+    /// Returns the destination that names the request's provider and API
+    /// format.
     pub fn target(&self, port: Option<u16>) -> RequestTarget<'_> {
         RequestTarget {
             host: self.host.as_deref(),
