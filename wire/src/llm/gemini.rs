@@ -116,10 +116,7 @@ impl GenerateContentResponse {
 pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
     match serde_json::from_slice::<GenerateContentResponse>(data) {
         Ok(response) => response.apply(call),
-        Err(_) => EventFacts {
-            unreadable: true,
-            ..EventFacts::default()
-        },
+        Err(_) => EventFacts::UNREADABLE,
     }
 }
 

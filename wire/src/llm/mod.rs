@@ -52,6 +52,24 @@ pub struct EventFacts {
     pub unreadable: bool,
 }
 
+impl EventFacts {
+    /// Facts of an event that was not JSON of the expected shape.
+    pub const UNREADABLE: Self = Self {
+        content: false,
+        reasoning: false,
+        tool_call: false,
+        terminal: false,
+        error: None,
+        unreadable: true,
+    };
+}
+
+/// Returns the type of a named SSE event: its JSON `type` field, or the
+/// SSE `event:` name when the data has none.
+fn event_type<'a>(kind: &'a str, name: &'a str) -> &'a str {
+    if kind.is_empty() { name } else { kind }
+}
+
 /// A body kept up to a limit; longer bodies are marked truncated.
 #[derive(Debug, Default)]
 struct BoundedBody {
@@ -277,10 +295,7 @@ impl LlmTracker {
             return;
         }
         let facts = if oversized {
-            EventFacts {
-                unreadable: true,
-                ..EventFacts::default()
-            }
+            EventFacts::UNREADABLE
         } else {
             self.format.read_event(&mut self.call, name, data)
         };

@@ -86,10 +86,7 @@ impl Object {
 pub fn stream_event(call: &mut LlmCall, line: &[u8]) -> EventFacts {
     match serde_json::from_slice::<Object>(line) {
         Ok(object) => object.apply(call),
-        Err(_) => EventFacts {
-            unreadable: true,
-            ..EventFacts::default()
-        },
+        Err(_) => EventFacts::UNREADABLE,
     }
 }
 

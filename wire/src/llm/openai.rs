@@ -109,10 +109,7 @@ pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
     let chunk: ChatChunk = match serde_json::from_slice(data) {
         Ok(chunk) => chunk,
         Err(_) => {
-            return EventFacts {
-                unreadable: true,
-                ..EventFacts::default()
-            };
+            return EventFacts::UNREADABLE;
         }
     };
 

@@ -160,16 +160,9 @@ struct Event {
 /// field, used when the data lacks `type`.
 pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
     let Ok(event) = serde_json::from_slice::<Event>(data) else {
-        return EventFacts {
-            unreadable: true,
-            ..EventFacts::default()
-        };
+        return EventFacts::UNREADABLE;
     };
-    let kind = if event.kind.is_empty() {
-        name
-    } else {
-        event.kind.as_str()
-    };
+    let kind = super::event_type(&event.kind, name);
 
     let mut facts = EventFacts::default();
     if let Some(response) = &event.response {
