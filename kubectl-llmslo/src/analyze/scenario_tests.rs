@@ -4,7 +4,9 @@
 use llmslo_schema::Direction;
 
 use super::{
-    AnalysisOptions, RequestScope, analyze, components,
+    Analysis, AnalysisOptions, RequestScope, analyze,
+    baseline::Baseline,
+    components,
     decompose::Phase,
     linking::LinkMethod,
     records::Role,
@@ -279,8 +281,17 @@ fn rate_limits_are_traced_to_provider() {
     assert!((verdict.contributors[0].value - 1.0).abs() < 1e-9);
 }
 
-fn baseline_of(scenario: &Scenario) -> super::baseline::Baseline {
+fn baseline_of(scenario: &Scenario) -> Baseline {
     analyze(&scenario.collection(), &AnalysisOptions::default()).to_baseline("before", 1)
+}
+
+/// Analyses `current` against `baseline`.
+fn against(current: &Scenario, baseline: &Baseline) -> Analysis {
+    let options = AnalysisOptions {
+        baseline: Some(baseline.clone()),
+        ..AnalysisOptions::default()
+    };
+    analyze(&current.collection(), &options)
 }
 
 #[test]
@@ -291,13 +302,7 @@ fn same_behaviour_as_baseline_gives_no_verdict() {
             seed,
             ..Scenario::default()
         };
-        let analysis = analyze(
-            &current.collection(),
-            &AnalysisOptions {
-                baseline: Some(baseline.clone()),
-                ..AnalysisOptions::default()
-            },
-        );
+        let analysis = against(&current, &baseline);
         assert!(!analysis.comparisons.is_empty());
         assert!(
             analysis.comparisons.iter().all(|c| !c.regressed),
@@ -321,13 +326,7 @@ fn regression_against_baseline_names_component() {
         faults: vec![fault("retrieval", 1500.0, 0.3)],
         ..Scenario::default()
     };
-    let analysis = analyze(
-        &current.collection(),
-        &AnalysisOptions {
-            baseline: Some(baseline),
-            ..AnalysisOptions::default()
-        },
-    );
+    let analysis = against(&current, &baseline);
     let ttft = analysis
         .verdicts
         .iter()
@@ -358,13 +357,7 @@ fn two_regressions_give_both_or_inconclusive() {
             ],
             ..Scenario::default()
         };
-        let analysis = analyze(
-            &current.collection(),
-            &AnalysisOptions {
-                baseline: Some(baseline.clone()),
-                ..AnalysisOptions::default()
-            },
-        );
+        let analysis = against(&current, &baseline);
         let ttft = analysis
             .verdicts
             .iter()
@@ -389,13 +382,7 @@ fn throughput_collapse_is_detected() {
         faults: vec![fault("provider_decode", 30.0, 1.0)],
         ..Scenario::default()
     };
-    let analysis = analyze(
-        &current.collection(),
-        &AnalysisOptions {
-            baseline: Some(baseline),
-            ..AnalysisOptions::default()
-        },
-    );
+    let analysis = against(&current, &baseline);
     let ttft = analysis
         .comparisons
         .iter()

@@ -157,6 +157,44 @@ pub struct Verdict {
     pub evidence: Evidence,
 }
 
+impl Verdict {
+    /// Returns an inconclusive verdict without contributors, which the
+    /// explain functions complete as far as the evidence allows.
+    fn inconclusive(
+        trigger: Trigger,
+        subject: &str,
+        summary: String,
+        evidence: Evidence,
+        config: &VerdictConfig,
+    ) -> Self {
+        Self {
+            trigger,
+            subject: subject.to_owned(),
+            status: VerdictStatus::Inconclusive,
+            summary,
+            contributors: Vec::new(),
+            confidence_level: config.bootstrap.level,
+            reason: None,
+            evidence,
+        }
+    }
+
+    /// Returns an inconclusive verdict on a breached objective.
+    fn breach_inconclusive(result: &SloResult, evidence: Evidence, config: &VerdictConfig) -> Self {
+        let summary = format!(
+            "{} is breached; the cause is inconclusive",
+            result.objective
+        );
+        Self::inconclusive(
+            Trigger::SloBreach,
+            &result.objective,
+            summary,
+            evidence,
+            config,
+        )
+    }
+}
+
 /// A metric compared with the baseline, whether or not it regressed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BaselineComparison {
@@ -289,21 +327,8 @@ pub fn explain_latency_breach(
         .filter(|s| metric(s) > target)
         .collect();
     let evidence = evidence_for(&with_value, tail.len(), run);
-    let mut verdict = Verdict {
-        trigger: Trigger::SloBreach,
-        subject: result.objective.clone(),
-        status: VerdictStatus::Inconclusive,
-        summary: String::new(),
-        contributors: Vec::new(),
-        confidence_level: config.bootstrap.level,
-        reason: None,
-        evidence,
-    };
+    let mut verdict = Verdict::breach_inconclusive(result, evidence, config);
     if let Some(reason) = weak_evidence(&verdict.evidence, config) {
-        verdict.summary = format!(
-            "{} is breached; the cause is inconclusive",
-            result.objective
-        );
         verdict.reason = Some(reason);
         return verdict;
     }
@@ -366,10 +391,6 @@ pub fn explain_latency_breach(
             verdict.contributors = ranked[..size].iter().map(to_contributor).collect();
             if let Some(reason) = opaque_guard(&verdict.contributors, run) {
                 verdict.reason = Some(reason);
-                verdict.summary = format!(
-                    "{} is breached; the cause is inconclusive",
-                    result.objective
-                );
                 return verdict;
             }
             verdict.status = VerdictStatus::Attributed;
@@ -387,10 +408,6 @@ pub fn explain_latency_breach(
                 .take(config.max_explaining_components)
                 .map(to_contributor)
                 .collect();
-            verdict.summary = format!(
-                "{} is breached; the cause is inconclusive",
-                result.objective
-            );
             verdict.reason = Some(format!(
                 "no set of up to {} components brings {} within the target when removed; \
                  the time is spread over many components",
@@ -473,19 +490,7 @@ pub fn explain_generation_breach(
         .collect();
     let tail: Vec<&RequestSample> = with_value.iter().copied().filter(|s| bad(s)).collect();
     let evidence = evidence_for(&with_value, tail.len(), run);
-    let mut verdict = Verdict {
-        trigger: Trigger::SloBreach,
-        subject: result.objective.clone(),
-        status: VerdictStatus::Inconclusive,
-        summary: format!(
-            "{} is breached; the cause is inconclusive",
-            result.objective
-        ),
-        contributors: Vec::new(),
-        confidence_level: config.bootstrap.level,
-        reason: None,
-        evidence,
-    };
+    let mut verdict = Verdict::breach_inconclusive(result, evidence, config);
     if let Some(reason) = weak_evidence(&verdict.evidence, config) {
         verdict.reason = Some(reason);
         return verdict;
@@ -592,19 +597,7 @@ pub fn explain_error_breach(
     };
     let failed: Vec<&RequestSample> = samples.iter().copied().filter(|s| counts(s)).collect();
     let evidence = evidence_for(samples, failed.len(), run);
-    let mut verdict = Verdict {
-        trigger: Trigger::SloBreach,
-        subject: result.objective.clone(),
-        status: VerdictStatus::Inconclusive,
-        summary: format!(
-            "{} is breached; the cause is inconclusive",
-            result.objective
-        ),
-        contributors: Vec::new(),
-        confidence_level: config.bootstrap.level,
-        reason: None,
-        evidence,
-    };
+    let mut verdict = Verdict::breach_inconclusive(result, evidence, config);
     if let Some(reason) = weak_evidence(&verdict.evidence, config) {
         verdict.reason = Some(reason);
         return verdict;
@@ -802,19 +795,17 @@ fn explain_latency_regression(
     let mut evidence = evidence_for(current, current_tail.len(), run);
     evidence.baseline_requests = Some(baseline.len());
     let metric_label = format!("{} p{percentile}", sli.name().to_uppercase());
-    let mut verdict = Verdict {
-        trigger: Trigger::Regression,
-        subject: comparison.metric.clone(),
-        status: VerdictStatus::Inconclusive,
-        summary: format!(
-            "{metric_label} regressed by {} compared with baseline {baseline_name:?}; the cause is inconclusive",
-            units::signed_duration_us(comparison.change)
-        ),
-        contributors: Vec::new(),
-        confidence_level: config.bootstrap.level,
-        reason: None,
+    let summary = format!(
+        "{metric_label} regressed by {} compared with baseline {baseline_name:?}; the cause is inconclusive",
+        units::signed_duration_us(comparison.change)
+    );
+    let mut verdict = Verdict::inconclusive(
+        Trigger::Regression,
+        &comparison.metric,
+        summary,
         evidence,
-    };
+        config,
+    );
     if let Some(reason) = weak_evidence(&verdict.evidence, config) {
         verdict.reason = Some(reason);
         return verdict;
@@ -980,26 +971,19 @@ fn explain_throughput_regression(
         1.0
     };
     let collapsed = ratio <= config.collapse_ratio;
-    let mut verdict = Verdict {
-        trigger: if collapsed {
-            Trigger::ThroughputCollapse
-        } else {
-            Trigger::Regression
-        },
-        subject: comparison.metric.clone(),
-        status: VerdictStatus::Inconclusive,
-        summary: format!(
-            "output tokens per second fell from {} to {} ({} of baseline {baseline_name:?}); \
-             the cause is inconclusive",
-            units::tokens_per_sec(comparison.baseline),
-            units::tokens_per_sec(comparison.current),
-            units::percent(ratio)
-        ),
-        contributors: Vec::new(),
-        confidence_level: config.bootstrap.level,
-        reason: None,
-        evidence,
+    let trigger = if collapsed {
+        Trigger::ThroughputCollapse
+    } else {
+        Trigger::Regression
     };
+    let summary = format!(
+        "output tokens per second fell from {} to {} ({} of baseline {baseline_name:?}); \
+         the cause is inconclusive",
+        units::tokens_per_sec(comparison.baseline),
+        units::tokens_per_sec(comparison.current),
+        units::percent(ratio)
+    );
+    let mut verdict = Verdict::inconclusive(trigger, &comparison.metric, summary, evidence, config);
     if let Some(reason) = weak_evidence(&verdict.evidence, config) {
         verdict.reason = Some(reason);
         return verdict;
