@@ -31,10 +31,11 @@ fn slow_dns_names_dns() {
     outcome.assert_attributed_to("ttft.p95", "dns");
 }
 
-#[test]
-fn dns_failure_names_dns() {
+/// Runs the stack with its DNS server failing in `failure`'s way and
+/// checks that the failed requests are put on DNS.
+fn assert_dns_failure_named(failure: DnsFailure) {
     let outcome = scenario::run(
-        Stack::builder().fault(Fault::DnsFailure(DnsFailure::ServFail)),
+        Stack::builder().fault(Fault::DnsFailure(failure)),
         WINDOW,
         &["error_rate=5%"],
     );
@@ -44,6 +45,25 @@ fn dns_failure_names_dns() {
         outcome.explain()
     );
     outcome.assert_attributed_to("error_rate", "dns");
+}
+
+#[test]
+fn dns_failure_names_dns() {
+    assert_dns_failure_named(DnsFailure::ServFail);
+}
+
+#[test]
+fn unknown_name_names_dns() {
+    // NXDOMAIN is an answer, so no lookup fails: the requests fail
+    // because none of their lookups resolved the name.
+    assert_dns_failure_named(DnsFailure::NxDomain);
+}
+
+#[test]
+fn unanswered_dns_names_dns() {
+    // The resolver gives up and closes its socket, which ends the lookups
+    // as failed.
+    assert_dns_failure_named(DnsFailure::Drop);
 }
 
 #[test]

@@ -275,18 +275,19 @@ impl DnsConnection {
         }
     }
 
-    /// Ends the queries of a TCP connection; UDP sockets keep waiting for
-    /// answers until the window ends.
-    pub fn on_end(&mut self, end: StreamEnd) {
-        if !self.tcp {
-            return;
-        }
-        let cause = match end {
-            StreamEnd::Reset => EndCause::Reset { by_client: false },
-            _ => EndCause::Closed { by_client: false },
+    /// Ends the queries still waiting for an answer when the socket ends at
+    /// `ts_ns`. The end of a TCP connection cuts them off. A UDP socket
+    /// that its owner closed can receive no answer, so the resolver gave up
+    /// on its queries then; other ends of a UDP socket change nothing.
+    pub fn on_end(&mut self, ts_ns: u64, end: StreamEnd) {
+        let (end_ns, cause) = match (self.tcp, end) {
+            (true, StreamEnd::Reset) => (None, EndCause::Reset { by_client: false }),
+            (true, _) => (None, EndCause::Closed { by_client: false }),
+            (false, StreamEnd::Closed) => (Some(ts_ns), EndCause::Closed { by_client: true }),
+            (false, _) => return,
         };
         for id in std::mem::take(&mut self.order) {
-            self.complete(id, None, cause);
+            self.complete(id, end_ns, cause);
         }
     }
 
@@ -317,6 +318,25 @@ mod tests {
         out.extend_from_slice(&query_type.to_be_bytes());
         out.extend_from_slice(&[0, 1]);
         out
+    }
+
+    #[test]
+    fn closed_udp_socket_ends_its_queries() {
+        let mut dns = DnsConnection::new(false);
+        dns.on_data(Flow::Egress, 1_000_000, 7, &query(1, "api.openai.com", 1));
+        dns.on_end(900_000, StreamEnd::PeerClosed);
+        assert!(
+            dns.take_exchanges().is_empty(),
+            "only a close ends UDP queries"
+        );
+
+        dns.on_end(5_001_000_000, StreamEnd::Closed);
+        let exchanges = dns.take_exchanges();
+        assert_eq!(exchanges.len(), 1);
+        assert_eq!(exchanges[0].e2e_us, Some(5_000_000));
+        let error = exchanges[0].error.as_ref().unwrap();
+        assert_eq!(error.kind, ErrorKind::ClientAborted);
+        assert!(dns.finish().is_empty());
     }
 
     #[test]

@@ -264,13 +264,12 @@ impl ConnectionParser {
 
     /// Reports the end of the connection or of one direction.
     pub fn on_end(&mut self, ts_ns: u64, end: StreamEnd) {
-        let _ = ts_ns;
         match &mut self.state {
             State::Http1(http) => http.on_end(end),
             State::Http2(http) => http.on_end(end),
             State::Postgres(postgres) => postgres.on_end(end),
             State::Redis(redis) => redis.on_end(end),
-            State::Dns(dns) => dns.on_end(end),
+            State::Dns(dns) => dns.on_end(ts_ns, end),
             State::Detecting(_) => {}
         }
     }

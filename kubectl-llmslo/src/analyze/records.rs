@@ -219,6 +219,16 @@ pub struct CallRecord {
     /// whatever its format inside.
     #[serde(skip)]
     pub event_stream: bool,
+    /// For DNS lookups that got a response: whether it carried an answer.
+    /// NXDOMAIN is a response, not an error, so a name that never
+    /// resolves shows only here.
+    #[serde(skip)]
+    pub dns_resolved: Option<bool>,
+    /// For requests: when the first of their connection attempts that
+    /// failed started. Attempts are not records, so their failures are
+    /// kept here for the error cause.
+    #[serde(skip)]
+    pub failed_connect_ns: Option<u64>,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -459,6 +469,12 @@ fn record(
         event_stream: http
             .and_then(|http| http.content_type.as_deref())
             .is_some_and(|content_type| EVENT_STREAM_TYPES.contains(&content_type)),
+        dns_resolved: exchange
+            .dns
+            .as_ref()
+            .filter(|dns| dns.response_code.is_some())
+            .map(|dns| dns.answers > 0),
+        failed_connect_ns: None,
     }
 }
 

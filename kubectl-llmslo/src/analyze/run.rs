@@ -474,6 +474,7 @@ fn link_and_decompose(
             add_spans(&link, interval, &component);
             record.link = Some(link);
         }
+        let mut failed_connects: Vec<(usize, u64)> = Vec::new();
         for (node, connect) in connects {
             let Some(latency_us) = connect.latency_us else {
                 continue;
@@ -489,6 +490,13 @@ fn link_and_decompose(
             summary.add(&link);
             let interval = Interval::new(connect.start_ns, connect.start_ns + latency_us * 1000);
             add_spans(&link, interval, components::CONNECT);
+            if let (Some(_), Some(request)) = (&connect.error, link.request_index) {
+                failed_connects.push((request, connect.start_ns));
+            }
+        }
+        for (request, start_ns) in failed_connects {
+            let first = &mut records[request].failed_connect_ns;
+            *first = Some(first.map_or(start_ns, |first| first.min(start_ns)));
         }
     }
 
@@ -528,9 +536,29 @@ fn link_and_decompose(
     summary
 }
 
-/// Outbound calls linked to one request: how many, how many of them
-/// ambiguously, and the start and component of the first that failed.
-type LinkedCalls = (usize, usize, Option<(u64, String)>);
+/// Outbound calls linked to one request.
+#[derive(Default)]
+struct LinkedCalls {
+    calls: usize,
+    /// Calls linked to it among other candidate requests.
+    ambiguous: usize,
+    /// Start and component of the first call or connection attempt of this
+    /// request that failed.
+    first_failure: Option<(u64, String)>,
+    /// DNS lookups of this request that got a response.
+    dns_answered: usize,
+    /// Whether one of those responses carried an answer.
+    dns_resolved: bool,
+}
+
+impl LinkedCalls {
+    /// Whether every lookup of the request got a response without an
+    /// answer (NXDOMAIN, or no record of the type asked): the request
+    /// could not resolve the name it needed.
+    fn name_unresolved(&self) -> bool {
+        self.dns_answered > 0 && !self.dns_resolved
+    }
+}
 
 /// Builds one sample per request, in record order, with its error cause and
 /// link counts.
@@ -540,13 +568,20 @@ fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
         let Some(link) = &record.link else { continue };
         for &candidate in &link.candidate_indices {
             let entry = linked.entry(candidate).or_default();
-            entry.0 += 1;
+            entry.calls += 1;
             if link.is_ambiguous() {
-                entry.1 += 1;
+                entry.ambiguous += 1;
             }
-            let failed_here = record.is_error() && link.request_index == Some(candidate);
-            if failed_here && entry.2.as_ref().is_none_or(|(t0, _)| record.t0_ns < *t0) {
-                entry.2 = Some((record.t0_ns, record.component.clone()));
+            if link.request_index != Some(candidate) {
+                continue;
+            }
+            let earlier = |first: &(u64, String)| record.t0_ns < first.0;
+            if record.is_error() && entry.first_failure.as_ref().is_none_or(earlier) {
+                entry.first_failure = Some((record.t0_ns, record.component.clone()));
+            }
+            if let Some(resolved) = record.dns_resolved {
+                entry.dns_answered += 1;
+                entry.dns_resolved |= resolved;
             }
         }
     }
@@ -555,18 +590,28 @@ fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
         .enumerate()
         .filter(|(_, r)| r.role == Role::Request)
         .map(|(index, record)| {
-            let (calls, ambiguous, failed) = linked.remove(&index).unwrap_or_default();
-            let cause = record
-                .error
-                .as_ref()
-                .map(|_| match (&failed, record.direction) {
-                    (Some((_, component)), _) => component.clone(),
-                    (None, Direction::Outbound) => record.component.clone(),
-                    (None, Direction::Inbound) => components::SERVICE.to_owned(),
-                });
+            let mut calls = linked.remove(&index).unwrap_or_default();
+            if let Some(start_ns) = record.failed_connect_ns {
+                let earlier = |first: &(u64, String)| start_ns < first.0;
+                if calls.first_failure.as_ref().is_none_or(earlier) {
+                    calls.first_failure = Some((start_ns, components::CONNECT.to_owned()));
+                }
+            }
+            let cause =
+                record
+                    .error
+                    .as_ref()
+                    .map(|_| match (&calls.first_failure, record.direction) {
+                        (Some((_, component)), _) => component.clone(),
+                        (None, Direction::Outbound) => record.component.clone(),
+                        (None, Direction::Inbound) if calls.name_unresolved() => {
+                            components::DNS.to_owned()
+                        }
+                        (None, Direction::Inbound) => components::SERVICE.to_owned(),
+                    });
             let mut sample = RequestSample::from_record(record, cause);
-            sample.linked_calls = calls;
-            sample.ambiguous_calls = ambiguous;
+            sample.linked_calls = calls.calls;
+            sample.ambiguous_calls = calls.ambiguous;
             sample
         })
         .collect()
@@ -676,5 +721,84 @@ fn add_linked_tokens(records: &mut [CallRecord]) {
             record.ttft_us,
             record.e2e_us,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llmslo_schema::{Direction, ErrorKind, Protocol};
+
+    use super::{components, request_samples};
+    use crate::analyze::{
+        linking::{Link, LinkMethod},
+        records::{CallRecord, ErrorRecord, Role},
+        testing::record,
+    };
+
+    /// A failed inbound request at index 0.
+    fn failed_request() -> CallRecord {
+        let mut request = record(0, 1_000, 5_000);
+        request.direction = Direction::Inbound;
+        request.role = Role::Request;
+        request.component = components::SERVICE.into();
+        request.error = Some(ErrorRecord {
+            kind: ErrorKind::HttpStatus,
+            provider_code: None,
+        });
+        request
+    }
+
+    /// A DNS lookup of the request at index 0 that got a response.
+    fn lookup(id: u64, resolved: bool) -> CallRecord {
+        let mut call = record(id, 100, 200);
+        call.protocol = Protocol::Dns;
+        call.component = components::DNS.into();
+        call.dns_resolved = Some(resolved);
+        call.link = Some(Link {
+            method: LinkMethod::Thread,
+            request_id: Some("n/0".into()),
+            candidates: 1,
+            candidate_indices: vec![0],
+            request_index: Some(0),
+        });
+        call
+    }
+
+    fn cause(records: &[CallRecord]) -> Option<String> {
+        request_samples(records)[0].error_cause.clone()
+    }
+
+    #[test]
+    fn unresolved_name_causes_failure() {
+        let records = [failed_request(), lookup(1, false), lookup(2, false)];
+        assert_eq!(cause(&records).as_deref(), Some(components::DNS));
+    }
+
+    #[test]
+    fn one_answer_keeps_failure_own() {
+        // Search domains give NXDOMAIN before the name resolves.
+        let records = [failed_request(), lookup(1, false), lookup(2, true)];
+        assert_eq!(cause(&records).as_deref(), Some(components::SERVICE));
+    }
+
+    #[test]
+    fn refused_connection_causes_failure() {
+        let mut request = failed_request();
+        request.failed_connect_ns = Some(request.t0_ns + 1_000);
+        assert_eq!(cause(&[request]).as_deref(), Some(components::CONNECT));
+    }
+
+    #[test]
+    fn failed_call_wins_over_unresolved_name() {
+        let mut provider = lookup(3, false);
+        provider.protocol = Protocol::Http1;
+        provider.component = components::PROVIDER.into();
+        provider.dns_resolved = None;
+        provider.error = Some(ErrorRecord {
+            kind: ErrorKind::HttpStatus,
+            provider_code: None,
+        });
+        let records = [failed_request(), lookup(1, false), provider];
+        assert_eq!(cause(&records).as_deref(), Some(components::PROVIDER));
     }
 }

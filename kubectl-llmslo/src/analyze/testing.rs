@@ -62,6 +62,8 @@ pub fn record(id: u64, ttft_us: u64, e2e_us: u64) -> CallRecord {
         t0_ns: id * 10_000_000_000,
         itl_us: Vec::new(),
         event_stream: false,
+        dns_resolved: None,
+        failed_connect_ns: None,
     }
 }
 

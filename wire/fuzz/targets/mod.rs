@@ -199,7 +199,7 @@ pub fn dns(input: &[u8]) {
         match op {
             Op::Data { flow, ts_ns, bytes } => dns.on_data(flow, ts_ns, 1, bytes),
             Op::Gap { flow, .. } => dns.on_gap(flow),
-            Op::End { end, .. } => dns.on_end(end),
+            Op::End { ts_ns, end } => dns.on_end(ts_ns, end),
         }
         let _ = dns.take_exchanges();
     }
