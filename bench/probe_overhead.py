@@ -224,7 +224,11 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
     if probe is not None:
         proc_ms = proc_cpu_ms(probe.pid)
         probe.send_signal(signal.SIGINT)
-        stdout, _ = probe.communicate(timeout=120)
+        # Read stdout alone: communicate() would also read stderr, which
+        # the thread above reads, and could block on a line that thread
+        # took while the probe waits for stdout to drain.
+        stdout = probe.stdout.read()
+        probe.wait(timeout=120)
         result = json.loads(stdout.strip().splitlines()[-1])
     server.terminate()
     server.wait()
