@@ -86,6 +86,27 @@ pub fn connection(input: &[u8]) {
     let _ = parser.stats();
 }
 
+/// Feeds `ops` to a parser whose data, gap and end calls take the flow
+/// like those of HTTP/1, HTTP/2 and Redis, collecting exchanges after each.
+macro_rules! feed_by_flow {
+    ($parser:expr, $ops:expr) => {{
+        let mut parser = $parser;
+        for op in ops::decode($ops) {
+            match op {
+                Op::Data { flow, ts_ns, bytes } => parser.on_data(flow, ts_ns, 1, bytes),
+                Op::Gap {
+                    flow,
+                    missing_bytes,
+                    ..
+                } => parser.on_gap(flow, missing_bytes),
+                Op::End { end, .. } => parser.on_end(end),
+            }
+            let _ = parser.take_exchanges();
+        }
+        let _ = parser.finish();
+    }};
+}
+
 /// Feeds the HTTP/1 parser without detection. The first byte picks the
 /// request flow.
 pub fn http1(input: &[u8]) {
@@ -93,20 +114,8 @@ pub fn http1(input: &[u8]) {
         return;
     };
     let config = Arc::new(ParserConfig::default());
-    let mut http = Http1Connection::new(first_flow(setup), Some(443), config);
-    for op in ops::decode(rest) {
-        match op {
-            Op::Data { flow, ts_ns, bytes } => http.on_data(flow, ts_ns, 1, bytes),
-            Op::Gap {
-                flow,
-                missing_bytes,
-                ..
-            } => http.on_gap(flow, missing_bytes),
-            Op::End { end, .. } => http.on_end(end),
-        }
-        let _ = http.take_exchanges();
-    }
-    let _ = http.finish();
+    let http = Http1Connection::new(first_flow(setup), Some(443), config);
+    feed_by_flow!(http, rest);
 }
 
 /// Feeds the HTTP/2 parser (frames and HPACK) without detection. The first
@@ -116,20 +125,8 @@ pub fn http2(input: &[u8]) {
         return;
     };
     let config = Arc::new(ParserConfig::default());
-    let mut http = Http2Connection::new(first_flow(setup), Some(443), config);
-    for op in ops::decode(rest) {
-        match op {
-            Op::Data { flow, ts_ns, bytes } => http.on_data(flow, ts_ns, 1, bytes),
-            Op::Gap {
-                flow,
-                missing_bytes,
-                ..
-            } => http.on_gap(flow, missing_bytes),
-            Op::End { end, .. } => http.on_end(end),
-        }
-        let _ = http.take_exchanges();
-    }
-    let _ = http.finish();
+    let http = Http2Connection::new(first_flow(setup), Some(443), config);
+    feed_by_flow!(http, rest);
 }
 
 /// Feeds the SSE parser the bytes of each data operation as one read.
@@ -171,20 +168,7 @@ pub fn redis(input: &[u8]) {
     let Some((&setup, rest)) = input.split_first() else {
         return;
     };
-    let mut redis = RedisConnection::new(first_flow(setup));
-    for op in ops::decode(rest) {
-        match op {
-            Op::Data { flow, ts_ns, bytes } => redis.on_data(flow, ts_ns, 1, bytes),
-            Op::Gap {
-                flow,
-                missing_bytes,
-                ..
-            } => redis.on_gap(flow, missing_bytes),
-            Op::End { end, .. } => redis.on_end(end),
-        }
-        let _ = redis.take_exchanges();
-    }
-    let _ = redis.finish();
+    feed_by_flow!(RedisConnection::new(first_flow(setup)), rest);
 }
 
 /// Feeds the DNS parser over UDP (each data operation one datagram) or
