@@ -735,7 +735,7 @@ mod tests {
         testing::record,
     };
 
-    /// A failed inbound request at index 0.
+    /// Returns a failed inbound request at index 0.
     fn failed_request() -> CallRecord {
         let mut request = record(0, 1_000, 5_000);
         request.direction = Direction::Inbound;
@@ -748,7 +748,7 @@ mod tests {
         request
     }
 
-    /// A DNS lookup of the request at index 0 that got a response.
+    /// Returns a DNS lookup of the request at index 0 that got a response.
     fn lookup(id: u64, resolved: bool) -> CallRecord {
         let mut call = record(id, 100, 200);
         call.protocol = Protocol::Dns;

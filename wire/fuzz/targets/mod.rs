@@ -1,4 +1,4 @@
-//! What each fuzz target does with one input. The fuzz binaries in
+//! The work of each fuzz target on one input. The fuzz binaries in
 //! `fuzz_targets/` call these under libFuzzer, and the test
 //! `wire/tests/fuzz_corpus.rs` replays the kept corpus through them on the
 //! stable toolchain. A target reports a problem only by panicking.
