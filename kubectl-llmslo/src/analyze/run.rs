@@ -552,11 +552,35 @@ struct LinkedCalls {
 }
 
 impl LinkedCalls {
+    /// Records a failure that started at `start_ns`, keeping the first.
+    fn add_failure(&mut self, start_ns: u64, component: &str) {
+        if self
+            .first_failure
+            .as_ref()
+            .is_none_or(|(first_ns, _)| start_ns < *first_ns)
+        {
+            self.first_failure = Some((start_ns, component.to_owned()));
+        }
+    }
+
     /// Whether every lookup of the request got a response without an
     /// answer (NXDOMAIN, or no record of the type asked): the request
     /// could not resolve the name it needed.
     fn name_unresolved(&self) -> bool {
         self.dns_answered > 0 && !self.dns_resolved
+    }
+
+    /// Returns the component that caused the failure of `request`: its
+    /// first failed call, else a name it could not resolve, else the
+    /// service itself (or, for an outbound call taken as the request, its
+    /// own component).
+    fn error_cause(&self, request: &CallRecord) -> String {
+        match (&self.first_failure, request.direction) {
+            (Some((_, component)), _) => component.clone(),
+            (None, Direction::Outbound) => request.component.clone(),
+            (None, Direction::Inbound) if self.name_unresolved() => components::DNS.to_owned(),
+            (None, Direction::Inbound) => components::SERVICE.to_owned(),
+        }
     }
 }
 
@@ -575,9 +599,8 @@ fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
             if link.request_index != Some(candidate) {
                 continue;
             }
-            let earlier = |first: &(u64, String)| record.t0_ns < first.0;
-            if record.is_error() && entry.first_failure.as_ref().is_none_or(earlier) {
-                entry.first_failure = Some((record.t0_ns, record.component.clone()));
+            if record.is_error() {
+                entry.add_failure(record.t0_ns, &record.component);
             }
             if let Some(resolved) = record.dns_resolved {
                 entry.dns_answered += 1;
@@ -592,23 +615,9 @@ fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
         .map(|(index, record)| {
             let mut calls = linked.remove(&index).unwrap_or_default();
             if let Some(start_ns) = record.failed_connect_ns {
-                let earlier = |first: &(u64, String)| start_ns < first.0;
-                if calls.first_failure.as_ref().is_none_or(earlier) {
-                    calls.first_failure = Some((start_ns, components::CONNECT.to_owned()));
-                }
+                calls.add_failure(start_ns, components::CONNECT);
             }
-            let cause =
-                record
-                    .error
-                    .as_ref()
-                    .map(|_| match (&calls.first_failure, record.direction) {
-                        (Some((_, component)), _) => component.clone(),
-                        (None, Direction::Outbound) => record.component.clone(),
-                        (None, Direction::Inbound) if calls.name_unresolved() => {
-                            components::DNS.to_owned()
-                        }
-                        (None, Direction::Inbound) => components::SERVICE.to_owned(),
-                    });
+            let cause = record.error.as_ref().map(|_| calls.error_cause(record));
             let mut sample = RequestSample::from_record(record, cause);
             sample.linked_calls = calls.calls;
             sample.ambiguous_calls = calls.ambiguous;
