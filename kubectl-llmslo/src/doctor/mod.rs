@@ -296,11 +296,6 @@ fn new_table(header: &[&str]) -> Table {
         .load_style(presets::ASCII_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
         .force_no_tty()
-        .set_header(
-            header
-                .iter()
-                .map(|text| Cell::new(text))
-                .collect::<Vec<_>>(),
-        );
+        .set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     table
 }

@@ -213,12 +213,9 @@ impl fmt::Display for Fault {
 
 /// Parses `400ms`, `1.5s` or `2s`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(secs) = text.strip_suffix('s') {
-        (secs, 1.0)
-    } else {
-        return None;
+    let (number, scale) = match text.strip_suffix("ms") {
+        Some(ms) => (ms, 1e-3),
+        None => (text.strip_suffix('s')?, 1.0),
     };
     let value: f64 = number.parse().ok()?;
     (value >= 0.0 && value.is_finite()).then(|| Duration::from_secs_f64(value * scale))

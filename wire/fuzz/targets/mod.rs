@@ -21,8 +21,11 @@ use llmslo_wire::{ConnectionInfo, ConnectionParser, Flow, ParserConfig, Transpor
 
 use self::ops::Op;
 
+/// The work of one fuzz target on one input.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name of its binary and corpus folder.
-pub const ALL: [(&str, fn(&[u8])); 8] = [
+pub const ALL: [(&str, Target); 8] = [
     ("connection", connection),
     ("http1", http1),
     ("http2", http2),

@@ -844,7 +844,7 @@ fn verdicts(report: &Value) -> Vec<VerdictSummary> {
 
 /// Picks the verdict to score: the one about the fault's most direct
 /// metric that is present, attributed ones first.
-fn scored_verdict<'a>(report: &'a Value, effect: Effect) -> Option<&'a Value> {
+fn scored_verdict(report: &Value, effect: Effect) -> Option<&Value> {
     let all: Vec<&Value> = report["verdicts"]
         .as_array()
         .into_iter()
