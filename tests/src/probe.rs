@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use llmslo_schema::{OutcomeStatus, ProbeResult, envelope};
+use llmslo_schema::{Exchange, OutcomeStatus, ProbeResult, envelope};
 
 use crate::{
     binaries,
@@ -158,4 +158,34 @@ impl Probe {
             stderr: self.stderr.finish(),
         }
     }
+}
+
+/// Returns the LLM calls of a result in the order they started.
+pub fn llm_exchanges(result: &ProbeResult) -> Vec<&Exchange> {
+    let mut exchanges: Vec<&Exchange> = result
+        .exchanges
+        .iter()
+        .filter(|exchange| exchange.llm.is_some())
+        .collect();
+    exchanges.sort_by_key(|exchange| exchange.t0_ns);
+    exchanges
+}
+
+/// Returns the probe's TTFT of an LLM call in nanoseconds.
+pub fn probe_ttft_ns(exchange: &Exchange) -> u64 {
+    let llm = exchange.llm.as_ref().expect("an LLM call");
+    llm.ttft_us.expect("the exchange has a TTFT") * 1_000
+}
+
+/// Returns the client's port of an exchange's connection.
+pub fn client_port(exchange: &Exchange) -> u16 {
+    let local = exchange
+        .connection
+        .local
+        .as_deref()
+        .expect("the probe knows the client's address");
+    local
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("bad local address {local}"))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use llmslo_schema::{Exchange, ProbeResult, TokenSource};
 use llmslo_tests::{
     capture::{self, Capture, Packet},
-    probe::{self, Probe},
+    probe::{self, Probe, client_port, llm_exchanges, probe_ttft_ns},
     python::{ClientRequest, GatedClient, OpenAiServer, ServerRequest},
 };
 
@@ -25,33 +25,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const SERVER_ARGS: &[&str] = &["--max-gap-ms", "5", "--seed", "7"];
 
 const MODEL: &str = "gpt-4o-mini";
-
-fn llm_exchanges(result: &ProbeResult) -> Vec<&Exchange> {
-    let mut exchanges: Vec<&Exchange> = result
-        .exchanges
-        .iter()
-        .filter(|exchange| exchange.llm.is_some())
-        .collect();
-    exchanges.sort_by_key(|exchange| exchange.t0_ns);
-    exchanges
-}
-
-fn probe_ttft_ns(exchange: &Exchange) -> u64 {
-    let llm = exchange.llm.as_ref().expect("an LLM call");
-    llm.ttft_us.expect("the exchange has a TTFT") * 1_000
-}
-
-fn client_port(exchange: &Exchange) -> u16 {
-    let local = exchange
-        .connection
-        .local
-        .as_deref()
-        .expect("the probe knows the client's address");
-    local
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or_else(|| panic!("bad local address {local}"))
-}
 
 /// Checks model, token counts and TTFT bounds of every exchange against the
 /// server's log.

@@ -7,9 +7,9 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use llmslo_schema::{Exchange, ProbeResult, Protocol, Severity, TokenSource};
+use llmslo_schema::{ProbeResult, Protocol, Severity, TokenSource};
 use llmslo_tests::{
-    probe::{self, Probe},
+    probe::{self, Probe, client_port, llm_exchanges, probe_ttft_ns},
     python::{ClientRequest, GatedClient, ServerRequest},
     tls::{self, Alpn, TestCa},
 };
@@ -49,33 +49,6 @@ fn observe<T>(client: GatedClient, finish: impl FnOnce(GatedClient) -> T) -> (Pr
     let finished = finish(client);
     let result = probe.interrupt().interrupted_result();
     (result, finished)
-}
-
-fn llm_exchanges(result: &ProbeResult) -> Vec<&Exchange> {
-    let mut exchanges: Vec<&Exchange> = result
-        .exchanges
-        .iter()
-        .filter(|exchange| exchange.llm.is_some())
-        .collect();
-    exchanges.sort_by_key(|exchange| exchange.t0_ns);
-    exchanges
-}
-
-fn probe_ttft_ns(exchange: &Exchange) -> u64 {
-    let llm = exchange.llm.as_ref().expect("an LLM call");
-    llm.ttft_us.expect("the exchange has a TTFT") * 1_000
-}
-
-fn client_port(exchange: &Exchange) -> u16 {
-    let local = exchange
-        .connection
-        .local
-        .as_deref()
-        .expect("the probe knows the client's address");
-    local
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or_else(|| panic!("bad local address {local}"))
 }
 
 /// Checks the exchanges against the server's and the client's logs, and
