@@ -9,7 +9,7 @@
 use aya_ebpf::{macros::map, macros::tracepoint, maps::HashMap, programs::TracePointContext};
 use llmslo_probe_common::{ArrivalEvent, EventKind, FlowKey, TcpProbeLayout};
 
-use crate::maps::{EVENTS, count_drop, header, now_ns};
+use crate::maps::{Wakeup, emit, header, now_ns};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -102,8 +102,6 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
         data_len: u32::from(data_len),
         _pad: 0,
     };
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop(llmslo_probe_common::DropReason::RingBufferFull, 1);
-    }
+    emit(&event, Wakeup::Batched);
     0
 }

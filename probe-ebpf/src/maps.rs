@@ -17,6 +17,60 @@ use llmslo_probe_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
+/// Unread bytes in [`EVENTS`] from which a batched event wakes user space;
+/// below it, user space reads on its own timer. User space sets it before
+/// load; zero wakes user space for every event.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+// Flags of bpf_ringbuf_output and bpf_ringbuf_query (uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// When an event wakes user space.
+#[derive(Clone, Copy)]
+pub enum Wakeup {
+    /// Payloads, arrivals, handshakes and scheduler events, the bulk of the
+    /// stream: user space reads them on its timer, so that the client's
+    /// syscalls do not pay for a wake-up each; only a ring buffer filled
+    /// past [`WAKEUP_BYTES`] wakes it.
+    Batched,
+    /// Events that user space acts on at once (new connections, forks,
+    /// exits). The wake-up is forced: the kernel's default wakes user
+    /// space only when nothing unread comes before the event, which is
+    /// rarely true while batched events wait.
+    Prompt,
+}
+
+impl Wakeup {
+    #[inline(always)]
+    pub fn flags(self) -> u64 {
+        match self {
+            Wakeup::Prompt => BPF_RB_FORCE_WAKEUP,
+            Wakeup::Batched => {
+                // SAFETY: a plain read of a global that user space sets at
+                // load; the volatile read keeps the default from being folded in.
+                let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+                if EVENTS.query(BPF_RB_AVAIL_DATA) < threshold {
+                    BPF_RB_NO_WAKEUP
+                } else {
+                    BPF_RB_FORCE_WAKEUP
+                }
+            }
+        }
+    }
+}
+
+/// Sends a fixed-size event, counting it as lost when the ring buffer is
+/// full.
+#[inline(always)]
+pub fn emit<T>(event: &T, wakeup: Wakeup) {
+    if EVENTS.output(event, wakeup.flags()).is_err() {
+        count_drop(DropReason::RingBufferFull, 1);
+    }
+}
+
 /// Per-CPU drop counters indexed by [`DropReason`].
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS, 0);
@@ -118,15 +172,13 @@ pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64) {
     // SAFETY: `length` is at most the size of the event, checked above.
     let bytes =
         unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), length) };
-    if EVENTS.output(bytes, 0).is_err() {
+    if EVENTS.output(bytes, Wakeup::Batched.flags()).is_err() {
         count_drop(DropReason::RingBufferFull, 1);
     }
 }
 
 pub fn emit_conn(event: &ConnEvent) {
-    if EVENTS.output(event, 0).is_err() {
-        count_drop(DropReason::RingBufferFull, 1);
-    }
+    emit(event, Wakeup::Prompt);
 }
 
 pub fn is_socket(tgid: u32, fd: i32) -> bool {

@@ -6,7 +6,7 @@ use llmslo_probe_common::{ConnEvent, DropReason, EventKind, ExitEvent, FILTER_BY
 
 use crate::{
     filter::{TARGET_TGIDS, filter_flags, is_target},
-    maps::{EVENTS, count_drop, current_ids, emit_conn, header, now_ns},
+    maps::{Wakeup, count_drop, current_ids, emit, emit_conn, header, now_ns},
 };
 
 /// Offsets in `task:task_newtask`, whose format has been the same since
@@ -68,9 +68,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         header: header(EventKind::Exit, -1, now_ns()),
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop(DropReason::RingBufferFull, 1);
-    }
+    emit(&event, Wakeup::Prompt);
     let _ = TARGET_TGIDS.remove(&tgid);
     0
 }

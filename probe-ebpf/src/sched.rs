@@ -26,7 +26,7 @@ use llmslo_probe_common::{
 
 use crate::{
     filter::is_target,
-    maps::{EVENTS, count_drop, current_ids, now_ns},
+    maps::{Wakeup, count_drop, current_ids, emit, now_ns},
     process::{CLONE_THREAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID},
 };
 
@@ -254,9 +254,7 @@ fn record_wait(tgid: u32, tid: u32, now: u64, wait_ns: u64) {
         },
         wait_ns,
     };
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop(DropReason::RingBufferFull, 1);
-    }
+    emit(&event, Wakeup::Batched);
 }
 
 /// Returns `floor(log2(value))`, 0 for values under 2, capped at the last

@@ -23,7 +23,7 @@ use llmslo_probe_common::{
 use crate::{
     arrivals::FLOWS,
     filter::is_target,
-    maps::{EVENTS, count_drop, current_ids, now_ns},
+    maps::{EVENTS, Wakeup, count_drop, current_ids, emit, now_ns},
     sockets::ACTIVE_CONN,
 };
 
@@ -188,7 +188,7 @@ fn emit_handshake(owner: &TcpOwner, skaddr: u64, flow: &FlowKey, stage: Stage, n
         _pad: [0; 3],
         error: stage.error,
     });
-    entry.submit(0);
+    entry.submit(Wakeup::Batched.flags());
 }
 
 /// Returns the errno of an error report that came before this failure, or
@@ -348,9 +348,7 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
         error,
         _pad: 0,
     };
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop(DropReason::RingBufferFull, 1);
-    }
+    emit(&event, Wakeup::Batched);
     0
 }
 
@@ -403,8 +401,6 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
         state,
         _pad: 0,
     };
-    if EVENTS.output(&event, 0).is_err() {
-        count_drop(DropReason::RingBufferFull, 1);
-    }
+    emit(&event, Wakeup::Batched);
     0
 }

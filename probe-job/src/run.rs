@@ -30,6 +30,11 @@ use crate::{
 /// Records handled per wake-up before signals and timers are checked again.
 const DRAIN_BUDGET: usize = 4_096;
 
+/// How often the ring buffer is read without a wake-up from the kernel.
+/// Events carry kernel timestamps, so reading them later changes no
+/// measurement; a ring buffer filling up wakes the reader before this.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Maximum time spent reading the ring buffer after the window ended. The
 /// programs stay attached until then, so under heavy load the buffer may
 /// never empty. What they write after the window is not part of it anyway.
@@ -527,6 +532,8 @@ async fn collect_window(
     cpu_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tls_tick = tokio::time::interval(TLS_SCAN_TICK);
     tls_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         // Checked on every turn, because under a flood of events the drain
@@ -557,6 +564,11 @@ async fn collect_window(
                 for pid in tls.poll(collector.ebpf_mut()) {
                     pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
                 }
+            }
+            _ = drain_tick.tick() => {
+                collector.drain_now(DRAIN_BUDGET, |record| pipeline.handle_record(record));
+                apply_map_actions(collector, pipeline, diagnostics);
+                apply_process_changes(pipeline, tls);
             }
             drained = collector.drain(DRAIN_BUDGET, |record| pipeline.handle_record(record)) => {
                 if let Err(error) = drained {

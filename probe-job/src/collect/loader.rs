@@ -97,10 +97,16 @@ pub enum LoadError {
     },
 }
 
+/// Most events do not wake user space, which reads the ring buffer on a
+/// timer instead; an event that finds more than this part of the ring
+/// buffer unread wakes it at once.
+const WAKEUP_FRACTION: u32 = 4;
+
 /// Creates the maps and loads every program, without attaching.
 ///
 /// `filter_flags` and `pid_namespaces` are written to the read-only
-/// globals `FILTER_FLAGS` and `TARGET_PID_NAMESPACES` before load, so that
+/// globals `FILTER_FLAGS` and `TARGET_PID_NAMESPACES` before load (with
+/// `WAKEUP_BYTES`, derived from `ring_buffer_bytes`), so that
 /// the verifier and JIT see them as constants; `signals` holds the globals
 /// of the component signal programs, which [`crate::signals::programs`]
 /// loads later.
@@ -117,8 +123,10 @@ pub fn load(
     signals: &KernelGlobals,
     keep_verifier_log: bool,
 ) -> Result<Ebpf, LoadError> {
+    let wakeup_bytes = u64::from(ring_buffer_bytes / WAKEUP_FRACTION);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("FILTER_FLAGS", &filter_flags, true)
         .override_global("TARGET_PID_NAMESPACES", pid_namespaces, true)
         .override_global("TCP_PROBE_LAYOUT", &tcp_probe_layout, true)

@@ -220,10 +220,12 @@ impl Collector {
         })
     }
 
-    /// Waits until the kernel has published events, then passes up to
-    /// `budget` records to `handle`; returns how many it passed. Readiness
-    /// is cleared only once the ring buffer is empty, so the next call after
-    /// a full budget returns at once.
+    /// Waits until the kernel wakes user space, then passes up to `budget`
+    /// records to `handle`; returns how many it passed. Readiness is
+    /// cleared only once the ring buffer is empty, so the next call after a
+    /// full budget returns at once. Most events do not wake user space (see
+    /// `WAKEUP_FRACTION` in the loader): [`Collector::drain_now`] on a timer
+    /// reads those.
     ///
     /// # Errors
     ///
@@ -249,6 +251,19 @@ impl Collector {
         }
         guard.clear_ready();
         Ok(count)
+    }
+
+    /// Passes up to `budget` records in the ring buffer to `handle` without
+    /// waiting; returns how many it passed.
+    pub fn drain_now(&mut self, budget: usize, mut handle: impl FnMut(&[u8])) -> usize {
+        let ring = self.events.get_mut();
+        let mut count = 0;
+        while count < budget {
+            let Some(item) = ring.next() else { break };
+            handle(&item);
+            count += 1;
+        }
+        count
     }
 
     /// Passes the records in the ring buffer to `handle` without waiting,
