@@ -14,6 +14,9 @@ pub const GUARDRAIL: &str = "guardrail";
 pub const DNS: &str = "dns";
 /// TCP handshakes of outbound connections.
 pub const CONNECT: &str = "connect";
+/// TCP handshakes that waited for the service to retransmit its SYN: a
+/// lost SYN or SYN-ACK on the path to the peer.
+pub const NETWORK: &str = "network";
 /// Outbound calls that match no other component.
 pub const OTHER: &str = "other";
 /// Run-queue waits of the service's threads inside its own time.

@@ -20,6 +20,10 @@ impl Interval {
         self.end_ns - self.start_ns
     }
 
+    pub fn contains(&self, ns: u64) -> bool {
+        (self.start_ns..self.end_ns).contains(&ns)
+    }
+
     /// Returns the part of `self` inside `window`, or `None` when they do
     /// not overlap.
     pub fn clip(&self, window: Interval) -> Option<Interval> {

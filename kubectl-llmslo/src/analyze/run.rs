@@ -489,7 +489,15 @@ fn link_and_decompose(
             );
             summary.add(&link);
             let interval = Interval::new(connect.start_ns, connect.start_ns + latency_us * 1000);
-            add_spans(&link, interval, components::CONNECT);
+            let retransmits = contexts
+                .get(node)
+                .map_or(&[][..], |context| context.result.retransmits.as_slice());
+            let component = if handshake_retransmitted(retransmits, connect, interval) {
+                components::NETWORK
+            } else {
+                components::CONNECT
+            };
+            add_spans(&link, interval, component);
             if let (Some(_), Some(request)) = (&connect.error, link.request_index) {
                 failed_connects.push((request, connect.start_ns));
             }
@@ -534,6 +542,21 @@ fn link_and_decompose(
         record.decomposition = Some(decompose::decompose(windows, &calls, own));
     }
     summary
+}
+
+/// Whether the service retransmitted a segment to the peer of `connect`
+/// while its handshake was in progress, which on a connection not yet
+/// established is its SYN.
+fn handshake_retransmitted(
+    retransmits: &[llmslo_schema::RetransmitCount],
+    connect: &llmslo_schema::ConnectAttempt,
+    handshake: Interval,
+) -> bool {
+    retransmits
+        .iter()
+        .filter(|count| count.pid == connect.pid && count.peer == connect.peer)
+        .flat_map(|count| &count.at_ns)
+        .any(|&at_ns| handshake.contains(at_ns))
 }
 
 /// Outbound calls linked to one request.

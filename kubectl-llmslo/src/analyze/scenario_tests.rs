@@ -123,6 +123,55 @@ fn decomposition_adds_up_to_request_latency() {
 }
 
 #[test]
+fn handshake_with_a_retransmitted_syn_is_network_time() {
+    let mut collection = Scenario {
+        requests: 2,
+        ..Scenario::default()
+    }
+    .collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    let provider_starts: Vec<(u32, String, u64)> = result
+        .exchanges
+        .iter()
+        .filter(|e| e.direction == Direction::Outbound && e.llm.is_some())
+        .map(|e| (e.tid, e.connection.peer.clone().unwrap(), e.t0_ns))
+        .collect();
+    // Each provider call follows a 3 ms handshake; the first request's
+    // handshake saw its SYN retransmitted.
+    for (index, (tid, peer, t0_ns)) in provider_starts.into_iter().enumerate() {
+        let start_ns = t0_ns - 3_000_000;
+        result.connects.push(llmslo_schema::ConnectAttempt {
+            pid: result.processes[0].pid,
+            tid,
+            peer: peer.clone(),
+            start_ns,
+            latency_us: Some(3_000),
+            error: None,
+        });
+        if index == 0 {
+            result.retransmits.push(llmslo_schema::RetransmitCount {
+                pid: result.processes[0].pid,
+                peer,
+                segments: 1,
+                at_ns: vec![start_ns + 1_000_000],
+            });
+        }
+    }
+    let analysis = analyze(&collection, &AnalysisOptions::default());
+    let requests: Vec<_> = analysis
+        .calls
+        .iter()
+        .filter(|c| c.role == Role::Request)
+        .map(|c| c.decomposition.as_ref().unwrap())
+        .collect();
+    let time = |request: usize, component| requests[request].critical_us(Phase::Ttft, component);
+    assert_eq!(time(0, components::NETWORK), 3_000.0);
+    assert_eq!(time(0, components::CONNECT), 0.0);
+    assert_eq!(time(1, components::NETWORK), 0.0);
+    assert_eq!(time(1, components::CONNECT), 3_000.0);
+}
+
+#[test]
 fn run_without_fault_gives_no_verdict() {
     let analysis = analyze(
         &Scenario::default().collection(),
