@@ -64,7 +64,10 @@ pub enum Fault {
     /// chat-api's cgroup may use this percentage of one CPU (CFS quota).
     CpuQuota { percent_of_cpu: u32 },
     /// Busy-looping processes pinned to the CPU that chat-api is pinned
-    /// to.
+    /// to, at nice -10: a neighbour with ten times chat-api's CPU weight,
+    /// as a pod with a larger CPU request has. At equal weight the
+    /// scheduler runs a waking chat-api thread almost at once, and the
+    /// neighbour costs it little.
     ///
     /// NOTE: the hogs also take that CPU from the unpinned rest of the
     /// stack (provider stand-in, load generator, databases), so part of
@@ -176,7 +179,7 @@ impl Fault {
             Fault::SlowRetrievalQuery(_) | Fault::StalledCache { .. } => "retrieval",
             Fault::SlowGuardrail(_) => "guardrail",
             Fault::SlowDns(_) | Fault::DnsFailure(_) => "dns",
-            Fault::PacketLoss { .. } => "provider",
+            Fault::PacketLoss { .. } => "network",
             Fault::CpuQuota { .. } => "cpu_throttling",
             Fault::NoisyNeighbour { .. } => "run_queue",
         }

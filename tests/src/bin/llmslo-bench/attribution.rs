@@ -268,7 +268,7 @@ const CATALOGUE: &[FaultType] = &[
     FaultType {
         name: "bandwidth limit",
         effect: Effect::Generation,
-        magnitudes: &["bandwidth=1000", "bandwidth=400", "bandwidth=200"],
+        magnitudes: &["bandwidth=600", "bandwidth=500", "bandwidth=400"],
         quick: 1,
     },
     FaultType {
@@ -284,7 +284,7 @@ const CATALOGUE: &[FaultType] = &[
     FaultType {
         name: "CPU throttling",
         effect: Effect::Latency,
-        magnitudes: &["cpu-quota=50", "cpu-quota=20", "cpu-quota=10"],
+        magnitudes: &["cpu-quota=10", "cpu-quota=5", "cpu-quota=3"],
         quick: 1,
     },
     FaultType {
@@ -303,7 +303,7 @@ const CATALOGUE: &[FaultType] = &[
 const PAIRS: &[&[&str]] = &[
     &["slow-retrieval=500ms", "slow-guardrail=500ms"],
     &["slow-first-token=800ms", "slow-dns=500ms"],
-    &["slow-retrieval=500ms", "cpu-quota=20"],
+    &["slow-retrieval=500ms", "cpu-quota=5"],
     &["server-errors=0.3", "slow-guardrail=500ms"],
 ];
 
