@@ -6,7 +6,10 @@ use std::{fs, io, path::Path};
 use aya::{
     Ebpf, EbpfError, EbpfLoader, VerifierLogLevel,
     maps::MapError,
-    programs::{ProgramError, TracePoint},
+    programs::{
+        ProgramError, TracePoint,
+        trace_point::{TracePointLink, TracePointLinkId},
+    },
 };
 use llmslo_probe_common::{PidNamespaces, TcpProbeLayout};
 
@@ -169,15 +172,17 @@ pub fn load(
     Ok(ebpf)
 }
 
-/// Attaches every program. Programs attach one by one, so events start
-/// flowing before the last attach returns.
+/// Attaches every program and returns the links, for
+/// [`take_links`]. Programs attach one by one, so events start flowing
+/// before the last attach returns.
 ///
 /// # Errors
 ///
 /// [`LoadError::Attach`] with the program and tracepoint.
-pub fn attach(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, TracePointLinkId)>, LoadError> {
+    let mut links = Vec::with_capacity(TRACEPOINTS.len());
     for &(program, category, name) in TRACEPOINTS {
-        tracepoint_mut(ebpf, program)?
+        let link = tracepoint_mut(ebpf, program)?
             .attach(category, name)
             .map_err(|source| LoadError::Attach {
                 program,
@@ -185,9 +190,23 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), LoadError> {
                 name,
                 source: Box::new(source),
             })?;
+        links.push((program, link));
     }
     tracing::debug!(count = TRACEPOINTS.len(), "attached eBPF programs");
-    Ok(())
+    Ok(links)
+}
+
+/// Takes the links that [`attach`] returned out of their programs, so
+/// that each can be dropped (detached) on its own thread; links already
+/// gone are skipped.
+pub fn take_links(
+    ebpf: &mut Ebpf,
+    links: Vec<(&'static str, TracePointLinkId)>,
+) -> Vec<TracePointLink> {
+    links
+        .into_iter()
+        .filter_map(|(program, link)| tracepoint_mut(ebpf, program).ok()?.take_link(link).ok())
+        .collect()
 }
 
 /// Attaches the program that reports TCP segment arrivals. Without it the

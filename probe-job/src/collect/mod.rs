@@ -8,6 +8,7 @@ pub mod preflight;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{Program, ProgramError, trace_point::TracePointLinkId},
 };
 use llmslo_probe_common::{DropReason, FlowKey, PidNamespaces, SocketKey, TcpProbeLayout};
 use std::time::Instant;
@@ -58,10 +59,19 @@ pub enum CollectError {
     Signal(#[from] SignalError),
 }
 
-/// The loaded programs and the maps user space writes or reads.
+/// The loaded programs and the maps user space writes or reads. Dropping
+/// it detaches the programs.
 pub struct Collector {
     ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
+    /// The links of [`Collector::attach`], detached in parallel on drop.
+    links: Vec<(&'static str, TracePointLinkId)>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.unload_all();
+    }
 }
 
 impl Collector {
@@ -101,7 +111,11 @@ impl Collector {
         // closes that fd while it is registered with the AsyncFd.
         let events =
             unsafe { AsyncFd::register(ring) }.map_err(|error| CollectError::Poll(error.into()))?;
-        Ok(Self { ebpf, events })
+        Ok(Self {
+            ebpf,
+            events,
+            links: Vec::new(),
+        })
     }
 
     /// The loaded object, for attaching the TLS uprobes to library files
@@ -111,7 +125,8 @@ impl Collector {
     }
 
     pub fn attach(&mut self) -> Result<(), CollectError> {
-        Ok(loader::attach(&mut self.ebpf)?)
+        self.links = loader::attach(&mut self.ebpf)?;
+        Ok(())
     }
 
     /// Attaches the optional arrival program; see [`loader::attach_arrivals`].
@@ -291,6 +306,36 @@ impl Collector {
                 };
             }
         }
+    }
+
+    /// Detaches and unloads every program, many at once. Detaching a
+    /// tracepoint waits for an RCU grace period (about 70 ms here), so one
+    /// by one, as dropping the [`Ebpf`] does, the probe's 39 attachments
+    /// kept it from exiting for almost 3 s after its window.
+    fn unload_all(&mut self) {
+        let links = loader::take_links(&mut self.ebpf, std::mem::take(&mut self.links));
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+            for (name, program) in self.ebpf.programs_mut() {
+                scope.spawn(move || {
+                    let unloaded = match program {
+                        Program::TracePoint(program) => program.unload(),
+                        Program::UProbe(program) => program.unload(),
+                        // The probe loads no other kind; dropping the
+                        // object unloads anything else.
+                        _ => Ok(()),
+                    };
+                    match unloaded {
+                        Ok(()) | Err(ProgramError::NotLoaded) => {}
+                        Err(error) => {
+                            tracing::debug!(program = name, %error, "failed to unload an eBPF program");
+                        }
+                    }
+                });
+            }
+        });
     }
 
     fn hash_map<K: aya::Pod, V: aya::Pod>(
