@@ -56,7 +56,7 @@ QUICK_LOAD_SCENARIOS = [LOAD_SCENARIOS[2]]
 # is the smallest the probe accepts.
 RAMP_SERVER_ARGS = ["--min-tokens", "200", "--max-tokens", "200"]
 RAMP_RATES = [50, 100, 200, 400]
-QUICK_RAMP_RATES = [100, 200]
+QUICK_RAMP_RATES = [200]
 RAMP_SECONDS = 6
 
 

@@ -32,7 +32,7 @@ use crate::{
 /// Command line of `llmslo-bench attribution`.
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// One magnitude per fault type, one pair and fewer fault-free runs.
+    /// One magnitude per fault type, one pair and one fault-free run.
     #[arg(long)]
     quick: bool,
 
@@ -360,7 +360,7 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
         });
     let mut all: Vec<Scenario> = singles.into_iter().chain(pairs).collect();
     // Fault-free runs spread over the run: each replaces the baseline.
-    let fault_free_runs = if options.quick { 2 } else { 4 };
+    let fault_free_runs = if options.quick { 1 } else { 4 };
     let step = all.len().div_ceil(fault_free_runs);
     for index in (0..fault_free_runs).rev() {
         let at = (index * step).min(all.len());
@@ -804,8 +804,9 @@ impl Bench<'_> {
     fn wait_for_recovery(&self, reference: &ClientStats) {
         let cleared_ns = monotonic_now_ns();
         let deadline = Instant::now() + RECOVERY_TIMEOUT;
-        let wanted = (self.options.rate() * 1.5).ceil() as usize;
-        thread::sleep(Duration::from_millis(1500));
+        // One second of requests that all started after the clear.
+        let wanted = self.options.rate().ceil() as usize;
+        thread::sleep(Duration::from_millis(1000));
         while Instant::now() < deadline {
             let requests = self.stack.client_requests();
             let after = ClientStats::of(&requests, cleared_ns, u64::MAX);
@@ -1311,7 +1312,7 @@ mod tests {
             all.iter()
                 .filter(|s| matches!(s.kind, Kind::FaultFree))
                 .count(),
-            2
+            1
         );
     }
 }
