@@ -664,9 +664,8 @@ impl Stack {
         Ok(())
     }
 
-    /// Pins chat-api to one CPU and starts `hogs` busy loops of a higher
-    /// CPU weight (nice -10) pinned to the same CPU, or stops them and lets
-    /// chat-api run anywhere again.
+    /// Pins chat-api to one CPU and starts `hogs` busy loops pinned to the
+    /// same CPU, or stops them and lets chat-api run anywhere again.
     fn set_noisy_neighbour(&mut self, hogs: Option<u32>) -> Result<(), StackError> {
         self.hogs.clear();
         let pid = self.chat_api_pid().to_string();
@@ -683,8 +682,7 @@ impl Stack {
         self.chat_cpu = Some(cpu);
         for index in 0..hogs {
             let mut command = Command::new("taskset");
-            command.args(["-c", &cpu.to_string(), "nice", "-n", "-10"]);
-            command.args(["sh", "-c", "while :; do :; done"]);
+            command.args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"]);
             self.hogs
                 .push(self.spawn(&format!("hog-{index}"), command, false)?);
         }

@@ -64,10 +64,12 @@ pub enum Fault {
     /// chat-api's cgroup may use this percentage of one CPU (CFS quota).
     CpuQuota { percent_of_cpu: u32 },
     /// Busy-looping processes pinned to the CPU that chat-api is pinned
-    /// to, at nice -10: a neighbour with ten times chat-api's CPU weight,
-    /// as a pod with a larger CPU request has. At equal weight the
-    /// scheduler runs a waking chat-api thread almost at once, and the
-    /// neighbour costs it little.
+    /// to.
+    ///
+    /// NOTE: chat-api needs a few percent of a CPU, and the scheduler
+    /// (EEVDF) runs a thread that wakes after a sleep within about one
+    /// slice, so even eight hogs, at nice 0 or -10, slow its E2E by a few
+    /// percent only.
     ///
     /// NOTE: the hogs also take that CPU from the unpinned rest of the
     /// stack (provider stand-in, load generator, databases), so part of
@@ -179,6 +181,8 @@ impl Fault {
             Fault::SlowRetrievalQuery(_) | Fault::StalledCache { .. } => "retrieval",
             Fault::SlowGuardrail(_) => "guardrail",
             Fault::SlowDns(_) | Fault::DnsFailure(_) => "dns",
+            // With pooled provider connections no handshake is slowed, and
+            // the lost segments of the streams make the provider slow.
             Fault::PacketLoss { .. } => "network",
             Fault::CpuQuota { .. } => "cpu_throttling",
             Fault::NoisyNeighbour { .. } => "run_queue",

@@ -284,7 +284,7 @@ const CATALOGUE: &[FaultType] = &[
     FaultType {
         name: "CPU throttling",
         effect: Effect::Latency,
-        magnitudes: &["cpu-quota=10", "cpu-quota=5", "cpu-quota=3"],
+        magnitudes: &["cpu-quota=15", "cpu-quota=10", "cpu-quota=8"],
         quick: 1,
     },
     FaultType {
@@ -303,7 +303,7 @@ const CATALOGUE: &[FaultType] = &[
 const PAIRS: &[&[&str]] = &[
     &["slow-retrieval=500ms", "slow-guardrail=500ms"],
     &["slow-first-token=800ms", "slow-dns=500ms"],
-    &["slow-retrieval=500ms", "cpu-quota=5"],
+    &["slow-retrieval=500ms", "cpu-quota=10"],
     &["server-errors=0.3", "slow-guardrail=500ms"],
 ];
 
