@@ -19,6 +19,8 @@ use llmslo_wire::Flow;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+/// `TCP_SYN_SENT` of the kernel's `tcp_states.h`.
+const TCP_SYN_SENT: i32 = 2;
 
 /// Fields every event carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,8 @@ pub struct RetransmitRecord {
     pub header: Header,
     pub flow: FlowKey,
     pub remote: Option<SocketAddr>,
+    /// The segment was the SYN of a connection being opened.
+    pub syn: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -246,10 +250,12 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::Retransmit => {
             require(record, size_of::<RetransmitEvent>(), "retransmit event")?;
             let flow = read_flow(record, offset_of!(RetransmitEvent, flow));
+            let state = read_u32(record, offset_of!(RetransmitEvent, state)) as i32;
             Ok(Event::Retransmit(RetransmitRecord {
                 header,
                 flow,
                 remote: flow_remote(&flow),
+                syn: state == TCP_SYN_SENT,
             }))
         }
     }

@@ -279,7 +279,8 @@ impl Pipeline {
                     tgid => Some(tgid),
                 };
                 if let Some(peer) = retransmit.remote {
-                    self.retransmits.add(pid, peer, retransmit.header.ts_ns);
+                    self.retransmits
+                        .add(pid, peer, retransmit.header.ts_ns, retransmit.syn);
                 }
             }
         }

@@ -53,9 +53,14 @@ pub struct RetransmitCount {
     pub pid: u32,
     pub peer: String,
     pub segments: u64,
-    /// `CLOCK_MONOTONIC` of each retransmission, for overlap with exchanges.
+    /// `CLOCK_MONOTONIC` of each retransmission of data, for overlap with
+    /// exchanges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub at_ns: Vec<u64>,
+    /// `CLOCK_MONOTONIC` of each retransmitted SYN, for overlap with
+    /// connection attempts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub syn_at_ns: Vec<u64>,
 }
 
 /// Run-queue waits of target threads: the time between becoming runnable

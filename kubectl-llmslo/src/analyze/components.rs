@@ -1,5 +1,7 @@
 //! Classification of outbound calls into components (provider,
-//! embeddings, retrieval, guardrail, DNS, other), with user rules first.
+//! embeddings, retrieval, guardrail, DNS, other), with user rules first,
+//! and the names of the components that are not calls: connection
+//! handshakes and the service's own time.
 
 use llmslo_schema::{Exchange, Protocol};
 

@@ -225,10 +225,11 @@ pub struct CallRecord {
     #[serde(skip)]
     pub dns_resolved: Option<bool>,
     /// For requests: when the first of their connection attempts that
-    /// failed started. Attempts are not records, so their failures are
+    /// failed started, and its component (`connect`, or `network` after a
+    /// retransmitted SYN). Attempts are not records, so their failures are
     /// kept here for the error cause.
     #[serde(skip)]
-    pub failed_connect_ns: Option<u64>,
+    pub failed_connect: Option<(u64, &'static str)>,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -474,7 +475,7 @@ fn record(
             .as_ref()
             .filter(|dns| dns.response_code.is_some())
             .map(|dns| dns.answers > 0),
-        failed_connect_ns: None,
+        failed_connect: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use llmslo_schema::{Direction, OutcomeStatus, ProbeResult};
+use llmslo_schema::{ConnectAttempt, Direction, OutcomeStatus, ProbeResult, RetransmitCount};
 
 use super::{
     Analysis, AnalysisOptions, BaselineInfo, DataQuality, NodeDiagnostic, NodeStatus, NodeSummary,
@@ -371,7 +371,7 @@ fn node_context(result: &ProbeResult) -> NodeContext<'_> {
 }
 
 /// Connection attempts of every node, with the node's name.
-fn collection_connects(collection: &Collection) -> Vec<(String, llmslo_schema::ConnectAttempt)> {
+fn collection_connects(collection: &Collection) -> Vec<(String, ConnectAttempt)> {
     collection
         .nodes
         .iter()
@@ -415,7 +415,7 @@ fn opaque_connections(collection: &Collection) -> usize {
 /// decomposes every request.
 fn link_and_decompose(
     records: &mut [CallRecord],
-    connects: &[(String, llmslo_schema::ConnectAttempt)],
+    connects: &[(String, ConnectAttempt)],
     contexts: &HashMap<String, NodeContext<'_>>,
     scope: RequestScope,
 ) -> LinkingSummary {
@@ -474,7 +474,7 @@ fn link_and_decompose(
             add_spans(&link, interval, &component);
             record.link = Some(link);
         }
-        let mut failed_connects: Vec<(usize, u64)> = Vec::new();
+        let mut failed_connects: Vec<(usize, (u64, &'static str))> = Vec::new();
         for (node, connect) in connects {
             let Some(latency_us) = connect.latency_us else {
                 continue;
@@ -499,12 +499,14 @@ fn link_and_decompose(
             };
             add_spans(&link, interval, component);
             if let (Some(_), Some(request)) = (&connect.error, link.request_index) {
-                failed_connects.push((request, connect.start_ns));
+                failed_connects.push((request, (connect.start_ns, component)));
             }
         }
-        for (request, start_ns) in failed_connects {
-            let first = &mut records[request].failed_connect_ns;
-            *first = Some(first.map_or(start_ns, |first| first.min(start_ns)));
+        for (request, failure) in failed_connects {
+            let first = &mut records[request].failed_connect;
+            if first.is_none_or(|(first_ns, _)| failure.0 < first_ns) {
+                *first = Some(failure);
+            }
         }
     }
 
@@ -544,18 +546,17 @@ fn link_and_decompose(
     summary
 }
 
-/// Whether the service retransmitted a segment to the peer of `connect`
-/// while its handshake was in progress, which on a connection not yet
-/// established is its SYN.
+/// Whether the service retransmitted a SYN to the peer of `connect` while
+/// its handshake was in progress.
 fn handshake_retransmitted(
-    retransmits: &[llmslo_schema::RetransmitCount],
-    connect: &llmslo_schema::ConnectAttempt,
+    retransmits: &[RetransmitCount],
+    connect: &ConnectAttempt,
     handshake: Interval,
 ) -> bool {
     retransmits
         .iter()
         .filter(|count| count.pid == connect.pid && count.peer == connect.peer)
-        .flat_map(|count| &count.at_ns)
+        .flat_map(|count| &count.syn_at_ns)
         .any(|&at_ns| handshake.contains(at_ns))
 }
 
@@ -637,8 +638,8 @@ fn request_samples(records: &[CallRecord]) -> Vec<RequestSample> {
         .filter(|(_, r)| r.role == Role::Request)
         .map(|(index, record)| {
             let mut calls = linked.remove(&index).unwrap_or_default();
-            if let Some(start_ns) = record.failed_connect_ns {
-                calls.add_failure(start_ns, components::CONNECT);
+            if let Some((start_ns, component)) = record.failed_connect {
+                calls.add_failure(start_ns, component);
             }
             let cause = record.error.as_ref().map(|_| calls.error_cause(record));
             let mut sample = RequestSample::from_record(record, cause);
@@ -816,7 +817,7 @@ mod tests {
     #[test]
     fn refused_connection_causes_failure() {
         let mut request = failed_request();
-        request.failed_connect_ns = Some(request.t0_ns + 1_000);
+        request.failed_connect = Some((request.t0_ns + 1_000, components::CONNECT));
         assert_eq!(cause(&[request]).as_deref(), Some(components::CONNECT));
     }
 

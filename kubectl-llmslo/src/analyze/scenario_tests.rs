@@ -137,7 +137,8 @@ fn handshake_with_a_retransmitted_syn_is_network_time() {
         .map(|e| (e.tid, e.connection.peer.clone().unwrap(), e.t0_ns))
         .collect();
     // Each provider call follows a 3 ms handshake; the first request's
-    // handshake saw its SYN retransmitted.
+    // handshake saw its SYN retransmitted, the second's only the data of
+    // another connection to the same peer.
     for (index, (tid, peer, t0_ns)) in provider_starts.into_iter().enumerate() {
         let start_ns = t0_ns - 3_000_000;
         result.connects.push(llmslo_schema::ConnectAttempt {
@@ -148,14 +149,18 @@ fn handshake_with_a_retransmitted_syn_is_network_time() {
             latency_us: Some(3_000),
             error: None,
         });
-        if index == 0 {
-            result.retransmits.push(llmslo_schema::RetransmitCount {
-                pid: result.processes[0].pid,
-                peer,
-                segments: 1,
-                at_ns: vec![start_ns + 1_000_000],
-            });
-        }
+        let at_ns = vec![start_ns + 1_000_000];
+        result.retransmits.push(llmslo_schema::RetransmitCount {
+            pid: result.processes[0].pid,
+            peer,
+            segments: 1,
+            at_ns: if index == 0 {
+                Vec::new()
+            } else {
+                at_ns.clone()
+            },
+            syn_at_ns: if index == 0 { at_ns } else { Vec::new() },
+        });
     }
     let analysis = analyze(&collection, &AnalysisOptions::default());
     let requests: Vec<_> = analysis

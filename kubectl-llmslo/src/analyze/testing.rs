@@ -63,7 +63,7 @@ pub fn record(id: u64, ttft_us: u64, e2e_us: u64) -> CallRecord {
         itl_us: Vec::new(),
         event_stream: false,
         dns_resolved: None,
-        failed_connect_ns: None,
+        failed_connect: None,
     }
 }
 

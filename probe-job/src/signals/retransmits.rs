@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use llmslo_schema::RetransmitCount;
 
-/// Retransmission times kept per process and peer; later ones are counted
-/// in `segments` only.
+/// Retransmission times kept per process and peer, for SYNs and for other
+/// segments each; later ones are counted in `segments` only.
 pub const MAX_TIMES_PER_PEER: usize = 10_000;
 
 #[derive(Debug, Default)]
@@ -19,9 +19,9 @@ pub struct Retransmits {
 
 impl Retransmits {
     /// Counts one retransmitted segment of `pid`'s connection to `peer` at
-    /// `at_ns`; `pid` is `None` when the connection could not be tied to a
-    /// target.
-    pub fn add(&mut self, pid: Option<u32>, peer: SocketAddr, at_ns: u64) {
+    /// `at_ns`, a SYN when `syn`; `pid` is `None` when the connection
+    /// could not be tied to a target.
+    pub fn add(&mut self, pid: Option<u32>, peer: SocketAddr, at_ns: u64, syn: bool) {
         let Some(pid) = pid else {
             self.unattributed += 1;
             return;
@@ -34,10 +34,16 @@ impl Retransmits {
                 peer: peer.to_string(),
                 segments: 0,
                 at_ns: Vec::new(),
+                syn_at_ns: Vec::new(),
             });
         count.segments += 1;
-        if count.at_ns.len() < MAX_TIMES_PER_PEER {
-            count.at_ns.push(at_ns);
+        let times = if syn {
+            &mut count.syn_at_ns
+        } else {
+            &mut count.at_ns
+        };
+        if times.len() < MAX_TIMES_PER_PEER {
+            times.push(at_ns);
         }
     }
 
@@ -55,11 +61,12 @@ mod tests {
         let mut retransmits = Retransmits::default();
         let peer: SocketAddr = "10.0.0.2:443".parse().unwrap();
         let other: SocketAddr = "[fd00::2]:80".parse().unwrap();
-        retransmits.add(Some(7), peer, 10);
-        retransmits.add(Some(7), peer, 20);
-        retransmits.add(Some(8), peer, 30);
-        retransmits.add(Some(7), other, 40);
-        retransmits.add(None, peer, 50);
+        retransmits.add(Some(7), peer, 5, true);
+        retransmits.add(Some(7), peer, 10, false);
+        retransmits.add(Some(7), peer, 20, false);
+        retransmits.add(Some(8), peer, 30, false);
+        retransmits.add(Some(7), other, 40, false);
+        retransmits.add(None, peer, 50, false);
 
         assert_eq!(retransmits.unattributed, 1);
         let counts = retransmits.finish();
@@ -68,8 +75,9 @@ mod tests {
             .iter()
             .find(|count| count.pid == 7 && count.peer == "10.0.0.2:443")
             .unwrap();
-        assert_eq!(first.segments, 2);
+        assert_eq!(first.segments, 3);
         assert_eq!(first.at_ns, vec![10, 20]);
+        assert_eq!(first.syn_at_ns, vec![5]);
         assert!(counts.iter().any(|count| count.peer == "[fd00::2]:80"));
     }
 
@@ -78,7 +86,7 @@ mod tests {
         let mut retransmits = Retransmits::default();
         let peer: SocketAddr = "10.0.0.2:443".parse().unwrap();
         for at_ns in 0..MAX_TIMES_PER_PEER as u64 + 5 {
-            retransmits.add(Some(1), peer, at_ns);
+            retransmits.add(Some(1), peer, at_ns, false);
         }
         let counts = retransmits.finish();
         assert_eq!(counts[0].segments, MAX_TIMES_PER_PEER as u64 + 5);
