@@ -445,6 +445,14 @@ pub enum DropReason {
 /// Number of [`DropReason`] values.
 pub const DROP_REASONS: u32 = 4;
 
+/// Value in the map of sockets for a socket the kernel saw open.
+pub const SOCKET_TRACKED: u8 = 1;
+/// Value in the map of sockets for a socket that user space found already
+/// open: its first data event wakes user space, which has not followed it
+/// yet (arrival stamps, retransmissions), and the value turns into
+/// [`SOCKET_TRACKED`].
+pub const SOCKET_SEEDED: u8 = 2;
+
 /// Key of the map of sockets that belong to target processes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -10,16 +10,16 @@ use aya_ebpf::{
 };
 use llmslo_probe_common::{
     ConnEvent, DATA_EVENT_HEADER_LEN, DROP_REASONS, DataEvent, DropReason, EventHeader, EventKind,
-    MAX_PAYLOAD, SocketKey,
+    MAX_PAYLOAD, SOCKET_TRACKED, SocketKey,
 };
 
 /// Events for user space. User space resizes it before load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Unread bytes in [`EVENTS`] from which a batched event wakes user space;
-/// below it, user space reads on its own timer. User space sets it before
-/// load; zero wakes user space for every event.
+/// Unread bytes in [`EVENTS`] whose crossing wakes user space; below it,
+/// user space reads on its own timer. User space sets it before load; zero
+/// leaves batched events to the timer.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
 
@@ -31,31 +31,34 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// When an event wakes user space.
 #[derive(Clone, Copy)]
 pub enum Wakeup {
-    /// Payloads, arrivals, handshakes and scheduler events, the bulk of the
-    /// stream: user space reads them on its timer, so that the client's
-    /// syscalls do not pay for a wake-up each; only a ring buffer filled
-    /// past [`WAKEUP_BYTES`] wakes it.
+    /// Payloads, arrivals, handshakes, retransmissions, socket errors and
+    /// scheduler events, the bulk of the stream: user space reads them on
+    /// its timer, so that the client's syscalls do not pay for a wake-up
+    /// each. The event that fills the ring buffer past [`WAKEUP_BYTES`]
+    /// wakes it; the ones after it do not, while user space catches up.
     Batched,
     /// Events that user space acts on at once (new connections, forks,
-    /// exits). The wake-up is forced: the kernel's default wakes user
+    /// exits, the first data of a socket found open). The wake-up is forced: the kernel's default wakes user
     /// space only when nothing unread comes before the event, which is
     /// rarely true while batched events wait.
     Prompt,
 }
 
 impl Wakeup {
+    /// Output flags for an event of `size` bytes.
     #[inline(always)]
-    pub fn flags(self) -> u64 {
+    pub fn flags(self, size: usize) -> u64 {
         match self {
             Wakeup::Prompt => BPF_RB_FORCE_WAKEUP,
             Wakeup::Batched => {
                 // SAFETY: a plain read of a global that user space sets at
                 // load; the volatile read keeps the default from being folded in.
                 let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-                if EVENTS.query(BPF_RB_AVAIL_DATA) < threshold {
-                    BPF_RB_NO_WAKEUP
-                } else {
+                let unread = EVENTS.query(BPF_RB_AVAIL_DATA);
+                if unread < threshold && unread + size as u64 >= threshold {
                     BPF_RB_FORCE_WAKEUP
+                } else {
+                    BPF_RB_NO_WAKEUP
                 }
             }
         }
@@ -66,7 +69,10 @@ impl Wakeup {
 /// full.
 #[inline(always)]
 pub fn emit<T>(event: &T, wakeup: Wakeup) {
-    if EVENTS.output(event, wakeup.flags()).is_err() {
+    if EVENTS
+        .output(event, wakeup.flags(core::mem::size_of::<T>()))
+        .is_err()
+    {
         count_drop(DropReason::RingBufferFull, 1);
     }
 }
@@ -133,7 +139,7 @@ pub fn read_user<T: Copy>(address: u64) -> Option<T> {
 /// `event`, whose other fields are set, and sends the event with only the
 /// bytes captured. Bytes beyond the limit and failed reads are counted.
 #[inline(always)]
-pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64) {
+pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64, wakeup: Wakeup) {
     // The verifier needs a provable bound on the copy length: a full copy
     // uses the constant, a partial one a mask that cannot exceed it.
     let captured = if byte_count >= MAX_PAYLOAD as u64 {
@@ -172,7 +178,7 @@ pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64) {
     // SAFETY: `length` is at most the size of the event, checked above.
     let bytes =
         unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), length) };
-    if EVENTS.output(bytes, Wakeup::Batched.flags()).is_err() {
+    if EVENTS.output(bytes, wakeup.flags(length)).is_err() {
         count_drop(DropReason::RingBufferFull, 1);
     }
 }
@@ -182,12 +188,21 @@ pub fn emit_conn(event: &ConnEvent) {
 }
 
 pub fn is_socket(tgid: u32, fd: i32) -> bool {
+    socket_mark(tgid, fd).is_some()
+}
+
+/// The value of a target socket in [`SOCKETS`] (`SOCKET_TRACKED` or
+/// `SOCKET_SEEDED`), `None` for other fds.
+pub fn socket_mark(tgid: u32, fd: i32) -> Option<u8> {
     // SAFETY: the value is copied out before the entry could be deleted.
-    unsafe { SOCKETS.get(&SocketKey { tgid, fd }) }.is_some()
+    unsafe { SOCKETS.get(&SocketKey { tgid, fd }) }.copied()
 }
 
 pub fn track_socket(tgid: u32, fd: i32) {
-    if SOCKETS.insert(&SocketKey { tgid, fd }, &1, 0).is_err() {
+    if SOCKETS
+        .insert(&SocketKey { tgid, fd }, &SOCKET_TRACKED, 0)
+        .is_err()
+    {
         count_drop(DropReason::MapFull, 1);
     }
 }

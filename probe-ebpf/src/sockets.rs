@@ -10,13 +10,15 @@ use aya_ebpf::{
     maps::HashMap,
     programs::TracePointContext,
 };
-use llmslo_probe_common::{ConnEvent, DataSource, DropReason, EventHeader, EventKind, SockAddr};
+use llmslo_probe_common::{
+    ConnEvent, DataSource, DropReason, EventHeader, EventKind, SOCKET_SEEDED, SockAddr,
+};
 
 use crate::{
     filter::is_target,
     maps::{
-        DATA_SCRATCH, count_drop, current_ids, emit_conn, header, is_socket, now_ns, read_user,
-        send_data, track_socket, untrack_socket,
+        DATA_SCRATCH, Wakeup, count_drop, current_ids, emit_conn, header, now_ns, read_user,
+        send_data, socket_mark, track_socket, untrack_socket,
     },
 };
 
@@ -78,7 +80,9 @@ struct DataArgs {
     /// 1 when the call moves ciphertext inside a TLS library call; only a
     /// failure that ends the connection is reported for it.
     in_tls_call: u8,
-    _pad: [u8; 1],
+    /// 1 for the first call on a socket that user space found open: its
+    /// events wake user space.
+    prompt: u8,
 }
 
 /// Arguments of `connect` or `accept`, saved on entry.
@@ -142,11 +146,19 @@ fn enter_data(
         return 0;
     };
     let fd = fd as i32;
-    if !is_socket(tgid, fd) {
-        if untracked != Untracked::TrackIfAddressed || !sendto_has_ip_address(ctx) {
-            return 0;
+    let mut prompt = false;
+    match socket_mark(tgid, fd) {
+        Some(SOCKET_SEEDED) => {
+            prompt = true;
+            track_socket(tgid, fd);
         }
-        track_socket(tgid, fd);
+        Some(_) => {}
+        None => {
+            if untracked != Untracked::TrackIfAddressed || !sendto_has_ip_address(ctx) {
+                return 0;
+            }
+            track_socket(tgid, fd);
+        }
     }
     // Ciphertext inside a TLS call: the TLS uprobes report the plaintext.
     let in_tls_call = crate::tls::claim_socket_call(fd);
@@ -158,7 +170,7 @@ fn enter_data(
         kind: kind as u8,
         shape: shape as u8,
         in_tls_call: in_tls_call as u8,
-        _pad: [0; 1],
+        prompt: prompt as u8,
     };
     if ACTIVE_DATA
         .insert(&aya_ebpf::helpers::bpf_get_current_pid_tgid(), &args, 0)
@@ -209,6 +221,11 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     let call = Call {
         start_ns: args.start_ns,
         requested_bytes: if flat { args.iovec_count } else { 0 },
+        wakeup: if args.prompt != 0 {
+            Wakeup::Prompt
+        } else {
+            Wakeup::Batched
+        },
     };
 
     let errno = if ret < 0 { -ret } else { 0 };
@@ -223,12 +240,7 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     }
     if args.shape == BufferShape::Mmsghdr as u8 {
         if ret > 0 {
-            emit_messages(
-                &header(kind, args.fd, ts_ns),
-                args.start_ns,
-                args.buffer,
-                ret as u64,
-            );
+            emit_messages(&header(kind, args.fd, ts_ns), call, args.buffer, ret as u64);
         }
         return 0;
     }
@@ -269,10 +281,10 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
 ///
 /// NOTE: messages beyond [`MAX_MESSAGES`] are skipped without a drop
 /// count, because counting their bytes would need another loop.
-fn emit_messages(header: &EventHeader, start_ns: u64, messages: u64, count: u64) {
+fn emit_messages(header: &EventHeader, call: Call, messages: u64, count: u64) {
     let call = Call {
-        start_ns,
         requested_bytes: 0,
+        ..call
     };
     for index in 0..MAX_MESSAGES {
         if index as u64 >= count {
@@ -322,6 +334,7 @@ fn emit_iovecs(header: &EventHeader, call: Call, iovecs: u64, count: u64, total:
 struct Call {
     start_ns: u64,
     requested_bytes: u64,
+    wakeup: Wakeup,
 }
 
 /// Fills the per-CPU event for a socket call and sends it through [`send_data`].
@@ -340,7 +353,7 @@ fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, er
     event.requested_bytes = call.requested_bytes;
     event.tls_session = 0;
 
-    send_data(event, buffer, byte_count);
+    send_data(event, buffer, byte_count, call.wakeup);
 }
 
 #[tracepoint]

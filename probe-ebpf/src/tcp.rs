@@ -188,7 +188,7 @@ fn emit_handshake(owner: &TcpOwner, skaddr: u64, flow: &FlowKey, stage: Stage, n
         _pad: [0; 3],
         error: stage.error,
     });
-    entry.submit(Wakeup::Batched.flags());
+    entry.submit(Wakeup::Batched.flags(core::mem::size_of::<HandshakeEvent>()));
 }
 
 /// Returns the errno of an error report that came before this failure, or

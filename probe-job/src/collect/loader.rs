@@ -101,9 +101,9 @@ pub enum LoadError {
 }
 
 /// Most events do not wake user space, which reads the ring buffer on a
-/// timer instead; an event that finds more than this part of the ring
-/// buffer unread wakes it at once.
-const WAKEUP_FRACTION: u32 = 4;
+/// timer instead; the event that fills the ring buffer past its size
+/// divided by this (a quarter) wakes it at once.
+const WAKEUP_DIVISOR: u32 = 4;
 
 /// Creates the maps and loads every program, without attaching.
 ///
@@ -126,7 +126,7 @@ pub fn load(
     signals: &KernelGlobals,
     keep_verifier_log: bool,
 ) -> Result<Ebpf, LoadError> {
-    let wakeup_bytes = u64::from(ring_buffer_bytes / WAKEUP_FRACTION);
+    let wakeup_bytes = u64::from(ring_buffer_bytes / WAKEUP_DIVISOR);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_buffer_bytes)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
@@ -205,7 +205,19 @@ pub fn take_links(
 ) -> Vec<TracePointLink> {
     links
         .into_iter()
-        .filter_map(|(program, link)| tracepoint_mut(ebpf, program).ok()?.take_link(link).ok())
+        .filter_map(|(program, link)| {
+            match tracepoint_mut(ebpf, program).map(|tracepoint| tracepoint.take_link(link)) {
+                Ok(Ok(link)) => Some(link),
+                Ok(Err(error)) => {
+                    tracing::debug!(program, %error, "failed to take a link");
+                    None
+                }
+                Err(error) => {
+                    tracing::debug!(program, %error, "failed to take a link");
+                    None
+                }
+            }
+        })
         .collect()
 }
 

@@ -8,9 +8,14 @@ pub mod preflight;
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{Program, ProgramError, trace_point::TracePointLinkId},
+    programs::{
+        Program, ProgramError,
+        trace_point::{TracePointLink, TracePointLinkId},
+    },
 };
-use llmslo_probe_common::{DropReason, FlowKey, PidNamespaces, SocketKey, TcpProbeLayout};
+use llmslo_probe_common::{
+    DropReason, FlowKey, PidNamespaces, SOCKET_SEEDED, SocketKey, TcpProbeLayout,
+};
 use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
@@ -57,6 +62,39 @@ pub enum CollectError {
     Poll(#[source] std::io::Error),
     #[error(transparent)]
     Signal(#[from] SignalError),
+}
+
+/// Threads that detach programs when the probe stops; the kernel
+/// serialises part of each detach, so more would not help.
+const UNLOAD_THREADS: usize = 8;
+
+/// One piece of [`Collector::unload_all`].
+enum Unload<'a> {
+    Link(TracePointLink),
+    Program(&'a str, &'a mut Program),
+}
+
+impl Unload<'_> {
+    fn run(self) {
+        let (name, program) = match self {
+            // Dropping an owned link detaches it.
+            Unload::Link(link) => return drop(link),
+            Unload::Program(name, program) => (name, program),
+        };
+        let unloaded = match program {
+            Program::TracePoint(program) => program.unload(),
+            Program::UProbe(program) => program.unload(),
+            // The probe loads no other kind; dropping the object unloads
+            // anything else.
+            _ => Ok(()),
+        };
+        match unloaded {
+            Ok(()) | Err(ProgramError::NotLoaded) => {}
+            Err(error) => {
+                tracing::debug!(program = name, %error, "failed to unload an eBPF program");
+            }
+        }
+    }
 }
 
 /// The loaded programs and the maps user space writes or reads. Dropping
@@ -159,10 +197,11 @@ impl Collector {
     }
 
     /// Makes the kernel report reads and writes on a socket that existed
-    /// before the probe saw its `connect` or `accept`.
+    /// before the probe saw its `connect` or `accept`; the first of them
+    /// wakes user space.
     pub fn track_socket(&mut self, tgid: u32, fd: i32) -> Result<(), CollectError> {
         let mut map: HashMap<_, SocketKey, u8> = self.hash_map("SOCKETS")?;
-        map.insert(&SocketKey { tgid, fd }, &1, 0)
+        map.insert(&SocketKey { tgid, fd }, &SOCKET_SEEDED, 0)
             .map_err(|source| CollectError::Map {
                 action: "insert a socket",
                 map: "SOCKETS",
@@ -239,7 +278,7 @@ impl Collector {
     /// records to `handle`; returns how many it passed. Readiness is
     /// cleared only once the ring buffer is empty, so the next call after a
     /// full budget returns at once. Most events do not wake user space (see
-    /// `WAKEUP_FRACTION` in the loader): [`Collector::drain_now`] on a timer
+    /// `WAKEUP_DIVISOR` in the loader): [`Collector::drain_now`] on a timer
     /// reads those.
     ///
     /// # Errors
@@ -308,33 +347,43 @@ impl Collector {
         }
     }
 
-    /// Detaches and unloads every program, many at once. Detaching a
+    /// Detaches and unloads every program, several at once. Detaching a
     /// tracepoint waits for an RCU grace period (about 70 ms here), so one
     /// by one, as dropping the [`Ebpf`] does, the probe's 39 attachments
-    /// kept it from exiting for almost 3 s after its window.
+    /// kept it from exiting for almost 3 s after its window. Without
+    /// threads (a pids limit) the work runs here, one by one.
     fn unload_all(&mut self) {
         let links = loader::take_links(&mut self.ebpf, std::mem::take(&mut self.links));
+        let mut work: Vec<Unload<'_>> = links.into_iter().map(Unload::Link).collect();
+        work.extend(
+            self.ebpf
+                .programs_mut()
+                .map(|(name, program)| Unload::Program(name, program)),
+        );
+        let queue = std::sync::Mutex::new(work);
+        let next = || {
+            queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop()
+        };
+        // The guard is dropped before the work runs: inside the `while let`
+        // condition it would live through the loop body.
+        let run = || {
+            while let Some(unload) = next() {
+                unload.run();
+            }
+        };
         std::thread::scope(|scope| {
-            for link in links {
-                scope.spawn(move || drop(link));
+            for _ in 0..UNLOAD_THREADS {
+                if std::thread::Builder::new()
+                    .spawn_scoped(scope, run)
+                    .is_err()
+                {
+                    break;
+                }
             }
-            for (name, program) in self.ebpf.programs_mut() {
-                scope.spawn(move || {
-                    let unloaded = match program {
-                        Program::TracePoint(program) => program.unload(),
-                        Program::UProbe(program) => program.unload(),
-                        // The probe loads no other kind; dropping the
-                        // object unloads anything else.
-                        _ => Ok(()),
-                    };
-                    match unloaded {
-                        Ok(()) | Err(ProgramError::NotLoaded) => {}
-                        Err(error) => {
-                            tracing::debug!(program = name, %error, "failed to unload an eBPF program");
-                        }
-                    }
-                });
-            }
+            run();
         });
     }
 
