@@ -368,9 +368,15 @@ def render(load, ramp, stopped):
             f"\nNo drops up to {max(r['events_per_sec'] for r in ramp):.0f} events/s, the most "
             "this client and server reached here."
         )
-    else:
-        best = max((r["events_per_sec"] for r in clean), default=0)
+    elif clean:
+        best = max(r["events_per_sec"] for r in clean)
         text.append(f"\nHighest event rate without drops: {best:.0f} events/s.")
+    else:
+        first = ramp[0]
+        text.append(
+            f"\nEvents were lost already at the lowest rate tried, {first['events_per_sec']:.0f} "
+            "events/s."
+        )
     text += ["", "### What the result reports when events are lost (probe stopped 3 s under load)", ""]
     text.append(f"- events read: {stopped['events']}; drops: `{json.dumps(stopped['drops'])}`")
     for diagnostic in stopped["diagnostics"]:
