@@ -67,6 +67,10 @@ pub enum EventKind {
     /// A target process replaced its program with `execve()`; its mapped
     /// libraries changed.
     Exec = 9,
+    /// A header without content that wakes user space: the events of the
+    /// first call on a socket that user space found open
+    /// ([`SOCKET_SEEDED`]) come before it.
+    Wake = 10,
     /// A target thread waited longer than the threshold for a CPU
     /// ([`RunQueueWaitEvent`]). The component signals use kinds from 20 up,
     /// so that socket and process events can grow below them.
@@ -93,6 +97,7 @@ impl EventKind {
             7 => Self::Exit,
             8 => Self::Arrival,
             9 => Self::Exec,
+            10 => Self::Wake,
             20 => Self::RunQueueWait,
             21 => Self::Handshake,
             22 => Self::SocketError,

@@ -37,8 +37,9 @@ pub enum Wakeup {
     /// each. The event that fills the ring buffer past [`WAKEUP_BYTES`]
     /// wakes it; the ones after it do not, while user space catches up.
     Batched,
-    /// Events that user space acts on at once (new connections, forks,
-    /// exits, the first data of a socket found open). The wake-up is forced: the kernel's default wakes user
+    /// Events that user space acts on at once: new connections, forks,
+    /// exits, and the wake marker after the first call on a socket found
+    /// open. The wake-up is forced, because the kernel's default wakes user
     /// space only when nothing unread comes before the event, which is
     /// rarely true while batched events wait.
     Prompt,
@@ -139,7 +140,7 @@ pub fn read_user<T: Copy>(address: u64) -> Option<T> {
 /// `event`, whose other fields are set, and sends the event with only the
 /// bytes captured. Bytes beyond the limit and failed reads are counted.
 #[inline(always)]
-pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64, wakeup: Wakeup) {
+pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64) {
     // The verifier needs a provable bound on the copy length: a full copy
     // uses the constant, a partial one a mask that cannot exceed it.
     let captured = if byte_count >= MAX_PAYLOAD as u64 {
@@ -178,7 +179,7 @@ pub fn send_data(event: &mut DataEvent, buffer: u64, byte_count: u64, wakeup: Wa
     // SAFETY: `length` is at most the size of the event, checked above.
     let bytes =
         unsafe { core::slice::from_raw_parts((event as *const DataEvent).cast::<u8>(), length) };
-    if EVENTS.output(bytes, wakeup.flags(length)).is_err() {
+    if EVENTS.output(bytes, Wakeup::Batched.flags(length)).is_err() {
         count_drop(DropReason::RingBufferFull, 1);
     }
 }

@@ -17,7 +17,7 @@ use llmslo_probe_common::{
 use crate::{
     filter::is_target,
     maps::{
-        DATA_SCRATCH, Wakeup, count_drop, current_ids, emit_conn, header, now_ns, read_user,
+        DATA_SCRATCH, Wakeup, count_drop, current_ids, emit, emit_conn, header, now_ns, read_user,
         send_data, socket_mark, track_socket, untrack_socket,
     },
 };
@@ -80,8 +80,8 @@ struct DataArgs {
     /// 1 when the call moves ciphertext inside a TLS library call; only a
     /// failure that ends the connection is reported for it.
     in_tls_call: u8,
-    /// 1 for the first call on a socket that user space found open: its
-    /// events wake user space.
+    /// 1 for the first call on a socket that user space found open: a wake
+    /// marker follows its events.
     prompt: u8,
 }
 
@@ -203,9 +203,24 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     let _ = ACTIVE_DATA.remove(&pid_tgid);
+    report_data(ctx, &args);
+    // The marker goes last, so that the events of this call are in the
+    // ring buffer when user space wakes. Branching on `prompt` only here
+    // keeps the verifier from walking the emit loops once per value.
+    if args.prompt != 0 {
+        emit(&header(EventKind::Wake, args.fd, now_ns()), Wakeup::Prompt);
+    }
+    0
+}
+
+/// Reports the bytes, the end of stream or the error of a finished data
+/// call. Not inlined: its many exits would each reach the caller's branch
+/// on `prompt` with their own state, which multiplies the verifier's work.
+#[inline(never)]
+fn report_data(ctx: &TracePointContext, args: &DataArgs) {
     // SAFETY: offset from the fixed sys_exit_* format.
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(RET) }) else {
-        return 0;
+        return;
     };
 
     let is_read = args.kind == EventKind::Read as u8;
@@ -221,11 +236,6 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
     let call = Call {
         start_ns: args.start_ns,
         requested_bytes: if flat { args.iovec_count } else { 0 },
-        wakeup: if args.prompt != 0 {
-            Wakeup::Prompt
-        } else {
-            Wakeup::Batched
-        },
     };
 
     let errno = if ret < 0 { -ret } else { 0 };
@@ -236,26 +246,31 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
         if ends_connection {
             emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
         }
-        return 0;
+        return;
     }
     if args.shape == BufferShape::Mmsghdr as u8 {
         if ret > 0 {
-            emit_messages(&header(kind, args.fd, ts_ns), call, args.buffer, ret as u64);
+            emit_messages(
+                &header(kind, args.fd, ts_ns),
+                args.start_ns,
+                args.buffer,
+                ret as u64,
+            );
         }
-        return 0;
+        return;
     }
 
     if ret <= 0 {
         if (ret == 0 && is_read) || ends_connection {
             emit_data(&header(kind, args.fd, ts_ns), &call, 0, 0, errno as i32);
         }
-        return 0;
+        return;
     }
 
     let total = ret as u64;
     if flat {
         emit_data(&header(kind, args.fd, ts_ns), &call, args.buffer, total, 0);
-        return 0;
+        return;
     }
 
     let (iovecs, iovec_count) = if args.shape == BufferShape::Msghdr as u8 {
@@ -273,7 +288,6 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
         iovec_count,
         total,
     );
-    0
 }
 
 /// Emits the first `count` messages of a `struct mmsghdr` array, one
@@ -281,10 +295,10 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
 ///
 /// NOTE: messages beyond [`MAX_MESSAGES`] are skipped without a drop
 /// count, because counting their bytes would need another loop.
-fn emit_messages(header: &EventHeader, call: Call, messages: u64, count: u64) {
+fn emit_messages(header: &EventHeader, start_ns: u64, messages: u64, count: u64) {
     let call = Call {
+        start_ns,
         requested_bytes: 0,
-        ..call
     };
     for index in 0..MAX_MESSAGES {
         if index as u64 >= count {
@@ -334,7 +348,6 @@ fn emit_iovecs(header: &EventHeader, call: Call, iovecs: u64, count: u64, total:
 struct Call {
     start_ns: u64,
     requested_bytes: u64,
-    wakeup: Wakeup,
 }
 
 /// Fills the per-CPU event for a socket call and sends it through [`send_data`].
@@ -353,7 +366,7 @@ fn emit_data(header: &EventHeader, call: &Call, buffer: u64, byte_count: u64, er
     event.requested_bytes = call.requested_bytes;
     event.tls_session = 0;
 
-    send_data(event, buffer, byte_count, call.wakeup);
+    send_data(event, buffer, byte_count);
 }
 
 #[tracepoint]

@@ -25,9 +25,7 @@ use llmslo_probe_common::{
 
 use crate::{
     filter::is_target,
-    maps::{
-        Wakeup, count_drop, current_ids, emit_conn, header, is_socket, now_ns, read_user, send_data,
-    },
+    maps::{count_drop, current_ids, emit_conn, header, is_socket, now_ns, read_user, send_data},
 };
 
 /// A TLS read or write in flight, saved on entry.
@@ -403,10 +401,5 @@ fn emit_plaintext(plaintext: &Plaintext) {
     // that needs the requested length applies to TLS.
     event.requested_bytes = 0;
     event.tls_session = plaintext.session;
-    send_data(
-        event,
-        plaintext.buffer,
-        plaintext.byte_count,
-        Wakeup::Batched,
-    );
+    send_data(event, plaintext.buffer, plaintext.byte_count);
 }

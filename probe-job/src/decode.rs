@@ -121,6 +121,8 @@ pub enum Event<'a> {
     Connect(ConnRecord),
     Accept(ConnRecord),
     Close(Header),
+    /// A marker that only woke user space.
+    Wake,
     Fork {
         header: Header,
         child_pid: u32,
@@ -225,6 +227,7 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
             })
         }
         EventKind::Exec => Ok(Event::Exec(header)),
+        EventKind::Wake => Ok(Event::Wake),
         EventKind::Arrival => decode_arrival(record, header),
         EventKind::RunQueueWait => {
             require(
@@ -512,6 +515,12 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn wake_marker_has_no_content() {
+        let record = header_bytes(EventKind::Wake, 3);
+        assert_eq!(decode(&record), Ok(Event::Wake));
     }
 
     #[test]

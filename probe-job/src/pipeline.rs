@@ -230,6 +230,7 @@ impl Pipeline {
             Event::Data(data) => self.on_data(data),
             Event::Connect(conn) => self.on_connect(conn),
             Event::Accept(conn) => self.on_accept(conn),
+            Event::Wake => {}
             Event::Close(header) => {
                 let key = SocketKey {
                     tgid: header.tgid,

@@ -32,7 +32,8 @@ const DRAIN_BUDGET: usize = 4_096;
 
 /// How often the ring buffer is read without a wake-up from the kernel.
 /// Events carry kernel timestamps, so reading them later changes no
-/// measurement; a ring buffer filling up wakes the reader before this.
+/// timing. Events that user space acts on, and a ring buffer filling up,
+/// wake the reader before this (see `Wakeup` in the eBPF crate).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Maximum time spent reading the ring buffer after the window ended. The

@@ -206,17 +206,15 @@ pub fn take_links(
     links
         .into_iter()
         .filter_map(|(program, link)| {
-            match tracepoint_mut(ebpf, program).map(|tracepoint| tracepoint.take_link(link)) {
-                Ok(Ok(link)) => Some(link),
-                Ok(Err(error)) => {
-                    tracing::debug!(program, %error, "failed to take a link");
-                    None
-                }
-                Err(error) => {
-                    tracing::debug!(program, %error, "failed to take a link");
-                    None
-                }
-            }
+            let taken = match tracepoint_mut(ebpf, program) {
+                Ok(tracepoint) => tracepoint
+                    .take_link(link)
+                    .map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            taken
+                .inspect_err(|error| tracing::debug!(program, %error, "failed to take a link"))
+                .ok()
         })
         .collect()
 }
