@@ -73,7 +73,7 @@ impl Options {
 
     /// Time for requests that started before a fault change to finish.
     fn settle(&self) -> Duration {
-        Duration::from_millis(if self.quick { 1500 } else { 2500 })
+        Duration::from_millis(if self.quick { 1000 } else { 2500 })
     }
 }
 
