@@ -453,8 +453,9 @@ pub const DROP_REASONS: u32 = 4;
 /// Value in the map of sockets for a socket the kernel saw open.
 pub const SOCKET_TRACKED: u8 = 1;
 /// Value in the map of sockets for a socket that user space found already
-/// open: its first data event wakes user space, which has not followed it
-/// yet (arrival stamps, retransmissions), and the value turns into
+/// open. Its first call is followed by a [`EventKind::Wake`] marker,
+/// because user space does not follow the socket (arrival stamps,
+/// retransmissions) before it reads that call, and the value turns into
 /// [`SOCKET_TRACKED`].
 pub const SOCKET_SEEDED: u8 = 2;
 

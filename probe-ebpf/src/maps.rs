@@ -192,8 +192,8 @@ pub fn is_socket(tgid: u32, fd: i32) -> bool {
     socket_mark(tgid, fd).is_some()
 }
 
-/// The value of a target socket in [`SOCKETS`] (`SOCKET_TRACKED` or
-/// `SOCKET_SEEDED`), `None` for other fds.
+/// Returns the value of a target socket in [`SOCKETS`] (`SOCKET_TRACKED`
+/// or `SOCKET_SEEDED`), `None` for other fds.
 pub fn socket_mark(tgid: u32, fd: i32) -> Option<u8> {
     // SAFETY: the value is copied out before the entry could be deleted.
     unsafe { SOCKETS.get(&SocketKey { tgid, fd }) }.copied()

@@ -546,8 +546,8 @@ fn link_and_decompose(
     summary
 }
 
-/// Whether the service retransmitted a SYN to the peer of `connect` while
-/// its handshake was in progress.
+/// Returns whether the service retransmitted a SYN to the peer of
+/// `connect` while its handshake was in progress.
 fn handshake_retransmitted(
     retransmits: &[RetransmitCount],
     connect: &ConnectAttempt,

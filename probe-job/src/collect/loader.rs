@@ -101,7 +101,7 @@ pub enum LoadError {
 }
 
 /// Most events do not wake user space, which reads the ring buffer on a
-/// timer instead; the event that fills the ring buffer past its size
+/// timer instead. The event that fills the ring buffer past its size
 /// divided by this (a quarter) wakes it at once.
 const WAKEUP_DIVISOR: u32 = 4;
 
@@ -197,7 +197,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<(&'static str, TracePointLinkId)>, 
 }
 
 /// Takes the links that [`attach`] returned out of their programs, so
-/// that each can be dropped (detached) on its own thread; links already
+/// that each can be dropped (detached) on its own thread. Links already
 /// gone are skipped.
 pub fn take_links(
     ebpf: &mut Ebpf,

@@ -65,8 +65,9 @@ pub enum CollectError {
 }
 
 /// Threads that detach programs when the probe stops. The kernel
-/// serialises part of each detach: 8 threads took 1.5 s for the probe's
-/// programs, one per link and program 1.4 s, one in all 2.7 s.
+/// serialises part of each detach: on a 2-CPU VM with Linux 6.18 the
+/// probe's programs detached in 2.7 s on one thread, 1.5 s on 8 threads
+/// and 1.4 s on one thread per link and program.
 const UNLOAD_THREADS: usize = 8;
 
 /// One piece of [`Collector::unload_all`].
@@ -349,7 +350,7 @@ impl Collector {
     }
 
     /// Detaches and unloads every program, several at once. Detaching a
-    /// tracepoint waits for an RCU grace period (about 70 ms here), so one
+    /// tracepoint waits for an RCU grace period (about 70 ms on that VM), so one
     /// by one, as dropping the [`Ebpf`] does, the probe's 39 attachments
     /// kept it from exiting for almost 3 s after its window. Without
     /// threads (a pids limit) the work runs here, one by one.

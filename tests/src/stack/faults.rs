@@ -66,10 +66,10 @@ pub enum Fault {
     /// Busy-looping processes pinned to the CPU that chat-api is pinned
     /// to.
     ///
-    /// NOTE: chat-api needs a few percent of a CPU, and the scheduler
-    /// (EEVDF) runs a thread that wakes after a sleep within about one
-    /// slice, so even eight hogs, at nice 0 or -10, slow its E2E by a few
-    /// percent only.
+    /// NOTE: this rarely takes effect. chat-api needs a few percent of a
+    /// CPU, and the scheduler (EEVDF) runs a thread that wakes after a
+    /// sleep within about one slice. In the benchmark, even eight hogs at
+    /// nice -10 moved chat-api's TTFT p95 by 2 ms.
     ///
     /// NOTE: the hogs also take that CPU from the unpinned rest of the
     /// stack (provider stand-in, load generator, databases), so part of
