@@ -568,19 +568,29 @@ async fn collect_window(
             }
             _ = drain_tick.tick() => {
                 collector.drain_now(DRAIN_BUDGET, |record| pipeline.handle_record(record));
-                apply_map_actions(collector, pipeline, diagnostics);
-                apply_process_changes(pipeline, tls);
+                apply_drained(collector, pipeline, tls, diagnostics);
             }
             drained = collector.drain(DRAIN_BUDGET, |record| pipeline.handle_record(record)) => {
                 if let Err(error) = drained {
                     tracing::error!(%error, "collection failed");
                     return Stop::Failed(error.to_string());
                 }
-                apply_map_actions(collector, pipeline, diagnostics);
-                apply_process_changes(pipeline, tls);
+                apply_drained(collector, pipeline, tls, diagnostics);
             }
         }
     }
+}
+
+/// Applies what the records just read asked for: kernel map changes and
+/// the TLS watcher's process changes.
+fn apply_drained(
+    collector: &mut Collector,
+    pipeline: &mut Pipeline,
+    tls: &mut TlsWatcher,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    apply_map_actions(collector, pipeline, diagnostics);
+    apply_process_changes(pipeline, tls);
 }
 
 fn apply_map_actions(

@@ -84,9 +84,9 @@ fn packet_loss_names_network() {
         outcome.explain()
     );
     // The lost packets slow the provider's handshakes, which the probe
-    // sees as retransmitted SYNs, and its streams, whose lost segments the
-    // provider retransmits out of the probe's sight; any other component
-    // named is wrong.
+    // records as retransmitted SYNs. They also slow its streams, whose lost
+    // segments the provider retransmits out of the probe's sight. Any
+    // other component named is wrong.
     let named = contributors(verdict);
     assert!(
         named

@@ -20,7 +20,7 @@ impl Interval {
         self.end_ns - self.start_ns
     }
 
-    /// Whether the instant `ns` falls inside the interval.
+    /// Returns whether the instant `ns` falls inside the interval.
     pub fn contains(&self, ns: u64) -> bool {
         (self.start_ns..self.end_ns).contains(&ns)
     }

@@ -136,7 +136,8 @@ fn handshake_with_a_retransmitted_syn_is_network_time() {
         .filter(|e| e.direction == Direction::Outbound && e.llm.is_some())
         .map(|e| (e.tid, e.connection.peer.clone().unwrap(), e.t0_ns))
         .collect();
-    // Each provider call follows a 3 ms handshake; the first request's
+
+    // Each provider call follows a 3 ms handshake. The first request's
     // handshake saw its SYN retransmitted, the second's only the data of
     // another connection to the same peer.
     for (index, (tid, peer, t0_ns)) in provider_starts.into_iter().enumerate() {
@@ -149,19 +150,21 @@ fn handshake_with_a_retransmitted_syn_is_network_time() {
             latency_us: Some(3_000),
             error: None,
         });
-        let at_ns = vec![start_ns + 1_000_000];
+        let times = vec![start_ns + 1_000_000];
+        let (at_ns, syn_at_ns) = if index == 0 {
+            (Vec::new(), times)
+        } else {
+            (times, Vec::new())
+        };
         result.retransmits.push(llmslo_schema::RetransmitCount {
             pid: result.processes[0].pid,
             peer,
             segments: 1,
-            at_ns: if index == 0 {
-                Vec::new()
-            } else {
-                at_ns.clone()
-            },
-            syn_at_ns: if index == 0 { at_ns } else { Vec::new() },
+            at_ns,
+            syn_at_ns,
         });
     }
+
     let analysis = analyze(&collection, &AnalysisOptions::default());
     let requests: Vec<_> = analysis
         .calls
@@ -169,6 +172,7 @@ fn handshake_with_a_retransmitted_syn_is_network_time() {
         .filter(|c| c.role == Role::Request)
         .map(|c| c.decomposition.as_ref().unwrap())
         .collect();
+
     let time = |request: usize, component| requests[request].critical_us(Phase::Ttft, component);
     assert_eq!(time(0, components::NETWORK), 3_000.0);
     assert_eq!(time(0, components::CONNECT), 0.0);

@@ -206,13 +206,13 @@ pub fn take_links(
     links
         .into_iter()
         .filter_map(|(program, link)| {
-            let taken = match tracepoint_mut(ebpf, program) {
+            let owned = match tracepoint_mut(ebpf, program) {
                 Ok(tracepoint) => tracepoint
                     .take_link(link)
                     .map_err(|error| error.to_string()),
                 Err(error) => Err(error.to_string()),
             };
-            taken
+            owned
                 .inspect_err(|error| tracing::debug!(program, %error, "failed to take a link"))
                 .ok()
         })
