@@ -240,7 +240,11 @@ pub struct ArrivalEvent {
     pub header: EventHeader,
     pub flow: FlowKey,
     pub data_len: u32,
-    pub _pad: u32,
+    /// TCP sequence number of the first payload byte, valid when
+    /// `seq_known` is 1.
+    pub seq: u32,
+    pub seq_known: u8,
+    pub _pad: [u8; 7],
 }
 
 /// Byte offsets of the `tcp:tcp_probe` fields the probe reads, taken from
@@ -256,6 +260,12 @@ pub struct TcpProbeLayout {
     pub sport: u32,
     pub dport: u32,
     pub data_len: u32,
+    /// `skbaddr`, the address of the segment's `struct sk_buff`.
+    pub skbaddr: u32,
+    /// Offset of the TCP sequence number inside `struct sk_buff`
+    /// (`cb` plus `tcp_skb_cb.seq`), from the kernel's BTF; 0 when
+    /// unknown, which leaves `ArrivalEvent::seq` unset.
+    pub skb_seq: u32,
 }
 
 /// Waits of target threads for a CPU, from the sched tracepoints.

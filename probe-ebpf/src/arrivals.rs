@@ -6,7 +6,10 @@
 //! can be milliseconds after the bytes arrived. These events let user space
 //! stamp received bytes with their arrival instead.
 
-use aya_ebpf::{macros::map, macros::tracepoint, maps::HashMap, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel, macros::map, macros::tracepoint, maps::HashMap,
+    programs::TracePointContext,
+};
 use llmslo_probe_common::{ArrivalEvent, EventKind, FlowKey, TcpProbeLayout};
 
 use crate::maps::{Wakeup, emit, header, now_ns};
@@ -23,6 +26,8 @@ static TCP_PROBE_LAYOUT: TcpProbeLayout = TcpProbeLayout {
     sport: 0,
     dport: 0,
     data_len: 0,
+    skbaddr: 0,
+    skb_seq: 0,
 };
 
 /// Connections whose arrivals are reported. User space adds a connection
@@ -49,6 +54,23 @@ fn read_address(ctx: &TracePointContext, offset: usize, family: u16) -> Option<[
         address = unsafe { ctx.read_at::<[u8; 16]>(offset + 8) }.ok()?;
     }
     Some(address)
+}
+
+/// Reads the sequence number of the segment's first payload byte from the
+/// TCP control block in the `sk_buff`, which the receive path fills in
+/// before `tcp_probe` fires.
+fn read_seq(ctx: &TracePointContext, layout: &TcpProbeLayout) -> Option<u32> {
+    if layout.skb_seq == 0 || layout.skbaddr == 0 {
+        return None;
+    }
+    // SAFETY: the offset comes from the tracepoint's format file.
+    let skb = unsafe { ctx.read_at::<u64>(layout.skbaddr as usize) }.ok()?;
+    if skb == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; the offset comes
+    // from the kernel's BTF.
+    unsafe { bpf_probe_read_kernel((skb + u64::from(layout.skb_seq)) as *const u32) }.ok()
 }
 
 #[tracepoint]
@@ -96,11 +118,14 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
         return 0;
     }
 
+    let seq = read_seq(&ctx, &layout);
     let event = ArrivalEvent {
         header: header(EventKind::Arrival, -1, now_ns()),
         flow,
         data_len: u32::from(data_len),
-        _pad: 0,
+        seq: seq.unwrap_or(0),
+        seq_known: u8::from(seq.is_some()),
+        _pad: [0; 7],
     };
     emit(&event, Wakeup::Batched);
     0

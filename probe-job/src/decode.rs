@@ -135,11 +135,13 @@ pub enum Event<'a> {
     },
     /// A target process replaced its program with `execve()`.
     Exec(Header),
-    /// A TCP segment with `data_len` payload bytes arrived on `flow`.
+    /// A TCP segment with `data_len` payload bytes arrived on `flow`; `seq`
+    /// is the sequence number of its first byte, when the kernel gave it.
     Arrival {
         ts_ns: u64,
         flow: FlowKey,
         data_len: u32,
+        seq: Option<u32>,
     },
     /// Thread `tid` of process `pid` got a CPU at `end_ns` after waiting
     /// `wait_ns` for it.
@@ -270,6 +272,8 @@ fn decode_arrival(record: &[u8], header: Header) -> Result<Event<'_>, DecodeErro
         ts_ns: header.ts_ns,
         flow: read_flow(record, offset_of!(ArrivalEvent, flow)),
         data_len: read_u32(record, offset_of!(ArrivalEvent, data_len)),
+        seq: (record[offset_of!(ArrivalEvent, seq_known)] == 1)
+            .then(|| read_u32(record, offset_of!(ArrivalEvent, seq))),
     })
 }
 
@@ -573,20 +577,30 @@ mod tests {
             .copy_from_slice(&443u16.to_ne_bytes());
         record[flow + offset_of!(FlowKey, remote_addr)..][..4].copy_from_slice(&[10, 0, 0, 1]);
         record[offset_of!(ArrivalEvent, data_len)..][..4].copy_from_slice(&1448u32.to_ne_bytes());
+        record[offset_of!(ArrivalEvent, seq)..][..4].copy_from_slice(&7u32.to_ne_bytes());
 
-        let Event::Arrival {
-            ts_ns,
-            flow,
-            data_len,
-        } = decode(&record).unwrap()
-        else {
-            panic!("not an arrival event");
+        let decode_arrival = |record: &[u8]| {
+            let Event::Arrival {
+                ts_ns,
+                flow,
+                data_len,
+                seq,
+            } = decode(record).unwrap()
+            else {
+                panic!("not an arrival event");
+            };
+            (ts_ns, flow, data_len, seq)
         };
+        let (ts_ns, flow, data_len, seq) = decode_arrival(&record);
         assert_eq!(ts_ns, 1_000);
         assert_eq!(flow.local_port, 40000);
         assert_eq!(flow.remote_port, 443);
         assert_eq!(flow.remote_addr[..4], [10, 0, 0, 1]);
         assert_eq!(data_len, 1448);
+        // Without `seq_known` the sequence number is not trusted.
+        assert_eq!(seq, None);
+        record[offset_of!(ArrivalEvent, seq_known)] = 1;
+        assert_eq!(decode_arrival(&record).3, Some(7));
     }
 
     fn flow_bytes(record: &mut [u8], at: usize) {

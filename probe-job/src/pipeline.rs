@@ -9,7 +9,8 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use llmslo_probe_common::FlowKey;
 use llmslo_schema::{
-    ConnectAttempt, Diagnostic, Direction, Exchange, RetransmitCount, Severity, TargetProcess,
+    ConnectAttempt, Diagnostic, Direction, Exchange, LossRecovery, LossRecoveryKind,
+    RetransmitCount, Severity, TargetProcess,
 };
 use llmslo_wire::{ConnectionParser, Flow, ParserConfig, StreamEnd, Transport};
 
@@ -25,7 +26,7 @@ use crate::{
     reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats, Transfer},
     signals::{
         connects::{ConnectTracker, SocketKind},
-        retransmits::Retransmits,
+        retransmits::{Retransmits, Socket},
         sched::LongWaits,
     },
     tls::route::TlsRouter,
@@ -73,6 +74,9 @@ pub struct PipelineOutput {
     pub retransmits: Vec<RetransmitCount>,
     /// Retransmissions that no target connection could be found for.
     pub retransmits_unattributed: u64,
+    pub loss_recoveries: Vec<LossRecovery>,
+    /// Loss recoveries beyond the window's limit, counted only.
+    pub loss_recoveries_dropped: u64,
     pub long_waits: LongWaits,
     pub diagnostics: Vec<Diagnostic>,
     pub table: TableStats,
@@ -258,9 +262,26 @@ impl Pipeline {
                 ts_ns,
                 flow,
                 data_len,
+                seq,
             } => {
-                if let Some(key) = self.socket_of_flow.get(&flow) {
-                    self.table.arrival(*key, ts_ns, u64::from(data_len));
+                let Some(&key) = self.socket_of_flow.get(&flow) else {
+                    return;
+                };
+                if let Some((refill, meta)) =
+                    self.table.arrival(key, ts_ns, seq, u64::from(data_len))
+                    && let (Some(local), Some(peer)) = (meta.local, meta.peer)
+                {
+                    let socket = Socket {
+                        pid: key.tgid,
+                        local,
+                        peer,
+                    };
+                    self.retransmits.add_recovery(
+                        socket,
+                        LossRecoveryKind::Refilled,
+                        refill.from_ns,
+                        refill.to_ns,
+                    );
                 }
             }
             Event::RunQueueWait {
@@ -272,16 +293,26 @@ impl Pipeline {
             Event::Handshake(handshake) => self.connects.handshake(&handshake),
             Event::SocketError { skaddr, errno } => self.connects.socket_error(skaddr, errno),
             Event::Retransmit(retransmit) => {
+                let key = self.socket_of_flow.get(&retransmit.flow).copied();
                 let pid = match retransmit.header.tgid {
-                    0 => self
-                        .socket_of_flow
-                        .get(&retransmit.flow)
-                        .map(|key| key.tgid),
+                    0 => key.map(|key| key.tgid),
                     tgid => Some(tgid),
                 };
+                let at_ns = retransmit.header.ts_ns;
                 if let Some(peer) = retransmit.remote {
+                    self.retransmits.add(pid, peer, at_ns, retransmit.syn);
+                }
+                if let (Some(key), false) = (key, retransmit.syn)
+                    && let Some(meta) = self.table.meta(key)
+                    && let (Some(local), Some(peer)) = (meta.local, meta.peer)
+                {
+                    let socket = Socket {
+                        pid: key.tgid,
+                        local,
+                        peer,
+                    };
                     self.retransmits
-                        .add(pid, peer, retransmit.header.ts_ns, retransmit.syn);
+                        .add_recovery(socket, LossRecoveryKind::Resent, at_ns, at_ns);
                 }
             }
         }
@@ -573,12 +604,17 @@ impl Pipeline {
             self.diagnostics
                 .push(tls::unresolved_diagnostic(unresolved));
         }
+        let loss_recoveries_dropped = self.retransmits.recoveries_dropped;
+        let retransmits_unattributed = self.retransmits.unattributed;
+        let (retransmits, loss_recoveries) = self.retransmits.finish();
         PipelineOutput {
             processes: self.registry.into_processes(),
             exchanges,
             connects: self.connects.finish(),
-            retransmits_unattributed: self.retransmits.unattributed,
-            retransmits: self.retransmits.finish(),
+            retransmits_unattributed,
+            loss_recoveries_dropped,
+            retransmits,
+            loss_recoveries,
             long_waits: self.long_waits,
             diagnostics: self.diagnostics,
             table,

@@ -293,6 +293,12 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
             "retransmissions on connections that no target owned any more"
         );
     }
+    if output.loss_recoveries_dropped > 0 {
+        tracing::warn!(
+            dropped = output.loss_recoveries_dropped,
+            "more TCP loss recoveries than the result keeps; the later ones are left out"
+        );
+    }
     let elapsed_ms = end_ns.saturating_sub(start_ns) / 1_000_000;
     let (outcome, exit_code) = outcome(&stop, elapsed_ms, args.duration);
     tracing::info!(
@@ -350,6 +356,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     probe_result.exchanges = output.exchanges;
     probe_result.connects = output.connects;
     probe_result.retransmits = output.retransmits;
+    probe_result.loss_recoveries = output.loss_recoveries;
     probe_result.scheduling = scheduling(
         run_queue_totals.as_ref(),
         output.long_waits,

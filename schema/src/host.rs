@@ -63,6 +63,38 @@ pub struct RetransmitCount {
     pub syn_at_ns: Vec<u64>,
 }
 
+/// Time one target connection spent on TCP loss recovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossRecovery {
+    pub pid: u32,
+    /// `ip:port` of the target's end.
+    pub local: String,
+    /// `ip:port` of the other end.
+    pub peer: String,
+    pub kind: LossRecoveryKind,
+    /// `CLOCK_MONOTONIC` of the first sign of the loss.
+    pub from_ns: u64,
+    /// `CLOCK_MONOTONIC` when the lost data went out again or arrived.
+    pub to_ns: u64,
+}
+
+/// Which side lost data, and how the probe saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossRecoveryKind {
+    /// The target sent data again: a retransmission timer or duplicate
+    /// acknowledgements told it that the data was lost. `from_ns` and
+    /// `to_ns` are both the retransmission; when the data was first sent
+    /// is the consumer's estimate (for a request, its start).
+    #[default]
+    Resent,
+    /// Data from the peer arrived with a gap before it, and the peer sent
+    /// the missing bytes again. `from_ns` is the arrival of the first
+    /// segment past the gap, `to_ns` the arrival that closed it: a lower
+    /// bound, since the lost segment left the peer before `from_ns`.
+    Refilled,
+}
+
 /// Run-queue waits of target threads: the time between becoming runnable
 /// and getting a CPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,6 +53,9 @@ pub struct ProbeResult {
     /// TCP retransmissions on target connections, per peer.
     #[serde(default)]
     pub retransmits: Vec<RetransmitCount>,
+    /// Waits of target connections on TCP loss recovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loss_recoveries: Vec<LossRecovery>,
     /// Scheduling: run-queue waits of target threads.
     #[serde(default)]
     pub scheduling: Scheduling,

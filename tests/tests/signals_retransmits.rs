@@ -2,9 +2,9 @@
 //! connection the target opened and on one it accepted. Needs root, eBPF,
 //! `ip` and `nft`.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
-use llmslo_schema::RetransmitCount;
+use llmslo_schema::{LossRecovery, LossRecoveryKind, RetransmitCount};
 use llmslo_tests::{
     probe::{self, Probe},
     process::ChildGuard,
@@ -153,6 +153,17 @@ fn lossy_link_shows_retransmits() {
         }
     }
     assert!(!to_sink.at_ns.is_empty(), "{to_sink:?}");
+    // Each data retransmission is also a loss recovery of its connection.
+    let resent = result
+        .loss_recoveries
+        .iter()
+        .filter(|recovery| {
+            recovery.pid == pid
+                && recovery.kind == LossRecoveryKind::Resent
+                && recovery.peer == format!("{peer}:{SINK_PORT}")
+        })
+        .count();
+    assert_eq!(resent, to_sink.at_ns.len(), "{:?}", result.loss_recoveries);
     assert!(
         result
             .kernel
@@ -160,4 +171,107 @@ fn lossy_link_shows_retransmits() {
             .iter()
             .any(|feature| feature.name == "retransmits" && feature.available)
     );
+}
+
+/// Port of the source in the namespace that streams to the target.
+const SOURCE_PORT: u16 = 7102;
+
+#[test]
+fn gaps_in_received_data_show_the_peers_recovery() {
+    let _lock = probe::exclusive();
+    let netns = Netns::create("gaps");
+    let (host, peer) = (netns.host_ip.clone(), netns.peer_ip.clone());
+    // The target runs in the namespace, where every tenth data segment
+    // from the source is lost on arrival, so that later segments arrive
+    // past a gap that the source's retransmission fills. A drop on the
+    // sending side would not do: TCP takes a packet that its own host's
+    // filter dropped as not sent yet.
+    netns.nft(&format!(
+        "table ip llmslo_gaps {{\n\
+         \x20 chain input {{\n\
+         \x20   type filter hook input priority 0; policy accept;\n\
+         \x20   ip saddr {host} tcp sport {SOURCE_PORT} tcp flags & (syn | fin) == 0 \
+         numgen inc mod 10 == 9 drop\n\
+         \x20 }}\n\
+         }}\n"
+    ));
+    // The source waits before it sends: the probe follows the target's
+    // connection once it has read the connect, and arrivals before that
+    // are not reported. With Nagle's algorithm, each write would wait for
+    // the lost segment's acknowledgement and go out with its
+    // retransmission: no segment would overtake the loss.
+    let source = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket, time\n\
+                 listener = socket.create_server(('{host}', {SOURCE_PORT}))\n\
+                 connection, _ = listener.accept()\n\
+                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+                 time.sleep(0.3)\n\
+                 for _ in range(200):\n\
+                 \x20   connection.sendall(b'y' * 1000)\n\
+                 \x20   time.sleep(0.002)\n\
+                 connection.close()\n"
+            ),
+        ])
+        .spawn()
+        .expect("python3 starts");
+    let _source = ChildGuard::new("source", source);
+    let namespace = netns.name.clone();
+    let mut target = self_gated_python(
+        "receiver",
+        &["ip", "netns", "exec", &namespace],
+        &format!(
+            "import socket, sys, time\n\
+             print('waiting', flush=True)\n\
+             sys.stdin.readline()\n\
+             for _ in range(100):\n\
+             \x20   try:\n\
+             \x20       source = socket.create_connection(('{host}', {SOURCE_PORT}))\n\
+             \x20       break\n\
+             \x20   except ConnectionRefusedError:\n\
+             \x20       time.sleep(0.05)\n\
+             received = 0\n\
+             while chunk := source.recv(65536):\n\
+             \x20   received += len(chunk)\n\
+             assert received == 200_000, received\n"
+        ),
+    );
+    let pid = target.pid();
+    let probe = Probe::start(&[
+        "--pid".into(),
+        pid.to_string(),
+        "--duration".into(),
+        "100s".into(),
+    ]);
+    probe.wait_ready();
+    target.go();
+    target.wait(TIMEOUT);
+    let result = probe.wait(TIMEOUT).result();
+
+    let refills: Vec<&LossRecovery> = result
+        .loss_recoveries
+        .iter()
+        .filter(|recovery| {
+            recovery.pid == pid
+                && recovery.kind == LossRecoveryKind::Refilled
+                && recovery.peer == format!("{host}:{SOURCE_PORT}")
+        })
+        .collect();
+    // About 20 segments are lost; a loss that no later segment overtakes
+    // (the tail, or a retransmission that is lost again) leaves no gap.
+    assert!(
+        refills.len() >= 10,
+        "few refilled gaps: {:?}",
+        result.loss_recoveries
+    );
+    for refill in &refills {
+        assert!(refill.from_ns <= refill.to_ns, "{refill:?}");
+        assert!(refill.local.starts_with(&format!("{peer}:")), "{refill:?}");
+        assert!(
+            (result.window.start_ns..=result.window.end_ns).contains(&refill.to_ns),
+            "{refill:?}"
+        );
+    }
 }

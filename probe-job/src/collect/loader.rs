@@ -264,7 +264,27 @@ pub fn tcp_probe_layout(tracefs: &Path) -> Result<TcpProbeLayout, String> {
         sport: field("sport", 2)?,
         dport: field("dport", 2)?,
         data_len: field("data_len", 2)?,
+        skbaddr: field("skbaddr", 8).unwrap_or(0),
+        skb_seq: skb_seq_offset(Path::new(super::features::BTF_PATH)).unwrap_or_else(|reason| {
+            tracing::warn!(%reason, "gaps in received data (the peer's retransmissions) are not detected");
+            0
+        }),
     })
+}
+
+/// Offset of the sequence number of a received segment inside its
+/// `struct sk_buff`: the TCP control block (`tcp_skb_cb`) lives in the
+/// `cb` scratch area while TCP handles the segment.
+fn skb_seq_offset(btf_path: &Path) -> Result<u32, String> {
+    let btf = super::btf::Btf::read(btf_path)?;
+    let missing = |name: &str| format!("the kernel's BTF has no usable {name}");
+    let cb = btf
+        .member_offset("sk_buff", "cb")
+        .ok_or_else(|| missing("sk_buff.cb"))?;
+    let seq = btf
+        .member_offset("tcp_skb_cb", "seq")
+        .ok_or_else(|| missing("tcp_skb_cb.seq"))?;
+    Ok(cb + seq)
 }
 
 /// Parses `field:__u16 sport;\toffset:64;\tsize:2;\tsigned:0;` into

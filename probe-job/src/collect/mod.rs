@@ -1,6 +1,7 @@
 //! The kernel side of collection: preflight checks, the loaded eBPF object,
 //! its target and socket maps, the ring buffer reader and the drop counters.
 
+pub mod btf;
 pub mod features;
 pub mod loader;
 pub mod preflight;

@@ -6,13 +6,21 @@
 //! arrived. The queue holds `(arrival, length)` of segments not yet read;
 //! each read takes its byte count from the front.
 //!
-//! A retransmitted segment whose data had already arrived is reported by the
-//! kernel again, which would shift later bytes onto earlier arrivals. A read
-//! that returned fewer bytes than it requested emptied the socket's receive
-//! queue, so every segment that arrived before that read started has been
-//! read. Such segments still in the queue are duplicates and are dropped.
+//! Where the kernel reports sequence numbers, segments are queued in
+//! sequence order: a retransmission that fills a gap goes before the bytes
+//! that overtook it, which count as arrived only with it, and repeated
+//! bytes are dropped.
+//!
+//! Without sequence numbers, a retransmitted segment whose data had already
+//! arrived is reported again, which would shift later bytes onto earlier
+//! arrivals. A read that returned fewer bytes than it requested emptied the
+//! socket's receive queue, so every segment that arrived before that read
+//! started has been read. Such segments still in the queue are duplicates
+//! and are dropped.
 
 use std::collections::VecDeque;
+
+use super::gaps::{Placement, seq_before};
 
 /// Segments kept per connection; beyond it the oldest are dropped, which
 /// only loses precision (their bytes fall back to read times).
@@ -22,6 +30,9 @@ const MAX_SEGMENTS: usize = 16_384;
 #[derive(Debug, Default)]
 pub struct ArrivalQueue {
     segments: VecDeque<Segment>,
+    /// Sequence number just past the last byte read, when the kernel
+    /// reports sequence numbers.
+    read_end: Option<u32>,
     /// Segments dropped as duplicates or for space.
     pub discarded: u64,
 }
@@ -30,6 +41,8 @@ pub struct ArrivalQueue {
 struct Segment {
     arrival_ns: u64,
     remaining_bytes: u64,
+    /// Sequence number of the first unread byte, when known.
+    seq: Option<u32>,
 }
 
 /// Bytes of one read that arrived together.
@@ -40,18 +53,69 @@ pub struct Run {
 }
 
 impl ArrivalQueue {
+    /// Queues a segment whose sequence number is unknown, in arrival order.
     pub fn push(&mut self, arrival_ns: u64, bytes: u64) {
-        if bytes == 0 {
+        self.push_segment(Segment {
+            arrival_ns,
+            remaining_bytes: bytes,
+            seq: None,
+        });
+    }
+
+    /// Queues the bytes of a segment with a known sequence number where
+    /// [`super::gaps::SequenceGaps`] placed them. Bytes that fill a gap go
+    /// before the bytes that arrived past it, and those count as arrived
+    /// only now: the process could not read them before.
+    pub fn place(&mut self, arrival_ns: u64, placement: &Placement) {
+        for &(seq, len) in &placement.filled {
+            let index = self
+                .segments
+                .iter()
+                .position(|segment| segment.seq.is_some_and(|queued| seq_before(seq, queued)))
+                .unwrap_or(self.segments.len());
+            for later in self.segments.range_mut(index..) {
+                later.arrival_ns = later.arrival_ns.max(arrival_ns);
+            }
+            if self.segments.len() < MAX_SEGMENTS {
+                self.segments.insert(
+                    index,
+                    Segment {
+                        arrival_ns,
+                        remaining_bytes: u64::from(len),
+                        seq: Some(seq),
+                    },
+                );
+            } else {
+                self.discarded += 1;
+            }
+        }
+        if let Some((seq, len)) = placement.appended {
+            self.push_segment(Segment {
+                arrival_ns,
+                remaining_bytes: u64::from(len),
+                seq: Some(seq),
+            });
+        }
+        if placement.duplicate_bytes > 0 {
+            self.discarded += 1;
+        }
+    }
+
+    fn push_segment(&mut self, segment: Segment) {
+        if segment.remaining_bytes == 0 {
             return;
         }
         if self.segments.len() == MAX_SEGMENTS {
             self.segments.pop_front();
             self.discarded += 1;
         }
-        self.segments.push_back(Segment {
-            arrival_ns,
-            remaining_bytes: bytes,
-        });
+        self.segments.push_back(segment);
+    }
+
+    /// Sequence number just past the last byte that [`Self::take`] handed
+    /// out, when the kernel reports sequence numbers.
+    pub fn read_end(&self) -> Option<u32> {
+        self.read_end
     }
 
     /// Splits a read of `bytes` into runs by arrival. Bytes the queue does
@@ -74,6 +138,11 @@ impl ArrivalQueue {
                 }),
             }
             front.remaining_bytes -= taken;
+            if let Some(seq) = front.seq.as_mut() {
+                // `taken` is at most one segment's length, a u32.
+                *seq = seq.wrapping_add(taken as u32);
+                self.read_end = Some(*seq);
+            }
             left -= taken;
             if front.remaining_bytes == 0 {
                 self.segments.pop_front();
@@ -140,6 +209,25 @@ mod tests {
         queue.drained(250);
         assert_eq!(queue.discarded, 1);
         assert_eq!(queue.take(5, 500), vec![run(400, 5)]);
+    }
+
+    #[test]
+    fn filled_gap_is_read_first_and_holds_back_later_bytes() {
+        use crate::reassemble::gaps::SequenceGaps;
+
+        let mut gaps = SequenceGaps::default();
+        let mut queue = ArrivalQueue::default();
+        for (seq, len, arrival_ns) in [(0, 10, 100), (20, 5, 200), (10, 10, 900)] {
+            let placement = gaps.observe(seq, len, arrival_ns);
+            queue.place(arrival_ns, &placement);
+        }
+        // A repeat of bytes that arrived is dropped.
+        queue.place(950, &gaps.observe(0, 10, 950));
+        assert_eq!(queue.discarded, 1);
+        // The process reads in sequence order: the bytes past the gap were
+        // readable only once the retransmission arrived at 900.
+        assert_eq!(queue.take(25, 1_000), vec![run(100, 10), run(900, 15)]);
+        assert_eq!(queue.read_end(), Some(25));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! returns with the connection's identity filled in.
 
 mod arrivals;
+mod gaps;
 mod parser;
 mod stream;
 
@@ -12,6 +13,7 @@ use llmslo_schema::{Direction, Exchange};
 use llmslo_wire::{ConnectionInfo, Flow, StreamEnd, Transport};
 
 pub use arrivals::ArrivalQueue;
+pub use gaps::Refill;
 pub use parser::ExchangeParser;
 pub use stream::StreamState;
 
@@ -59,6 +61,9 @@ struct Connection<P> {
     ingress: StreamState,
     /// Segment arrivals, once the kernel reports them for this connection.
     arrivals: Option<ArrivalQueue>,
+    /// Gaps in the received sequence space, kept also where TLS hides
+    /// which plaintext bytes a segment carried.
+    gaps: gaps::SequenceGaps,
 }
 
 impl<P> Connection<P> {
@@ -153,6 +158,7 @@ where
                 egress: StreamState::default(),
                 ingress: StreamState::default(),
                 arrivals: None,
+                gaps: gaps::SequenceGaps::default(),
             },
         );
         self.stats.connections_opened += 1;
@@ -168,15 +174,37 @@ where
         }
     }
 
-    /// Records a segment of `bytes` payload that arrived at `arrival_ns`.
-    pub fn arrival(&mut self, key: SocketKey, arrival_ns: u64, bytes: u64) {
-        if let Some(queue) = self
-            .connections
-            .get_mut(&key)
-            .and_then(|connection| connection.arrivals.as_mut())
-        {
-            queue.push(arrival_ns, bytes);
+    /// Records a segment of `bytes` payload that arrived at `arrival_ns`,
+    /// starting at sequence number `seq` when the kernel reported it.
+    /// Returns the wait for a gap in the received bytes that this segment
+    /// closed, with the connection's addresses.
+    pub fn arrival(
+        &mut self,
+        key: SocketKey,
+        arrival_ns: u64,
+        seq: Option<u32>,
+        bytes: u64,
+    ) -> Option<(Refill, &ConnectionMeta)> {
+        let connection = self.connections.get_mut(&key)?;
+        let Some(seq) = seq else {
+            if let Some(queue) = connection.arrivals.as_mut() {
+                queue.push(arrival_ns, bytes);
+            }
+            return None;
+        };
+        // tcp:tcp_probe reports the payload length as 16 bits.
+        let placement = connection.gaps.observe(seq, bytes as u32, arrival_ns);
+        if let Some(queue) = connection.arrivals.as_mut() {
+            queue.place(arrival_ns, &placement);
         }
+        placement.refill.map(|refill| (refill, &connection.meta))
+    }
+
+    /// What is known about a followed connection.
+    pub fn meta(&self, key: SocketKey) -> Option<&ConnectionMeta> {
+        self.connections
+            .get(&key)
+            .map(|connection| &connection.meta)
     }
 
     pub fn contains(&self, key: SocketKey) -> bool {
@@ -255,6 +283,9 @@ where
                 }
                 if transfer.requested_bytes > transfer.byte_count {
                     queue.drained(transfer.call_start_ns);
+                }
+                if let Some(read_end) = queue.read_end() {
+                    connection.gaps.read_up_to(read_end);
                 }
             }
             None if !transfer.payload.is_empty() => {

@@ -237,8 +237,8 @@ fn received_bytes_carry_arrival_times() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
     table.enable_arrivals(KEY);
-    table.arrival(KEY, 100, 4);
-    table.arrival(KEY, 200, 6);
+    table.arrival(KEY, 100, None, 4);
+    table.arrival(KEY, 200, None, 6);
     table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcdefghij", 10));
     table.data(KEY, transfer(Flow::Egress, 310, 101, b"req", 3));
     assert_eq!(
@@ -257,7 +257,7 @@ fn received_bytes_carry_arrival_times() {
 fn arrivals_ignored_until_enabled() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
-    table.arrival(KEY, 100, 4);
+    table.arrival(KEY, 100, None, 4);
     table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcd", 4));
     assert_eq!(*log.borrow(), ["data Ingress 300 101 abcd"]);
 }
@@ -267,8 +267,8 @@ fn short_read_discards_duplicate_arrivals() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
     table.enable_arrivals(KEY);
-    table.arrival(KEY, 100, 2);
-    table.arrival(KEY, 120, 2);
+    table.arrival(KEY, 100, None, 2);
+    table.arrival(KEY, 120, None, 2);
     let mut first = transfer(Flow::Ingress, 300, 101, b"ab", 2);
     first.call_start_ns = 250;
     first.requested_bytes = 65_536;
@@ -280,6 +280,28 @@ fn short_read_discards_duplicate_arrivals() {
     );
     let (_, stats) = table.finish(600);
     assert_eq!(stats.arrivals_discarded, 1);
+}
+
+#[test]
+fn refilled_gap_is_reported_also_under_tls() {
+    let (mut table, log, _) = table();
+    table.open(KEY, 9, outbound(), 1);
+    table.enable_arrivals(KEY);
+    assert!(table.arrival(KEY, 100, Some(0), 2).is_none());
+    // Bytes 2..4 are lost; 4..6 overtake them and open a gap at 150.
+    assert!(table.arrival(KEY, 150, Some(4), 2).is_none());
+    let (refill, _) = table.arrival(KEY, 400, Some(2), 2).unwrap();
+    assert_eq!((refill.from_ns, refill.to_ns), (150, 400));
+    table.data(KEY, transfer(Flow::Ingress, 500, 101, b"abcdef", 6));
+    assert_eq!(
+        *log.borrow(),
+        ["data Ingress 100 101 ab", "data Ingress 400 101 cdef"]
+    );
+
+    // TLS plaintext cannot be stamped, but gaps are still seen.
+    assert!(table.mark_tls(KEY, Some("openssl"), None));
+    assert!(table.arrival(KEY, 600, Some(8), 2).is_none());
+    assert!(table.arrival(KEY, 700, Some(6), 2).is_some());
 }
 
 #[test]
@@ -316,7 +338,7 @@ fn tls_stops_arrival_stamps() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
     table.enable_arrivals(KEY);
-    table.arrival(KEY, 100, 40);
+    table.arrival(KEY, 100, None, 40);
     assert!(table.mark_tls(KEY, Some("openssl"), None));
     table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcd", 4));
     assert_eq!(

@@ -1,20 +1,35 @@
 //! TCP retransmissions of target connections, counted per process and
-//! peer.
+//! peer, and the loss recoveries of each connection: data the target sent
+//! again, and gaps in received data that the peer filled.
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use llmslo_schema::RetransmitCount;
+use llmslo_schema::{LossRecovery, LossRecoveryKind, RetransmitCount};
 
 /// Retransmission times kept per process and peer, for SYNs and for other
 /// segments each; later ones are counted in `segments` only.
 pub const MAX_TIMES_PER_PEER: usize = 10_000;
 
+/// Loss recoveries kept per window; later ones are counted only.
+pub const MAX_LOSS_RECOVERIES: usize = 10_000;
+
 #[derive(Debug, Default)]
 pub struct Retransmits {
     by_peer: BTreeMap<(u32, SocketAddr), RetransmitCount>,
+    recoveries: Vec<LossRecovery>,
+    /// Recoveries beyond [`MAX_LOSS_RECOVERIES`].
+    pub recoveries_dropped: u64,
     /// Retransmissions on a connection that no target owned any more: the
     /// event raced the connection's close in user space.
     pub unattributed: u64,
+}
+
+/// The connection a loss recovery happened on.
+#[derive(Debug, Clone, Copy)]
+pub struct Socket {
+    pub pid: u32,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
 }
 
 impl Retransmits {
@@ -47,8 +62,31 @@ impl Retransmits {
         }
     }
 
-    pub fn finish(self) -> Vec<RetransmitCount> {
-        self.by_peer.into_values().collect()
+    /// Records a loss recovery on `socket` from `from_ns` to `to_ns`.
+    pub fn add_recovery(
+        &mut self,
+        socket: Socket,
+        kind: LossRecoveryKind,
+        from_ns: u64,
+        to_ns: u64,
+    ) {
+        if self.recoveries.len() == MAX_LOSS_RECOVERIES {
+            self.recoveries_dropped += 1;
+            return;
+        }
+        self.recoveries.push(LossRecovery {
+            pid: socket.pid,
+            local: socket.local.to_string(),
+            peer: socket.peer.to_string(),
+            kind,
+            from_ns,
+            to_ns,
+        });
+    }
+
+    /// The counts per process and peer, and the loss recoveries.
+    pub fn finish(self) -> (Vec<RetransmitCount>, Vec<LossRecovery>) {
+        (self.by_peer.into_values().collect(), self.recoveries)
     }
 }
 
@@ -69,7 +107,7 @@ mod tests {
         retransmits.add(None, peer, 50, false);
 
         assert_eq!(retransmits.unattributed, 1);
-        let counts = retransmits.finish();
+        let (counts, _) = retransmits.finish();
         assert_eq!(counts.len(), 3);
         let first = counts
             .iter()
@@ -88,8 +126,26 @@ mod tests {
         for at_ns in 0..MAX_TIMES_PER_PEER as u64 + 5 {
             retransmits.add(Some(1), peer, at_ns, false);
         }
-        let counts = retransmits.finish();
+        let (counts, _) = retransmits.finish();
         assert_eq!(counts[0].segments, MAX_TIMES_PER_PEER as u64 + 5);
         assert_eq!(counts[0].at_ns.len(), MAX_TIMES_PER_PEER);
+    }
+
+    #[test]
+    fn recoveries_are_bounded() {
+        let mut retransmits = Retransmits::default();
+        let socket = Socket {
+            pid: 1,
+            local: "10.0.0.1:40000".parse().unwrap(),
+            peer: "10.0.0.2:443".parse().unwrap(),
+        };
+        for at_ns in 0..MAX_LOSS_RECOVERIES as u64 + 2 {
+            retransmits.add_recovery(socket, LossRecoveryKind::Refilled, at_ns, at_ns + 1);
+        }
+        assert_eq!(retransmits.recoveries_dropped, 2);
+        let (_, recoveries) = retransmits.finish();
+        assert_eq!(recoveries.len(), MAX_LOSS_RECOVERIES);
+        assert_eq!(recoveries[0].local, "10.0.0.1:40000");
+        assert_eq!(recoveries[0].peer, "10.0.0.2:443");
     }
 }
