@@ -16,8 +16,9 @@ pub const GUARDRAIL: &str = "guardrail";
 pub const DNS: &str = "dns";
 /// TCP handshakes of outbound connections.
 pub const CONNECT: &str = "connect";
-/// TCP handshakes that waited for the service to retransmit its SYN: a
-/// lost SYN or SYN-ACK on the path to the peer.
+/// Waits on TCP loss recovery: handshakes that waited for the service to
+/// retransmit its SYN, and the parts of calls that waited for lost data
+/// to be sent again, by the service or by its peer.
 pub const NETWORK: &str = "network";
 /// Outbound calls that match no other component.
 pub const OTHER: &str = "other";

@@ -54,6 +54,26 @@ pub fn merge(intervals: &[Interval]) -> Vec<Interval> {
     merged
 }
 
+/// The parts of `whole` outside `holes`, which must be sorted and
+/// disjoint (as [`merge`] returns them).
+pub fn subtract(whole: Interval, holes: &[Interval]) -> Vec<Interval> {
+    let mut parts = Vec::with_capacity(holes.len() + 1);
+    let mut start_ns = whole.start_ns;
+    for hole in holes {
+        let Some(hole) = hole.clip(whole) else {
+            continue;
+        };
+        if hole.start_ns > start_ns {
+            parts.push(Interval::new(start_ns, hole.start_ns));
+        }
+        start_ns = start_ns.max(hole.end_ns);
+    }
+    if start_ns < whole.end_ns {
+        parts.push(Interval::new(start_ns, whole.end_ns));
+    }
+    parts
+}
+
 /// Length of the union of the intervals clipped to `window`: overlapping
 /// calls count once.
 pub fn union_len_within(intervals: &[Interval], window: Interval) -> u64 {
@@ -257,5 +277,25 @@ mod tests {
         let split = critical_split(iv(5, 5), &[], 1);
         assert_eq!(split.component_ns, vec![0]);
         assert!(split.own.is_empty());
+    }
+
+    #[test]
+    fn subtract_leaves_the_parts_outside() {
+        let whole = Interval::new(0, 100);
+        let holes = [
+            Interval::new(10, 20),
+            Interval::new(50, 60),
+            Interval::new(90, 120),
+        ];
+        assert_eq!(
+            subtract(whole, &holes),
+            vec![
+                Interval::new(0, 10),
+                Interval::new(20, 50),
+                Interval::new(60, 90)
+            ]
+        );
+        assert_eq!(subtract(whole, &[]), vec![whole]);
+        assert!(subtract(whole, &[Interval::new(0, 100)]).is_empty());
     }
 }

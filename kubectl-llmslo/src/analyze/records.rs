@@ -230,6 +230,9 @@ pub struct CallRecord {
     /// kept here for the error cause.
     #[serde(skip)]
     pub failed_connect: Option<(u64, &'static str)>,
+    /// `(local, peer)` addresses of the connection the call used.
+    #[serde(skip)]
+    pub socket: Option<(String, String)>,
 }
 
 fn is_zero(value: &usize) -> bool {
@@ -476,6 +479,11 @@ fn record(
             .filter(|dns| dns.response_code.is_some())
             .map(|dns| dns.answers > 0),
         failed_connect: None,
+        socket: exchange
+            .connection
+            .local
+            .clone()
+            .zip(exchange.connection.peer.clone()),
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use llmslo_schema::{ConnectAttempt, Direction, OutcomeStatus, ProbeResult, RetransmitCount};
+use llmslo_schema::{
+    ConnectAttempt, Direction, LossRecovery, LossRecoveryKind, OutcomeStatus, ProbeResult,
+    RetransmitCount,
+};
 
 use super::{
     Analysis, AnalysisOptions, BaselineInfo, DataQuality, NodeDiagnostic, NodeStatus, NodeSummary,
@@ -28,9 +31,55 @@ struct NodeContext<'a> {
     throttle: Vec<(String, ThrottleTimeline)>,
     /// Container id per process, to find its cgroup's timeline.
     container_of: HashMap<u32, Option<String>>,
+    /// TCP loss recoveries per connection: `(pid, local, peer)`.
+    losses: HashMap<(u32, &'a str, &'a str), Vec<&'a LossRecovery>>,
 }
 
 impl NodeContext<'_> {
+    /// The parts of `call` (the interval of `record`) that its connection
+    /// spent on TCP loss recovery, sorted and disjoint. A gap in received
+    /// data counts while the gap was open; a retransmission of the
+    /// record's own data before its first response byte counts from the
+    /// call's start, since the request was waiting to get through.
+    fn loss_waits(&self, record: &CallRecord, call: Interval) -> Vec<Interval> {
+        let Some((local, peer)) = &record.socket else {
+            return Vec::new();
+        };
+        let Some(losses) = self
+            .losses
+            .get(&(record.pid, local.as_str(), peer.as_str()))
+        else {
+            return Vec::new();
+        };
+        let first_byte_ns = record
+            .ttfb_us
+            .map_or(call.end_ns, |ttfb_us| record.t0_ns + ttfb_us * 1000);
+        let waits: Vec<Interval> = losses
+            .iter()
+            .filter_map(|loss| match loss.kind {
+                LossRecoveryKind::Refilled => Interval::new(loss.from_ns, loss.to_ns).clip(call),
+                LossRecoveryKind::Resent => (call.contains(loss.to_ns)
+                    && loss.to_ns <= first_byte_ns)
+                    .then(|| Interval::new(call.start_ns, loss.to_ns)),
+            })
+            .collect();
+        intervals::merge(&waits)
+    }
+
+    /// Splits a call of `record` into its spans: `network` where its
+    /// connection waited on loss recovery, its own component elsewhere.
+    fn call_parts<'c>(
+        &self,
+        record: &'c CallRecord,
+        call: Interval,
+    ) -> impl Iterator<Item = (Interval, &'c str)> + use<'c> {
+        let waits = self.loss_waits(record, call);
+        let own = intervals::subtract(call, &waits);
+        own.into_iter()
+            .map(|part| (part, record.component.as_str()))
+            .chain(waits.into_iter().map(|part| (part, components::NETWORK)))
+    }
+
     fn throttle_for(&self, pid: u32) -> Option<&ThrottleTimeline> {
         let container = self.container_of.get(&pid).cloned().flatten();
         if let Some(container) = container
@@ -367,6 +416,16 @@ fn node_context(result: &ProbeResult) -> NodeContext<'_> {
             .iter()
             .map(|p| (p.pid, p.container_id.clone()))
             .collect(),
+        losses: result
+            .loss_recoveries
+            .iter()
+            .fold(HashMap::new(), |mut losses, loss| {
+                losses
+                    .entry((loss.pid, loss.local.as_str(), loss.peer.as_str()))
+                    .or_insert_with(Vec::new)
+                    .push(loss);
+                losses
+            }),
     }
 }
 
@@ -470,8 +529,14 @@ fn link_and_decompose(
             );
             summary.add(&link);
             let interval = record.interval(window_end(&record.node));
-            let component = record.component.clone();
-            add_spans(&link, interval, &component);
+            match contexts.get(&record.node) {
+                Some(context) => {
+                    for (part, component) in context.call_parts(record, interval) {
+                        add_spans(&link, part, component);
+                    }
+                }
+                None => add_spans(&link, interval, &record.component),
+            }
             record.link = Some(link);
         }
         let mut failed_connects: Vec<(usize, (u64, &'static str))> = Vec::new();
@@ -515,17 +580,24 @@ fn link_and_decompose(
             continue;
         }
         let end = window_end(&record.node);
+        let context = contexts.get(&record.node);
         let calls = match scope {
             RequestScope::Inbound => spans.remove(&index).unwrap_or_default(),
             // The request is itself the outbound call.
-            _ => vec![CallSpan {
-                interval: record.interval(end),
-                component: record.component.clone(),
-                ambiguous: false,
-                assigned: true,
-            }],
+            _ => {
+                let interval = record.interval(end);
+                let span = |(interval, component): (Interval, &str)| CallSpan {
+                    interval,
+                    component: component.to_owned(),
+                    ambiguous: false,
+                    assigned: true,
+                };
+                match context {
+                    Some(context) => context.call_parts(record, interval).map(span).collect(),
+                    None => vec![span((interval, record.component.as_str()))],
+                }
+            }
         };
-        let context = contexts.get(&record.node);
         let waits = context
             .and_then(|c| c.waits.get(&record.pid))
             .map_or(&[][..], Vec::as_slice);

@@ -1,7 +1,7 @@
 //! End-to-end tests of the analysis on synthetic probe results: linking,
 //! decomposition, SLOs, baselines and the verdict rules.
 
-use llmslo_schema::Direction;
+use llmslo_schema::{Direction, LossRecovery, LossRecoveryKind};
 
 use super::{
     Analysis, AnalysisOptions, RequestScope, analyze,
@@ -178,6 +178,88 @@ fn handshake_with_a_retransmitted_syn_is_network_time() {
     assert_eq!(time(0, components::CONNECT), 0.0);
     assert_eq!(time(1, components::NETWORK), 0.0);
     assert_eq!(time(1, components::CONNECT), 3_000.0);
+}
+
+#[test]
+fn loss_recovery_inside_a_call_is_network_time() {
+    let mut collection = Scenario {
+        requests: 3,
+        ..Scenario::default()
+    }
+    .collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    let pid = result.processes[0].pid;
+    let mut calls = Vec::new();
+    for (index, exchange) in result
+        .exchanges
+        .iter_mut()
+        .filter(|e| e.direction == Direction::Outbound && e.llm.is_some())
+        .enumerate()
+    {
+        let local = format!("10.1.0.1:{}", 40_000 + index);
+        exchange.connection.local = Some(local.clone());
+        let peer = exchange.connection.peer.clone().unwrap();
+        let first_byte_ns = exchange.t0_ns + exchange.ttfb_us.unwrap() * 1000;
+        calls.push((local, peer, exchange.t0_ns, first_byte_ns));
+    }
+    let loss = |call: &(String, String, u64, u64), kind, from_ns, to_ns| LossRecovery {
+        pid,
+        local: call.0.clone(),
+        peer: call.1.clone(),
+        kind,
+        from_ns,
+        to_ns,
+    };
+    let (t0, first_byte) = (calls[0].2, calls[0].3);
+    // The first call waited 2 ms for a gap in its response to be filled;
+    // the second resent its request 5 ms after it started; the third
+    // resent data only after its response had begun.
+    result.loss_recoveries = vec![
+        loss(
+            &calls[0],
+            LossRecoveryKind::Refilled,
+            t0 + 1_000_000,
+            t0 + 3_000_000,
+        ),
+        loss(
+            &calls[1],
+            LossRecoveryKind::Resent,
+            calls[1].2 + 5_000_000,
+            calls[1].2 + 5_000_000,
+        ),
+        loss(
+            &calls[2],
+            LossRecoveryKind::Resent,
+            calls[2].3 + 1_000,
+            calls[2].3 + 1_000,
+        ),
+    ];
+    assert!(
+        first_byte > t0 + 5_000_000,
+        "the scenario's calls are long enough"
+    );
+
+    let analysis = analyze(&collection, &AnalysisOptions::default());
+    let requests: Vec<_> = analysis
+        .calls
+        .iter()
+        .filter(|c| c.role == Role::Request)
+        .map(|c| c.decomposition.as_ref().unwrap())
+        .collect();
+    let network = |request: usize| requests[request].critical_us(Phase::E2e, components::NETWORK);
+    assert_eq!(network(0), 2_000.0);
+    assert_eq!(network(1), 5_000.0);
+    assert_eq!(network(2), 0.0);
+    // The network time comes out of the provider's, not on top of it.
+    let total: f64 = requests[0].e2e.iter().map(|s| s.critical_us).sum();
+    let e2e = analysis
+        .calls
+        .iter()
+        .find(|c| c.role == Role::Request)
+        .unwrap()
+        .e2e_us
+        .unwrap();
+    assert!((total - e2e as f64).abs() < 2.0, "{total} vs {e2e}");
 }
 
 #[test]

@@ -64,6 +64,7 @@ pub fn record(id: u64, ttft_us: u64, e2e_us: u64) -> CallRecord {
         event_stream: false,
         dns_resolved: None,
         failed_connect: None,
+        socket: None,
     }
 }
 

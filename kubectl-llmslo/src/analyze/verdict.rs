@@ -282,7 +282,7 @@ fn component_label(component: &str) -> String {
         components::SERVICE => "service (own time)".to_owned(),
         components::RUN_QUEUE => "run-queue wait".to_owned(),
         components::CPU_THROTTLING => "CPU throttling (estimate)".to_owned(),
-        components::NETWORK => "network (SYN retransmissions)".to_owned(),
+        components::NETWORK => "network (TCP loss recovery)".to_owned(),
         other => other.to_owned(),
     }
 }
