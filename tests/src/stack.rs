@@ -213,6 +213,7 @@ impl StackBuilder {
             loadgen: None,
             chat_api: None,
             hogs: Vec::new(),
+            neighbour: None,
             cache_stall: None,
             services: Vec::new(),
             postgres: None,
@@ -245,6 +246,8 @@ pub struct Stack {
     loadgen: Option<Service>,
     chat_api: Option<Service>,
     hogs: Vec<ChildGuard>,
+    /// The cgroup of the hogs.
+    neighbour: Option<ServiceCgroup>,
     cache_stall: Option<ChildGuard>,
     services: Vec<Service>,
     postgres: Option<Postgres>,
@@ -655,7 +658,7 @@ impl Stack {
             }))?;
         }
         self.set_noisy_neighbour(faults.iter().find_map(|fault| match fault {
-            Fault::NoisyNeighbour { hogs } => Some(*hogs),
+            Fault::NoisyNeighbour { weight_ratio } => Some(*weight_ratio),
             _ => None,
         }))?;
 
@@ -664,13 +667,16 @@ impl Stack {
         Ok(())
     }
 
-    /// Pins chat-api to one CPU and starts `hogs` busy loops pinned to the
-    /// same CPU, or stops them and lets chat-api run anywhere again.
-    fn set_noisy_neighbour(&mut self, hogs: Option<u32>) -> Result<(), StackError> {
+    /// Pins chat-api to one CPU and starts two busy loops pinned to the
+    /// same CPU, in a cgroup whose CPU weight is `weight_ratio` times
+    /// chat-api's; or stops them and lets chat-api run anywhere again.
+    fn set_noisy_neighbour(&mut self, weight_ratio: Option<u32>) -> Result<(), StackError> {
+        const HOGS: usize = 2;
         self.hogs.clear();
+        self.neighbour = None;
         let pid = self.chat_api_pid().to_string();
         let cpus = system::allowed_cpus();
-        let Some(hogs) = hogs.filter(|&hogs| hogs > 0) else {
+        let Some(weight_ratio) = weight_ratio.filter(|&ratio| ratio > 0) else {
             if self.chat_cpu.take().is_some() {
                 let all: Vec<String> = cpus.iter().map(usize::to_string).collect();
                 run(Command::new("taskset").args(["-a", "-p", "-c", &all.join(","), &pid]))?;
@@ -680,12 +686,17 @@ impl Stack {
         let cpu = *cpus.last().unwrap_or(&0);
         run(Command::new("taskset").args(["-a", "-p", "-c", &cpu.to_string(), &pid]))?;
         self.chat_cpu = Some(cpu);
-        for index in 0..hogs {
+        let neighbour = ServiceCgroup::create(&format!("{}-neighbour", self.dir.tag()))?;
+        // chat-api's cgroup keeps the default weight, 100.
+        neighbour.set_cpu_weight(weight_ratio.saturating_mul(100))?;
+        for index in 0..HOGS {
             let mut command = Command::new("taskset");
             command.args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"]);
-            self.hogs
-                .push(self.spawn(&format!("hog-{index}"), command, false)?);
+            let hog = self.spawn(&format!("hog-{index}"), command, false)?;
+            neighbour.add(hog.pid())?;
+            self.hogs.push(hog);
         }
+        self.neighbour = Some(neighbour);
         Ok(())
     }
 
@@ -699,6 +710,7 @@ impl Drop for Stack {
         self.loadgen = None;
         self.chat_api = None;
         self.hogs.clear();
+        self.neighbour = None;
         self.cache_stall = None;
         while let Some(service) = self.services.pop() {
             drop(service);

@@ -63,18 +63,19 @@ pub enum Fault {
     ProviderBandwidth { kbit_per_sec: u32 },
     /// chat-api's cgroup may use this percentage of one CPU (CFS quota).
     CpuQuota { percent_of_cpu: u32 },
-    /// Busy-looping processes pinned to the CPU that chat-api is pinned
-    /// to.
+    /// Two busy loops pinned to the CPU that chat-api is pinned to, in a
+    /// sibling cgroup whose CPU weight is `weight_ratio` times chat-api's:
+    /// a neighbour pod that requested that many times more CPU.
     ///
-    /// NOTE: this rarely takes effect. chat-api needs a few percent of a
-    /// CPU, and the scheduler (EEVDF) runs a thread that wakes after a
-    /// sleep within about one slice. In the benchmark, even eight hogs at
-    /// nice -10 moved chat-api's TTFT p95 by 2 ms.
+    /// Plain busy loops next to chat-api (even at nice -10) did not take
+    /// effect: the scheduler (EEVDF) runs a thread that wakes after a
+    /// sleep within about one slice. Between cgroups the weights decide,
+    /// so chat-api gets about `1 / (1 + weight_ratio)` of the CPU.
     ///
-    /// NOTE: the hogs also take that CPU from the unpinned rest of the
+    /// NOTE: the loops also take that CPU from the unpinned rest of the
     /// stack (provider stand-in, load generator, databases), so part of
     /// the slowdown that the client sees is not chat-api's run-queue wait.
-    NoisyNeighbour { hogs: u32 },
+    NoisyNeighbour { weight_ratio: u32 },
 }
 
 /// The names that [`Fault::parse`] accepts, with their value's form.
@@ -92,7 +93,7 @@ pub const FAULT_SYNTAX: &[&str] = &[
     "packet-loss=PERCENT",
     "bandwidth=KBIT_PER_SEC",
     "cpu-quota=PERCENT_OF_ONE_CPU",
-    "noisy-neighbour=HOGS",
+    "noisy-neighbour=WEIGHT_RATIO",
 ];
 
 impl Fault {
@@ -163,7 +164,7 @@ impl Fault {
                 percent_of_cpu: number(value)?,
             },
             "noisy-neighbour" => Fault::NoisyNeighbour {
-                hogs: number(value)?,
+                weight_ratio: number(value)?,
             },
             _ => return Err(invalid()),
         })
@@ -213,7 +214,7 @@ impl fmt::Display for Fault {
             Fault::PacketLoss { percent } => write!(f, "packet-loss={percent}"),
             Fault::ProviderBandwidth { kbit_per_sec } => write!(f, "bandwidth={kbit_per_sec}"),
             Fault::CpuQuota { percent_of_cpu } => write!(f, "cpu-quota={percent_of_cpu}"),
-            Fault::NoisyNeighbour { hogs } => write!(f, "noisy-neighbour={hogs}"),
+            Fault::NoisyNeighbour { weight_ratio } => write!(f, "noisy-neighbour={weight_ratio}"),
         }
     }
 }
@@ -314,7 +315,7 @@ mod tests {
             },
             Fault::DnsFailure(DnsFailure::ServFail),
             Fault::PacketLoss { percent: 5.0 },
-            Fault::NoisyNeighbour { hogs: 2 },
+            Fault::NoisyNeighbour { weight_ratio: 20 },
         ];
         for fault in faults {
             assert_eq!(Fault::parse(&fault.to_string()), Ok(fault.clone()));

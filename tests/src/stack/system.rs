@@ -344,6 +344,32 @@ impl ServiceCgroup {
         fs::metadata(path).ok().map(|metadata| metadata.ino())
     }
 
+    /// Sets the cgroup's CPU weight (cgroup v2 `cpu.weight`, 1 to 10000,
+    /// default 100), or the matching `cpu.shares` on cgroup v1.
+    pub fn set_cpu_weight(&self, weight: u32) -> Result<(), StackError> {
+        let weight = weight.clamp(1, 10_000);
+        let (path, value) = if self.layout.v2_has_cpu() {
+            (self.paths[0].join("cpu.weight"), weight.to_string())
+        } else if let Some(v1) = &self.layout.v1_cpu {
+            let dir = self
+                .paths
+                .iter()
+                .find(|path| path.starts_with(v1))
+                .expect("a v1 cpu cgroup is created when the controller is on v1");
+            // cpu.shares 1024 matches the default weight 100.
+            (
+                dir.join("cpu.shares"),
+                (weight * 1024 / 100).max(2).to_string(),
+            )
+        } else {
+            return Err(StackError::new(
+                "this host has no cpu controller in either cgroup hierarchy",
+            ));
+        };
+        fs::write(&path, value)
+            .map_err(|error| StackError::new(format!("writing {}: {error}", path.display())))
+    }
+
     /// Sets the CFS quota to `percent` of one CPU, or removes it.
     pub fn set_cpu_quota(&self, percent: Option<u32>) -> Result<(), StackError> {
         const PERIOD_US: u64 = 100_000;

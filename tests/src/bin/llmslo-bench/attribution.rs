@@ -262,7 +262,7 @@ const CATALOGUE: &[FaultType] = &[
     FaultType {
         name: "packet loss",
         effect: Effect::Latency,
-        magnitudes: &["packet-loss=3", "packet-loss=10", "packet-loss=25"],
+        magnitudes: &["packet-loss=5", "packet-loss=10", "packet-loss=25"],
         quick: 1,
     },
     FaultType {
@@ -291,9 +291,9 @@ const CATALOGUE: &[FaultType] = &[
         name: "noisy neighbour",
         effect: Effect::Latency,
         magnitudes: &[
-            "noisy-neighbour=1",
-            "noisy-neighbour=2",
-            "noisy-neighbour=4",
+            "noisy-neighbour=3",
+            "noisy-neighbour=5",
+            "noisy-neighbour=10",
         ],
         quick: 1,
     },
