@@ -312,6 +312,17 @@ pub mod sched {
         pub waits: u64,
         pub total_wait_ns: u64,
     }
+
+    /// The target thread running on one CPU and since when; `tid` 0 when
+    /// the running thread is not a target. Its slice so far is not yet in
+    /// [`ProcessCpu::on_cpu_ns`].
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct OnCpu {
+        pub tid: u32,
+        pub tgid: u32,
+        pub since_ns: u64,
+    }
 }
 
 /// A target thread got a CPU after waiting at least the threshold for it.
@@ -505,5 +516,6 @@ mod user {
     unsafe impl aya::Pod for super::sched::SchedLayout {}
     unsafe impl aya::Pod for super::sched::RunQueueStats {}
     unsafe impl aya::Pod for super::sched::ProcessCpu {}
+    unsafe impl aya::Pod for super::sched::OnCpu {}
     unsafe impl aya::Pod for super::PidNamespaces {}
 }

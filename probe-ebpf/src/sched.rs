@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use llmslo_probe_common::{
     DropReason, EventHeader, EventKind, RunQueueWaitEvent,
-    sched::{ProcessCpu, RUN_QUEUE_BUCKETS, RunQueueStats, SchedLayout},
+    sched::{OnCpu, ProcessCpu, RUN_QUEUE_BUCKETS, RunQueueStats, SchedLayout},
 };
 
 use crate::{
@@ -63,16 +63,10 @@ static RUN_QUEUE_STATS: PerCpuArray<RunQueueStats> = PerCpuArray::with_max_entri
 #[map]
 static PROCESS_CPU: PerCpuHashMap<u32, ProcessCpu> = PerCpuHashMap::with_max_entries(16_384, 0);
 
-/// The target thread running on this CPU and since when; `tid` 0 when the
-/// running thread is not a target.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct OnCpu {
-    tid: u32,
-    tgid: u32,
-    since_ns: u64,
-}
-
+/// The target thread running on each CPU and since when. User space adds
+/// the open slices to the totals it reads: a thread that runs until it
+/// exits switches out only after its exit event, which may be after the
+/// read.
 #[map]
 static ON_CPU: PerCpuArray<OnCpu> = PerCpuArray::with_max_entries(1, 0);
 

@@ -266,7 +266,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         KernelDrops::default()
     });
     let run_queue_totals = match &signal_availability.run_queue {
-        Ok(()) => signals::sched::read_totals(collector.ebpf())
+        Ok(()) => signals::sched::read_totals(collector.ebpf(), result::monotonic_ns())
             .inspect_err(|error| {
                 tracing::error!(%error, "failed to read the run-queue totals");
                 diagnostics.push(Diagnostic {

@@ -179,10 +179,9 @@ fn on_cpu_time_matches_process_times() {
         .expect("the burner has a scheduling entry");
     let on_cpu_us = process.on_cpu_us as f64;
     // times(2) counts in clock ticks of 10 ms, and the probe also sees the
-    // interpreter's start-up and exit around the measured loop.
-    // NOTE: under the full suite's load this fails now and then, with most
-    // of the burner's last slice missing (94 of 490 ms); the cause is not
-    // known.
+    // interpreter's start-up and exit around the measured loop. The burner
+    // may run its whole loop in one slice, which ends only after its exit
+    // event; the probe counts the open slice when it reads the totals.
     assert!(
         on_cpu_us >= measured_us - 20_000.0 && on_cpu_us <= measured_us * 1.3 + 50_000.0,
         "probe {on_cpu_us:.0} µs on CPU, process times {measured_us:.0} µs"

@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
-use llmslo_probe_common::sched::{ProcessCpu, RUN_QUEUE_BUCKETS, RunQueueStats};
+use llmslo_probe_common::sched::{OnCpu, ProcessCpu, RUN_QUEUE_BUCKETS, RunQueueStats};
 use llmslo_schema::{ProcessScheduling, RunQueueWait, Scheduling};
 
 use super::SignalError;
@@ -90,12 +90,13 @@ pub struct Totals {
     pub processes: BTreeMap<u32, ProcessCpu>,
 }
 
-/// Reads and sums the per-CPU totals.
+/// Reads and sums the per-CPU totals, counting the slices of target
+/// threads still on a CPU up to `now_ns`.
 ///
 /// # Errors
 ///
 /// [`SignalError`] when a map is missing or cannot be read.
-pub fn read_totals(ebpf: &Ebpf) -> Result<Totals, SignalError> {
+pub fn read_totals(ebpf: &Ebpf, now_ns: u64) -> Result<Totals, SignalError> {
     let stats_map = ebpf.map("RUN_QUEUE_STATS").ok_or(SignalError::MissingMap {
         map: "RUN_QUEUE_STATS",
     })?;
@@ -143,7 +144,31 @@ pub fn read_totals(ebpf: &Ebpf) -> Result<Totals, SignalError> {
             sum.total_wait_ns += cpu.total_wait_ns;
         }
     }
+
+    let running_map = ebpf
+        .map("ON_CPU")
+        .ok_or(SignalError::MissingMap { map: "ON_CPU" })?;
+    let running: PerCpuArray<_, OnCpu> =
+        PerCpuArray::try_from(running_map).map_err(|source| SignalError::Map {
+            action: "map",
+            map: "ON_CPU",
+            source,
+        })?;
+    let per_cpu = running.get(&0, 0).map_err(|source| SignalError::Map {
+        action: "read the running target threads",
+        map: "ON_CPU",
+        source,
+    })?;
+    add_open_slices(&mut totals, per_cpu.iter(), now_ns);
     Ok(totals)
+}
+
+/// Adds the slices of target threads still on a CPU at `now_ns`.
+fn add_open_slices<'a>(totals: &mut Totals, running: impl Iterator<Item = &'a OnCpu>, now_ns: u64) {
+    for slot in running.filter(|slot| slot.tid != 0) {
+        totals.processes.entry(slot.tgid).or_default().on_cpu_ns +=
+            now_ns.saturating_sub(slot.since_ns);
+    }
 }
 
 /// Builds the result's scheduling section.
@@ -188,6 +213,41 @@ mod tests {
         assert_eq!(long_waits.waits.len(), MAX_LONG_WAITS);
         assert_eq!(long_waits.omitted, 3);
         assert_eq!(long_waits.waits[0].wait_us, 2_000);
+    }
+
+    #[test]
+    fn open_slices_count_up_to_the_read() {
+        let mut totals = Totals {
+            waits: 0,
+            total_wait_ns: 0,
+            histogram: [0; RUN_QUEUE_BUCKETS],
+            processes: BTreeMap::from([(
+                7,
+                ProcessCpu {
+                    on_cpu_ns: 1_000,
+                    ..ProcessCpu::default()
+                },
+            )]),
+        };
+        let running = [
+            OnCpu {
+                tid: 8,
+                tgid: 7,
+                since_ns: 10_000,
+            },
+            // No target on this CPU.
+            OnCpu::default(),
+            // A target whose only slice has not ended yet.
+            OnCpu {
+                tid: 9,
+                tgid: 9,
+                since_ns: 40_000,
+            },
+        ];
+        add_open_slices(&mut totals, running.iter(), 50_000);
+        assert_eq!(totals.processes[&7].on_cpu_ns, 41_000);
+        assert_eq!(totals.processes[&9].on_cpu_ns, 10_000);
+        assert_eq!(totals.processes.len(), 2);
     }
 
     #[test]
