@@ -112,6 +112,8 @@ pub struct Pipeline {
     openssl_api_names: HashMap<u32, &'static str>,
     /// Whether the kernel reports segment arrivals (`tcp:tcp_probe`).
     arrivals: bool,
+    /// Whether those arrivals carry TCP sequence numbers.
+    sequence_numbers: bool,
     /// Whether the kernel reports retransmissions of the connections in
     /// its `FLOWS` map.
     retransmit_flows: bool,
@@ -149,6 +151,7 @@ impl Pipeline {
             tls: TlsRouter::new(),
             openssl_api_names: HashMap::new(),
             arrivals: false,
+            sequence_numbers: false,
             retransmit_flows: false,
             threads: false,
             socket_of_flow: HashMap::new(),
@@ -164,9 +167,11 @@ impl Pipeline {
         self.window_start_ns = start_ns;
     }
 
-    /// Turns on arrival stamps for connections opened from now on.
-    pub fn enable_arrivals(&mut self) {
+    /// Turns on arrival stamps for connections opened from now on, and
+    /// says whether the arrivals carry TCP sequence numbers.
+    pub fn enable_arrivals(&mut self, sequence_numbers: bool) {
         self.arrivals = true;
+        self.sequence_numbers = sequence_numbers;
     }
 
     /// Sets which component signals the kernel reports: TCP handshakes,
@@ -269,13 +274,8 @@ impl Pipeline {
                 };
                 if let Some((refill, meta)) =
                     self.table.arrival(key, ts_ns, seq, u64::from(data_len))
-                    && let (Some(local), Some(peer)) = (meta.local, meta.peer)
+                    && let Some(socket) = loss_socket(key, meta)
                 {
-                    let socket = Socket {
-                        pid: key.tgid,
-                        local,
-                        peer,
-                    };
                     self.retransmits.add_recovery(
                         socket,
                         LossRecoveryKind::Refilled,
@@ -293,24 +293,25 @@ impl Pipeline {
             Event::Handshake(handshake) => self.connects.handshake(&handshake),
             Event::SocketError { skaddr, errno } => self.connects.socket_error(skaddr, errno),
             Event::Retransmit(retransmit) => {
-                let key = self.socket_of_flow.get(&retransmit.flow).copied();
-                let pid = match retransmit.header.tgid {
+                let header = retransmit.header;
+                // Connections the target opened carry their owner in the
+                // header; the others are found by their addresses.
+                let key = match (header.tgid, header.fd) {
+                    (tgid, fd) if tgid != 0 && fd >= 0 => Some(SocketKey { tgid, fd }),
+                    _ => self.socket_of_flow.get(&retransmit.flow).copied(),
+                };
+                let pid = match header.tgid {
                     0 => key.map(|key| key.tgid),
                     tgid => Some(tgid),
                 };
-                let at_ns = retransmit.header.ts_ns;
+                let at_ns = header.ts_ns;
                 if let Some(peer) = retransmit.remote {
                     self.retransmits.add(pid, peer, at_ns, retransmit.syn);
                 }
                 if let (Some(key), false) = (key, retransmit.syn)
-                    && let Some(meta) = self.table.meta(key)
-                    && let (Some(local), Some(peer)) = (meta.local, meta.peer)
+                    && let Some(socket) =
+                        self.table.meta(key).and_then(|meta| loss_socket(key, meta))
                 {
-                    let socket = Socket {
-                        pid: key.tgid,
-                        local,
-                        peer,
-                    };
                     self.retransmits
                         .add_recovery(socket, LossRecoveryKind::Resent, at_ns, at_ns);
                 }
@@ -342,6 +343,16 @@ impl Pipeline {
     fn close(&mut self, key: SocketKey, ts_ns: u64) {
         self.forget_flow(key);
         self.table.close(key, ts_ns);
+    }
+
+    /// Called when a connection turns out to carry TLS, whose plaintext
+    /// cannot be stamped with segment arrivals. The kernel keeps reporting
+    /// them where they carry sequence numbers, for the gaps of loss
+    /// recovery; otherwise they would cost events for nothing.
+    fn stop_arrival_stamps(&mut self, key: SocketKey) {
+        if !self.sequence_numbers {
+            self.forget_flow(key);
+        }
     }
 
     fn forget_flow(&mut self, key: SocketKey) {
@@ -623,6 +634,15 @@ impl Pipeline {
             decode_errors: self.decode_errors,
         }
     }
+}
+
+/// The connection of a loss recovery, when both its addresses are known.
+fn loss_socket(key: SocketKey, meta: &ConnectionMeta) -> Option<Socket> {
+    Some(Socket {
+        pid: key.tgid,
+        local: meta.local?,
+        peer: meta.peer?,
+    })
 }
 
 /// Builds the kernel's key of a TCP connection, as `tcp:tcp_probe` reports

@@ -1,7 +1,7 @@
 //! One probe run: checks, load, attach, the collection window and the
 //! result.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use llmslo_probe_common::{
     FILTER_BY_CGROUP, FILTER_BY_PID_NAMESPACE, FILTER_BY_TGID, MAX_PID_NAMESPACES, PidNamespaces,
@@ -115,10 +115,25 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let ring_buffer_bytes = args.ring_buffer_mib << 20;
     let tcp_probe_layout = features
         .check(Feature::TcpProbe)
-        .and_then(|()| collect::loader::tcp_probe_layout(&tracefs));
+        .and_then(|()| collect::loader::tcp_probe_layout(&tracefs))
+        .map(|layout| {
+            let btf = Path::new(collect::features::BTF_PATH);
+            collect::loader::with_sequence_numbers(layout, btf).unwrap_or_else(
+                |(layout, reason)| {
+                    tracing::warn!(
+                        %reason,
+                        "gaps in received data (the peer's loss recovery) are not detected"
+                    );
+                    layout
+                },
+            )
+        });
     if let Err(reason) = &tcp_probe_layout {
         tracing::warn!(%reason, "received bytes are stamped at their read, not their arrival");
     }
+    let sequence_numbers = tcp_probe_layout
+        .as_ref()
+        .is_ok_and(|layout| layout.skb_seq != 0);
     let signal_setup = SignalSetup::detect(&tracefs, args.long_wait_threshold);
     let mut collector = Collector::load(
         ring_buffer_bytes,
@@ -181,7 +196,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
         });
     }
     if arrivals.is_ok() {
-        pipeline.enable_arrivals();
+        pipeline.enable_arrivals(sequence_numbers);
     }
     let signal_availability =
         signals::programs::attach(collector.ebpf_mut(), &signal_setup, args.verbose > 0);

@@ -72,7 +72,8 @@ pub struct LossRecovery {
     /// `ip:port` of the other end.
     pub peer: String,
     pub kind: LossRecoveryKind,
-    /// `CLOCK_MONOTONIC` of the first sign of the loss.
+    /// `CLOCK_MONOTONIC` of the first sign of the loss: the arrival past
+    /// the gap for `refilled`, the retransmission itself for `resent`.
     pub from_ns: u64,
     /// `CLOCK_MONOTONIC` when the lost data went out again or arrived.
     pub to_ns: u64,
@@ -83,15 +84,18 @@ pub struct LossRecovery {
 #[serde(rename_all = "snake_case")]
 pub enum LossRecoveryKind {
     /// The target sent data again: a retransmission timer or duplicate
-    /// acknowledgements told it that the data was lost. `from_ns` and
-    /// `to_ns` are both the retransmission; when the data was first sent
-    /// is the consumer's estimate (for a request, its start).
+    /// acknowledgements told it that the data was lost (or only its
+    /// acknowledgement). `from_ns` and `to_ns` are both the
+    /// retransmission; when the data was first sent is the consumer's
+    /// estimate (for a request, its start).
     #[default]
     Resent,
-    /// Data from the peer arrived with a gap before it, and the peer sent
-    /// the missing bytes again. `from_ns` is the arrival of the first
-    /// segment past the gap, `to_ns` the arrival that closed it: a lower
-    /// bound, since the lost segment left the peer before `from_ns`.
+    /// Data from the peer arrived with a gap before it, and the missing
+    /// bytes came later: the peer's retransmission, or a late original
+    /// when the path reordered segments. `from_ns` is the arrival of the
+    /// first segment past the gap, `to_ns` the arrival that closed it (or
+    /// that closed part of it): a lower bound, since the lost segment left
+    /// the peer before `from_ns`.
     Refilled,
 }
 

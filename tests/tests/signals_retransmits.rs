@@ -9,6 +9,7 @@ use llmslo_tests::{
     probe::{self, Probe},
     process::ChildGuard,
     signals::{Netns, self_gated_python},
+    tls::TestCa,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -153,7 +154,8 @@ fn lossy_link_shows_retransmits() {
         }
     }
     assert!(!to_sink.at_ns.is_empty(), "{to_sink:?}");
-    // Each data retransmission is also a loss recovery of its connection.
+    // Data retransmissions are also loss recoveries of their connection,
+    // except those (of the FIN) after user space saw the socket closed.
     let resent = result
         .loss_recoveries
         .iter()
@@ -163,7 +165,11 @@ fn lossy_link_shows_retransmits() {
                 && recovery.peer == format!("{peer}:{SINK_PORT}")
         })
         .count();
-    assert_eq!(resent, to_sink.at_ns.len(), "{:?}", result.loss_recoveries);
+    assert!(
+        resent >= 1 && resent <= to_sink.at_ns.len(),
+        "{resent} resent of {to_sink:?}: {:?}",
+        result.loss_recoveries
+    );
     assert!(
         result
             .kernel
@@ -178,14 +184,30 @@ const SOURCE_PORT: u16 = 7102;
 
 #[test]
 fn gaps_in_received_data_show_the_peers_recovery() {
+    check_refilled_gaps(None);
+}
+
+/// Over TLS the plaintext cannot be stamped with arrivals, but the gaps
+/// of the connection under it are still followed. (The probe takes the
+/// connection for TLS from its ciphertext; whether it also finds the
+/// target's libssl in time does not matter here.)
+#[test]
+fn gaps_show_under_tls_too() {
+    let ca = TestCa::generate();
+    check_refilled_gaps(Some(&ca));
+}
+
+/// Streams 200 writes of 1000 bytes from a source on the host to the
+/// target in a namespace, losing every tenth data segment on arrival, and
+/// checks the refilled gaps the probe reports for the target.
+fn check_refilled_gaps(tls: Option<&TestCa>) {
     let _lock = probe::exclusive();
     let netns = Netns::create("gaps");
     let (host, peer) = (netns.host_ip.clone(), netns.peer_ip.clone());
-    // The target runs in the namespace, where every tenth data segment
-    // from the source is lost on arrival, so that later segments arrive
-    // past a gap that the source's retransmission fills. A drop on the
-    // sending side would not do: TCP takes a packet that its own host's
-    // filter dropped as not sent yet.
+    // The loss happens inside the namespace, on arrival, so that later
+    // segments arrive past a gap that the source's retransmission fills.
+    // A drop on the sending side would not do: TCP takes a packet that
+    // its own host's filter dropped as not sent yet.
     netns.nft(&format!(
         "table ip llmslo_gaps {{\n\
          \x20 chain input {{\n\
@@ -195,6 +217,26 @@ fn gaps_in_received_data_show_the_peers_recovery() {
          \x20 }}\n\
          }}\n"
     ));
+    let (wrap_server, wrap_client) = match tls {
+        Some(ca) => (
+            format!(
+                "import ssl\n\
+                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+                 context.load_cert_chain('{}', '{}')\n\
+                 connection = context.wrap_socket(connection, server_side=True)\n",
+                ca.cert_file().display(),
+                ca.key_file().display()
+            ),
+            format!(
+                "import ssl\n\
+                 context = ssl.create_default_context(cafile='{}')\n\
+                 context.check_hostname = False\n\
+                 source = context.wrap_socket(source)\n",
+                ca.ca_file().display()
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     // The source waits before it sends: the probe follows the target's
     // connection once it has read the connect, and arrivals before that
     // are not reported. With Nagle's algorithm, each write would wait for
@@ -208,6 +250,7 @@ fn gaps_in_received_data_show_the_peers_recovery() {
                  listener = socket.create_server(('{host}', {SOURCE_PORT}))\n\
                  connection, _ = listener.accept()\n\
                  connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+                 {wrap_server}\
                  time.sleep(0.3)\n\
                  for _ in range(200):\n\
                  \x20   connection.sendall(b'y' * 1000)\n\
@@ -232,6 +275,7 @@ fn gaps_in_received_data_show_the_peers_recovery() {
              \x20       break\n\
              \x20   except ConnectionRefusedError:\n\
              \x20       time.sleep(0.05)\n\
+             {wrap_client}\
              received = 0\n\
              while chunk := source.recv(65536):\n\
              \x20   received += len(chunk)\n\
@@ -259,8 +303,9 @@ fn gaps_in_received_data_show_the_peers_recovery() {
                 && recovery.peer == format!("{host}:{SOURCE_PORT}")
         })
         .collect();
-    // About 20 segments are lost; a loss that no later segment overtakes
-    // (the tail, or a retransmission that is lost again) leaves no gap.
+    // About 20 segments are lost. A loss that no later segment overtakes
+    // (at the tail) leaves no gap, and a retransmission that is lost
+    // again keeps its gap open longer.
     assert!(
         refills.len() >= 10,
         "few refilled gaps: {:?}",

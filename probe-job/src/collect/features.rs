@@ -449,7 +449,8 @@ fn detect_perf_pmu(pmu: &str) -> Detected {
 fn detect_btf() -> Detected {
     match fs::metadata(BTF_PATH) {
         Ok(metadata) if metadata.len() > 0 => Detected::yes(format!(
-            "{BTF_PATH} ({} KiB); this probe version does not need it",
+            "{BTF_PATH} ({} KiB): sequence numbers of received segments, for gaps that the \
+             peer's retransmissions filled",
             metadata.len() / 1024
         )),
         Ok(_) => Detected::no(format!("{BTF_PATH} is empty")),

@@ -264,12 +264,34 @@ pub fn tcp_probe_layout(tracefs: &Path) -> Result<TcpProbeLayout, String> {
         sport: field("sport", 2)?,
         dport: field("dport", 2)?,
         data_len: field("data_len", 2)?,
+        // Older kernels have no skbaddr; see `with_sequence_numbers`.
         skbaddr: field("skbaddr", 8).unwrap_or(0),
-        skb_seq: skb_seq_offset(Path::new(super::features::BTF_PATH)).unwrap_or_else(|reason| {
-            tracing::warn!(%reason, "gaps in received data (the peer's retransmissions) are not detected");
-            0
-        }),
+        skb_seq: 0,
     })
+}
+
+/// Adds what the `tcp_probe` program needs to read each segment's sequence
+/// number, which shows gaps in the received data. Without it (a kernel
+/// whose `tcp:tcp_probe` has no `skbaddr`, or no BTF) arrivals still work,
+/// with no sequence numbers.
+///
+/// # Errors
+///
+/// Why sequence numbers cannot be read; the layout is returned unchanged.
+pub fn with_sequence_numbers(
+    layout: TcpProbeLayout,
+    btf_path: &Path,
+) -> Result<TcpProbeLayout, (TcpProbeLayout, String)> {
+    if layout.skbaddr == 0 {
+        return Err((
+            layout,
+            "tcp:tcp_probe has no skbaddr field on this kernel; newer kernels have it".into(),
+        ));
+    }
+    match skb_seq_offset(btf_path) {
+        Ok(skb_seq) => Ok(TcpProbeLayout { skb_seq, ..layout }),
+        Err(reason) => Err((layout, reason)),
+    }
 }
 
 /// Offset of the sequence number of a received segment inside its

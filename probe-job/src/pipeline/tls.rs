@@ -72,7 +72,7 @@ impl Pipeline {
         };
         let server_name = self.tls.server_name(key.tgid, key.fd).map(str::to_string);
         if self.table.mark_tls(key, None, server_name.as_deref()) {
-            self.forget_flow(key);
+            self.stop_arrival_stamps(key);
         }
         true
     }
@@ -89,7 +89,7 @@ impl Pipeline {
                 .table
                 .mark_tls(key, Some(event.library), server_name.as_deref())
             {
-                self.forget_flow(key);
+                self.stop_arrival_stamps(key);
             }
             self.feed(
                 key,

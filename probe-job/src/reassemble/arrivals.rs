@@ -158,12 +158,15 @@ impl ArrivalQueue {
     }
 
     /// Drops segments that arrived before `read_start_ns` after a read that
-    /// emptied the receive queue: they can only be duplicates.
+    /// emptied the receive queue: they can only be duplicates. Segments
+    /// with a sequence number stay: duplicates never reach the queue, and
+    /// bytes past a gap are unreadable until it fills, so a short read
+    /// leaves them queued.
     pub fn drained(&mut self, read_start_ns: u64) {
         while self
             .segments
             .front()
-            .is_some_and(|segment| segment.arrival_ns < read_start_ns)
+            .is_some_and(|segment| segment.seq.is_none() && segment.arrival_ns < read_start_ns)
         {
             self.segments.pop_front();
             self.discarded += 1;
@@ -224,6 +227,20 @@ mod tests {
         // A repeat of bytes that arrived is dropped.
         queue.place(950, &gaps.observe(0, 10, 950));
         assert_eq!(queue.discarded, 1);
+        // A short read while the gap is open returns the bytes before it
+        // and must keep the bytes that overtook the loss.
+        let mut queue_before_fill = ArrivalQueue::default();
+        let mut gaps_before_fill = SequenceGaps::default();
+        for (seq, len, arrival_ns) in [(0, 10, 100), (20, 5, 200)] {
+            let placement = gaps_before_fill.observe(seq, len, arrival_ns);
+            queue_before_fill.place(arrival_ns, &placement);
+        }
+        assert_eq!(queue_before_fill.take(10, 300), vec![run(100, 10)]);
+        queue_before_fill.drained(250);
+        queue_before_fill.place(900, &gaps_before_fill.observe(10, 10, 900));
+        assert_eq!(queue_before_fill.take(15, 1_000), vec![run(900, 15)]);
+        assert_eq!(queue_before_fill.discarded, 0);
+
         // The process reads in sequence order: the bytes past the gap were
         // readable only once the retransmission arrived at 900.
         assert_eq!(queue.take(25, 1_000), vec![run(100, 10), run(900, 15)]);

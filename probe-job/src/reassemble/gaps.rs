@@ -1,11 +1,21 @@
 //! Gaps in the sequence space of the bytes a connection received: a
-//! segment that arrives past the next expected byte shows that the peer
-//! lost data on the way, and the segment that later fills the gap is the
-//! peer's retransmission. The time between the two is a wait the peer's
-//! loss recovery explains, seen from this end.
+//! segment that arrives past the next expected byte shows that data was
+//! lost on the way (or reordered), and the segment that later fills the
+//! gap is the peer's retransmission (or the late original). The time
+//! between the two is a wait that loss recovery explains, seen from this
+//! end.
 
 /// Open gaps kept per connection; beyond it the oldest is forgotten.
 const MAX_GAPS: usize = 64;
+
+/// The largest TCP window (2^30 bytes with window scaling). `tcp_probe`
+/// fires before the kernel checks a segment against the window, so a
+/// segment further ahead is one the kernel drops, and is ignored here.
+const MAX_WINDOW: u32 = 1 << 30;
+
+/// A gap open this long is taken as filled by a segment whose arrival the
+/// probe did not see: TCP retransmits within seconds.
+const MAX_GAP_AGE_NS: u64 = 60_000_000_000;
 
 /// Open gaps of one connection.
 #[derive(Debug, Default)]
@@ -61,7 +71,12 @@ impl SequenceGaps {
             placement.appended = Some((seq, len));
             return placement;
         };
+        self.gaps
+            .retain(|gap| arrival_ns.saturating_sub(gap.opened_ns) < MAX_GAP_AGE_NS);
         if !seq_before(seq, highest) {
+            if seq.wrapping_sub(highest) > MAX_WINDOW {
+                return placement;
+            }
             if seq != highest {
                 if self.gaps.len() == MAX_GAPS {
                     self.gaps.remove(0);
@@ -104,7 +119,7 @@ impl SequenceGaps {
                 continue;
             }
             placement.filled.push((start, stop.wrapping_sub(start)));
-            filled_len += stop.wrapping_sub(start);
+            filled_len = filled_len.saturating_add(stop.wrapping_sub(start));
             if start != gap.start {
                 remaining.push(Gap { end: start, ..gap });
             }
@@ -117,7 +132,7 @@ impl SequenceGaps {
             }
         }
         self.gaps = remaining;
-        placement.duplicate_bytes = old_len - filled_len;
+        placement.duplicate_bytes = old_len.saturating_sub(filled_len);
         placement.refill = closed_from.map(|from_ns| Refill {
             from_ns,
             to_ns: arrival_ns.max(from_ns),
@@ -225,5 +240,28 @@ mod tests {
         let placement = gaps.observe(10, 10, 3);
         assert!(placement.filled.is_empty());
         assert_eq!(placement.refill, None);
+    }
+
+    #[test]
+    fn segment_beyond_any_window_is_ignored() {
+        let mut gaps = SequenceGaps::default();
+        gaps.observe(0, 10, 1);
+        assert_eq!(gaps.observe(MAX_WINDOW + 100, 10, 2), Placement::default());
+        // The stream goes on as if the stray segment never came.
+        let placement = gaps.observe(10, 10, 3);
+        assert_eq!(placement.appended, Some((10, 10)));
+        assert!(placement.filled.is_empty() && placement.refill.is_none());
+    }
+
+    #[test]
+    fn old_gaps_are_forgotten() {
+        let mut gaps = SequenceGaps::default();
+        gaps.observe(0, 10, 0);
+        gaps.observe(20, 10, 1);
+        // The fill's arrival was never seen; a minute later a repeat of
+        // those bytes closes nothing.
+        let placement = gaps.observe(10, 10, MAX_GAP_AGE_NS + 2);
+        assert_eq!(placement.refill, None);
+        assert_eq!(placement.duplicate_bytes, 10);
     }
 }
