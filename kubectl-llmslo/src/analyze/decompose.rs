@@ -95,6 +95,8 @@ impl Decomposition {
 pub struct CallSpan {
     pub interval: Interval,
     pub component: String,
+    /// End of the whole call when `interval` is one piece of it.
+    pub call_end_ns: u64,
     /// The link had several candidate requests.
     pub ambiguous: bool,
     /// The point estimate counts the call for this request.
@@ -253,6 +255,7 @@ fn split(
                 .map(|component| TaggedInterval {
                     interval: call.interval,
                     component,
+                    call_end_ns: call.call_end_ns,
                 })
         })
         .collect();
@@ -368,6 +371,7 @@ mod tests {
         CallSpan {
             interval: Interval::new(start_ms * MS, end_ms * MS),
             component: component.into(),
+            call_end_ns: end_ms * MS,
             ambiguous: false,
             assigned: true,
         }

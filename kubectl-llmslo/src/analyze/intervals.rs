@@ -109,6 +109,9 @@ pub fn intersection(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
 pub struct TaggedInterval {
     pub interval: Interval,
     pub component: usize,
+    /// End of the whole call this interval is a part of, which ranks
+    /// overlapping calls; `interval.end_ns` for a call in one piece.
+    pub call_end_ns: u64,
 }
 
 /// Split of a request window into serial time per component and the
@@ -126,7 +129,9 @@ pub struct CriticalSplit {
 /// Where calls overlap, the instant goes to the call that ends last,
 /// because the request cannot continue before that call returns. So two
 /// parallel calls of 100 ms and 500 ms put 500 ms on the critical path,
-/// all of it on the longer call. Ties go to the lower component index.
+/// all of it on the longer call. A call split into pieces (its network
+/// waits apart) ranks by the end of the whole call. Ties go to the lower
+/// component index.
 /// The component times and the own time add up to the window length.
 pub fn critical_split(
     window: Interval,
@@ -159,9 +164,8 @@ pub fn critical_split(
             .iter()
             .filter(|(part, _)| part.start_ns <= segment.start_ns && segment.end_ns <= part.end_ns)
             .max_by(|(_, a), (_, b)| {
-                a.interval
-                    .end_ns
-                    .cmp(&b.interval.end_ns)
+                a.call_end_ns
+                    .cmp(&b.call_end_ns)
                     .then(b.component.cmp(&a.component))
             });
         match owner {
@@ -216,10 +220,12 @@ mod tests {
             TaggedInterval {
                 interval: iv(0, 100),
                 component: 0,
+                call_end_ns: 100,
             },
             TaggedInterval {
                 interval: iv(0, 500),
                 component: 1,
+                call_end_ns: 500,
             },
         ];
         let split = critical_split(iv(0, 1000), &calls, 2);
@@ -233,14 +239,17 @@ mod tests {
             TaggedInterval {
                 interval: iv(10, 60),
                 component: 0,
+                call_end_ns: 60,
             },
             TaggedInterval {
                 interval: iv(40, 90),
                 component: 1,
+                call_end_ns: 90,
             },
             TaggedInterval {
                 interval: iv(80, 200),
                 component: 0,
+                call_end_ns: 200,
             },
         ];
         let window = iv(0, 150);
@@ -262,10 +271,12 @@ mod tests {
             TaggedInterval {
                 interval: iv(0, 100),
                 component: 0,
+                call_end_ns: 100,
             },
             TaggedInterval {
                 interval: iv(100, 300),
                 component: 0,
+                call_end_ns: 300,
             },
         ];
         let split = critical_split(iv(0, 400), &calls, 1);
@@ -297,5 +308,35 @@ mod tests {
         );
         assert_eq!(subtract(whole, &[]), vec![whole]);
         assert!(subtract(whole, &[Interval::new(0, 100)]).is_empty());
+    }
+
+    #[test]
+    fn pieces_of_a_call_rank_by_the_whole_call() {
+        // A 500 ms call whose 20..60 piece is another component, next to
+        // a 100 ms call: the long call's pieces own 0..100.
+        let calls = [
+            TaggedInterval {
+                interval: iv(0, 100),
+                component: 0,
+                call_end_ns: 100,
+            },
+            TaggedInterval {
+                interval: iv(0, 20),
+                component: 1,
+                call_end_ns: 500,
+            },
+            TaggedInterval {
+                interval: iv(20, 60),
+                component: 2,
+                call_end_ns: 500,
+            },
+            TaggedInterval {
+                interval: iv(60, 500),
+                component: 1,
+                call_end_ns: 500,
+            },
+        ];
+        let split = critical_split(iv(0, 500), &calls, 3);
+        assert_eq!(split.component_ns, vec![0, 460, 40]);
     }
 }

@@ -66,20 +66,6 @@ impl NodeContext<'_> {
         intervals::merge(&waits)
     }
 
-    /// Splits a call of `record` into its spans: `network` where its
-    /// connection waited on loss recovery, its own component elsewhere.
-    fn call_parts<'c>(
-        &self,
-        record: &'c CallRecord,
-        call: Interval,
-    ) -> impl Iterator<Item = (Interval, &'c str)> + use<'c> {
-        let waits = self.loss_waits(record, call);
-        let own = intervals::subtract(call, &waits);
-        own.into_iter()
-            .map(|part| (part, record.component.as_str()))
-            .chain(waits.into_iter().map(|part| (part, components::NETWORK)))
-    }
-
     fn throttle_for(&self, pid: u32) -> Option<&ThrottleTimeline> {
         let container = self.container_of.get(&pid).cloned().flatten();
         if let Some(container) = container
@@ -504,11 +490,12 @@ fn link_and_decompose(
         let request_id = |index: usize| ids[index].clone();
         let linker = Linker::new(requests);
 
-        let mut add_spans = |link: &Link, interval: Interval, component: &str| {
+        let mut add_spans = |link: &Link, interval: Interval, component: &str, call_end_ns| {
             for &candidate in &link.candidate_indices {
                 spans.entry(candidate).or_default().push(CallSpan {
                     interval,
                     component: component.to_owned(),
+                    call_end_ns,
                     ambiguous: link.is_ambiguous(),
                     assigned: link.request_index == Some(candidate),
                 });
@@ -529,13 +516,8 @@ fn link_and_decompose(
             );
             summary.add(&link);
             let interval = record.interval(window_end(&record.node));
-            match contexts.get(&record.node) {
-                Some(context) => {
-                    for (part, component) in context.call_parts(record, interval) {
-                        add_spans(&link, part, component);
-                    }
-                }
-                None => add_spans(&link, interval, &record.component),
+            for (part, component) in call_parts(contexts.get(&record.node), record, interval) {
+                add_spans(&link, part, component, interval.end_ns);
             }
             record.link = Some(link);
         }
@@ -562,7 +544,7 @@ fn link_and_decompose(
             } else {
                 components::CONNECT
             };
-            add_spans(&link, interval, component);
+            add_spans(&link, interval, component, interval.end_ns);
             if let (Some(_), Some(request)) = (&connect.error, link.request_index) {
                 failed_connects.push((request, (connect.start_ns, component)));
             }
@@ -585,17 +567,17 @@ fn link_and_decompose(
             RequestScope::Inbound => spans.remove(&index).unwrap_or_default(),
             // The request is itself the outbound call.
             _ => {
-                let interval = record.interval(end);
-                let span = |(interval, component): (Interval, &str)| CallSpan {
-                    interval,
-                    component: component.to_owned(),
-                    ambiguous: false,
-                    assigned: true,
-                };
-                match context {
-                    Some(context) => context.call_parts(record, interval).map(span).collect(),
-                    None => vec![span((interval, record.component.as_str()))],
-                }
+                let call = record.interval(end);
+                call_parts(context, record, call)
+                    .into_iter()
+                    .map(|(interval, component)| CallSpan {
+                        interval,
+                        component: component.to_owned(),
+                        call_end_ns: call.end_ns,
+                        ambiguous: false,
+                        assigned: true,
+                    })
+                    .collect()
             }
         };
         let waits = context
@@ -616,6 +598,21 @@ fn link_and_decompose(
         record.decomposition = Some(decompose::decompose(windows, &calls, own));
     }
     summary
+}
+
+/// Splits the call `record` (over `call`) into pieces: `network` where its
+/// connection waited on loss recovery, its own component elsewhere.
+fn call_parts<'c>(
+    context: Option<&NodeContext<'_>>,
+    record: &'c CallRecord,
+    call: Interval,
+) -> Vec<(Interval, &'c str)> {
+    let waits = context.map_or_else(Vec::new, |context| context.loss_waits(record, call));
+    let own = intervals::subtract(call, &waits);
+    own.into_iter()
+        .map(|part| (part, record.component.as_str()))
+        .chain(waits.into_iter().map(|part| (part, components::NETWORK)))
+        .collect()
 }
 
 /// Returns whether the service retransmitted a SYN to the peer of
