@@ -27,6 +27,8 @@ struct NodeContext<'a> {
     result: &'a ProbeResult,
     /// Merged run-queue waits per process.
     waits: HashMap<u32, Vec<Interval>>,
+    /// Merged run-queue waits per thread: `(pid, tid)`.
+    thread_waits: HashMap<(u32, u32), Vec<Interval>>,
     /// Throttling timeline per cgroup path.
     throttle: Vec<(String, ThrottleTimeline)>,
     /// Container id per process, to find its cgroup's timeline.
@@ -373,20 +375,28 @@ fn add_quality(quality: &mut DataQuality, result: &ProbeResult) {
 
 fn node_context(result: &ProbeResult) -> NodeContext<'_> {
     let mut raw_waits: HashMap<u32, Vec<Interval>> = HashMap::new();
+    let mut raw_thread_waits: HashMap<(u32, u32), Vec<Interval>> = HashMap::new();
     for wait in &result.scheduling.long_waits {
         let start_ns = wait.end_ns.saturating_sub(wait.wait_us * 1000);
-        raw_waits
-            .entry(wait.pid)
+        let interval = Interval::new(start_ns, wait.end_ns);
+        raw_waits.entry(wait.pid).or_default().push(interval);
+        raw_thread_waits
+            .entry((wait.pid, wait.tid))
             .or_default()
-            .push(Interval::new(start_ns, wait.end_ns));
+            .push(interval);
     }
     let waits = raw_waits
         .into_iter()
         .map(|(pid, list)| (pid, intervals::merge(&list)))
         .collect();
+    let thread_waits = raw_thread_waits
+        .into_iter()
+        .map(|(thread, list)| (thread, intervals::merge(&list)))
+        .collect();
     NodeContext {
         result,
         waits,
+        thread_waits,
         throttle: result
             .cgroup_cpu
             .iter()
@@ -602,16 +612,39 @@ fn link_and_decompose(
 
 /// Splits the call `record` (over `call`) into pieces: `network` where its
 /// connection waited on loss recovery, its own component elsewhere.
+///
+/// Run-queue waits of the calling thread inside the call belong to no
+/// piece. A thread blocked on a call becomes runnable when the answer
+/// arrives, so such a wait is the service waiting for a CPU, not for the
+/// peer: left to the request's own time, it is split into run-queue wait
+/// and CPU throttling like any other. This matters where the call's end
+/// is the read of its answer rather than the answer's arrival (UDP, or
+/// TCP without arrival stamps).
 fn call_parts<'c>(
     context: Option<&NodeContext<'_>>,
     record: &'c CallRecord,
     call: Interval,
 ) -> Vec<(Interval, &'c str)> {
-    let waits = context.map_or_else(Vec::new, |context| context.loss_waits(record, call));
-    let own = intervals::subtract(call, &waits);
-    own.into_iter()
+    let Some(context) = context else {
+        return vec![(call, record.component.as_str())];
+    };
+    let network = context.loss_waits(record, call);
+    let runnable: Vec<Interval> = context
+        .thread_waits
+        .get(&(record.pid, record.tid))
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|wait| wait.clip(call))
+        .collect();
+    let not_own = intervals::merge(&[network.as_slice(), runnable.as_slice()].concat());
+    let network = network
+        .iter()
+        .flat_map(|wait| intervals::subtract(*wait, &runnable))
+        .map(|part| (part, components::NETWORK));
+    intervals::subtract(call, &not_own)
+        .into_iter()
         .map(|part| (part, record.component.as_str()))
-        .chain(waits.into_iter().map(|part| (part, components::NETWORK)))
+        .chain(network)
         .collect()
 }
 

@@ -263,6 +263,53 @@ fn loss_recovery_inside_a_call_is_network_time() {
 }
 
 #[test]
+fn run_queue_wait_inside_a_call_is_own_time() {
+    let scenario = Scenario {
+        requests: 1,
+        ..Scenario::default()
+    };
+    let before = analyze(&scenario.collection(), &AnalysisOptions::default());
+    let mut collection = scenario.collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    let pid = result.processes[0].pid;
+    let provider = result
+        .exchanges
+        .iter()
+        .find(|e| e.direction == Direction::Outbound && e.llm.is_some())
+        .unwrap();
+    // The calling thread waited 2 ms for a CPU inside its provider call,
+    // as it does when the answer arrived while the CPU was busy.
+    result
+        .scheduling
+        .long_waits
+        .push(llmslo_schema::RunQueueWait {
+            pid,
+            tid: provider.tid,
+            end_ns: provider.t0_ns + 5_000_000,
+            wait_us: 2_000,
+        });
+    let after = analyze(&collection, &AnalysisOptions::default());
+
+    let e2e = |analysis: &Analysis, component| {
+        analysis
+            .calls
+            .iter()
+            .find(|c| c.role == Role::Request)
+            .unwrap()
+            .decomposition
+            .as_ref()
+            .unwrap()
+            .critical_us(Phase::E2e, component)
+    };
+    assert_eq!(e2e(&before, components::RUN_QUEUE), 0.0);
+    assert_eq!(e2e(&after, components::RUN_QUEUE), 2_000.0);
+    assert_eq!(
+        e2e(&after, components::PROVIDER),
+        e2e(&before, components::PROVIDER) - 2_000.0
+    );
+}
+
+#[test]
 fn run_without_fault_gives_no_verdict() {
     let analysis = analyze(
         &Scenario::default().collection(),

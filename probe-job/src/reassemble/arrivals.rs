@@ -177,6 +177,7 @@ impl ArrivalQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reassemble::gaps::SequenceGaps;
 
     fn run(arrival_ns: u64, bytes: u64) -> Run {
         Run { arrival_ns, bytes }
@@ -214,37 +215,46 @@ mod tests {
         assert_eq!(queue.take(5, 500), vec![run(400, 5)]);
     }
 
-    #[test]
-    fn filled_gap_is_read_first_and_holds_back_later_bytes() {
-        use crate::reassemble::gaps::SequenceGaps;
-
-        let mut gaps = SequenceGaps::default();
-        let mut queue = ArrivalQueue::default();
-        for (seq, len, arrival_ns) in [(0, 10, 100), (20, 5, 200), (10, 10, 900)] {
+    /// Feeds segments `(seq, len, arrival)` through a gap tracker into a
+    /// queue.
+    fn placed(gaps: &mut SequenceGaps, queue: &mut ArrivalQueue, segments: &[(u32, u32, u64)]) {
+        for &(seq, len, arrival_ns) in segments {
             let placement = gaps.observe(seq, len, arrival_ns);
             queue.place(arrival_ns, &placement);
         }
+    }
+
+    #[test]
+    fn filled_gap_is_read_first_and_holds_back_later_bytes() {
+        let mut gaps = SequenceGaps::default();
+        let mut queue = ArrivalQueue::default();
+        placed(
+            &mut gaps,
+            &mut queue,
+            &[(0, 10, 100), (20, 5, 200), (10, 10, 900)],
+        );
         // A repeat of bytes that arrived is dropped.
-        queue.place(950, &gaps.observe(0, 10, 950));
+        placed(&mut gaps, &mut queue, &[(0, 10, 950)]);
         assert_eq!(queue.discarded, 1);
-        // A short read while the gap is open returns the bytes before it
-        // and must keep the bytes that overtook the loss.
-        let mut queue_before_fill = ArrivalQueue::default();
-        let mut gaps_before_fill = SequenceGaps::default();
-        for (seq, len, arrival_ns) in [(0, 10, 100), (20, 5, 200)] {
-            let placement = gaps_before_fill.observe(seq, len, arrival_ns);
-            queue_before_fill.place(arrival_ns, &placement);
-        }
-        assert_eq!(queue_before_fill.take(10, 300), vec![run(100, 10)]);
-        queue_before_fill.drained(250);
-        queue_before_fill.place(900, &gaps_before_fill.observe(10, 10, 900));
-        assert_eq!(queue_before_fill.take(15, 1_000), vec![run(900, 15)]);
-        assert_eq!(queue_before_fill.discarded, 0);
 
         // The process reads in sequence order: the bytes past the gap were
         // readable only once the retransmission arrived at 900.
         assert_eq!(queue.take(25, 1_000), vec![run(100, 10), run(900, 15)]);
         assert_eq!(queue.read_end(), Some(25));
+    }
+
+    #[test]
+    fn short_read_keeps_bytes_past_a_gap() {
+        let mut gaps = SequenceGaps::default();
+        let mut queue = ArrivalQueue::default();
+        placed(&mut gaps, &mut queue, &[(0, 10, 100), (20, 5, 200)]);
+        // The read returns the bytes before the gap, fewer than requested.
+        assert_eq!(queue.take(10, 300), vec![run(100, 10)]);
+        queue.drained(250);
+
+        placed(&mut gaps, &mut queue, &[(10, 10, 900)]);
+        assert_eq!(queue.take(15, 1_000), vec![run(900, 15)]);
+        assert_eq!(queue.discarded, 0);
     }
 
     #[test]

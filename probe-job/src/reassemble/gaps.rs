@@ -161,7 +161,8 @@ mod tests {
         assert_eq!(gaps.observe(100, 10, 1).appended, Some((100, 10)));
         let placement = gaps.observe(110, 5, 2);
         assert_eq!(placement.appended, Some((110, 5)));
-        assert!(placement.filled.is_empty() && placement.refill.is_none());
+        assert!(placement.filled.is_empty());
+        assert!(placement.refill.is_none());
     }
 
     #[test]
@@ -189,7 +190,8 @@ mod tests {
         gaps.observe(100, 10, 1);
         let placement = gaps.observe(100, 10, 2);
         assert_eq!(placement.duplicate_bytes, 10);
-        assert!(placement.filled.is_empty() && placement.appended.is_none());
+        assert!(placement.filled.is_empty());
+        assert!(placement.appended.is_none());
     }
 
     #[test]
@@ -250,7 +252,8 @@ mod tests {
         // The stream goes on as if the stray segment never came.
         let placement = gaps.observe(10, 10, 3);
         assert_eq!(placement.appended, Some((10, 10)));
-        assert!(placement.filled.is_empty() && placement.refill.is_none());
+        assert!(placement.filled.is_empty());
+        assert!(placement.refill.is_none());
     }
 
     #[test]
