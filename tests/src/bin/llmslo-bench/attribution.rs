@@ -284,7 +284,7 @@ const CATALOGUE: &[FaultType] = &[
     FaultType {
         name: "CPU throttling",
         effect: Effect::Latency,
-        magnitudes: &["cpu-quota=15", "cpu-quota=10", "cpu-quota=8"],
+        magnitudes: &["cpu-quota=12", "cpu-quota=10", "cpu-quota=9"],
         quick: 1,
     },
     FaultType {
