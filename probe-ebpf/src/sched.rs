@@ -159,8 +159,16 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     if on_cpu.tid != 0 && on_cpu.tid == prev_tid {
         add_on_cpu(on_cpu.tgid, now.saturating_sub(on_cpu.since_ns));
     }
-    if prev_tgid.is_some() && is_still_runnable(&ctx, &layout) {
-        mark_runnable(prev_tid, now);
+    if prev_tgid.is_some() {
+        if is_still_runnable(&ctx, &layout) {
+            mark_runnable(prev_tid, now);
+        } else {
+            // `sched_wakeup` also fires for a thread that is still on the
+            // CPU (it set itself to sleep but had not switched out yet).
+            // That mark must not outlive this sleep, or the next switch-in
+            // would count the whole sleep as a run-queue wait.
+            let _ = RUNNABLE_SINCE.remove(&prev_tid);
+        }
     }
 
     match next_tgid {

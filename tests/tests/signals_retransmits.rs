@@ -4,10 +4,11 @@
 
 use std::{process::Command, time::Duration};
 
-use llmslo_schema::{LossRecovery, LossRecoveryKind, RetransmitCount};
+use llmslo_schema::{LossRecovery, LossRecoveryKind, ProbeResult, RetransmitCount};
 use llmslo_tests::{
     probe::{self, Probe},
     process::ChildGuard,
+    python::GatedClient,
     signals::{Netns, self_gated_python},
     tls::TestCa,
 };
@@ -20,6 +21,21 @@ const SINK_PORT: u16 = 7100;
 const SERVE_PORT: u16 = 7101;
 /// Bytes sent in each direction; enough segments for drops to hit.
 const STREAM_BYTES: usize = 512 * 1024;
+
+/// Attaches the probe to a gated target, lets the target run to its end
+/// and returns the probe's result.
+fn probe_gated(mut target: GatedClient) -> ProbeResult {
+    let probe = Probe::start(&[
+        "--pid".into(),
+        target.pid().to_string(),
+        "--duration".into(),
+        "100s".into(),
+    ]);
+    probe.wait_ready();
+    target.go();
+    target.wait(TIMEOUT);
+    probe.wait(TIMEOUT).result()
+}
 
 /// Starts `python3 -c code` inside the namespace, killed on drop.
 fn in_namespace(netns: &Netns, name: &str, code: &str) -> ChildGuard {
@@ -57,7 +73,7 @@ fn lossy_link_shows_retransmits() {
         ),
     );
 
-    let mut target = self_gated_python(
+    let target = self_gated_python(
         "streamer",
         &[],
         &format!(
@@ -103,16 +119,7 @@ fn lossy_link_shows_retransmits() {
         ),
     );
 
-    let probe = Probe::start(&[
-        "--pid".into(),
-        pid.to_string(),
-        "--duration".into(),
-        "100s".into(),
-    ]);
-    probe.wait_ready();
-    target.go();
-    target.wait(TIMEOUT);
-    let result = probe.wait(TIMEOUT).result();
+    let result = probe_gated(target);
 
     let of_target: Vec<&RetransmitCount> = result
         .retransmits
@@ -263,7 +270,7 @@ fn check_refilled_gaps(tls: Option<&TestCa>) {
         .expect("python3 starts");
     let _source = ChildGuard::new("source", source);
     let namespace = netns.name.clone();
-    let mut target = self_gated_python(
+    let target = self_gated_python(
         "receiver",
         &["ip", "netns", "exec", &namespace],
         &format!(
@@ -284,16 +291,7 @@ fn check_refilled_gaps(tls: Option<&TestCa>) {
         ),
     );
     let pid = target.pid();
-    let probe = Probe::start(&[
-        "--pid".into(),
-        pid.to_string(),
-        "--duration".into(),
-        "100s".into(),
-    ]);
-    probe.wait_ready();
-    target.go();
-    target.wait(TIMEOUT);
-    let result = probe.wait(TIMEOUT).result();
+    let result = probe_gated(target);
 
     let refills: Vec<&LossRecovery> = result
         .loss_recoveries
