@@ -312,9 +312,27 @@ fn local_reports_sdk_calls_as_requests() {
         assert!(ttft >= 20_000, "the server waits at least 20 ms: {call}");
         assert!(e2e >= ttft, "{call}");
         assert!(call["output_tokens"].as_u64().unwrap() > 0, "{call}");
+        // The call is its own request. Besides the provider, only the
+        // client's waits for a CPU inside it (on a busy test host) may
+        // show, as its own time.
         let shares = call["decomposition"]["e2e"].as_array().unwrap();
-        assert_eq!(shares.len(), 1, "{call}");
-        assert_eq!(shares[0]["component"], "provider", "{call}");
+        let largest = shares
+            .iter()
+            .max_by(|a, b| {
+                a["critical_us"]
+                    .as_f64()
+                    .partial_cmp(&b["critical_us"].as_f64())
+                    .unwrap()
+            })
+            .unwrap();
+        assert_eq!(largest["component"], "provider", "{call}");
+        for share in shares {
+            let component = share["component"].as_str().unwrap();
+            assert!(
+                ["provider", "run_queue", "cpu_throttling"].contains(&component),
+                "{call}"
+            );
+        }
     }
 }
 

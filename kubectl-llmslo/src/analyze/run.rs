@@ -60,6 +60,9 @@ impl NodeContext<'_> {
             .iter()
             .filter_map(|loss| match loss.kind {
                 LossRecoveryKind::Refilled => Interval::new(loss.from_ns, loss.to_ns).clip(call),
+                // NOTE: an upper bound. The probe cannot tell which data
+                // went out again, and a retransmission after a lost
+                // acknowledgement counts too.
                 LossRecoveryKind::Resent => (call.contains(loss.to_ns)
                     && loss.to_ns <= first_byte_ns)
                     .then(|| Interval::new(call.start_ns, loss.to_ns)),

@@ -121,6 +121,10 @@ impl ArrivalQueue {
     /// Splits a read of `bytes` into runs by arrival. Bytes the queue does
     /// not cover (an arrival event was lost or came before the connection
     /// was followed) get `read_ns`, the read's own time.
+    ///
+    /// NOTE: reads take bytes by count, also where segments carry sequence
+    /// numbers, so a lost arrival event shifts later bytes onto the next
+    /// segments' arrivals until the queue runs empty.
     pub fn take(&mut self, bytes: u64, read_ns: u64) -> Vec<Run> {
         let mut runs: Vec<Run> = Vec::new();
         let mut left = bytes;
