@@ -31,6 +31,16 @@ fn fault(component: &'static str, extra_ms: f64, fraction: f64) -> Fault {
     }
 }
 
+/// The decomposition of each request, in the order of the calls.
+fn request_decompositions(analysis: &Analysis) -> Vec<&super::decompose::Decomposition> {
+    analysis
+        .calls
+        .iter()
+        .filter(|c| c.role == Role::Request)
+        .map(|c| c.decomposition.as_ref().unwrap())
+        .collect()
+}
+
 fn contributor_names(verdict: &super::verdict::Verdict) -> Vec<&str> {
     verdict
         .contributors
@@ -166,12 +176,7 @@ fn handshake_with_a_retransmitted_syn_is_network_time() {
     }
 
     let analysis = analyze(&collection, &AnalysisOptions::default());
-    let requests: Vec<_> = analysis
-        .calls
-        .iter()
-        .filter(|c| c.role == Role::Request)
-        .map(|c| c.decomposition.as_ref().unwrap())
-        .collect();
+    let requests = request_decompositions(&analysis);
 
     let time = |request: usize, component| requests[request].critical_us(Phase::Ttft, component);
     assert_eq!(time(0, components::NETWORK), 3_000.0);
@@ -211,8 +216,8 @@ fn loss_recovery_inside_a_call_is_network_time() {
         to_ns,
     };
     let (t0, first_byte) = (calls[0].2, calls[0].3);
-    // The first call waited 2 ms for a gap in its response to be filled;
-    // the second resent its request 5 ms after it started; the third
+    // The first call waited 2 ms for a gap in its response to be filled.
+    // The second resent its request 5 ms after it started. The third
     // resent data only after its response had begun.
     result.loss_recoveries = vec![
         loss(
@@ -240,12 +245,7 @@ fn loss_recovery_inside_a_call_is_network_time() {
     );
 
     let analysis = analyze(&collection, &AnalysisOptions::default());
-    let requests: Vec<_> = analysis
-        .calls
-        .iter()
-        .filter(|c| c.role == Role::Request)
-        .map(|c| c.decomposition.as_ref().unwrap())
-        .collect();
+    let requests = request_decompositions(&analysis);
     let network = |request: usize| requests[request].critical_us(Phase::E2e, components::NETWORK);
     assert_eq!(network(0), 2_000.0);
     assert_eq!(network(1), 5_000.0);
@@ -278,7 +278,7 @@ fn run_queue_wait_inside_a_call_is_own_time() {
         .find(|e| e.direction == Direction::Outbound && e.llm.is_some())
         .unwrap();
     // The calling thread waited 2 ms for a CPU inside its provider call,
-    // as it does when the answer arrived while the CPU was busy.
+    // as it does when the response arrived while the CPU was busy.
     result
         .scheduling
         .long_waits
@@ -291,15 +291,7 @@ fn run_queue_wait_inside_a_call_is_own_time() {
     let after = analyze(&collection, &AnalysisOptions::default());
 
     let e2e = |analysis: &Analysis, component| {
-        analysis
-            .calls
-            .iter()
-            .find(|c| c.role == Role::Request)
-            .unwrap()
-            .decomposition
-            .as_ref()
-            .unwrap()
-            .critical_us(Phase::E2e, component)
+        request_decompositions(analysis)[0].critical_us(Phase::E2e, component)
     };
     assert_eq!(e2e(&before, components::RUN_QUEUE), 0.0);
     assert_eq!(e2e(&after, components::RUN_QUEUE), 2_000.0);
