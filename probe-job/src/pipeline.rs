@@ -168,7 +168,7 @@ impl Pipeline {
     }
 
     /// Turns on arrival stamps for connections opened from now on, and
-    /// says whether the arrivals carry TCP sequence numbers.
+    /// records whether the arrivals carry TCP sequence numbers.
     pub fn enable_arrivals(&mut self, sequence_numbers: bool) {
         self.arrivals = true;
         self.sequence_numbers = sequence_numbers;
@@ -636,7 +636,8 @@ impl Pipeline {
     }
 }
 
-/// The connection of a loss recovery, when both its addresses are known.
+/// Returns the connection of a loss recovery, when both its addresses
+/// are known.
 fn loss_socket(key: SocketKey, meta: &ConnectionMeta) -> Option<Socket> {
     Some(Socket {
         pid: key.tgid,

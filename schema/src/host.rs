@@ -79,12 +79,12 @@ pub struct LossRecovery {
     pub to_ns: u64,
 }
 
-/// Which side lost data, and how the probe saw it.
+/// The side that lost data, and how the probe saw it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LossRecoveryKind {
     /// The target sent data again: a retransmission timer or duplicate
-    /// acknowledgements told it that the data was lost (or only its
+    /// acknowledgements showed it that the data was lost (or only its
     /// acknowledgement). `from_ns` and `to_ns` are both the
     /// retransmission; when the data was first sent is the consumer's
     /// estimate (for a request, its start).

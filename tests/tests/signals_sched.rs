@@ -181,7 +181,7 @@ fn on_cpu_time_matches_process_times() {
     // times(2) counts in clock ticks of 10 ms, and the probe also sees the
     // interpreter's start-up and exit around the measured loop. The burner
     // may run its whole loop in one slice, which ends only after its exit
-    // event; the probe counts the open slice when it reads the totals.
+    // event, so the probe counts the open slice when it reads the totals.
     assert!(
         on_cpu_us >= measured_us - 20_000.0 && on_cpu_us <= measured_us * 1.3 + 50_000.0,
         "probe {on_cpu_us:.0} µs on CPU, process times {measured_us:.0} µs"

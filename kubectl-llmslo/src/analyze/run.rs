@@ -40,9 +40,9 @@ struct NodeContext<'a> {
 impl NodeContext<'_> {
     /// The parts of `call` (the interval of `record`) that its connection
     /// spent on TCP loss recovery, sorted and disjoint. A gap in received
-    /// data counts while the gap was open; a retransmission of the
+    /// data counts while the gap was open. A retransmission of the
     /// record's own data before its first response byte counts from the
-    /// call's start, since the request was waiting to get through.
+    /// call's start, because the request was waiting to get through.
     fn loss_waits(&self, record: &CallRecord, call: Interval) -> Vec<Interval> {
         let Some((local, peer)) = &record.socket else {
             return Vec::new();
@@ -617,12 +617,12 @@ fn link_and_decompose(
 /// connection waited on loss recovery, its own component elsewhere.
 ///
 /// Run-queue waits of the calling thread inside the call belong to no
-/// piece. A thread blocked on a call becomes runnable when the answer
+/// piece. A thread blocked on a call becomes runnable when the response
 /// arrives, so such a wait is the service waiting for a CPU, not for the
-/// peer: left to the request's own time, it is split into run-queue wait
-/// and CPU throttling like any other. This matters where the call's end
-/// is the read of its answer rather than the answer's arrival (UDP, or
-/// TCP without arrival stamps).
+/// peer. Left to the request's own time, it is split into run-queue wait
+/// and CPU throttling like any other. This matters where the call ends
+/// at the read of its response rather than at the response's arrival
+/// (UDP, or TCP without arrival stamps).
 fn call_parts<'c>(
     context: Option<&NodeContext<'_>>,
     record: &'c CallRecord,

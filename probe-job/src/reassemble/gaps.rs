@@ -1,7 +1,7 @@
-//! Gaps in the sequence space of the bytes a connection received: a
+//! Gaps in the sequence space of the bytes a connection received. A
 //! segment that arrives past the next expected byte shows that data was
-//! lost on the way (or reordered), and the segment that later fills the
-//! gap is the peer's retransmission (or the late original). The time
+//! lost on the way (or reordered). The segment that later fills the gap
+//! is the peer's retransmission (or the late original), and the time
 //! between the two is a wait that loss recovery explains, seen from this
 //! end.
 
@@ -34,7 +34,7 @@ struct Gap {
     opened_ns: u64,
 }
 
-/// Where the bytes of one arrived segment belong.
+/// The places of one arrived segment's bytes in the sequence space.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Placement {
     /// New bytes past everything that arrived before: `(seq, len)`.
@@ -55,7 +55,7 @@ pub struct Refill {
     pub to_ns: u64,
 }
 
-/// Whether sequence number `a` comes before `b`, modulo 2^32.
+/// Returns whether sequence number `a` comes before `b`, modulo 2^32.
 pub fn seq_before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }

@@ -200,7 +200,7 @@ where
         placement.refill.map(|refill| (refill, &connection.meta))
     }
 
-    /// What is known about a followed connection.
+    /// Returns what is known about a followed connection.
     pub fn meta(&self, key: SocketKey) -> Option<&ConnectionMeta> {
         self.connections
             .get(&key)

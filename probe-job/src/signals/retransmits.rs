@@ -84,7 +84,7 @@ impl Retransmits {
         });
     }
 
-    /// The counts per process and peer, and the loss recoveries.
+    /// Returns the counts per process and peer, and the loss recoveries.
     pub fn finish(self) -> (Vec<RetransmitCount>, Vec<LossRecovery>) {
         (self.by_peer.into_values().collect(), self.recoveries)
     }
