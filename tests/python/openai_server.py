@@ -9,7 +9,9 @@ completions API is built in, and other formats can be added the same way.
 For every request it appends one JSON line to ``--log`` with
 CLOCK_MONOTONIC nanoseconds (``time.monotonic_ns()``, the clock the probe
 uses): when the request's first byte was received, when the first
-content-carrying event was written, and when the response was finished.
+content-carrying event was written, and when the response was finished;
+for streamed chat completions also the wait before the first event, as
+requested (``prefill_planned_ms``) and as slept (``prefill_actual_ms``).
 
 Chunk sizes, gaps and token counts come from a random generator seeded with
 ``--seed`` and the request's index, so a run can be repeated exactly.
@@ -355,7 +357,12 @@ async def openai_chat_completions(request, responder, rng, options):
         return b"data: " + json.dumps(document, separators=(",", ":")).encode() + b"\n\n"
 
     responder.start_chunked(200, "OK", [("content-type", "text/event-stream; charset=utf-8"), *headers])
+    slept_from_ns = time.monotonic_ns()
     await asyncio.sleep(prefill)
+    # The slow-first-token fault lengthens this sleep; the benchmark
+    # compares the probe with what was slept, not with what was requested.
+    facts["prefill_planned_ms"] = prefill * 1000
+    facts["prefill_actual_ms"] = (time.monotonic_ns() - slept_from_ns) / 1e6
     role = {"role": "assistant", "content": "", "refusal": None}
     await responder.send_chunk(
         chunk([{"index": 0, "delta": role, "logprobs": None, "finish_reason": None}])

@@ -313,6 +313,40 @@ impl Stack {
         read_log(&self.dir.path().join("provider.jsonl"))
     }
 
+    /// Returns the delays that the service behind `fault` served for it,
+    /// each as the service measured it, or `None` when `fault` is not one fixed delay
+    /// (TTFT, retrieval query, guardrail or DNS delay). For the provider,
+    /// every streamed answer's wait before its first event, faulty or not.
+    ///
+    /// # Errors
+    ///
+    /// When the database that serves the retrieval delay cannot be read.
+    pub fn served_delays(&self, fault: &Fault) -> Result<Option<Vec<ServedDelay>>, StackError> {
+        let ledger = |section: &str| -> Vec<ServedDelay> {
+            read_log(&self.dir.path().join(format!("{section}-delays.jsonl")))
+        };
+        Ok(Some(match fault {
+            Fault::ProviderSlowFirstToken(_) => self
+                .provider_requests()
+                .iter()
+                .filter_map(|request| {
+                    Some(ServedDelay {
+                        ended_ns: request["first_content_write_ns"].as_u64()?,
+                        planned_ms: request["prefill_planned_ms"].as_f64()?,
+                        actual_ms: request["prefill_actual_ms"].as_f64()?,
+                    })
+                })
+                .collect(),
+            Fault::SlowGuardrail(_) => ledger("guardrail"),
+            Fault::SlowDns(_) => ledger("dns"),
+            Fault::SlowRetrievalQuery(_) => match &self.postgres {
+                Some(postgres) => postgres.served_delays()?,
+                None => Vec::new(),
+            },
+            _ => return Ok(None),
+        }))
+    }
+
     fn loadgen_log(&self) -> PathBuf {
         self.dir.path().join("loadgen.jsonl")
     }
@@ -806,6 +840,18 @@ fn nearest_rank(sorted: &[f64], percentile: f64) -> f64 {
     }
     let rank = ((percentile / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// One delay a service served for a fault, as the service measured it: a
+/// sleep overshoots the requested time, by up to about a millisecond here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServedDelay {
+    /// `CLOCK_MONOTONIC` nanoseconds when the delay ended.
+    pub ended_ns: u64,
+    /// The requested delay.
+    pub planned_ms: f64,
+    /// The delay that the service measured around its wait.
+    pub actual_ms: f64,
 }
 
 /// Returns `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the probe

@@ -17,6 +17,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 
 import dns.exception
 import dns.flags
@@ -53,9 +54,14 @@ class Resolver(asyncio.DatagramProtocol):
         delay_ms = float(self.faults.get("delay_ms", 0))
         wire = response.to_wire()
         if delay_ms > 0:
-            asyncio.get_running_loop().call_later(delay_ms / 1000, self.transport.sendto, wire, address)
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay_ms / 1000, self.send_late, wire, address, delay_ms, time.monotonic_ns())
         else:
             self.transport.sendto(wire, address)
+
+    def send_late(self, wire, address, delay_ms, started_ns):
+        self.transport.sendto(wire, address)
+        self.faults.note_delay(delay_ms, started_ns)
 
     def answer(self, query, failure):
         response = dns.message.make_response(query)

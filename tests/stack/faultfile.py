@@ -4,12 +4,20 @@ The stack fixture writes one JSON object to a file, with one object per
 service (``"guardrail"``, ``"dns"``, ``"provider"``, ...). A service reads
 its own object and reads the file again whenever its modification time
 changes, so that a fault can be switched on and off without a restart.
+
+A service that injects a delay for a fault notes each one it served with
+``FaultFile.note_delay``: one JSON line in ``<section>-delays.jsonl`` beside
+the fault file, with the CLOCK_MONOTONIC nanoseconds when the delay ended,
+the requested delay and the one the service measured, in milliseconds.
+A sleep overshoots the requested time by up to about a millisecond, so
+the benchmark scores the probe against the delay that was served.
 """
 
 import json
 import os
 import sys
 import threading
+import time
 
 
 class FaultFile:
@@ -21,6 +29,7 @@ class FaultFile:
         self.stamp = None
         self.values = {}
         self.lock = threading.Lock()
+        self.delays = None
 
     def current(self):
         """Return the section as a dict; empty when the file or the section is missing."""
@@ -39,6 +48,19 @@ class FaultFile:
     def get(self, name, default):
         value = self.current().get(name)
         return default if value is None else value
+
+    def note_delay(self, planned_ms, started_ns):
+        """Record a delay of ``planned_ms`` that began at ``started_ns`` and ends now."""
+        ended_ns = time.monotonic_ns()
+        if self.path is None:
+            return
+        record = {"ended_ns": ended_ns, "planned_ms": planned_ms, "actual_ms": (ended_ns - started_ns) / 1e6}
+        with self.lock:
+            if self.delays is None:
+                directory = os.path.dirname(os.path.abspath(self.path))
+                self.delays = open(os.path.join(directory, f"{self.section}-delays.jsonl"), "a", encoding="utf-8")
+            self.delays.write(json.dumps(record) + "\n")
+            self.delays.flush()
 
     def _read(self):
         try:

@@ -42,7 +42,9 @@ class PolicyHandler(BaseHTTPRequestHandler):
 
         delay_ms = float(self.server.faults.get("delay_ms", 0))
         if delay_ms > 0:
+            started_ns = time.monotonic_ns()
             time.sleep(delay_ms / 1000)
+            self.server.faults.note_delay(delay_ms, started_ns)
         prompt_chars = int((document.get("input") or {}).get("prompt_chars") or 0)
         allowed = prompt_chars <= self.server.max_prompt_chars
         self.send_json(200, {"decision_id": str(uuid.uuid4()), "result": allowed})

@@ -7,6 +7,14 @@ CREATE TABLE fault_settings (
 );
 INSERT INTO fault_settings (name, value) VALUES ('query_delay_ms', 0);
 
+-- One row per delay the fault served, as measured inside the server; the
+-- benchmark compares the probe with these. Unlogged: no WAL to write.
+CREATE UNLOGGED TABLE injected_delays (
+    ended_epoch_secs double precision NOT NULL,
+    planned_ms double precision NOT NULL,
+    actual_ms double precision NOT NULL
+);
+
 CREATE TABLE documents (
     id serial PRIMARY KEY,
     topic text NOT NULL,
@@ -28,10 +36,16 @@ CREATE FUNCTION retrieval_delay() RETURNS double precision
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     delay_ms double precision;
+    started timestamptz;
+    ended timestamptz;
 BEGIN
     SELECT value INTO delay_ms FROM fault_settings WHERE name = 'query_delay_ms';
     IF delay_ms > 0 THEN
+        started := clock_timestamp();
         PERFORM pg_sleep(delay_ms / 1000.0);
+        ended := clock_timestamp();
+        INSERT INTO injected_delays
+        VALUES (extract(epoch FROM ended), delay_ms, 1000 * extract(epoch FROM ended - started));
     END IF;
     RETURN coalesce(delay_ms, 0);
 END

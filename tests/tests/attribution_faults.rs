@@ -37,6 +37,7 @@ fn slow_provider_first_token_names_provider() {
     );
     outcome.assert_client_slower(|s| s.ttft_p50_ms, 600.0);
     outcome.assert_attributed_to("ttft.p95", "provider");
+    outcome.assert_delays_served();
 }
 
 #[test]
@@ -48,6 +49,7 @@ fn slow_retrieval_query_names_retrieval() {
     );
     outcome.assert_client_slower(|s| s.ttft_p50_ms, 600.0);
     outcome.assert_attributed_to("ttft.p95", "retrieval");
+    outcome.assert_delays_served();
 }
 
 #[test]

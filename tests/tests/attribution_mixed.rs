@@ -67,6 +67,7 @@ fn two_slow_components_are_both_named_or_inconclusive() {
         &["ttft.p95=600ms"],
     );
     outcome.assert_client_slower(|s| s.ttft_p50_ms, 1000.0);
+    outcome.assert_delays_served();
     let verdict = outcome.verdict("ttft.p95");
     let named: Vec<String> = contributors(verdict)
         .into_iter()

@@ -29,6 +29,7 @@ fn slow_dns_names_dns() {
     );
     outcome.assert_client_slower(|s| s.ttft_p50_ms, 600.0);
     outcome.assert_attributed_to("ttft.p95", "dns");
+    outcome.assert_delays_served();
 }
 
 /// Runs the stack with its DNS server failing in `failure`'s way and

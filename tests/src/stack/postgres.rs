@@ -6,10 +6,11 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use super::{
-    StackError,
+    ServedDelay, StackError, monotonic_now_ns,
     system::{in_netns, run},
 };
 
@@ -112,6 +113,43 @@ impl Postgres {
             &format!("UPDATE fault_settings SET value = {delay_ms} WHERE name = 'query_delay_ms'"),
         )?;
         Ok(())
+    }
+
+    /// Returns the retrieval delays the server served, from the
+    /// `injected_delays` table, with their ends moved from the wall clock
+    /// to `CLOCK_MONOTONIC`.
+    pub fn served_delays(&self) -> Result<Vec<ServedDelay>, StackError> {
+        let rows = self.execute(
+            DATABASE,
+            "SELECT ended_epoch_secs, planned_ms, actual_ms FROM injected_delays",
+        )?;
+        let wall_now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as i128);
+        let wall_minus_monotonic_ns = wall_now_ns - i128::from(monotonic_now_ns());
+        rows.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let fields: Vec<f64> = line
+                    .split('|')
+                    .map(|field| field.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|error| {
+                        StackError::new(format!("invalid injected_delays row {line:?}: {error}"))
+                    })?;
+                let [ended_secs, planned_ms, actual_ms] = fields[..] else {
+                    return Err(StackError::new(format!(
+                        "invalid injected_delays row {line:?}: expected three columns"
+                    )));
+                };
+                let ended_ns = (ended_secs * 1e9) as i128 - wall_minus_monotonic_ns;
+                Ok(ServedDelay {
+                    ended_ns: u64::try_from(ended_ns).unwrap_or(0),
+                    planned_ms,
+                    actual_ms,
+                })
+            })
+            .collect()
     }
 
     /// Stops the server with `pg_ctl stop -m immediate`.

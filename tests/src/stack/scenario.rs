@@ -4,10 +4,16 @@
 use std::time::Duration;
 
 use super::{
-    ClientSlis, StackBuilder,
+    ClientSlis, ServedDelay, StackBuilder,
     diagnose::{Contributor, Diagnosis, contributors, diagnose},
 };
 use crate::probe::exclusive;
+
+/// How much longer than requested a fault's sleep may last: the services'
+/// event loops and PostgreSQL wake up late by well under a millisecond on
+/// an idle host, and by an estimated tens of milliseconds on one busy with
+/// builds.
+pub const MAX_SERVED_EXCESS_MS: f64 = 50.0;
 
 /// A client-side latency SLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +32,9 @@ pub struct Outcome {
     pub during: ClientSlis,
     /// Faults in force, as text.
     pub faults: Vec<String>,
+    /// For each fault that is one fixed delay, the delays its service
+    /// served inside the diagnose window, as the service measured them.
+    pub served: Vec<(String, Vec<ServedDelay>)>,
 }
 
 /// Starts the stack, probes chat-api for `window` with `--slo` for each
@@ -69,12 +78,28 @@ pub fn run_after(
         diagnosis.window_end_ns,
     );
     let faults = stack.faults().iter().map(ToString::to_string).collect();
+    let window = diagnosis.window_start_ns..=diagnosis.window_end_ns;
+    let served = stack
+        .faults()
+        .iter()
+        .filter_map(|fault| {
+            let delays = stack
+                .served_delays(fault)
+                .unwrap_or_else(|error| panic!("reading the delays served for {fault}: {error}"))?;
+            let inside = delays
+                .into_iter()
+                .filter(|delay| window.contains(&delay.ended_ns))
+                .collect();
+            Some((fault.to_string(), inside))
+        })
+        .collect();
     drop(stack);
     Outcome {
         diagnosis,
         before,
         during,
         faults,
+        served,
     }
 }
 
@@ -89,6 +114,38 @@ impl Outcome {
             self.during,
             self.diagnosis.summary()
         )
+    }
+
+    /// Checks that each fixed-delay fault's service served its delay in
+    /// the window, no shorter than requested and at most
+    /// [`MAX_SERVED_EXCESS_MS`] longer.
+    ///
+    /// # Panics
+    ///
+    /// When a fault served no delay in the window, or one out of bounds.
+    pub fn assert_delays_served(&self) {
+        assert!(
+            !self.served.is_empty(),
+            "no fixed-delay fault\n{}",
+            self.explain()
+        );
+        for (fault, delays) in &self.served {
+            assert!(
+                !delays.is_empty(),
+                "{fault} served no delay in the window\n{}",
+                self.explain()
+            );
+            for delay in delays {
+                let excess_ms = delay.actual_ms - delay.planned_ms;
+                assert!(
+                    (-0.01..=MAX_SERVED_EXCESS_MS).contains(&excess_ms),
+                    "{fault}: requested {:.3} ms, served {:.3} ms\n{}",
+                    delay.planned_ms,
+                    delay.actual_ms,
+                    self.explain()
+                );
+            }
+        }
     }
 
     /// Checks that the fault changed what the load generator saw: `sli`

@@ -18,7 +18,7 @@ use std::{
 
 use llmslo_tests::{
     probe::exclusive,
-    stack::{ClientRequest, Fault, Stack, StackError, monotonic_now_ns},
+    stack::{ClientRequest, Fault, ServedDelay, Stack, StackError, monotonic_now_ns},
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -481,6 +481,7 @@ struct Calibration {
     low_us: f64,
     high_us: f64,
     injected_us: Option<f64>,
+    served_us: Option<f64>,
     client_shift_us: f64,
 }
 
@@ -521,9 +522,14 @@ struct ScenarioResult {
     client_during: ClientStats,
     verdicts: Vec<VerdictSummary>,
     scored_subject: Option<String>,
+    /// The fixed delay that the fault added per request, from what its
+    /// service measured (see [`served_delay_us`]).
+    served_delay_us: Option<f64>,
     calibration: Vec<Calibration>,
     diagnose_code: Option<i32>,
     attach_secs: f64,
+    /// The diagnose window, in `CLOCK_MONOTONIC` nanoseconds.
+    window_ns: (u64, u64),
     report_requests: u64,
     event_loss_fraction: f64,
     error: Option<String>,
@@ -534,6 +540,8 @@ struct ScenarioResult {
 struct Reference {
     name: String,
     client: ClientStats,
+    /// The reference's diagnose window, in `CLOCK_MONOTONIC` nanoseconds.
+    window_ns: (u64, u64),
 }
 
 struct Bench<'a> {
@@ -594,6 +602,7 @@ pub fn run(options: &Options) -> Result<(), String> {
             reference = Reference {
                 name: format!("scenario-{index}"),
                 client: result.client_during.clone(),
+                window_ns: result.window_ns,
             };
         }
         results.push(result);
@@ -632,6 +641,7 @@ impl Bench<'_> {
                 diagnosis.window_start_ns,
                 diagnosis.window_end_ns,
             ),
+            window_ns: (diagnosis.window_start_ns, diagnosis.window_end_ns),
         })
     }
 
@@ -672,9 +682,11 @@ impl Bench<'_> {
             client_during: ClientStats::default(),
             verdicts: Vec::new(),
             scored_subject: None,
+            served_delay_us: None,
             calibration: Vec::new(),
             diagnose_code: None,
             attach_secs: f64::NAN,
+            window_ns: (0, 0),
             report_requests: 0,
             event_loss_fraction: 0.0,
             error: None,
@@ -698,6 +710,23 @@ impl Bench<'_> {
             diagnosis.window_end_ns,
         );
         result.client_change = client_change(&reference.client, &result.client_during);
+        result.window_ns = (diagnosis.window_start_ns, diagnosis.window_end_ns);
+        if let Some(Injection::Stack(fault)) = scenario.injections.first() {
+            match self.stack.served_delays(fault) {
+                Ok(Some(delays)) => {
+                    result.served_delay_us = served_delay_us(
+                        scenario.injections[0].injected_delay_us(),
+                        &delays,
+                        result.window_ns,
+                        reference.window_ns,
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    eprintln!("llmslo-bench:   reading the served delays failed: {error}")
+                }
+            }
+        }
         result.diagnose_code = diagnosis.code;
         result.attach_secs = diagnosis.attach_secs;
         result.report_requests = diagnosis.report["requests"]["requests"]
@@ -960,9 +989,34 @@ fn score(scenario: &Scenario, report: &Value, result: &mut ScenarioResult) {
             low_us: field("low"),
             high_us: field("high"),
             injected_us: scenario.injections[0].injected_delay_us(),
+            served_us: result.served_delay_us,
             client_shift_us,
         });
     }
+}
+
+/// Returns the delay a fixed-delay fault added per request in `window`:
+/// the nominal delay plus how much longer than requested its service
+/// waited in the window, less the same excess in the reference window.
+/// The reference matters for the provider, which waits before every first
+/// token with or without the fault. `None` without a nominal delay or
+/// without a delay served in the window.
+fn served_delay_us(
+    nominal_us: Option<f64>,
+    delays: &[ServedDelay],
+    window: (u64, u64),
+    reference: (u64, u64),
+) -> Option<f64> {
+    let mean_excess_us = |(from, to): (u64, u64)| {
+        let excess: Vec<f64> = delays
+            .iter()
+            .filter(|delay| (from..=to).contains(&delay.ended_ns))
+            .map(|delay| (delay.actual_ms - delay.planned_ms) * 1000.0)
+            .collect();
+        (!excess.is_empty()).then(|| excess.iter().sum::<f64>() / excess.len() as f64)
+    };
+    let during = mean_excess_us(window)?;
+    Some(nominal_us? + during - mean_excess_us(reference).unwrap_or(0.0))
 }
 
 fn render(results: &[ScenarioResult], options: &Options, elapsed_secs: f64) -> String {
@@ -1153,35 +1207,40 @@ fn render(results: &[ScenarioResult], options: &Options, elapsed_secs: f64) -> S
 
     text.push_str("\n### Calibration of the 90% intervals\n\n");
     let points: Vec<&Calibration> = results.iter().flat_map(|r| r.calibration.iter()).collect();
-    let with_injected: Vec<&&Calibration> =
-        points.iter().filter(|p| p.injected_us.is_some()).collect();
-    let inside_injected = with_injected
-        .iter()
-        .filter(|p| {
-            let truth = p.injected_us.unwrap_or(f64::NAN);
-            p.low_us <= truth && truth <= p.high_us
-        })
-        .count();
-    let inside_shift = points
-        .iter()
-        .filter(|p| p.low_us <= p.client_shift_us && p.client_shift_us <= p.high_us)
-        .count();
+    let contained = |truth: fn(&Calibration) -> Option<f64>| {
+        let truths: Vec<(f64, &&Calibration)> = points
+            .iter()
+            .filter_map(|point| truth(point).map(|value| (value, point)))
+            .collect();
+        let inside = truths
+            .iter()
+            .filter(|(value, point)| point.low_us <= *value && *value <= point.high_us)
+            .count();
+        vec![truths.len().to_string(), percent(inside, truths.len())]
+    };
+    let truth_row = |name: &str, truth: fn(&Calibration) -> Option<f64>| {
+        let mut row = vec![name.to_owned()];
+        row.extend(contained(truth));
+        row
+    };
     text.push_str(&table(
         &["truth", "intervals", "containing the truth"],
         &[
-            vec![
-                "injected delay per request (fixed-delay faults)".to_owned(),
-                with_injected.len().to_string(),
-                percent(inside_injected, with_injected.len()),
-            ],
-            vec![
-                "client-side p95 shift of the scored SLI".to_owned(),
-                points.len().to_string(),
-                percent(inside_shift, points.len()),
-            ],
+            truth_row(
+                "delay per request as served (fixed-delay faults; measured by the service that waited)",
+                |p| p.served_us,
+            ),
+            truth_row(
+                "delay per request as asked (fixed-delay faults)",
+                |p| p.injected_us,
+            ),
+            truth_row("client-side p95 shift of the scored SLI", |p| {
+                Some(p.client_shift_us)
+            }),
         ],
     ));
     text.push('\n');
+    let ms = |us: f64| number(us / 1000.0, 1);
     let rows: Vec<Vec<String>> = points
         .iter()
         .map(|p| {
@@ -1189,15 +1248,11 @@ fn render(results: &[ScenarioResult], options: &Options, elapsed_secs: f64) -> S
                 p.scenario.clone(),
                 p.subject.clone(),
                 p.component.clone(),
-                number(p.value_us / 1000.0, 0),
-                format!(
-                    "{} .. {}",
-                    number(p.low_us / 1000.0, 0),
-                    number(p.high_us / 1000.0, 0)
-                ),
-                p.injected_us
-                    .map_or("-".to_owned(), |us| number(us / 1000.0, 0)),
-                number(p.client_shift_us / 1000.0, 0),
+                ms(p.value_us),
+                format!("{} .. {}", ms(p.low_us), ms(p.high_us)),
+                p.injected_us.map_or("-".to_owned(), ms),
+                p.served_us.map_or("-".to_owned(), ms),
+                ms(p.client_shift_us),
             ]
         })
         .collect();
@@ -1208,7 +1263,8 @@ fn render(results: &[ScenarioResult], options: &Options, elapsed_secs: f64) -> S
             "component",
             "change ms",
             "90% interval ms",
-            "injected ms",
+            "asked ms",
+            "served ms",
             "client shift ms",
         ],
         &rows,
@@ -1247,6 +1303,43 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn served(ended_ns: u64, planned_ms: f64, actual_ms: f64) -> ServedDelay {
+        ServedDelay {
+            ended_ns,
+            planned_ms,
+            actual_ms,
+        }
+    }
+
+    #[test]
+    fn served_delay_subtracts_reference_excess() {
+        // The guardrail sleeps only under the fault: 200 ms requested, 200.3
+        // and 200.5 slept in the window, and one sleep after it.
+        let guardrail = [
+            served(150, 200.0, 200.3),
+            served(180, 200.0, 200.5),
+            served(400, 200.0, 210.0),
+        ];
+        let delay = served_delay_us(Some(200_000.0), &guardrail, (100, 200), (0, 50));
+        assert!((delay.unwrap() - 200_400.0).abs() < 1e-6);
+
+        // The provider waits before every first token; its own excess in
+        // the reference window (0.2 ms) is not the fault's.
+        let provider = [
+            served(10, 100.0, 100.2),
+            served(150, 400.0, 400.6),
+            served(160, 450.0, 450.6),
+        ];
+        let delay = served_delay_us(Some(300_000.0), &provider, (100, 200), (0, 50));
+        assert!((delay.unwrap() - 300_400.0).abs() < 1e-6);
+
+        assert_eq!(
+            served_delay_us(Some(300_000.0), &provider, (500, 600), (0, 50)),
+            None
+        );
+        assert_eq!(served_delay_us(None, &provider, (100, 200), (0, 50)), None);
+    }
 
     fn stats(ttft_p95_ms: f64, e2e_p95_ms: f64, errors: usize) -> ClientStats {
         ClientStats {
