@@ -45,10 +45,6 @@ const FINAL_DRAIN_LIMIT: Duration = Duration::from_millis(500);
 /// exited or joined without an event.
 const TARGET_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// How often the TLS watcher runs its due scans: the rescans after an
-/// `execve()` and the periodic scan for libraries loaded with `dlopen`.
-const TLS_SCAN_TICK: Duration = Duration::from_millis(10);
-
 /// How long the window's start waits for the inspection of the files the
 /// targets map when the probe starts; a node with many large executables
 /// may need more, and their uprobes then attach during the window.
@@ -553,8 +549,6 @@ async fn collect_window(
     target_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu_sample = tokio::time::interval(cgroup_cpu::SAMPLE_INTERVAL);
     cpu_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tls_tick = tokio::time::interval(TLS_SCAN_TICK);
-    tls_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -565,6 +559,8 @@ async fn collect_window(
         if tokio::time::Instant::now() >= deadline {
             return Stop::Completed;
         }
+        // Recomputed on every turn: a drain may have queued scans.
+        let tls_due = tokio::time::Instant::from_std(tls.next_due(std::time::Instant::now()));
         tokio::select! {
             // Signals and the deadline first, then the timers, and the
             // drain last, so that a busy ring buffer cannot starve them.
@@ -582,7 +578,7 @@ async fn collect_window(
                 }
             }
             _ = cpu_sample.tick() => cpu_sampler.sample(result::monotonic_ns()),
-            _ = tls_tick.tick() => {
+            () = tokio::time::sleep_until(tls_due) => {
                 tls.run_due(std::time::Instant::now());
                 for pid in tls.poll(collector.ebpf_mut()) {
                     pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));

@@ -48,6 +48,9 @@ pub const EXEC_RESCAN_DELAYS: [Duration; 3] = [
 /// Interval of the scan of every target process.
 pub const PERIODIC_RESCAN: Duration = Duration::from_secs(1);
 
+/// How often finished inspections are collected while some are running.
+pub const INSPECTION_POLL: Duration = Duration::from_millis(10);
+
 /// Inspection and attach state of one file.
 #[derive(Debug, Clone, Default)]
 struct FileState {
@@ -183,6 +186,23 @@ impl TlsWatcher {
     pub fn on_exit(&mut self, pid: u32) {
         self.process_files.remove(&pid);
         self.scheduled.retain(|(_, scheduled)| *scheduled != pid);
+    }
+
+    /// Returns when [`Self::run_due`] and [`Self::poll`] next have work:
+    /// [`INSPECTION_POLL`] from `now` while inspections run, else the
+    /// earliest scheduled or periodic scan, so that an idle probe sleeps
+    /// up to a second between these wake-ups.
+    pub fn next_due(&self, now: Instant) -> Instant {
+        if !self.pending.is_empty() {
+            return now + INSPECTION_POLL;
+        }
+        let periodic = self
+            .last_periodic
+            .map_or(now, |last| last + PERIODIC_RESCAN);
+        self.scheduled
+            .iter()
+            .map(|(at, _)| *at)
+            .fold(periodic, Instant::min)
     }
 
     /// Runs the scans that are due: scheduled ones, and every known process
@@ -379,5 +399,34 @@ fn attach_finding(ebpf: &mut Ebpf, path: &Path, finding: Option<TlsFinding>) -> 
                 error: Some(error.to_string()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_due_follows_pending_work() {
+        let empty_proc = std::env::temp_dir().join("llmslo-no-such-proc");
+        let mut watcher = TlsWatcher::new(&empty_proc);
+        let now = Instant::now();
+        assert_eq!(watcher.next_due(now), now, "the first periodic scan is due");
+
+        watcher.run_due(now);
+        assert_eq!(watcher.next_due(now), now + PERIODIC_RESCAN);
+
+        // The scan of a process that is gone queues nothing, but the
+        // rescans after its exec stay scheduled.
+        watcher.on_exec(4_000_000, now);
+        assert_eq!(watcher.next_due(now), now + EXEC_RESCAN_DELAYS[0]);
+    }
+
+    #[test]
+    fn next_due_polls_running_inspections() {
+        let mut watcher = TlsWatcher::new("/proc");
+        watcher.scan(std::process::id());
+        let now = Instant::now();
+        assert_eq!(watcher.next_due(now), now + INSPECTION_POLL);
     }
 }
