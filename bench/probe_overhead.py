@@ -3,15 +3,26 @@
 to a client at fixed request rates, and the event rate it sustains before
 its ring buffer overflows.
 
-Each load scenario runs the same paced load twice against the OpenAI
-stand-in server on loopback (tests/python/openai_server.py, or
-tests/python/tls_openai_server.py with a throwaway CA for the TLS rows):
-once without the probe and once with the probe attached to the client
-process. Then a
-ramp with a 1 MiB ring buffer finds the event rate of the first drop, and
-a run with the probe stopped for a few seconds shows what the result
-reports about the events it lost. It prints Markdown tables, and with --json
-writes every measurement. Run as root after
+Each load scenario runs the same paced load against the OpenAI stand-in
+server on loopback (tests/python/openai_server.py, or
+tests/python/tls_openai_server.py with a throwaway CA for the TLS rows),
+in pairs of runs: one without the probe and one with the probe attached
+to the client process, in alternating order, so that a drift of the
+machine's speed falls on both sides alike. The latencies of all runs of a
+side are pooled.
+
+The probe's CPU is counted only while the load runs, so that loading and
+attaching (paid once per diagnose window) do not blur the per-request
+cost: the probe runs in a cgroup of its own, whose CPU time is read when
+the load starts and when it ends, and the kernel's run-time statistics of
+the probe's eBPF programs (kernel.bpf_stats_enabled, switched on for the
+benchmark) give the time they ran in the traced processes, which no
+cgroup of the probe sees.
+
+Then a ramp with a 1 MiB ring buffer finds the event rate of the first
+drop, and a run with the probe stopped for a few seconds shows what the
+result reports about the events it lost. It prints Markdown tables, and
+with --json writes every measurement. Run as root after
 `cargo build --release -p llmslo-probe`:
 
     sudo python3 bench/probe_overhead.py [--quick] [--probe target/release/llmslo-probe]
@@ -20,9 +31,11 @@ This is a benchmark, not a test: numbers depend on the machine and its load.
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
+import random
 import signal
 import ssl
 import subprocess
@@ -39,19 +52,25 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STREAM = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}}
 BLOCKING = {"model": "gpt-4o-mini", "stream": False}
 
-# name, request rate per second, seconds, request body, server arguments,
-# whether the client uses TLS (Python's http.client on OpenSSL, whose
-# plaintext the probe reads through uprobes)
+TOKENS_20 = ["--min-tokens", "20", "--max-tokens", "20"]
+TOKENS_2000 = ["--min-tokens", "2000", "--max-tokens", "2000"]
+
+# name, request rate per second, seconds per run, pairs of runs (without
+# and with the probe), request body, server arguments, whether the client
+# uses TLS (Python's http.client on OpenSSL, whose plaintext the probe
+# reads through uprobes). The row of the target (200 streams/s) gets the
+# most pairs: a p99 of one run moves by hundreds of microseconds here.
 LOAD_SCENARIOS = [
-    ("stream 20 tokens", 50, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], False),
-    ("stream 20 tokens", 100, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], False),
-    ("stream 20 tokens", 200, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], False),
-    ("blocking 2000 tokens", 20, 10, BLOCKING, ["--min-tokens", "2000", "--max-tokens", "2000"], False),
-    ("TLS stream 20 tokens", 50, 10, STREAM, ["--min-tokens", "20", "--max-tokens", "20"], True),
-    ("TLS blocking 2000 tokens", 20, 10, BLOCKING, ["--min-tokens", "2000", "--max-tokens", "2000"], True),
+    ("stream 20 tokens", 50, 10, 1, STREAM, TOKENS_20, False),
+    ("stream 20 tokens", 100, 10, 1, STREAM, TOKENS_20, False),
+    ("stream 20 tokens", 200, 10, 6, STREAM, TOKENS_20, False),
+    ("blocking 2000 tokens", 20, 10, 1, BLOCKING, TOKENS_2000, False),
+    ("TLS stream 20 tokens", 50, 10, 1, STREAM, TOKENS_20, True),
+    ("TLS blocking 2000 tokens", 20, 10, 1, BLOCKING, TOKENS_2000, True),
 ]
-# The quick run measures 200 requests/s only, for 6 s instead of 10.
-QUICK_LOAD_SCENARIOS = [LOAD_SCENARIOS[2][:2] + (6,) + LOAD_SCENARIOS[2][3:]]
+# The quick run measures 200 requests/s only: 2 pairs of 6 s.
+QUICK_LOAD_SCENARIOS = [("stream 20 tokens", 200, 6, 2, STREAM, TOKENS_20, False)]
+BOOTSTRAP_ROUNDS = 400
 
 # Streams of 200 tokens give many events per request; a 1 MiB ring buffer
 # is the smallest the probe accepts.
@@ -149,32 +168,86 @@ def start_server(extra, certificates=None):
     return server, port
 
 
-def idle_cpu_ms(probe_path, seconds):
-    """CPU of a probe that loads, attaches and waits `seconds` with an idle target."""
-    sleeper = subprocess.Popen(["sleep", str(seconds + 30)])
+class ProbeCgroup:
+    """A cgroup v2 leaf with the probe as its only process, so that the
+    probe's CPU time can be read for any stretch of its run."""
+
+    def __init__(self):
+        root = "/sys/fs/cgroup"
+        if not os.path.exists(os.path.join(root, "cgroup.controllers")):
+            root = os.path.join(root, "unified")
+        self.path = os.path.join(root, f"llmslo-bench-probe-{os.getpid()}")
+        os.makedirs(self.path, exist_ok=True)
+
+    def add(self, pid):
+        """Move process `pid` with all its threads into the cgroup."""
+        with open(os.path.join(self.path, "cgroup.procs"), "w", encoding="ascii") as procs:
+            procs.write(str(pid))
+
+    def cpu_us(self):
+        """Return the CPU time of everything that ran in the cgroup so far (usage_usec)."""
+        with open(os.path.join(self.path, "cpu.stat"), encoding="ascii") as stat:
+            for line in stat:
+                name, value = line.split()
+                if name == "usage_usec":
+                    return int(value)
+        raise SystemExit(f"probe_overhead: usage_usec missing from {self.path}/cpu.stat; is cgroup v2 mounted?")
+
+    def remove(self):
+        # The last process leaves the cgroup a moment after it is reaped.
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+        print(f"probe_overhead: failed to remove {self.path}; remove it with rmdir", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def bpf_run_time_statistics():
+    """Switch on the kernel's run-time statistics of eBPF programs (each
+    run then reads the clock twice, some tens of nanoseconds) and restore
+    the setting afterwards."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(path, encoding="ascii") as setting:
+        before = setting.read().strip()
+    with open(path, "w", encoding="ascii") as setting:
+        setting.write("1")
     try:
-        output = subprocess.run(
-            [probe_path, "--pid", str(sleeper.pid), "--duration", f"{seconds}s"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        yield
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    usage = json.loads(output.stdout.strip().splitlines()[-1])["probe_usage"]
-    return (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000
+        with open(path, "w", encoding="ascii") as setting:
+            setting.write(before)
 
 
-def proc_cpu_ms(pid):
-    """utime + stime of a running process from /proc, in milliseconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / CLOCK_TICKS
+def bpf_run_time_ns(pid):
+    """Return the summed run time of the eBPF programs that process `pid`
+    has open, from /proc/PID/fdinfo (run_time_ns, counted while
+    kernel.bpf_stats_enabled is 1)."""
+    total = 0
+    directory = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(directory):
+        try:
+            with open(os.path.join(directory, fd), encoding="ascii") as info:
+                lines = info.read().splitlines()
+        except OSError:
+            continue  # closed since the listing
+        if not any(line.startswith("prog_id:") for line in lines):
+            continue
+        for line in lines:
+            if line.startswith("run_time_ns:"):
+                total += int(line.split()[1])
+    return total
 
 
 def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=None, stop_probe_secs=0,
-             certificates=None):
+             certificates=None, cgroup=None):
+    """Run the paced load once. Returns the client's report, the probe's result (or
+    None without the probe) and, with a `cgroup`, the probe's costs while
+    the load ran: CPU of its process and run time of its eBPF programs."""
     print(
         f"probe_overhead: {rate}/s for {seconds} s, probe {'on' if with_probe else 'off'}"
         + (f", {ring_mib} MiB ring" if ring_mib else "")
@@ -201,7 +274,10 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         command = [probe_path, "--pid", str(client.pid), "--duration", f"{seconds * 4 + 30}s"]
         if ring_mib:
             command += ["--ring-buffer-mib", str(ring_mib)]
+        before_start_us = cgroup.cpu_us() if cgroup is not None else 0
         probe = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if cgroup is not None:
+            cgroup.add(probe.pid)
         for line in probe.stderr:
             if "collection started" in line:
                 break
@@ -210,6 +286,14 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         # Keep reading stderr so that the probe never blocks on it.
         threading.Thread(target=probe.stderr.read, daemon=True).start()
 
+    costs = None
+    if probe is not None and cgroup is not None:
+        started_us = cgroup.cpu_us()
+        costs = {
+            "attach_cpu_us": started_us - before_start_us,
+            "started_cpu_us": started_us,
+            "bpf_ns": bpf_run_time_ns(probe.pid),
+        }
     client.stdin.write("go\n")
     client.stdin.flush()
     if probe is not None and stop_probe_secs:
@@ -221,9 +305,10 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
     client.wait()
 
     result = None
-    proc_ms = None
+    if costs is not None:
+        costs["window_cpu_us"] = cgroup.cpu_us() - costs.pop("started_cpu_us")
+        costs["bpf_ns"] = bpf_run_time_ns(probe.pid) - costs["bpf_ns"]
     if probe is not None:
-        proc_ms = proc_cpu_ms(probe.pid)
         probe.send_signal(signal.SIGINT)
         # Read stdout alone: communicate() would also read stderr, which
         # the thread above reads, and could block on a line that thread
@@ -233,42 +318,73 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         result = json.loads(stdout.strip().splitlines()[-1])
     server.terminate()
     server.wait()
-    return report, result, proc_ms
+    return report, result, costs
 
 
-def load_rows(probe_path, scenarios, certificates):
+def p99_difference_interval(off, on, rng):
+    """Return the 90% bootstrap interval of p99(on) - p99(off), resampling each side."""
+    differences = sorted(
+        percentile(rng.choices(on, k=len(on)), 0.99) - percentile(rng.choices(off, k=len(off)), 0.99)
+        for _ in range(BOOTSTRAP_ROUNDS)
+    )
+    return differences[int(0.05 * BOOTSTRAP_ROUNDS)], differences[int(0.95 * BOOTSTRAP_ROUNDS) - 1]
+
+
+def load_rows(probe_path, scenarios, certificates, cgroup):
     rows = []
-    for name, rate, seconds, body, server_args, tls in scenarios:
+    rng = random.Random(7)
+    for name, rate, seconds, pairs, body, server_args, tls in scenarios:
         server_certificates = certificates if tls else None
-        base, _, _ = run_once(probe_path, rate, seconds, body, server_args, with_probe=False,
-                              certificates=server_certificates)
-        traced, result, proc_ms = run_once(probe_path, rate, seconds, body, server_args, with_probe=True,
-                                           certificates=server_certificates)
-        usage = result["probe_usage"]
-        idle_ms = idle_cpu_ms(probe_path, seconds)
-        cpu_ms = (usage["cpu_user_us"] + usage["cpu_system_us"]) / 1000 - idle_ms
-        requests = len(traced["latencies_ms"])
+        off_runs, on_runs = [], []
+        for pair in range(pairs):
+            # Alternate the order: off-on, on-off, ...
+            for with_probe in (False, True) if pair % 2 == 0 else (True, False):
+                report, result, costs = run_once(
+                    probe_path, rate, seconds, body, server_args, with_probe=with_probe,
+                    certificates=server_certificates, cgroup=cgroup,
+                )
+                if with_probe:
+                    on_runs.append((report, result, costs))
+                else:
+                    off_runs.append(report)
+        off = [latency for report in off_runs for latency in report["latencies_ms"]]
+        on = [latency for report, _, _ in on_runs for latency in report["latencies_ms"]]
+        pair_differences = [
+            percentile(on_report["latencies_ms"], 0.99) - percentile(off_report["latencies_ms"], 0.99)
+            for off_report, (on_report, _, _) in zip(off_runs, on_runs)
+        ]
+        low, high = p99_difference_interval(off, on, rng)
+        on_secs = sum(report["elapsed_secs"] for report, _, _ in on_runs)
+        cpu_us = sum(costs["window_cpu_us"] for _, _, costs in on_runs)
+        bpf_us = sum(costs["bpf_ns"] for _, _, costs in on_runs) / 1000
+        usages = [result["probe_usage"] for _, result, _ in on_runs]
         rows.append(
             {
                 "scenario": name,
                 "rate_per_sec": rate,
-                "requests": requests,
-                "throughput_off": len(base["latencies_ms"]) / base["elapsed_secs"],
-                "throughput_on": requests / traced["elapsed_secs"],
-                "p50_off_ms": percentile(base["latencies_ms"], 0.5),
-                "p50_on_ms": percentile(traced["latencies_ms"], 0.5),
-                "p99_off_ms": percentile(base["latencies_ms"], 0.99),
-                "p99_on_ms": percentile(traced["latencies_ms"], 0.99),
-                "probe_cpu_ms": cpu_ms,
-                "idle_cpu_ms": idle_ms,
-                "proc_cpu_ms": proc_ms,
-                "cpu_percent_of_one_core": 100 * cpu_ms / (traced["elapsed_secs"] * 1000),
-                "cpu_us_per_request": cpu_ms * 1000 / requests,
-                "payload_mb": usage["payload_bytes"] / 1e6,
-                "max_rss_mib": usage["max_rss_kib"] / 1024,
-                "events": usage["events"],
-                "events_per_sec": usage["events"] / traced["elapsed_secs"],
-                "ring_drops": result["drops"]["ring_buffer_full"],
+                "pairs": pairs,
+                "requests_off": len(off),
+                "requests_on": len(on),
+                "throughput_off": len(off) / sum(report["elapsed_secs"] for report in off_runs),
+                "throughput_on": len(on) / on_secs,
+                "p50_off_ms": percentile(off, 0.5),
+                "p50_on_ms": percentile(on, 0.5),
+                "p99_off_ms": percentile(off, 0.99),
+                "p99_on_ms": percentile(on, 0.99),
+                "p99_added_interval_ms": [low, high],
+                "p99_added_per_pair_ms": pair_differences,
+                "probe_cpu_us": cpu_us,
+                "bpf_us": bpf_us,
+                "cpu_percent_of_one_core": 100 * (cpu_us + bpf_us) / (on_secs * 1e6),
+                "process_percent_of_one_core": 100 * cpu_us / (on_secs * 1e6),
+                "bpf_percent_of_one_core": 100 * bpf_us / (on_secs * 1e6),
+                "cpu_us_per_request": (cpu_us + bpf_us) / len(on),
+                "attach_cpu_ms": [costs["attach_cpu_us"] / 1000 for _, _, costs in on_runs],
+                "payload_mb": sum(usage["payload_bytes"] for usage in usages) / 1e6,
+                "max_rss_mib": max(usage["max_rss_kib"] for usage in usages) / 1024,
+                "events": sum(usage["events"] for usage in usages),
+                "events_per_sec": sum(usage["events"] for usage in usages) / on_secs,
+                "ring_drops": sum(result["drops"]["ring_buffer_full"] for _, result, _ in on_runs),
             }
         )
     return rows
@@ -321,20 +437,45 @@ def render(load, ramp, stopped):
     text.append(
         markdown_table(
             [
-                "scenario", "rate/s", "requests", "throughput/s (off / on)", "p50 ms (off / on)",
-                "p99 ms (off / on)", "probe CPU ms (+ idle)", "CPU % of one core", "/proc CPU ms",
-                "CPU us/request", "max RSS MiB", "events/s", "ring drops",
+                "scenario", "rate/s", "pairs of runs", "requests (off / on)", "throughput/s (off / on)",
+                "p50 ms (off / on)", "p99 ms (off / on)", "p99 added ms (90% interval)",
+                "p99 added per pair ms",
             ],
             [
                 [
-                    r["scenario"], str(r["rate_per_sec"]), str(r["requests"]),
+                    r["scenario"], str(r["rate_per_sec"]), str(r["pairs"]),
+                    f"{r['requests_off']} / {r['requests_on']}",
                     f"{r['throughput_off']:.0f} / {r['throughput_on']:.0f}",
                     f"{r['p50_off_ms']:.2f} / {r['p50_on_ms']:.2f}",
                     f"{r['p99_off_ms']:.2f} / {r['p99_on_ms']:.2f}",
-                    f"{r['probe_cpu_ms']:.1f} (+{r['idle_cpu_ms']:.1f})",
-                    f"{r['cpu_percent_of_one_core']:.2f}",
-                    f"{r['proc_cpu_ms']:.0f}",
+                    f"{r['p99_on_ms'] - r['p99_off_ms']:+.2f} "
+                    f"({r['p99_added_interval_ms'][0]:+.2f} .. {r['p99_added_interval_ms'][1]:+.2f})",
+                    ", ".join(f"{d:+.2f}" for d in r["p99_added_per_pair_ms"]),
+                ]
+                for r in load
+            ],
+        )
+    )
+    text += [
+        "",
+        "Latencies are the client's own, request sent to response read, pooled over the runs of "
+        "each side. The interval resamples the pooled latencies; the per-pair differences show "
+        "how much one run's p99 moves.",
+        "",
+    ]
+    text.append(
+        markdown_table(
+            [
+                "scenario", "rate/s", "probe CPU % of one core (process + eBPF)", "CPU us/request",
+                "load and attach CPU ms", "max RSS MiB", "events/s", "ring drops",
+            ],
+            [
+                [
+                    r["scenario"], str(r["rate_per_sec"]),
+                    f"{r['cpu_percent_of_one_core']:.2f} ({r['process_percent_of_one_core']:.2f} + "
+                    f"{r['bpf_percent_of_one_core']:.2f})",
                     f"{r['cpu_us_per_request']:.0f}",
+                    ", ".join(f"{ms:.0f}" for ms in r["attach_cpu_ms"]),
                     f"{r['max_rss_mib']:.1f}",
                     f"{r['events_per_sec']:.0f}",
                     str(r["ring_drops"]),
@@ -345,10 +486,10 @@ def render(load, ramp, stopped):
     )
     text += [
         "",
-        "Probe CPU is the result's CPU time (user + system) of the traced run minus an idle "
-        "run of the same length (load, attach, target checks), shown in brackets; /proc CPU "
-        "is utime + stime of the probe process read from /proc just before the window ends, "
-        "idle part included. Latencies are the client's own, request sent to response read.",
+        "Probe CPU counts only the time the load ran: the probe process's own cgroup (its "
+        "user-space work) plus the run time of its eBPF programs, which run in the traced "
+        "client and which the kernel counts with kernel.bpf_stats_enabled. Load and attach is "
+        "the probe's CPU from its start to the start of the load, once per run.",
         "",
         "### Ring buffer: event rate of the first drop (1 MiB ring buffer, 200-token streams)",
         "",
@@ -399,10 +540,14 @@ def main(argv):
         run_client(int(port), float(rate), float(seconds), json.loads(body), int(connections), cafile)
         return
 
-    with tempfile.TemporaryDirectory(prefix="llmslo-bench-tls-") as certificates:
-        make_certificates(certificates)
-        load = load_rows(options.probe, QUICK_LOAD_SCENARIOS if options.quick else LOAD_SCENARIOS,
-                         certificates)
+    cgroup = ProbeCgroup()
+    try:
+        with tempfile.TemporaryDirectory(prefix="llmslo-bench-tls-") as certificates, bpf_run_time_statistics():
+            make_certificates(certificates)
+            load = load_rows(options.probe, QUICK_LOAD_SCENARIOS if options.quick else LOAD_SCENARIOS,
+                             certificates, cgroup)
+    finally:
+        cgroup.remove()
     ramp = ramp_rows(options.probe, QUICK_RAMP_RATES if options.quick else RAMP_RATES)
     stopped = stopped_probe(options.probe)
     if options.json:
