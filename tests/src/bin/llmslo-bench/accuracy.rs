@@ -1,7 +1,10 @@
 //! The SLI accuracy benchmark: streaming requests from real clients to the
 //! OpenAI stand-in on loopback, the probe attached to the client, and a
 //! packet capture of the same traffic. Each exchange's TTFT, ITL and E2E
-//! are compared with the capture and with the client's own timings.
+//! are compared with the capture and with the client's own timings. Each
+//! client runs twice: in plaintext, and over TLS through OpenSSL, where the
+//! probe reads the plaintext through its uprobes and the encrypted capture
+//! gives nothing to compare with.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -14,6 +17,7 @@ use llmslo_tests::{
     capture::{self, Capture, Packet},
     probe::{Probe, exclusive},
     python::{GatedClient, OpenAiServer, read_log},
+    tls::{self, Alpn, TestCa},
 };
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +82,32 @@ impl Client {
     }
 }
 
+/// How a client reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Transport {
+    Plaintext,
+    /// HTTPS through the system's OpenSSL, which Python's `ssl` module and
+    /// Debian's curl both use.
+    TlsOpenssl,
+}
+
+/// One row group of the tables: a client over a transport.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Setup {
+    client: Client,
+    transport: Transport,
+}
+
+impl Setup {
+    fn label(self) -> String {
+        match self.transport {
+            Transport::Plaintext => self.client.label().to_owned(),
+            Transport::TlsOpenssl => format!("{}, TLS (OpenSSL)", self.client.label()),
+        }
+    }
+}
+
 /// One request as `bench/stream_client.py` logged it.
 #[derive(Debug, Clone, Deserialize)]
 struct ClientRecord {
@@ -114,7 +144,8 @@ struct Errors {
 
 #[derive(Debug, Clone, Serialize)]
 struct ClientResult {
-    client: Client,
+    #[serde(flatten)]
+    setup: Setup,
     requests: usize,
     exchanges: usize,
     errors: Errors,
@@ -125,17 +156,23 @@ struct ClientResult {
 pub fn run(options: &Options) -> Result<(), String> {
     let requests = if options.quick { 15 } else { 60 };
     let mut results = Vec::new();
-    for client in [Client::OpenaiSdk, Client::Httpx, Client::Curl] {
+    let setups = [Transport::Plaintext, Transport::TlsOpenssl]
+        .into_iter()
+        .flat_map(|transport| {
+            [Client::OpenaiSdk, Client::Httpx, Client::Curl]
+                .map(|client| Setup { client, transport })
+        });
+    for setup in setups {
         eprintln!(
             "llmslo-bench: accuracy with {} ({requests} requests)",
-            client.label()
+            setup.label()
         );
-        let outcome = catch_unwind(AssertUnwindSafe(|| measure(client, requests)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| measure(setup, requests)));
         let result = match outcome {
             Ok(Ok(result)) => result,
-            Ok(Err(error)) => failed(client, requests, error),
+            Ok(Err(error)) => failed(setup, requests, error),
             Err(panic) => failed(
-                client,
+                setup,
                 requests,
                 panic
                     .downcast_ref::<String>()
@@ -162,9 +199,9 @@ pub fn run(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-fn failed(client: Client, requests: usize, failure: String) -> ClientResult {
+fn failed(setup: Setup, requests: usize, failure: String) -> ClientResult {
     ClientResult {
-        client,
+        setup,
         requests,
         exchanges: 0,
         errors: Errors::default(),
@@ -181,12 +218,23 @@ fn script_path() -> PathBuf {
 }
 
 /// Builds the shell command line of a client that logs its timings to
-/// `log`.
-fn command_line(client: Client, base_url: &str, requests: usize, log: &Path) -> String {
+/// `log`, trusting the CA in `ca_file` when there is one.
+fn command_line(
+    client: Client,
+    base_url: &str,
+    requests: usize,
+    log: &Path,
+    ca_file: Option<&Path>,
+) -> String {
     let log = log.display();
     match client {
         Client::OpenaiSdk | Client::Httpx => format!(
-            "python3 {} --library {} --base-url {base_url} --requests {requests} --warmup 2 --log {log}",
+            "{}python3 {} --library {} --base-url {base_url} --requests {requests} --warmup 2 --log {log}",
+            // httpx, and so the openai SDK, reads SSL_CERT_FILE.
+            ca_file.map_or(String::new(), |ca| format!(
+                "env SSL_CERT_FILE={} ",
+                ca.display()
+            )),
             script_path().display(),
             if client == Client::OpenaiSdk {
                 "openai"
@@ -205,20 +253,52 @@ fn command_line(client: Client, base_url: &str, requests: usize, log: &Path) -> 
                 )
             };
             let all: Vec<String> = (0..requests).map(one).collect();
+            let trust = ca_file.map_or(String::new(), |ca| format!("--cacert {} ", ca.display()));
+            // Options do not carry over past --next, so every request gets
+            // its own --cacert.
+            let all: Vec<String> = all
+                .iter()
+                .map(|request| format!("{trust}{request}"))
+                .collect();
             format!("curl {} >> {log}", all.join(" --next "))
         }
     }
 }
 
-fn measure(client: Client, requests: usize) -> Result<ClientResult, String> {
+fn measure(setup: Setup, requests: usize) -> Result<ClientResult, String> {
     let _probe_lock = exclusive();
+    let client = setup.client;
     let dir = tempfile::tempdir().map_err(|error| format!("a temporary directory: {error}"))?;
     let log = dir.path().join("client.log");
-    let server = OpenAiServer::start(SERVER_ARGS);
+    let (server, base_url, ca) = match setup.transport {
+        Transport::Plaintext => {
+            let server = OpenAiServer::start(SERVER_ARGS);
+            let base_url = server.base_url();
+            (server, base_url, None)
+        }
+        Transport::TlsOpenssl => {
+            let ca = TestCa::generate();
+            let server = tls::start_server(&ca, Alpn::Http1, SERVER_ARGS);
+            let base_url = tls::base_url(&server);
+            (server, base_url, Some(ca))
+        }
+    };
+    let ca_file = ca.as_ref().map(TestCa::ca_file);
+    // curl makes its first TLS write a few milliseconds after its exec,
+    // which can be before the probe attached to its TLS library, so over
+    // TLS it sends one more request first, which is not compared. The
+    // Python clients have their own warm-up.
+    let warmup = usize::from(client == Client::Curl && setup.transport == Transport::TlsOpenssl);
     let capture = Capture::start(server.port);
     let mut gated = GatedClient::shell(
-        client.label(),
-        &command_line(client, &server.base_url(), requests, &log),
+        &setup.label(),
+        &command_line(
+            client,
+            &base_url,
+            requests + warmup,
+            &log,
+            ca_file.as_deref(),
+        ),
     );
     let mut probe_command = std::process::Command::new(sibling_binary("llmslo-probe"));
     probe_command.args(["--pid", &gated.pid().to_string(), "--duration", "600s"]);
@@ -238,7 +318,8 @@ fn measure(client: Client, requests: usize) -> Result<ClientResult, String> {
         )
     })?;
 
-    let timings = client_timings(client, &log)?;
+    let mut timings = client_timings(client, &log)?;
+    timings.drain(..warmup.min(timings.len()));
     let first_start_ns = match client {
         Client::Curl => 0,
         _ => first_logged_start(&log).saturating_sub(WARMUP_SLACK_NS),
@@ -249,6 +330,8 @@ fn measure(client: Client, requests: usize) -> Result<ClientResult, String> {
         .filter(|exchange| exchange.llm.is_some() && exchange.t0_ns >= first_start_ns)
         .collect();
     exchanges.sort_by_key(|exchange| exchange.t0_ns);
+    let seen_warmup = exchanges.len().saturating_sub(timings.len()).min(warmup);
+    exchanges.drain(..seen_warmup);
     if exchanges.len() != timings.len() {
         return Err(format!(
             "the probe saw {} LLM exchanges and the client logged {} requests",
@@ -268,7 +351,7 @@ fn measure(client: Client, requests: usize) -> Result<ClientResult, String> {
         );
     }
     Ok(ClientResult {
-        client,
+        setup,
         requests,
         exchanges: exchanges.len(),
         errors,
@@ -411,17 +494,18 @@ fn compare(
 
 fn render(results: &[ClientResult], requests: usize) -> String {
     let mut text = format!(
-        "## SLI accuracy ({requests} streaming requests per client, plaintext HTTP/1.1 on \
-         loopback)\n\nAbsolute error of the probe's per-request value, in microseconds. \
-         \"capture\" is tcpdump on `lo` (first request packet to first packet with content, \
-         gaps between content packets, first request packet to last response packet); \
+        "## SLI accuracy ({requests} streaming requests per client, HTTP/1.1 on loopback, \
+         plaintext and TLS)\n\nAbsolute error of the probe's per-request value, in \
+         microseconds. \"capture\" is tcpdump on `lo` (first request packet to first packet \
+         with content, gaps between content packets, first request packet to last response \
+         packet), for plaintext only: TLS records hide which packet carries content. \
          \"client\" is the client's own clock around its calls.\n\n"
     );
     let mut rows = Vec::new();
     for result in results {
         if let Some(failure) = &result.failure {
             rows.push(vec![
-                result.client.label().to_owned(),
+                result.setup.label(),
                 format!("failed: {}", failure.lines().next().unwrap_or("")),
                 String::new(),
                 String::new(),
@@ -439,8 +523,11 @@ fn render(results: &[ClientResult], requests: usize) -> String {
             ("E2E vs capture", &errors.e2e_vs_capture),
             ("E2E vs client", &errors.e2e_vs_client),
         ] {
+            if result.setup.transport == Transport::TlsOpenssl && name.ends_with("capture") {
+                continue;
+            }
             rows.push(vec![
-                result.client.label().to_owned(),
+                result.setup.label(),
                 name.to_owned(),
                 values.len().to_string(),
                 number(percentile(values, 50.0), 0),
@@ -462,12 +549,17 @@ fn render(results: &[ClientResult], requests: usize) -> String {
     ));
     text.push('\n');
     for result in results.iter().filter(|r| r.failure.is_none()) {
+        let shared = match result.setup.transport {
+            Transport::Plaintext => format!(
+                ", {} whose events shared packets (ITL not compared with the capture)",
+                result.errors.itl_not_comparable
+            ),
+            Transport::TlsOpenssl => String::new(),
+        };
         text.push_str(&format!(
-            "- {}: {} exchanges, {} whose events shared packets (ITL not compared with the \
-             capture), {} ring-buffer drops.\n",
-            result.client.label(),
+            "- {}: {} exchanges{shared}, {} ring-buffer drops.\n",
+            result.setup.label(),
             result.exchanges,
-            result.errors.itl_not_comparable,
             result.ring_buffer_drops
         ));
     }
