@@ -83,6 +83,8 @@ pub struct TlsWatcher {
     /// Scans due at an instant.
     scheduled: Vec<(Instant, u32)>,
     last_periodic: Option<Instant>,
+    /// When [`Self::poll`] last collected finished inspections.
+    last_poll: Option<Instant>,
 }
 
 impl TlsWatcher {
@@ -98,6 +100,7 @@ impl TlsWatcher {
             found: BTreeMap::new(),
             scheduled: Vec::new(),
             last_periodic: None,
+            last_poll: None,
         }
     }
 
@@ -141,6 +144,7 @@ impl TlsWatcher {
     /// Attaches to the TLS libraries that finished inspections found, and
     /// returns the pids whose TLS libraries changed.
     pub fn poll(&mut self, ebpf: &mut Ebpf) -> Vec<u32> {
+        self.last_poll = Some(Instant::now());
         let mut changed = Vec::new();
         while let Some(inspected) = self.inspector.try_take() {
             changed.extend(self.finish_inspection(ebpf, inspected));
@@ -189,20 +193,25 @@ impl TlsWatcher {
     }
 
     /// Returns when [`Self::run_due`] and [`Self::poll`] next have work:
-    /// [`INSPECTION_POLL`] from `now` while inspections run, else the
-    /// earliest scheduled or periodic scan, so that an idle probe sleeps
-    /// up to a second between these wake-ups.
+    /// the earliest scheduled or periodic scan, and while inspections run,
+    /// [`INSPECTION_POLL`] after the last poll, so that an idle probe
+    /// sleeps up to a second between these wake-ups. The times are fixed
+    /// points rather than offsets from `now`, so that a loop woken often
+    /// by other work does not push them back.
     pub fn next_due(&self, now: Instant) -> Instant {
-        if !self.pending.is_empty() {
-            return now + INSPECTION_POLL;
-        }
         let periodic = self
             .last_periodic
             .map_or(now, |last| last + PERIODIC_RESCAN);
-        self.scheduled
+        let scan = self
+            .scheduled
             .iter()
             .map(|(at, _)| *at)
-            .fold(periodic, Instant::min)
+            .fold(periodic, Instant::min);
+        if self.pending.is_empty() {
+            return scan;
+        }
+        let poll = self.last_poll.map_or(now, |last| last + INSPECTION_POLL);
+        scan.min(poll)
     }
 
     /// Runs the scans that are due: scheduled ones, and every known process
@@ -425,8 +434,14 @@ mod tests {
     #[test]
     fn next_due_polls_running_inspections() {
         let mut watcher = TlsWatcher::new("/proc");
+        let start = Instant::now();
+        watcher.run_due(start);
         watcher.scan(std::process::id());
-        let now = Instant::now();
-        assert_eq!(watcher.next_due(now), now + INSPECTION_POLL);
+        assert_eq!(watcher.next_due(start), start, "never polled: due now");
+
+        // A poll fixes the next one; later turns of the loop do not move it.
+        watcher.last_poll = Some(start);
+        let later = start + INSPECTION_POLL / 2;
+        assert_eq!(watcher.next_due(later), start + INSPECTION_POLL);
     }
 }
