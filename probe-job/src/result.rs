@@ -56,7 +56,8 @@ pub fn probe_info(node: Option<&str>) -> ProbeInfo {
     }
 }
 
-/// CPU time and peak memory of this process so far, from `getrusage`.
+/// CPU time of this process so far, from `getrusage`, and its peak memory
+/// since its exec.
 pub fn resource_usage(events: u64, payload_bytes: u64) -> ResourceUsage {
     // SAFETY: an all-zero rusage is valid, and getrusage only writes it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -64,11 +65,17 @@ pub fn resource_usage(events: u64, payload_bytes: u64) -> ResourceUsage {
     // RUSAGE_SELF getrusage only fails for an invalid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    // Linux keeps ru_maxrss across fork and exec, so it is at least the
+    // peak of the process that started the probe. VmHWM starts afresh at
+    // exec; ru_maxrss (in KiB) serves where /proc cannot be read.
+    let peak_since_exec_kib = procfs::process::Process::myself()
+        .and_then(|process| process.status())
+        .ok()
+        .and_then(|status| status.vmhwm);
     ResourceUsage {
         cpu_user_us: micros(usage.ru_utime),
         cpu_system_us: micros(usage.ru_stime),
-        // Linux reports ru_maxrss in KiB.
-        max_rss_kib: usage.ru_maxrss.max(0) as u64,
+        max_rss_kib: peak_since_exec_kib.unwrap_or(usage.ru_maxrss.max(0) as u64),
         events,
         payload_bytes,
     }
