@@ -7,7 +7,7 @@ mod gaps;
 mod parser;
 mod stream;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use llmslo_schema::{Direction, Exchange};
 use llmslo_wire::{ConnectionInfo, Flow, StreamEnd, Transport};
@@ -112,7 +112,7 @@ pub struct TableStats {
 
 /// Every connection the probe follows, keyed by `(tgid, fd)`.
 pub struct ConnectionTable<P, F> {
-    connections: HashMap<SocketKey, Connection<P>>,
+    connections: foldhash::HashMap<SocketKey, Connection<P>>,
     new_parser: F,
     next_exchange_id: u64,
     exchanges: Vec<Exchange>,
@@ -128,7 +128,7 @@ where
     /// connection.
     pub fn new(new_parser: F) -> Self {
         Self {
-            connections: HashMap::new(),
+            connections: foldhash::HashMap::default(),
             new_parser,
             next_exchange_id: 1,
             exchanges: Vec::new(),

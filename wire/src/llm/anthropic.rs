@@ -6,7 +6,7 @@ use llmslo_schema::{LlmCall, TokenSource, TokenUsage};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ErrorBody, NonEmptyText, label};
+use super::json::{ErrorBody, NonEmptyText, set_label};
 
 /// Token counts as Anthropic reports them. `input_tokens` excludes the
 /// tokens read from or written to the prompt cache.
@@ -57,10 +57,10 @@ struct Message {
 impl Message {
     fn apply(&self, call: &mut LlmCall) {
         if let Some(model) = self.model.as_deref().filter(|m| !m.is_empty()) {
-            call.response_model = Some(label(model));
+            set_label(&mut call.response_model, model);
         }
         if let Some(reason) = self.stop_reason.as_deref() {
-            call.finish_reason = Some(label(reason));
+            set_label(&mut call.finish_reason, reason);
         }
         if let Some(usage) = &self.usage {
             usage.apply(&mut call.usage);
@@ -160,7 +160,7 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
         }
         "message_delta" => {
             if let Some(reason) = event.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                call.finish_reason = Some(label(reason));
+                set_label(&mut call.finish_reason, reason);
             }
             if let Some(usage) = &event.usage {
                 usage.apply(&mut call.usage);

@@ -5,7 +5,7 @@ use llmslo_schema::{LlmCall, TokenSource};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ErrorBody, NonEmptyText, label};
+use super::json::{ErrorBody, NonEmptyText, label, set_label};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -73,7 +73,7 @@ impl GenerateContentResponse {
             return facts;
         }
         if let Some(model) = self.model_version.as_deref().filter(|m| !m.is_empty()) {
-            call.response_model = Some(label(model));
+            set_label(&mut call.response_model, model);
         }
 
         if let Some(usage) = &self.usage_metadata {
@@ -101,7 +101,7 @@ impl GenerateContentResponse {
                 facts.tool_call |= tool;
             }
             if let Some(reason) = candidate.finish_reason.as_deref() {
-                call.finish_reason = Some(label(reason));
+                set_label(&mut call.finish_reason, reason);
                 // Gemini streams have no terminal event: the chunk that
                 // carries finishReason is the last one.
                 facts.terminal = true;

@@ -97,7 +97,24 @@ pub struct RequestFields {
 /// code), cut to [`MAX_LABEL_CHARS`] characters so a hostile body cannot grow
 /// the result.
 pub fn label(value: &str) -> String {
-    value.chars().take(MAX_LABEL_CHARS).collect()
+    cut_label(value).to_owned()
+}
+
+/// Stores [`label`]`(value)` in `slot` unless `slot` already holds it.
+/// Streams repeat the model name in every event, so most calls only
+/// compare.
+pub fn set_label(slot: &mut Option<String>, value: &str) {
+    let value = cut_label(value);
+    if slot.as_deref() != Some(value) {
+        *slot = Some(value.to_owned());
+    }
+}
+
+fn cut_label(value: &str) -> &str {
+    match value.char_indices().nth(MAX_LABEL_CHARS) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
 }
 
 /// Maximum length of a kept model name, error code or finish reason.

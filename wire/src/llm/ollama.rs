@@ -6,7 +6,7 @@ use llmslo_schema::{LlmCall, TokenSource};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ArrayLength, NonEmptyText, label};
+use super::json::{ArrayLength, NonEmptyText, set_label};
 
 #[derive(Debug, Default, Deserialize)]
 struct Object {
@@ -52,7 +52,7 @@ impl Object {
             return facts;
         }
         if let Some(model) = self.model.as_deref().filter(|m| !m.is_empty()) {
-            call.response_model = Some(label(model));
+            set_label(&mut call.response_model, model);
         }
 
         let (text, thinking, tools) = match &self.message {
@@ -70,7 +70,7 @@ impl Object {
         if self.done == Some(true) {
             facts.terminal = true;
             if let Some(reason) = self.done_reason.as_deref() {
-                call.finish_reason = Some(label(reason));
+                set_label(&mut call.finish_reason, reason);
             }
             call.usage.input_tokens = self.prompt_eval_count;
             if let Some(output) = self.eval_count {

@@ -2,11 +2,13 @@
 //! copy their format (Azure OpenAI, vLLM, TGI, LiteLLM and other
 //! OpenAI-compatible servers).
 
+use std::borrow::Cow;
+
 use llmslo_schema::{LlmCall, TokenUsage};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ArrayLength, ErrorBody, NonEmptyText, label};
+use super::json::{ArrayLength, ErrorBody, NonEmptyText, set_label};
 
 /// Token counts as Chat Completions reports them.
 #[derive(Debug, Default, Deserialize)]
@@ -54,12 +56,14 @@ impl Usage {
 }
 
 /// One `chat.completion.chunk`, or an error object sent in its place.
+/// Strings borrow from the event where they have no escapes: chunks come
+/// by the thousand per second, each with the model name.
 #[derive(Debug, Default, Deserialize)]
-struct ChatChunk {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Option<Vec<ChunkChoice>>,
+struct ChatChunk<'a> {
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChunkChoice<'a>>>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
@@ -67,14 +71,14 @@ struct ChatChunk {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ChunkChoice {
+struct ChunkChoice<'a> {
     #[serde(default)]
     delta: Option<Delta>,
     /// Generated text of the legacy Completions API.
     #[serde(default)]
     text: NonEmptyText,
-    #[serde(default)]
-    finish_reason: Option<String>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 /// The generated parts of a delta. `reasoning_content` is the field of
@@ -119,7 +123,7 @@ pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
         return facts;
     }
     if let Some(model) = chunk.model.as_deref().filter(|m| !m.is_empty()) {
-        call.response_model = Some(label(model));
+        set_label(&mut call.response_model, model);
     }
     if let Some(usage) = &chunk.usage {
         usage.apply(&mut call.usage);
@@ -136,7 +140,7 @@ pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
             facts.tool_call |= tool_call;
         }
         if let Some(reason) = choice.finish_reason.as_deref() {
-            call.finish_reason = Some(label(reason));
+            set_label(&mut call.finish_reason, reason);
         }
     }
     facts
@@ -173,7 +177,7 @@ struct ResponseChoice {
 pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
     let response = serde_json::from_slice::<ChatResponse>(body).ok()?;
     if let Some(model) = response.model.as_deref().filter(|m| !m.is_empty()) {
-        call.response_model = Some(label(model));
+        set_label(&mut call.response_model, model);
     }
     if let Some(usage) = &response.usage {
         usage.apply(&mut call.usage);
@@ -190,7 +194,7 @@ pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
             facts.tool_call |= tool_call;
         }
         if let Some(reason) = choice.finish_reason.as_deref() {
-            call.finish_reason = Some(label(reason));
+            set_label(&mut call.finish_reason, reason);
         }
     }
     Some(facts)

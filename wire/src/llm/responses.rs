@@ -6,7 +6,7 @@ use llmslo_schema::{LlmCall, TokenSource, TokenUsage};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ErrorBody, NonEmptyText, label};
+use super::json::{ErrorBody, NonEmptyText, label, set_label};
 
 /// Token counts as the Responses API reports them.
 #[derive(Debug, Default, Deserialize)]
@@ -126,7 +126,7 @@ struct IncompleteDetails {
 impl Response {
     fn apply(&self, call: &mut LlmCall) {
         if let Some(model) = self.model.as_deref().filter(|m| !m.is_empty()) {
-            call.response_model = Some(label(model));
+            set_label(&mut call.response_model, model);
         }
         if let Some(usage) = &self.usage {
             usage.apply(&mut call.usage);
@@ -137,7 +137,7 @@ impl Response {
             .and_then(|d| d.reason.as_deref())
             .or(self.status.as_deref());
         if let Some(reason) = reason {
-            call.finish_reason = Some(label(reason));
+            set_label(&mut call.finish_reason, reason);
         }
     }
 }
