@@ -11,7 +11,8 @@ CLOCK_MONOTONIC nanoseconds (``time.monotonic_ns()``, the clock the probe
 uses): when the request's first byte was received, when the first
 content-carrying event was written, and when the response was finished;
 for streamed chat completions also the wait before the first event, as
-requested (``prefill_planned_ms``) and as slept (``prefill_actual_ms``).
+requested (``prefill_planned_ms``) and as slept (``prefill_actual_ms``,
+ending at ``prefill_ended_ns``).
 
 Chunk sizes, gaps and token counts come from a random generator seeded with
 ``--seed`` and the request's index, so a run can be repeated exactly.
@@ -362,7 +363,8 @@ async def openai_chat_completions(request, responder, rng, options):
     # The slow-first-token fault lengthens this sleep; the benchmark
     # compares the probe with what was slept, not with what was requested.
     facts["prefill_planned_ms"] = prefill * 1000
-    facts["prefill_actual_ms"] = (time.monotonic_ns() - slept_from_ns) / 1e6
+    facts["prefill_ended_ns"] = time.monotonic_ns()
+    facts["prefill_actual_ms"] = (facts["prefill_ended_ns"] - slept_from_ns) / 1e6
     role = {"role": "assistant", "content": "", "refusal": None}
     await responder.send_chunk(
         chunk([{"index": 0, "delta": role, "logprobs": None, "finish_reason": None}])

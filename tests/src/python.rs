@@ -86,12 +86,15 @@ impl ClientRequest {
     }
 }
 
-/// Reads a JSON-lines log; a missing file reads as empty.
+/// Reads a JSON-lines log; a missing file reads as empty. Only whole
+/// lines count: a writer that still runs may be halfway through its last.
 pub fn read_log<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
     let Ok(text) = fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines()
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|error| {

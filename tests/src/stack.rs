@@ -331,7 +331,7 @@ impl Stack {
                 .iter()
                 .filter_map(|request| {
                     Some(ServedDelay {
-                        ended_ns: request["first_content_write_ns"].as_u64()?,
+                        ended_ns: request["prefill_ended_ns"].as_u64()?,
                         planned_ms: request["prefill_planned_ms"].as_f64()?,
                         actual_ms: request["prefill_actual_ms"].as_f64()?,
                     })
