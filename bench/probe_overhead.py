@@ -150,6 +150,9 @@ def run_client(port, rate, seconds, body, connections, cafile):
         ),
         flush=True,
     )
+    # Stay alive until the driver has read the probe's counters: the
+    # probe's work after the target exits is not part of the load.
+    sys.stdin.readline()
 
 
 def percentile(values, fraction):
@@ -177,16 +180,23 @@ class ProbeCgroup:
     probe's CPU time can be read for any stretch of its run."""
 
     def __init__(self):
-        root = "/sys/fs/cgroup"
-        if not os.path.exists(os.path.join(root, "cgroup.controllers")):
-            root = os.path.join(root, "unified")
+        root = None
+        with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                # The filesystem type follows the " - " separator.
+                if fields[fields.index("-") + 1] == "cgroup2":
+                    root = fields[4]
+                    break
+        if root is None:
+            raise SystemExit("probe_overhead: no cgroup2 filesystem is mounted; mount one to measure probe CPU")
         self.path = os.path.join(root, f"llmslo-bench-probe-{os.getpid()}")
         os.makedirs(self.path, exist_ok=True)
 
-    def add(self, pid):
-        """Move process `pid` with all its threads into the cgroup."""
-        with open(os.path.join(self.path, "cgroup.procs"), "w", encoding="ascii") as procs:
-            procs.write(str(pid))
+    def command(self, command):
+        """Wrap `command` so that it joins the cgroup before it starts."""
+        procs = os.path.join(self.path, "cgroup.procs")
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *command]
 
     def cpu_us(self):
         """Return the CPU time of everything that ran in the cgroup so far (usage_usec)."""
@@ -230,21 +240,31 @@ def bpf_run_time_statistics():
 def bpf_run_time_ns(pid):
     """Return the summed run time of the eBPF programs that process `pid`
     has open, from /proc/PID/fdinfo (run_time_ns, counted while
-    kernel.bpf_stats_enabled is 1)."""
-    total = 0
+    kernel.bpf_stats_enabled is 1). Each program counts once, however many
+    descriptors refer to it."""
+    run_times = {}
     directory = f"/proc/{pid}/fdinfo"
     for fd in os.listdir(directory):
         try:
             with open(os.path.join(directory, fd), encoding="ascii") as info:
-                lines = info.read().splitlines()
+                fields = dict(line.split(":", 1) for line in info.read().splitlines() if ":" in line)
         except OSError:
             continue  # closed since the listing
-        if not any(line.startswith("prog_id:") for line in lines):
-            continue
-        for line in lines:
-            if line.startswith("run_time_ns:"):
-                total += int(line.split()[1])
-    return total
+        if "prog_id" in fields and "run_time_ns" in fields:
+            run_times[fields["prog_id"].strip()] = int(fields["run_time_ns"])
+    return sum(run_times.values())
+
+
+def peak_rss_kib_of(pid):
+    """Return the peak resident memory of process `pid` since its exec (VmHWM)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError as error:
+        print(f"probe_overhead: reading the probe's memory failed: {error}", file=sys.stderr)
+    return None
 
 
 def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=None, stop_probe_secs=0,
@@ -278,10 +298,11 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         command = [probe_path, "--pid", str(client.pid), "--duration", f"{seconds * 4 + 30}s"]
         if ring_mib:
             command += ["--ring-buffer-mib", str(ring_mib)]
-        before_start_us = cgroup.cpu_us() if cgroup is not None else 0
-        probe = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        before_start_us = 0
         if cgroup is not None:
-            cgroup.add(probe.pid)
+            before_start_us = cgroup.cpu_us()
+            command = cgroup.command(command)
+        probe = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for line in probe.stderr:
             if "collection started" in line:
                 break
@@ -296,6 +317,7 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         costs = {
             "attach_cpu_us": started_us - before_start_us,
             "started_cpu_us": started_us,
+            "started_secs": time.monotonic(),
             "bpf_ns": bpf_run_time_ns(probe.pid),
         }
     client.stdin.write("go\n")
@@ -306,12 +328,16 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         time.sleep(stop_probe_secs)
         probe.send_signal(signal.SIGCONT)
     report = json.loads(client.stdout.readline())
-    client.wait()
 
     result = None
     if costs is not None:
         costs["window_cpu_us"] = cgroup.cpu_us() - costs.pop("started_cpu_us")
         costs["bpf_ns"] = bpf_run_time_ns(probe.pid) - costs["bpf_ns"]
+        costs["window_secs"] = time.monotonic() - costs.pop("started_secs")
+    peak_rss_kib = peak_rss_kib_of(probe.pid) if probe is not None else None
+    client.stdin.write("exit\n")
+    client.stdin.flush()
+    client.wait()
     if probe is not None:
         probe.send_signal(signal.SIGINT)
         # Read stdout alone: communicate() would also read stderr, which
@@ -319,7 +345,16 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         # took while the probe waits for stdout to drain.
         stdout = probe.stdout.read()
         probe.wait(timeout=120)
-        result = json.loads(stdout.strip().splitlines()[-1])
+        full = json.loads(stdout.strip().splitlines()[-1])
+        # Keep the counters only: whole results of many runs would grow
+        # this driver, and a probe started later inherits its peak RSS in
+        # getrusage, so the probe's own peak comes from /proc (VmHWM).
+        result = {
+            "probe_usage": full["probe_usage"],
+            "drops": full["drops"],
+            "diagnostics": full.get("diagnostics", []),
+            "peak_rss_kib": peak_rss_kib,
+        }
     server.terminate()
     server.wait()
     return report, result, costs
@@ -357,6 +392,7 @@ def load_rows(probe_path, scenarios, certificates, cgroup):
         on = [latency for report, _, _ in on_runs for latency in report["latencies_ms"]]
         on_reports = [report for report, _, _ in on_runs]
         on_secs = sum(report["elapsed_secs"] for report, _, _ in on_runs)
+        counted_secs = sum(costs["window_secs"] for _, _, costs in on_runs)
         cpu_us = sum(costs["window_cpu_us"] for _, _, costs in on_runs)
         bpf_us = sum(costs["bpf_ns"] for _, _, costs in on_runs) / 1000
         usages = [result["probe_usage"] for _, result, _ in on_runs]
@@ -377,13 +413,16 @@ def load_rows(probe_path, scenarios, certificates, cgroup):
                 "p99_added": added(off_runs, on_reports, 0.99),
                 "probe_cpu_us": cpu_us,
                 "bpf_us": bpf_us,
-                "cpu_percent_of_one_core": 100 * (cpu_us + bpf_us) / (on_secs * 1e6),
-                "process_percent_of_one_core": 100 * cpu_us / (on_secs * 1e6),
-                "bpf_percent_of_one_core": 100 * bpf_us / (on_secs * 1e6),
+                "cpu_percent_of_one_core": 100 * (cpu_us + bpf_us) / (counted_secs * 1e6),
+                "process_percent_of_one_core": 100 * cpu_us / (counted_secs * 1e6),
+                "bpf_percent_of_one_core": 100 * bpf_us / (counted_secs * 1e6),
                 "cpu_us_per_request": (cpu_us + bpf_us) / len(on),
                 "attach_cpu_ms": [costs["attach_cpu_us"] / 1000 for _, _, costs in on_runs],
                 "payload_mb": sum(usage["payload_bytes"] for usage in usages) / 1e6,
-                "max_rss_mib": max(usage["max_rss_kib"] for usage in usages) / 1024,
+                "max_rss_mib": max(
+                    (result["peak_rss_kib"] for _, result, _ in on_runs if result["peak_rss_kib"] is not None),
+                    default=float("nan"),
+                ) / 1024,
                 "events": sum(usage["events"] for usage in usages),
                 "events_per_sec": sum(usage["events"] for usage in usages) / on_secs,
                 "ring_drops": sum(result["drops"]["ring_buffer_full"] for _, result, _ in on_runs),
