@@ -222,9 +222,9 @@ class ProbeCgroup:
 
 @contextlib.contextmanager
 def bpf_run_time_statistics():
-    """Switch on the kernel's run-time statistics of eBPF programs (each
-    run then reads the clock twice, some tens of nanoseconds) and restore
-    the setting afterwards."""
+    """Switch on the kernel's run-time statistics of eBPF programs and
+    restore the setting afterwards. Each program run then reads the clock
+    twice, an estimated few tens of nanoseconds."""
     path = "/proc/sys/kernel/bpf_stats_enabled"
     with open(path, encoding="ascii") as setting:
         before = setting.read().strip()
@@ -346,9 +346,8 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         stdout = probe.stdout.read()
         probe.wait(timeout=120)
         full = json.loads(stdout.strip().splitlines()[-1])
-        # Keep the counters only: whole results of many runs would grow
-        # this driver, and a probe started later inherits its peak RSS in
-        # getrusage, so the probe's own peak comes from /proc (VmHWM).
+        # Keep the counters only, so that whole results of many runs do
+        # not grow this driver.
         result = {
             "probe_usage": full["probe_usage"],
             "drops": full["drops"],
@@ -538,7 +537,8 @@ def render(load, ramp, stopped):
         "",
         "Probe CPU counts only the time the load ran: the probe process's own cgroup (its "
         "user-space work) plus the run time of its eBPF programs, which run in the traced "
-        "client and which the kernel counts with kernel.bpf_stats_enabled. Load and attach is "
+        "client and which the kernel counts with kernel.bpf_stats_enabled. The kernel's dispatch "
+        "to the programs and uprobe traps (TLS rows) are in neither figure. Load and attach is "
         "the probe's CPU from its start to the start of the load, once per run.",
         "",
         "### Ring buffer: event rate of the first drop (1 MiB ring buffer, 200-token streams)",
