@@ -56,8 +56,8 @@ pub fn probe_info(node: Option<&str>) -> ProbeInfo {
     }
 }
 
-/// CPU time of this process so far, from `getrusage`, and its peak memory
-/// since its exec.
+/// Returns the CPU time of this process so far, from `getrusage`, and its
+/// peak memory since its exec.
 pub fn resource_usage(events: u64, payload_bytes: u64) -> ResourceUsage {
     // SAFETY: an all-zero rusage is valid, and getrusage only writes it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

@@ -9,10 +9,10 @@ use super::{
 };
 use crate::probe::exclusive;
 
-/// How much longer than requested a fault's sleep may last: the services
-/// wake up late by up to about a millisecond on an idle host (asyncio
-/// rounds its timeouts up to whole milliseconds), and by an estimated tens
-/// of milliseconds on one busy with builds.
+/// How much longer than requested a fault's sleep may last. On an idle
+/// host the services wake up late by up to about a millisecond, because
+/// asyncio rounds its timeouts up to whole milliseconds. On a host busy
+/// with builds the delay is an estimated tens of milliseconds.
 pub const MAX_SERVED_EXCESS_MS: f64 = 50.0;
 
 /// A client-side latency SLI.

@@ -100,7 +100,7 @@ pub fn label(value: &str) -> String {
     cut_label(value).to_owned()
 }
 
-/// Stores [`label`]`(value)` in `slot` unless `slot` already holds it.
+/// Stores [`label`]`(value)` in `slot` unless `slot` already contains it.
 /// Streams repeat the model name in every event, so most calls only
 /// compare.
 pub fn set_label(slot: &mut Option<String>, value: &str) {
