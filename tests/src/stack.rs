@@ -314,9 +314,10 @@ impl Stack {
     }
 
     /// Returns the delays that the service behind `fault` served for it,
-    /// each as the service measured it, or `None` when `fault` is not one fixed delay
-    /// (TTFT, retrieval query, guardrail or DNS delay). For the provider,
-    /// every streamed answer's wait before its first event, faulty or not.
+    /// each as the service measured it, or `None` when `fault` is not one
+    /// fixed delay (TTFT, retrieval query, guardrail or DNS delay). For the
+    /// provider, every streamed answer's wait before its first event,
+    /// faulty or not.
     ///
     /// # Errors
     ///

@@ -55,13 +55,28 @@ impl Usage {
     }
 }
 
-/// One `chat.completion.chunk`, or an error object sent in its place.
-/// Strings borrow from the event where they have no escapes: chunks come
-/// by the thousand per second, each with the model name.
+/// A JSON string that borrows from the event unless it has escapes. serde
+/// borrows a `Cow<str>` field marked `borrow`, but not one inside an
+/// `Option`, hence the wrapper.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One `chat.completion.chunk`, or an error object sent in its place. The
+/// model name borrows from the event: chunks come by the thousand per
+/// second, and each one repeats it.
 #[derive(Debug, Default, Deserialize)]
 struct ChatChunk<'a> {
     #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<Text<'a>>,
     #[serde(default, borrow)]
     choices: Option<Vec<ChunkChoice<'a>>>,
     #[serde(default)]
@@ -78,7 +93,7 @@ struct ChunkChoice<'a> {
     #[serde(default)]
     text: NonEmptyText,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 /// The generated parts of a delta. `reasoning_content` is the field of
@@ -249,6 +264,26 @@ mod tests {
         assert_eq!(call.usage.cached_input_tokens, Some(4));
         assert_eq!(call.usage.reasoning_tokens, Some(2));
         assert_eq!(call.usage.source, llmslo_schema::TokenSource::Provider);
+    }
+
+    #[test]
+    fn escaped_model_and_null_reason_parse() {
+        let mut call = LlmCall::default();
+        let facts = stream_event(
+            &mut call,
+            br#"{"model":"gpt\u002d4o","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+        );
+        assert!(facts.content);
+        assert_eq!(call.response_model.as_deref(), Some("gpt-4o"));
+        assert_eq!(call.finish_reason, None);
+
+        let facts = stream_event(
+            &mut call,
+            br#"{"model":null,"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        );
+        assert!(!facts.content);
+        assert_eq!(call.response_model.as_deref(), Some("gpt-4o"));
+        assert_eq!(call.finish_reason.as_deref(), Some("stop"));
     }
 
     #[test]
