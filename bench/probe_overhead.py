@@ -255,18 +255,6 @@ def bpf_run_time_ns(pid):
     return sum(run_times.values())
 
 
-def peak_rss_kib_of(pid):
-    """Return the peak resident memory of process `pid` since its exec (VmHWM)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError as error:
-        print(f"probe_overhead: reading the probe's memory failed: {error}", file=sys.stderr)
-    return None
-
-
 def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=None, stop_probe_secs=0,
              certificates=None, cgroup=None):
     """Run the paced load once. Returns the client's report, the probe's result (or
@@ -334,7 +322,6 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         costs["window_cpu_us"] = cgroup.cpu_us() - costs.pop("started_cpu_us")
         costs["bpf_ns"] = bpf_run_time_ns(probe.pid) - costs["bpf_ns"]
         costs["window_secs"] = time.monotonic() - costs.pop("started_secs")
-    peak_rss_kib = peak_rss_kib_of(probe.pid) if probe is not None else None
     client.stdin.write("exit\n")
     client.stdin.flush()
     client.wait()
@@ -352,7 +339,6 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
             "probe_usage": full["probe_usage"],
             "drops": full["drops"],
             "diagnostics": full.get("diagnostics", []),
-            "peak_rss_kib": peak_rss_kib,
         }
     server.terminate()
     server.wait()
@@ -418,10 +404,7 @@ def load_rows(probe_path, scenarios, certificates, cgroup):
                 "cpu_us_per_request": (cpu_us + bpf_us) / len(on),
                 "attach_cpu_ms": [costs["attach_cpu_us"] / 1000 for _, _, costs in on_runs],
                 "payload_mb": sum(usage["payload_bytes"] for usage in usages) / 1e6,
-                "max_rss_mib": max(
-                    (result["peak_rss_kib"] for _, result, _ in on_runs if result["peak_rss_kib"] is not None),
-                    default=float("nan"),
-                ) / 1024,
+                "max_rss_mib": max(usage["max_rss_kib"] for usage in usages) / 1024,
                 "events": sum(usage["events"] for usage in usages),
                 "events_per_sec": sum(usage["events"] for usage in usages) / on_secs,
                 "ring_drops": sum(result["drops"]["ring_buffer_full"] for _, result, _ in on_runs),
