@@ -688,7 +688,10 @@ impl Stack {
             }))?;
         if let Some(cgroup) = &self.cgroup {
             cgroup.set_cpu_quota(faults.iter().find_map(|fault| match fault {
-                Fault::CpuQuota { percent_of_cpu } => Some(*percent_of_cpu),
+                Fault::CpuQuota {
+                    percent_of_cpu,
+                    period,
+                } => Some((*percent_of_cpu, *period)),
                 _ => None,
             }))?;
         }

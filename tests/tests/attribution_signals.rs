@@ -110,7 +110,10 @@ fn cpu_quota_names_cpu_throttling() {
     // 4% of one CPU: far below what chat-api needs at 4 requests per
     // second, so most of its runnable time is throttled.
     let outcome = scenario::run(
-        Stack::builder().fault(Fault::CpuQuota { percent_of_cpu: 4 }),
+        Stack::builder().fault(Fault::CpuQuota {
+            percent_of_cpu: 4,
+            period: Duration::from_millis(100),
+        }),
         WINDOW,
         &["ttft.p95=600ms"],
     );

@@ -61,8 +61,14 @@ pub enum Fault {
     PacketLoss { percent: f64 },
     /// A `tbf` qdisc limits the provider's sending rate towards chat-api.
     ProviderBandwidth { kbit_per_sec: u32 },
-    /// chat-api's cgroup may use this percentage of one CPU (CFS quota).
-    CpuQuota { percent_of_cpu: u32 },
+    /// chat-api's cgroup may use this percentage of one CPU in each CFS
+    /// period (`cpu.max`). A short period throttles each burst of work
+    /// that needs more than the period's quota, without starving a
+    /// service whose average use stays below the quota.
+    CpuQuota {
+        percent_of_cpu: u32,
+        period: Duration,
+    },
     /// Two busy loops pinned to the CPU that chat-api is pinned to, in a
     /// sibling cgroup whose CPU weight is `weight_ratio` times chat-api's:
     /// a neighbour pod that requested that many times more CPU.
@@ -92,7 +98,7 @@ pub const FAULT_SYNTAX: &[&str] = &[
     "dns-failure=servfail|nxdomain|drop",
     "packet-loss=PERCENT",
     "bandwidth=KBIT_PER_SEC",
-    "cpu-quota=PERCENT_OF_ONE_CPU",
+    "cpu-quota=PERCENT_OF_ONE_CPU[/PERIOD] (period 100ms unless given)",
     "noisy-neighbour=WEIGHT_RATIO",
 ];
 
@@ -160,9 +166,13 @@ impl Fault {
             "bandwidth" => Fault::ProviderBandwidth {
                 kbit_per_sec: number(value)?,
             },
-            "cpu-quota" => Fault::CpuQuota {
-                percent_of_cpu: number(value)?,
-            },
+            "cpu-quota" => {
+                let (percent, period) = value.split_once('/').unwrap_or((value, "100ms"));
+                Fault::CpuQuota {
+                    percent_of_cpu: number(percent)?,
+                    period: duration(period)?,
+                }
+            }
             "noisy-neighbour" => Fault::NoisyNeighbour {
                 weight_ratio: number(value)?,
             },
@@ -213,7 +223,10 @@ impl fmt::Display for Fault {
             Fault::DnsFailure(kind) => write!(f, "dns-failure={}", kind.as_str()),
             Fault::PacketLoss { percent } => write!(f, "packet-loss={percent}"),
             Fault::ProviderBandwidth { kbit_per_sec } => write!(f, "bandwidth={kbit_per_sec}"),
-            Fault::CpuQuota { percent_of_cpu } => write!(f, "cpu-quota={percent_of_cpu}"),
+            Fault::CpuQuota {
+                percent_of_cpu,
+                period,
+            } => write!(f, "cpu-quota={percent_of_cpu}/{}", ms(period)),
             Fault::NoisyNeighbour { weight_ratio } => write!(f, "noisy-neighbour={weight_ratio}"),
         }
     }
@@ -316,10 +329,21 @@ mod tests {
             Fault::DnsFailure(DnsFailure::ServFail),
             Fault::PacketLoss { percent: 5.0 },
             Fault::NoisyNeighbour { weight_ratio: 20 },
+            Fault::CpuQuota {
+                percent_of_cpu: 15,
+                period: Duration::from_millis(10),
+            },
         ];
         for fault in faults {
             assert_eq!(Fault::parse(&fault.to_string()), Ok(fault.clone()));
         }
+        assert_eq!(
+            Fault::parse("cpu-quota=4"),
+            Ok(Fault::CpuQuota {
+                percent_of_cpu: 4,
+                period: Duration::from_millis(100),
+            })
+        );
     }
 
     #[test]

@@ -370,15 +370,20 @@ impl ServiceCgroup {
             .map_err(|error| StackError::new(format!("writing {}: {error}", path.display())))
     }
 
-    /// Sets the CFS quota to `percent` of one CPU, or removes it.
-    pub fn set_cpu_quota(&self, percent: Option<u32>) -> Result<(), StackError> {
-        const PERIOD_US: u64 = 100_000;
-        let quota_us = percent.map(|p| PERIOD_US * u64::from(p.max(1)) / 100);
+    /// Sets the CFS quota to `percent` of one CPU in each `period`, or
+    /// removes it (and restores the default period of 100 ms).
+    pub fn set_cpu_quota(&self, quota: Option<(u32, Duration)>) -> Result<(), StackError> {
+        // The kernel accepts periods from 1 ms to 1 s and quotas from 1 ms.
+        let period_us = quota.map_or(100_000, |(_, period)| {
+            (period.as_micros() as u64).clamp(1_000, 1_000_000)
+        });
+        let quota_us =
+            quota.map(|(percent, _)| (period_us * u64::from(percent.max(1)) / 100).max(1_000));
         if self.layout.v2_has_cpu() {
             let path = self.paths[0].join("cpu.max");
             let value = match quota_us {
-                Some(quota_us) => format!("{quota_us} {PERIOD_US}"),
-                None => format!("max {PERIOD_US}"),
+                Some(quota_us) => format!("{quota_us} {period_us}"),
+                None => format!("max {period_us}"),
             };
             return fs::write(&path, value)
                 .map_err(|error| StackError::new(format!("writing {}: {error}", path.display())));
@@ -398,11 +403,14 @@ impl ServiceCgroup {
                 StackError::new(format!("writing {}: {error}", dir.join(file).display()))
             })
         };
-        write("cpu.cfs_period_us", PERIOD_US.to_string())?;
-        write(
-            "cpu.cfs_quota_us",
-            quota_us.map_or("-1".to_owned(), |quota| quota.to_string()),
-        )
+        // Without a quota in force, the new period cannot clash with the
+        // old quota in the kernel's checks of the hierarchy.
+        write("cpu.cfs_quota_us", "-1".to_owned())?;
+        write("cpu.cfs_period_us", period_us.to_string())?;
+        match quota_us {
+            Some(quota) => write("cpu.cfs_quota_us", quota.to_string()),
+            None => Ok(()),
+        }
     }
 }
 
