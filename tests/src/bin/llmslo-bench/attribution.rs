@@ -284,15 +284,19 @@ const CATALOGUE: &[FaultType] = &[
     FaultType {
         name: "CPU throttling",
         effect: Effect::Latency,
-        magnitudes: &["cpu-quota=12", "cpu-quota=10", "cpu-quota=9"],
+        magnitudes: &[
+            "cpu-quota=15/10ms",
+            "cpu-quota=13/10ms",
+            "cpu-quota=11/10ms",
+        ],
         quick: 1,
     },
     FaultType {
         name: "noisy neighbour",
         effect: Effect::Latency,
         magnitudes: &[
-            "noisy-neighbour=3",
-            "noisy-neighbour=5",
+            "noisy-neighbour=6",
+            "noisy-neighbour=8",
             "noisy-neighbour=10",
         ],
         quick: 1,
@@ -303,7 +307,7 @@ const CATALOGUE: &[FaultType] = &[
 const PAIRS: &[&[&str]] = &[
     &["slow-retrieval=500ms", "slow-guardrail=500ms"],
     &["slow-first-token=800ms", "slow-dns=500ms"],
-    &["slow-retrieval=500ms", "cpu-quota=10"],
+    &["slow-retrieval=500ms", "cpu-quota=15/10ms"],
     &["server-errors=0.3", "slow-guardrail=500ms"],
 ];
 
@@ -469,6 +473,9 @@ struct VerdictSummary {
     status: String,
     components: Vec<String>,
     summary: String,
+    /// Why an inconclusive verdict names no component.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// One contributor's interval next to the truth it should contain.
@@ -598,6 +605,9 @@ pub fn run(options: &Options) -> Result<(), String> {
             result.named,
             result.client_change.as_deref().unwrap_or("no change")
         );
+        for reason in result.verdicts.iter().filter_map(|v| v.reason.as_ref()) {
+            eprintln!("llmslo-bench:   inconclusive because {reason}");
+        }
         if matches!(scenario.kind, Kind::FaultFree) && result.error.is_none() {
             reference = Reference {
                 name: format!("scenario-{index}"),
@@ -868,6 +878,7 @@ fn verdicts(report: &Value) -> Vec<VerdictSummary> {
                 .filter_map(|c| c["component"].as_str().map(str::to_owned))
                 .collect(),
             summary: verdict["summary"].as_str().unwrap_or("").to_owned(),
+            reason: verdict["reason"].as_str().map(str::to_owned),
         })
         .collect()
 }
