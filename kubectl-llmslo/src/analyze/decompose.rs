@@ -103,39 +103,60 @@ pub struct CallSpan {
     pub assigned: bool,
 }
 
-/// Throttled share of a cgroup's time between `cpu.stat` samples.
+/// How much of a cgroup's run-queue waits CFS throttling explains, per
+/// interval between `cpu.stat` samples.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ThrottleTimeline {
-    /// `(start, end, throttled fraction from 0 to 1)` per sample interval.
+    /// `(sample interval, throttled share of the waits from 0 to 1)`.
     spans: Vec<(Interval, f64)>,
 }
 
 impl ThrottleTimeline {
-    pub fn from_cpu_stat(cpu: &CgroupCpu) -> Self {
+    /// Builds the timeline from the cgroup's samples and the merged
+    /// run-queue waits of its threads.
+    ///
+    /// Throttling only ever delays runnable threads, and a cgroup is
+    /// throttled exactly when it is busy, so its throttled time lands in
+    /// its waits rather than evenly over the interval: the waits of an
+    /// interval count as throttling up to the throttled time, and the rest
+    /// as run-queue contention. `throttled_usec` adds up over CPUs, so two
+    /// threads throttled together count twice; the share caps at 1.
+    pub fn from_cpu_stat(cpu: &CgroupCpu, waits: &[Interval]) -> Self {
         let mut samples = cpu.samples.clone();
         samples.sort_by_key(|sample| sample.at_ns);
+        let waits = intervals::merge(waits);
         let spans = samples
             .windows(2)
             .filter(|pair| pair[1].at_ns > pair[0].at_ns)
             .map(|pair| {
-                let wall_us = (pair[1].at_ns - pair[0].at_ns) as f64 / 1000.0;
-                let throttled_us = pair[1]
+                let span = Interval::new(pair[0].at_ns, pair[1].at_ns);
+                let throttled_ns = pair[1]
                     .throttled_usec
-                    .saturating_sub(pair[0].throttled_usec);
-                let fraction = (throttled_us as f64 / wall_us).clamp(0.0, 1.0);
-                (Interval::new(pair[0].at_ns, pair[1].at_ns), fraction)
+                    .saturating_sub(pair[0].throttled_usec)
+                    .saturating_mul(1000);
+                let waiting_ns: u64 = waits
+                    .iter()
+                    .filter_map(|wait| wait.clip(span))
+                    .map(|overlap| overlap.len_ns())
+                    .sum();
+                let share = if waiting_ns == 0 {
+                    0.0
+                } else {
+                    (throttled_ns as f64 / waiting_ns as f64).min(1.0)
+                };
+                (span, share)
             })
             .collect();
         Self { spans }
     }
 
-    /// Estimated throttled nanoseconds within `segment`.
-    pub fn throttled_ns(&self, segment: Interval) -> f64 {
+    /// Estimated throttled nanoseconds within `wait`, a run-queue wait.
+    pub fn throttled_ns(&self, wait: Interval) -> f64 {
         self.spans
             .iter()
-            .filter_map(|(span, fraction)| {
-                span.clip(segment)
-                    .map(|overlap| overlap.len_ns() as f64 * fraction)
+            .filter_map(|(span, share)| {
+                span.clip(wait)
+                    .map(|overlap| overlap.len_ns() as f64 * share)
             })
             .sum()
     }
@@ -449,36 +470,47 @@ mod tests {
         assert_eq!(share.max_us, 200_000.0);
     }
 
+    fn timeline(throttled_ms: u64, waits: &[Interval]) -> ThrottleTimeline {
+        let sample = |at_ms: u64, throttled_ms: u64| CpuStatSample {
+            at_ns: at_ms * MS,
+            throttled_usec: throttled_ms * 1000,
+            ..CpuStatSample::default()
+        };
+        let cpu = CgroupCpu {
+            cgroup_path: "x".into(),
+            samples: vec![sample(0, 0), sample(1000, throttled_ms)],
+        };
+        ThrottleTimeline::from_cpu_stat(&cpu, waits)
+    }
+
     #[test]
     fn run_queue_and_throttling_split_own_time() {
         let waits = [Interval::new(100 * MS, 300 * MS)];
-        let timeline = ThrottleTimeline::from_cpu_stat(&CgroupCpu {
-            cgroup_path: "x".into(),
-            samples: vec![
-                CpuStatSample {
-                    at_ns: 0,
-                    throttled_usec: 0,
-                    ..CpuStatSample::default()
-                },
-                CpuStatSample {
-                    at_ns: 1000 * MS,
-                    // Throttled a quarter of the time.
-                    throttled_usec: 250_000,
-                    ..CpuStatSample::default()
-                },
-            ],
-        });
+        // 150 ms throttled while the threads waited 200 ms in all: three
+        // quarters of every wait is throttling.
+        let timeline = timeline(150, &waits);
         let own = OwnTimeContext {
             waits: &waits,
             throttle: Some(&timeline),
         };
         let calls = [call(200, 250, components::PROVIDER)];
         let d = decompose(windows(1000, 1000), &calls, own);
-        // Waits inside own time: 100..200 and 250..300 = 150 ms; a quarter
-        // of it is throttling.
-        assert!((critical_ms(&d, Phase::E2e, components::CPU_THROTTLING) - 37.5).abs() < 1e-6);
-        assert!((critical_ms(&d, Phase::E2e, components::RUN_QUEUE) - 112.5).abs() < 1e-6);
+        // Waits inside own time: 100..200 and 250..300 = 150 ms.
+        assert!((critical_ms(&d, Phase::E2e, components::CPU_THROTTLING) - 112.5).abs() < 1e-6);
+        assert!((critical_ms(&d, Phase::E2e, components::RUN_QUEUE) - 37.5).abs() < 1e-6);
         assert_eq!(critical_ms(&d, Phase::E2e, components::SERVICE), 800.0);
+    }
+
+    #[test]
+    fn throttled_time_beyond_the_waits_makes_them_all_throttling() {
+        let waits = [Interval::new(100 * MS, 200 * MS)];
+        // Two CPUs throttled at once count twice in throttled_usec.
+        let timeline = timeline(180, &waits);
+        assert_eq!(timeline.throttled_ns(waits[0]), 100.0 * MS as f64);
+        let idle = self::timeline(0, &waits);
+        assert_eq!(idle.throttled_ns(waits[0]), 0.0);
+        let no_waits = self::timeline(180, &[]);
+        assert_eq!(no_waits.throttled_ns(waits[0]), 0.0);
     }
 
     #[test]

@@ -388,7 +388,7 @@ fn node_context(result: &ProbeResult) -> NodeContext<'_> {
             .or_default()
             .push(interval);
     }
-    let waits = raw_waits
+    let waits: HashMap<u32, Vec<Interval>> = raw_waits
         .into_iter()
         .map(|(pid, list)| (pid, intervals::merge(&list)))
         .collect();
@@ -396,25 +396,40 @@ fn node_context(result: &ProbeResult) -> NodeContext<'_> {
         .into_iter()
         .map(|(thread, list)| (thread, intervals::merge(&list)))
         .collect();
+    let container_of: HashMap<u32, Option<String>> = result
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.container_id.clone()))
+        .collect();
+    let throttle = result
+        .cgroup_cpu
+        .iter()
+        .map(|cpu| {
+            // The waits of the processes that `throttle_for` maps to this
+            // cgroup: all of them when it is the only one sampled.
+            let members: Vec<Interval> = waits
+                .iter()
+                .filter(|(pid, _)| {
+                    result.cgroup_cpu.len() == 1
+                        || container_of
+                            .get(pid)
+                            .and_then(Option::as_deref)
+                            .is_some_and(|container| cpu.cgroup_path.contains(container))
+                })
+                .flat_map(|(_, list)| list.iter().copied())
+                .collect();
+            (
+                cpu.cgroup_path.clone(),
+                ThrottleTimeline::from_cpu_stat(cpu, &members),
+            )
+        })
+        .collect();
     NodeContext {
         result,
         waits,
         thread_waits,
-        throttle: result
-            .cgroup_cpu
-            .iter()
-            .map(|cpu| {
-                (
-                    cpu.cgroup_path.clone(),
-                    ThrottleTimeline::from_cpu_stat(cpu),
-                )
-            })
-            .collect(),
-        container_of: result
-            .processes
-            .iter()
-            .map(|p| (p.pid, p.container_id.clone()))
-            .collect(),
+        throttle,
+        container_of,
         losses: result
             .loss_recoveries
             .iter()
