@@ -2,8 +2,10 @@
 //! `postgres` user inside chat-api's network namespace.
 
 use std::{
+    collections::HashMap,
     ffi::CString,
     fs,
+    io::Write,
     path::{Path, PathBuf},
     process::Command,
     time::{SystemTime, UNIX_EPOCH},
@@ -59,6 +61,18 @@ impl Postgres {
                 "--no-instructions",
             ])
             .args(["-E", "UTF8", "--locale", "C"]))?;
+        // Every statement's duration, and lines that start with the
+        // epoch time and the backend's pid, for `served_delays`.
+        let config = postgres.data_dir().join("postgresql.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .and_then(|mut file| {
+                file.write_all(b"\nlog_min_duration_statement = 0\nlog_line_prefix = '%n %p '\n")
+            })
+            .map_err(|error| {
+                StackError::new(format!("appending to {}: {error}", config.display()))
+            })?;
         Ok(postgres)
     }
 
@@ -115,41 +129,30 @@ impl Postgres {
         Ok(())
     }
 
-    /// Returns the retrieval delays the server served, from the
-    /// `injected_delays` table, with their ends moved from the wall clock
-    /// to `CLOCK_MONOTONIC`.
+    /// Returns every retrieval query the server ran, delayed or not, as
+    /// its log shows it: the delay `retrieval_delay()` was asked for (0
+    /// without the fault) and the whole statement's duration, which holds
+    /// the sleep and the work after it. The ends move from the wall clock
+    /// (to the millisecond) to `CLOCK_MONOTONIC`.
     pub fn served_delays(&self) -> Result<Vec<ServedDelay>, StackError> {
-        let rows = self.execute(
-            DATABASE,
-            "SELECT ended_epoch_secs, planned_ms, actual_ms FROM injected_delays",
-        )?;
+        let path = self.dir.join("server.log");
+        let log = fs::read_to_string(&path)
+            .map_err(|error| StackError::new(format!("reading {}: {error}", path.display())))?;
         let wall_now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as i128);
         let wall_minus_monotonic_ns = wall_now_ns - i128::from(monotonic_now_ns());
-        rows.lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| {
-                let fields: Vec<f64> = line
-                    .split('|')
-                    .map(|field| field.trim().parse::<f64>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|error| {
-                        StackError::new(format!("invalid injected_delays row {line:?}: {error}"))
-                    })?;
-                let [ended_secs, planned_ms, actual_ms] = fields[..] else {
-                    return Err(StackError::new(format!(
-                        "invalid injected_delays row {line:?}: expected three columns"
-                    )));
-                };
-                let ended_ns = (ended_secs * 1e9) as i128 - wall_minus_monotonic_ns;
-                Ok(ServedDelay {
+        Ok(retrieval_statements(&log)
+            .into_iter()
+            .map(|(ended_epoch_secs, planned_ms, actual_ms)| {
+                let ended_ns = (ended_epoch_secs * 1e9) as i128 - wall_minus_monotonic_ns;
+                ServedDelay {
                     ended_ns: u64::try_from(ended_ns).unwrap_or(0),
                     planned_ms,
                     actual_ms,
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Stops the server with `pg_ctl stop -m immediate`.
@@ -164,6 +167,41 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Finds the retrieval statements in a server log written with
+/// `log_line_prefix = '%n %p '`: `(end in epoch seconds, requested delay
+/// ms, statement duration ms)`. The requested delay is the last one the
+/// same backend logged before the statement's duration line.
+fn retrieval_statements(log: &str) -> Vec<(f64, f64, f64)> {
+    let mut planned_by_pid: HashMap<&str, f64> = HashMap::new();
+    let mut statements = Vec::new();
+    for line in log.lines() {
+        let mut fields = line.splitn(3, ' ');
+        let (Some(epoch), Some(pid), Some(message)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Ok(epoch_secs) = epoch.parse::<f64>() else {
+            continue;
+        };
+        if let Some(planned) = message.strip_prefix("LOG:  retrieval_delay planned_ms=") {
+            if let Ok(planned_ms) = planned.trim().parse() {
+                planned_by_pid.insert(pid, planned_ms);
+            }
+        } else if let Some(rest) = message.strip_prefix("LOG:  duration: ")
+            && let Some((duration, step)) = rest.split_once(" ms  ")
+            // The extended protocol logs parse, bind and execute apart;
+            // the query runs in the execute step.
+            && (step.starts_with("execute ") || step.starts_with("statement: "))
+            && step.contains("retrieval_delay()")
+            && let Ok(duration_ms) = duration.parse()
+        {
+            let planned_ms = planned_by_pid.remove(pid).unwrap_or(0.0);
+            statements.push((epoch_secs, planned_ms, duration_ms));
+        }
+    }
+    statements
 }
 
 /// Stops a server left running in `data_dir`, if any.
@@ -237,4 +275,29 @@ fn chown_to_postgres(path: &Path) -> Result<(), StackError> {
     };
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .map_err(|error| StackError::new(format!("chown postgres {}: {error}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retrieval_statements_pair_the_delay_with_the_execute_step() {
+        let log = "\
+1796482513.100 41 LOG:  duration: 0.041 ms  parse <unnamed>: SELECT d.id, d.title FROM retrieval_delay() AS gate
+1796482513.101 41 LOG:  duration: 0.230 ms  execute <unnamed>: SELECT d.id, d.title FROM retrieval_delay() AS gate
+1796482513.200 42 LOG:  retrieval_delay planned_ms=500
+1796482513.200 42 CONTEXT:  PL/pgSQL function retrieval_delay() line 7 at RAISE
+1796482513.300 41 LOG:  duration: 0.120 ms  statement: SELECT 1
+1796482513.701 42 LOG:  duration: 500.712 ms  execute _pg3_0: SELECT d.id, d.title FROM retrieval_delay() AS gate
+1796482513.800 43 LOG:  duration: 0.050 ms  bind <unnamed>: SELECT d.id FROM retrieval_delay() AS gate
+";
+        assert_eq!(
+            retrieval_statements(log),
+            vec![
+                (1796482513.101, 0.0, 0.230),
+                (1796482513.701, 500.0, 500.712)
+            ]
+        );
+    }
 }
