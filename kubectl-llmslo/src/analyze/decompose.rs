@@ -115,17 +115,19 @@ impl ThrottleTimeline {
     /// Builds the timeline from the cgroup's samples and the merged
     /// run-queue waits of its threads.
     ///
-    /// Throttling only ever delays runnable threads, and a cgroup is
-    /// throttled exactly when it is busy, so its throttled time lands in
-    /// its waits rather than evenly over the interval: the waits of an
-    /// interval count as throttling up to the throttled time, and the rest
-    /// as run-queue contention. `throttled_usec` adds up over CPUs, so two
-    /// threads throttled together count twice; the share caps at 1.
+    /// Throttling delays only runnable threads, and a cgroup is throttled
+    /// only while it is busy, so its throttled time lands in its waits
+    /// rather than evenly over the interval: the waits of an interval count
+    /// as throttling up to the throttled time, and the rest as run-queue
+    /// contention. The kernel adds a throttle's time to `throttled_usec`
+    /// when the throttle ends, so time beyond an interval's waits belongs
+    /// to a throttle that began earlier and goes to the waits of the
+    /// intervals before it.
     pub fn from_cpu_stat(cpu: &CgroupCpu, waits: &[Interval]) -> Self {
         let mut samples = cpu.samples.clone();
         samples.sort_by_key(|sample| sample.at_ns);
         let waits = intervals::merge(waits);
-        let spans = samples
+        let intervals: Vec<(Interval, u64, u64)> = samples
             .windows(2)
             .filter(|pair| pair[1].at_ns > pair[0].at_ns)
             .map(|pair| {
@@ -134,26 +136,33 @@ impl ThrottleTimeline {
                     .throttled_usec
                     .saturating_sub(pair[0].throttled_usec)
                     .saturating_mul(1000);
-                let waiting_ns: u64 = waits
-                    .iter()
-                    .filter_map(|wait| wait.clip(span))
-                    .map(|overlap| overlap.len_ns())
-                    .sum();
-                let share = if waiting_ns == 0 {
-                    0.0
-                } else {
-                    (throttled_ns as f64 / waiting_ns as f64).min(1.0)
-                };
-                (span, share)
+                (span, throttled_ns, intervals::covered_ns(&waits, span))
             })
             .collect();
+        let mut spans = vec![(Interval::new(0, 0), 0.0); intervals.len()];
+        let mut carried_ns = 0u64;
+        for (slot, &(span, throttled_ns, waiting_ns)) in spans.iter_mut().zip(&intervals).rev() {
+            let available_ns = throttled_ns.saturating_add(carried_ns);
+            let explained_ns = available_ns.min(waiting_ns);
+            carried_ns = available_ns - explained_ns;
+            let share = if waiting_ns == 0 {
+                0.0
+            } else {
+                explained_ns as f64 / waiting_ns as f64
+            };
+            *slot = (span, share);
+        }
         Self { spans }
     }
 
     /// Estimated throttled nanoseconds within `wait`, a run-queue wait.
     pub fn throttled_ns(&self, wait: Interval) -> f64 {
-        self.spans
+        let first = self
+            .spans
+            .partition_point(|(span, _)| span.end_ns <= wait.start_ns);
+        self.spans[first..]
             .iter()
+            .take_while(|(span, _)| span.start_ns < wait.end_ns)
             .filter_map(|(span, share)| {
                 span.clip(wait)
                     .map(|overlap| overlap.len_ns() as f64 * share)
@@ -499,6 +508,23 @@ mod tests {
         assert!((critical_ms(&d, Phase::E2e, components::CPU_THROTTLING) - 112.5).abs() < 1e-6);
         assert!((critical_ms(&d, Phase::E2e, components::RUN_QUEUE) - 37.5).abs() < 1e-6);
         assert_eq!(critical_ms(&d, Phase::E2e, components::SERVICE), 800.0);
+    }
+
+    #[test]
+    fn throttled_time_beyond_the_waits_goes_to_earlier_waits() {
+        let sample = |at_ms: u64, throttled_ms: u64| CpuStatSample {
+            at_ns: at_ms * MS,
+            throttled_usec: throttled_ms * 1000,
+            ..CpuStatSample::default()
+        };
+        // One 80 ms throttle from 50 to 130 ms, counted when it ended.
+        let cpu = CgroupCpu {
+            cgroup_path: "x".into(),
+            samples: vec![sample(0, 0), sample(100, 0), sample(200, 80)],
+        };
+        let waits = [Interval::new(50 * MS, 130 * MS)];
+        let timeline = ThrottleTimeline::from_cpu_stat(&cpu, &waits);
+        assert_eq!(timeline.throttled_ns(waits[0]), 80.0 * MS as f64);
     }
 
     #[test]

@@ -103,6 +103,17 @@ pub fn intersection(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
     out
 }
 
+/// Nanoseconds of `window` that the sorted, disjoint `intervals` cover.
+pub fn covered_ns(intervals: &[Interval], window: Interval) -> u64 {
+    let first = intervals.partition_point(|interval| interval.end_ns <= window.start_ns);
+    intervals[first..]
+        .iter()
+        .take_while(|interval| interval.start_ns < window.end_ns)
+        .filter_map(|interval| interval.clip(window))
+        .map(|overlap| overlap.len_ns())
+        .sum()
+}
+
 /// One call inside a request window, tagged with the component it
 /// belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +223,14 @@ mod tests {
         let a = [iv(0, 100), iv(200, 300)];
         let b = [iv(50, 250)];
         assert_eq!(intersection(&a, &b), vec![iv(50, 100), iv(200, 250)]);
+    }
+
+    #[test]
+    fn covered_time_of_a_window() {
+        let sorted = [iv(0, 100), iv(200, 300), iv(400, 500)];
+        assert_eq!(covered_ns(&sorted, iv(50, 250)), 100);
+        assert_eq!(covered_ns(&sorted, iv(100, 200)), 0);
+        assert_eq!(covered_ns(&sorted, iv(0, 1000)), 300);
     }
 
     #[test]

@@ -29,10 +29,10 @@ struct NodeContext<'a> {
     waits: HashMap<u32, Vec<Interval>>,
     /// Merged run-queue waits per thread: `(pid, tid)`.
     thread_waits: HashMap<(u32, u32), Vec<Interval>>,
-    /// Throttling timeline per cgroup path.
-    throttle: Vec<(String, ThrottleTimeline)>,
-    /// Container id per process, to find its cgroup's timeline.
-    container_of: HashMap<u32, Option<String>>,
+    /// Throttling timeline per sampled cgroup.
+    throttle: Vec<ThrottleTimeline>,
+    /// Index in `throttle` of each process's cgroup.
+    throttle_of: HashMap<u32, usize>,
     /// TCP loss recoveries per connection: `(pid, local, peer)`.
     losses: HashMap<(u32, &'a str, &'a str), Vec<&'a LossRecovery>>,
 }
@@ -72,20 +72,9 @@ impl NodeContext<'_> {
     }
 
     fn throttle_for(&self, pid: u32) -> Option<&ThrottleTimeline> {
-        let container = self.container_of.get(&pid).cloned().flatten();
-        if let Some(container) = container
-            && let Some((_, timeline)) = self
-                .throttle
-                .iter()
-                .find(|(path, _)| path.contains(&container))
-        {
-            return Some(timeline);
-        }
-        // One sampled cgroup: it is the target's (the --local case).
-        match self.throttle.as_slice() {
-            [(_, timeline)] => Some(timeline),
-            _ => None,
-        }
+        self.throttle_of
+            .get(&pid)
+            .map(|&index| &self.throttle[index])
     }
 }
 
@@ -396,32 +385,37 @@ fn node_context(result: &ProbeResult) -> NodeContext<'_> {
         .into_iter()
         .map(|(thread, list)| (thread, intervals::merge(&list)))
         .collect();
-    let container_of: HashMap<u32, Option<String>> = result
+    // Each process's cgroup among the sampled ones: the one whose path
+    // holds its container id, else the only one sampled (the --local case).
+    let cgroups = &result.cgroup_cpu;
+    let container_of: HashMap<u32, &str> = result
         .processes
         .iter()
-        .map(|p| (p.pid, p.container_id.clone()))
+        .filter_map(|p| Some((p.pid, p.container_id.as_deref()?)))
         .collect();
-    let throttle = result
-        .cgroup_cpu
+    let throttle_of: HashMap<u32, usize> = waits
+        .keys()
+        .chain(result.processes.iter().map(|p| &p.pid))
+        .filter_map(|&pid| {
+            let by_container = container_of.get(&pid).and_then(|container| {
+                cgroups
+                    .iter()
+                    .position(|cpu| cpu.cgroup_path.contains(container))
+            });
+            let index = by_container.or_else(|| (cgroups.len() == 1).then_some(0))?;
+            Some((pid, index))
+        })
+        .collect();
+    let throttle = cgroups
         .iter()
-        .map(|cpu| {
-            // The waits of the processes that `throttle_for` maps to this
-            // cgroup: all of them when it is the only one sampled.
+        .enumerate()
+        .map(|(index, cpu)| {
             let members: Vec<Interval> = waits
                 .iter()
-                .filter(|(pid, _)| {
-                    result.cgroup_cpu.len() == 1
-                        || container_of
-                            .get(pid)
-                            .and_then(Option::as_deref)
-                            .is_some_and(|container| cpu.cgroup_path.contains(container))
-                })
+                .filter(|(pid, _)| throttle_of.get(pid) == Some(&index))
                 .flat_map(|(_, list)| list.iter().copied())
                 .collect();
-            (
-                cpu.cgroup_path.clone(),
-                ThrottleTimeline::from_cpu_stat(cpu, &members),
-            )
+            ThrottleTimeline::from_cpu_stat(cpu, &members)
         })
         .collect();
     NodeContext {
@@ -429,7 +423,7 @@ fn node_context(result: &ProbeResult) -> NodeContext<'_> {
         waits,
         thread_waits,
         throttle,
-        container_of,
+        throttle_of,
         losses: result
             .loss_recoveries
             .iter()
