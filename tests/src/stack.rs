@@ -316,12 +316,12 @@ impl Stack {
     /// Returns the delays that the service behind `fault` served for it,
     /// each as the service measured it, or `None` when `fault` is not one
     /// fixed delay (TTFT, retrieval query, guardrail or DNS delay). For the
-    /// provider, every streamed answer's wait before its first event,
-    /// faulty or not.
+    /// provider, every streamed answer's wait before its first event, and
+    /// for PostgreSQL every retrieval statement, faulty or not.
     ///
     /// # Errors
     ///
-    /// When the database that serves the retrieval delay cannot be read.
+    /// When the PostgreSQL server log cannot be read.
     pub fn served_delays(&self, fault: &Fault) -> Result<Option<Vec<ServedDelay>>, StackError> {
         let ledger = |section: &str| -> Vec<ServedDelay> {
             read_log(&self.dir.path().join(format!("{section}-delays.jsonl")))
@@ -852,9 +852,11 @@ fn nearest_rank(sorted: &[f64], percentile: f64) -> f64 {
 pub struct ServedDelay {
     /// `CLOCK_MONOTONIC` nanoseconds when the delay ended.
     pub ended_ns: u64,
-    /// The requested delay.
+    /// The requested delay (0 for a retrieval statement without the
+    /// fault).
     pub planned_ms: f64,
-    /// The delay that the service measured around its wait.
+    /// The delay that the service measured around its wait (for
+    /// PostgreSQL, the query's execute step).
     pub actual_ms: f64,
 }
 

@@ -24,9 +24,9 @@ ANALYZE documents;
 -- Called once per retrieval query (a function in FROM runs once): sleeps
 -- for the fault's delay inside the server, so that the query itself is
 -- slow, as a missing index or a locked table would make it. The server
--- log gets the requested delay, and the statement's duration after it
--- (log_min_duration_statement), which the benchmark holds the probe
--- against.
+-- log gets the requested delay, and then the duration of the query's
+-- execute step (log_min_duration_statement), which the benchmark holds
+-- the probe against.
 CREATE FUNCTION retrieval_delay() RETURNS double precision
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE

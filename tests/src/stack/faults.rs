@@ -168,9 +168,19 @@ impl Fault {
             },
             "cpu-quota" => {
                 let (percent, period) = value.split_once('/').unwrap_or((value, "100ms"));
+                let (percent_of_cpu, period) = (number(percent)?, duration(period)?);
+                // What cpu.max accepts: whole-millisecond periods here, from
+                // 1 ms to 1 s, and a quota of at least 1 ms.
+                let period_ms = period.as_millis();
+                if period.subsec_nanos() % 1_000_000 != 0
+                    || !(1..=1000).contains(&period_ms)
+                    || u128::from(percent_of_cpu) * period_ms < 100
+                {
+                    return Err(invalid());
+                }
                 Fault::CpuQuota {
-                    percent_of_cpu: number(percent)?,
-                    period: duration(period)?,
+                    percent_of_cpu,
+                    period,
                 }
             }
             "noisy-neighbour" => Fault::NoisyNeighbour {
@@ -239,7 +249,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         None => (text.strip_suffix('s')?, 1.0),
     };
     let value: f64 = number.parse().ok()?;
-    (value >= 0.0 && value.is_finite()).then(|| Duration::from_secs_f64(value * scale))
+    Duration::try_from_secs_f64(value * scale).ok()
 }
 
 /// Baseline timings of the provider stand-in, in milliseconds.
@@ -337,6 +347,9 @@ mod tests {
         for fault in faults {
             assert_eq!(Fault::parse(&fault.to_string()), Ok(fault.clone()));
         }
+        assert!(Fault::parse("cpu-quota=15/1.5ms").is_err());
+        assert!(Fault::parse("cpu-quota=5/10ms").is_err());
+        assert!(Fault::parse("cpu-quota=50/2s").is_err());
         assert_eq!(
             Fault::parse("cpu-quota=4"),
             Ok(Fault::CpuQuota {
@@ -359,6 +372,8 @@ mod tests {
         assert_eq!(parse_duration("400ms"), Some(Duration::from_millis(400)));
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("400"), None);
+        assert_eq!(parse_duration("1e30s"), None);
+        assert_eq!(parse_duration("-1ms"), None);
     }
 
     #[test]

@@ -129,15 +129,16 @@ impl Postgres {
         Ok(())
     }
 
-    /// Returns every retrieval query the server ran, delayed or not, as
-    /// its log shows it: the delay `retrieval_delay()` was asked for (0
-    /// without the fault) and the whole statement's duration, which holds
-    /// the sleep and the work after it. The ends move from the wall clock
-    /// (to the millisecond) to `CLOCK_MONOTONIC`.
+    /// Returns every retrieval query the server completed, delayed or
+    /// not, as its log shows it: the delay `retrieval_delay()` was asked
+    /// for (0 without the fault) and the duration of the query's execute
+    /// step, which holds the sleep and the work around it. The ends move
+    /// from the wall clock (to the millisecond) to `CLOCK_MONOTONIC`.
     pub fn served_delays(&self) -> Result<Vec<ServedDelay>, StackError> {
         let path = self.dir.join("server.log");
-        let log = fs::read_to_string(&path)
+        let bytes = fs::read(&path)
             .map_err(|error| StackError::new(format!("reading {}: {error}", path.display())))?;
+        let log = String::from_utf8_lossy(&bytes);
         let wall_now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as i128);
@@ -171,8 +172,10 @@ impl Drop for Postgres {
 
 /// Finds the retrieval statements in a server log written with
 /// `log_line_prefix = '%n %p '`: `(end in epoch seconds, requested delay
-/// ms, statement duration ms)`. The requested delay is the last one the
-/// same backend logged before the statement's duration line.
+/// ms, execute duration ms)`. The requested delay is the one the same
+/// backend logged during that execute step: a statement that failed logs
+/// no duration, so an error or the next statement's duration line drops
+/// a delay still pending.
 fn retrieval_statements(log: &str) -> Vec<(f64, f64, f64)> {
     let mut planned_by_pid: HashMap<&str, f64> = HashMap::new();
     let mut statements = Vec::new();
@@ -189,16 +192,19 @@ fn retrieval_statements(log: &str) -> Vec<(f64, f64, f64)> {
             if let Ok(planned_ms) = planned.trim().parse() {
                 planned_by_pid.insert(pid, planned_ms);
             }
-        } else if let Some(rest) = message.strip_prefix("LOG:  duration: ")
-            && let Some((duration, step)) = rest.split_once(" ms  ")
+        } else if let Some(rest) = message.strip_prefix("LOG:  duration: ") {
+            let planned_ms = planned_by_pid.remove(pid).unwrap_or(0.0);
             // The extended protocol logs parse, bind and execute apart;
             // the query runs in the execute step.
-            && (step.starts_with("execute ") || step.starts_with("statement: "))
-            && step.contains("retrieval_delay()")
-            && let Ok(duration_ms) = duration.parse()
-        {
-            let planned_ms = planned_by_pid.remove(pid).unwrap_or(0.0);
-            statements.push((epoch_secs, planned_ms, duration_ms));
+            if let Some((duration, step)) = rest.split_once(" ms  ")
+                && (step.starts_with("execute ") || step.starts_with("statement: "))
+                && step.contains("retrieval_delay()")
+                && let Ok(duration_ms) = duration.parse()
+            {
+                statements.push((epoch_secs, planned_ms, duration_ms));
+            }
+        } else if message.starts_with("ERROR:") || message.starts_with("FATAL:") {
+            planned_by_pid.remove(pid);
         }
     }
     statements
@@ -288,15 +294,20 @@ mod tests {
 1796482513.101 41 LOG:  duration: 0.230 ms  execute <unnamed>: SELECT d.id, d.title FROM retrieval_delay() AS gate
 1796482513.200 42 LOG:  retrieval_delay planned_ms=500
 1796482513.200 42 CONTEXT:  PL/pgSQL function retrieval_delay() line 7 at RAISE
+1796482513.200 42 STATEMENT:  SELECT d.id, d.title FROM retrieval_delay() AS gate
 1796482513.300 41 LOG:  duration: 0.120 ms  statement: SELECT 1
 1796482513.701 42 LOG:  duration: 500.712 ms  execute _pg3_0: SELECT d.id, d.title FROM retrieval_delay() AS gate
 1796482513.800 43 LOG:  duration: 0.050 ms  bind <unnamed>: SELECT d.id FROM retrieval_delay() AS gate
+1796482513.900 44 LOG:  retrieval_delay planned_ms=500
+1796482514.000 44 ERROR:  canceling statement due to user request
+1796482514.100 44 LOG:  duration: 0.210 ms  execute <unnamed>: SELECT d.id, d.title FROM retrieval_delay() AS gate
 ";
         assert_eq!(
             retrieval_statements(log),
             vec![
                 (1796482513.101, 0.0, 0.230),
-                (1796482513.701, 500.0, 500.712)
+                (1796482513.701, 500.0, 500.712),
+                (1796482514.100, 0.0, 0.210)
             ]
         );
     }

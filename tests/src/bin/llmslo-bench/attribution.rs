@@ -473,7 +473,7 @@ struct VerdictSummary {
     status: String,
     components: Vec<String>,
     summary: String,
-    /// Why an inconclusive verdict names no component.
+    /// Why the verdict is inconclusive.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
@@ -1010,7 +1010,8 @@ fn score(scenario: &Scenario, report: &Value, result: &mut ScenarioResult) {
 /// the nominal delay plus how much longer than requested its service
 /// waited in the window, less the same excess in the reference window.
 /// The reference matters for the provider, which waits before every first
-/// token with or without the fault. `None` without a nominal delay or
+/// token with or without the fault, and for PostgreSQL, whose measure is
+/// the statement with its own work. `None` without a nominal delay or
 /// without a delay served in the window.
 fn served_delay_us(
     nominal_us: Option<f64>,
@@ -1018,16 +1019,17 @@ fn served_delay_us(
     window: (u64, u64),
     reference: (u64, u64),
 ) -> Option<f64> {
-    let mean_excess_us = |(from, to): (u64, u64)| {
+    let mean_excess_us = |(from, to): (u64, u64), served_only: bool| {
         let excess: Vec<f64> = delays
             .iter()
             .filter(|delay| (from..=to).contains(&delay.ended_ns))
+            .filter(|delay| !served_only || delay.planned_ms > 0.0)
             .map(|delay| (delay.actual_ms - delay.planned_ms) * 1000.0)
             .collect();
         (!excess.is_empty()).then(|| excess.iter().sum::<f64>() / excess.len() as f64)
     };
-    let during = mean_excess_us(window)?;
-    Some(nominal_us? + during - mean_excess_us(reference).unwrap_or(0.0))
+    let during = mean_excess_us(window, true)?;
+    Some(nominal_us? + during - mean_excess_us(reference, false).unwrap_or(0.0))
 }
 
 fn render(results: &[ScenarioResult], options: &Options, elapsed_secs: f64) -> String {
@@ -1350,6 +1352,14 @@ mod tests {
             None
         );
         assert_eq!(served_delay_us(None, &provider, (100, 200), (0, 50)), None);
+
+        // PostgreSQL logs every retrieval statement: without the fault in
+        // the window nothing was served.
+        let retrieval = [served(10, 0.0, 0.3), served(150, 0.0, 0.3)];
+        assert_eq!(
+            served_delay_us(Some(500_000.0), &retrieval, (100, 200), (0, 50)),
+            None
+        );
     }
 
     fn stats(ttft_p95_ms: f64, e2e_p95_ms: f64, errors: usize) -> ClientStats {
