@@ -30,7 +30,7 @@ use crate::{
 /// Command line of `llmslo-bench accuracy`.
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Fewer requests per client.
+    /// Fewer requests per client, and over TLS curl only.
     #[arg(long)]
     quick: bool,
 
@@ -161,6 +161,11 @@ pub fn run(options: &Options) -> Result<(), String> {
         .flat_map(|transport| {
             [Client::OpenaiSdk, Client::Httpx, Client::Curl]
                 .map(|client| Setup { client, transport })
+        })
+        .filter(|setup| {
+            !options.quick
+                || setup.transport == Transport::Plaintext
+                || setup.client == Client::Curl
         });
     for setup in setups {
         eprintln!(

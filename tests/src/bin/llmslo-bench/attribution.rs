@@ -6,7 +6,10 @@
 //! requests in flight to finish and runs `diagnose --baseline` for one
 //! window. Then it clears the faults and waits for the service to recover.
 //! Fault-free scenarios in between replace the baseline, so that it never
-//! grows old while the machine's load changes.
+//! grows old while the machine's load changes. Each window's report stays
+//! in `<out>/reports/scenario-N.json` and its requests, with their
+//! component times, in `<out>/baselines/baselines/scenario-N.json` (the
+//! diagnose data directory is `<out>/baselines`).
 
 use std::{
     collections::BTreeSet,
@@ -71,9 +74,11 @@ impl Options {
         self.rate.unwrap_or(if self.quick { 8.0 } else { 6.0 })
     }
 
-    /// Time for requests that started before a fault change to finish.
+    /// Time for requests that started before a fault change to finish
+    /// (E2E p95 is about 0.6 s without faults; the probe takes another
+    /// 0.3 s to attach).
     fn settle(&self) -> Duration {
-        Duration::from_millis(if self.quick { 1000 } else { 2500 })
+        Duration::from_millis(if self.quick { 750 } else { 2500 })
     }
 }
 
@@ -713,6 +718,14 @@ impl Bench<'_> {
                 return result;
             }
         };
+        let report = serde_json::to_string_pretty(&diagnosis.report).unwrap_or_default();
+        if let Err(error) = write_output(
+            &self.options.out.join("reports"),
+            &format!("scenario-{index}.json"),
+            &report,
+        ) {
+            eprintln!("llmslo-bench:   keeping the report failed: {error}");
+        }
         let requests = self.stack.client_requests();
         result.client_during = ClientStats::of(
             &requests,
@@ -779,11 +792,14 @@ impl Bench<'_> {
                 .map_err(|error| format!("setting connect failures: {error}"))?;
         }
         thread::sleep(self.options.settle());
-        let mut extra = vec!["--baseline".to_owned(), reference.name.clone()];
-        if matches!(scenario.kind, Kind::FaultFree) {
-            extra.extend(["--save-baseline".to_owned(), format!("scenario-{index}")]);
-        }
-        self.diagnose(&extra)
+        // Every window is kept as a baseline, so that its requests can be
+        // read again; only the fault-free ones become the reference.
+        self.diagnose(&[
+            "--baseline".to_owned(),
+            reference.name.clone(),
+            "--save-baseline".to_owned(),
+            format!("scenario-{index}"),
+        ])
     }
 
     fn clear_faults(&mut self) -> Result<(), StackError> {
@@ -843,8 +859,9 @@ impl Bench<'_> {
     fn wait_for_recovery(&self, reference: &ClientStats) {
         let cleared_ns = monotonic_now_ns();
         let deadline = Instant::now() + RECOVERY_TIMEOUT;
-        // One second of requests that all started after the clear.
-        let wanted = self.options.rate().ceil() as usize;
+        // Half a second of requests (at least three) that all started
+        // after the clear.
+        let wanted = ((self.options.rate() / 2.0).ceil() as usize).max(3);
         thread::sleep(Duration::from_millis(1000));
         while Instant::now() < deadline {
             let requests = self.stack.client_requests();
@@ -856,7 +873,7 @@ impl Bench<'_> {
             if healthy {
                 return;
             }
-            thread::sleep(Duration::from_millis(500));
+            thread::sleep(Duration::from_millis(250));
         }
         eprintln!("llmslo-bench:   the service did not recover within {RECOVERY_TIMEOUT:?}");
     }
