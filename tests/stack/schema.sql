@@ -25,8 +25,8 @@ ANALYZE documents;
 -- for the fault's delay inside the server, so that the query itself is
 -- slow, as a missing index or a locked table would make it. The server
 -- log gets the requested delay, and then the duration of the query's
--- execute step (log_min_duration_statement), which the benchmark holds
--- the probe against.
+-- execute step (log_min_duration_statement), which the benchmark compares
+-- with the probe.
 CREATE FUNCTION retrieval_delay() RETURNS double precision
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE

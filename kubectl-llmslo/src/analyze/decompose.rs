@@ -117,7 +117,7 @@ impl ThrottleTimeline {
     ///
     /// Throttling delays only runnable threads, and a cgroup is throttled
     /// only while it is busy, so its throttled time lands in its waits
-    /// rather than evenly over the interval: the waits of an interval count
+    /// rather than evenly over the interval. The waits of an interval count
     /// as throttling up to the throttled time, and the rest as run-queue
     /// contention. The kernel adds a throttle's time to `throttled_usec`
     /// when the throttle ends, so time beyond an interval's waits belongs
@@ -511,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn throttled_time_beyond_the_waits_goes_to_earlier_waits() {
+    fn surplus_throttle_goes_to_earlier_waits() {
         let sample = |at_ms: u64, throttled_ms: u64| CpuStatSample {
             at_ns: at_ms * MS,
             throttled_usec: throttled_ms * 1000,
@@ -528,7 +528,7 @@ mod tests {
     }
 
     #[test]
-    fn throttled_time_beyond_the_waits_makes_them_all_throttling() {
+    fn throttled_share_caps_at_one() {
         let waits = [Interval::new(100 * MS, 200 * MS)];
         // Two CPUs throttled at once count twice in throttled_usec.
         let timeline = timeline(180, &waits);

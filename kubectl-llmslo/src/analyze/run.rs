@@ -385,8 +385,8 @@ fn node_context(result: &ProbeResult) -> NodeContext<'_> {
         .into_iter()
         .map(|(thread, list)| (thread, intervals::merge(&list)))
         .collect();
-    // Each process's cgroup among the sampled ones: the one whose path
-    // holds its container id, else the only one sampled (the --local case).
+    // Each process's cgroup among the sampled ones is the one whose path
+    // contains its container id, else the only one sampled (--local).
     let cgroups = &result.cgroup_cpu;
     let container_of: HashMap<u32, &str> = result
         .processes

@@ -132,7 +132,7 @@ impl Postgres {
     /// Returns every retrieval query the server completed, delayed or
     /// not, as its log shows it: the delay `retrieval_delay()` was asked
     /// for (0 without the fault) and the duration of the query's execute
-    /// step, which holds the sleep and the work around it. The ends move
+    /// step, which includes the sleep and the work around it. The ends move
     /// from the wall clock (to the millisecond) to `CLOCK_MONOTONIC`.
     pub fn served_delays(&self) -> Result<Vec<ServedDelay>, StackError> {
         let path = self.dir.join("server.log");
@@ -194,8 +194,8 @@ fn retrieval_statements(log: &str) -> Vec<(f64, f64, f64)> {
             }
         } else if let Some(rest) = message.strip_prefix("LOG:  duration: ") {
             let planned_ms = planned_by_pid.remove(pid).unwrap_or(0.0);
-            // The extended protocol logs parse, bind and execute apart;
-            // the query runs in the execute step.
+            // The extended protocol logs parse, bind and execute apart,
+            // and the query runs in the execute step.
             if let Some((duration, step)) = rest.split_once(" ms  ")
                 && (step.starts_with("execute ") || step.starts_with("statement: "))
                 && step.contains("retrieval_delay()")
@@ -288,7 +288,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retrieval_statements_pair_the_delay_with_the_execute_step() {
+    fn retrieval_statements_pair_delay_and_execute() {
         let log = "\
 1796482513.100 41 LOG:  duration: 0.041 ms  parse <unnamed>: SELECT d.id, d.title FROM retrieval_delay() AS gate
 1796482513.101 41 LOG:  duration: 0.230 ms  execute <unnamed>: SELECT d.id, d.title FROM retrieval_delay() AS gate

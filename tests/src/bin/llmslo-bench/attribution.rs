@@ -74,9 +74,9 @@ impl Options {
         self.rate.unwrap_or(if self.quick { 8.0 } else { 6.0 })
     }
 
-    /// Time for requests that started before a fault change to finish
-    /// (E2E p95 is about 0.6 s without faults; the probe takes another
-    /// 0.3 s to attach).
+    /// Time for requests that started before a fault change to finish.
+    /// E2E p95 is about 0.6 s without faults, and the probe takes another
+    /// 0.3 s to attach.
     fn settle(&self) -> Duration {
         Duration::from_millis(if self.quick { 750 } else { 2500 })
     }
@@ -793,7 +793,7 @@ impl Bench<'_> {
         }
         thread::sleep(self.options.settle());
         // Every window is kept as a baseline, so that its requests can be
-        // read again; only the fault-free ones become the reference.
+        // read again. Only the fault-free ones become the reference.
         self.diagnose(&[
             "--baseline".to_owned(),
             reference.name.clone(),
@@ -1370,8 +1370,8 @@ mod tests {
         );
         assert_eq!(served_delay_us(None, &provider, (100, 200), (0, 50)), None);
 
-        // PostgreSQL logs every retrieval statement: without the fault in
-        // the window nothing was served.
+        // PostgreSQL logs every retrieval statement, so without the fault
+        // in the window it served no delay.
         let retrieval = [served(10, 0.0, 0.3), served(150, 0.0, 0.3)];
         assert_eq!(
             served_delay_us(Some(500_000.0), &retrieval, (100, 200), (0, 50)),
