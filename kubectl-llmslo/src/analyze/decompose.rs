@@ -479,17 +479,25 @@ mod tests {
         assert_eq!(share.max_us, 200_000.0);
     }
 
-    fn timeline(throttled_ms: u64, waits: &[Interval]) -> ThrottleTimeline {
-        let sample = |at_ms: u64, throttled_ms: u64| CpuStatSample {
-            at_ns: at_ms * MS,
-            throttled_usec: throttled_ms * 1000,
-            ..CpuStatSample::default()
-        };
+    /// A timeline from `(at ms, throttled ms so far)` samples.
+    fn timeline_of(samples: &[(u64, u64)], waits: &[Interval]) -> ThrottleTimeline {
         let cpu = CgroupCpu {
             cgroup_path: "x".into(),
-            samples: vec![sample(0, 0), sample(1000, throttled_ms)],
+            samples: samples
+                .iter()
+                .map(|&(at_ms, throttled_ms)| CpuStatSample {
+                    at_ns: at_ms * MS,
+                    throttled_usec: throttled_ms * 1000,
+                    ..CpuStatSample::default()
+                })
+                .collect(),
         };
         ThrottleTimeline::from_cpu_stat(&cpu, waits)
+    }
+
+    /// A timeline of one second, throttled `throttled_ms` in all.
+    fn timeline(throttled_ms: u64, waits: &[Interval]) -> ThrottleTimeline {
+        timeline_of(&[(0, 0), (1000, throttled_ms)], waits)
     }
 
     #[test]
@@ -512,18 +520,9 @@ mod tests {
 
     #[test]
     fn surplus_throttle_goes_to_earlier_waits() {
-        let sample = |at_ms: u64, throttled_ms: u64| CpuStatSample {
-            at_ns: at_ms * MS,
-            throttled_usec: throttled_ms * 1000,
-            ..CpuStatSample::default()
-        };
         // One 80 ms throttle from 50 to 130 ms, counted when it ended.
-        let cpu = CgroupCpu {
-            cgroup_path: "x".into(),
-            samples: vec![sample(0, 0), sample(100, 0), sample(200, 80)],
-        };
         let waits = [Interval::new(50 * MS, 130 * MS)];
-        let timeline = ThrottleTimeline::from_cpu_stat(&cpu, &waits);
+        let timeline = timeline_of(&[(0, 0), (100, 0), (200, 80)], &waits);
         assert_eq!(timeline.throttled_ns(waits[0]), 80.0 * MS as f64);
     }
 
