@@ -5,6 +5,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod cgroup_tree;
 pub mod kube_sim;
+pub mod lock;
 pub mod net;
 pub mod otlp_receiver;
 pub mod probe;

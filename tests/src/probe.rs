@@ -24,15 +24,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// distort the latencies the tests compare. Hold the returned file for the
 /// test's duration.
 pub fn exclusive() -> File {
-    let path = std::env::temp_dir().join("llmslo-probe-tests.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .expect("the lock file can be opened");
-    file.lock().expect("flock on the lock file works");
-    file
+    crate::lock::exclusive("llmslo-probe-tests")
 }
 
 /// A `Command` for the probe binary; tests add arguments or wrap it.

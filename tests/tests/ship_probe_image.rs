@@ -7,6 +7,7 @@
 
 use std::{
     collections::BTreeSet,
+    fs::File,
     net::TcpListener,
     path::Path,
     process::{Child, Command, Output, Stdio},
@@ -18,7 +19,7 @@ use std::{
 };
 
 use llmslo_schema::envelope;
-use llmslo_tests::workspace;
+use llmslo_tests::{lock, workspace};
 use serde_json::Value;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -48,6 +49,11 @@ fn podman(args: &[&str]) -> Output {
 struct TestImage {
     tag: String,
     _context: tempfile::TempDir,
+    /// Held from the build until the image is removed: the images of
+    /// these tests share the probe's layer, and `podman rmi` of one can
+    /// delete that layer while another build commits it ("layer not
+    /// known").
+    _podman: File,
 }
 
 impl TestImage {
@@ -55,6 +61,7 @@ impl TestImage {
     /// is unique to this process and `label`, from the static probe that
     /// scripts/test.sh builds before the tests.
     fn build(label: &str) -> Self {
+        let podman = lock::exclusive("llmslo-podman-tests");
         let binary = workspace::target_dir().join("x86_64-unknown-linux-musl/debug/llmslo-probe");
         assert!(
             binary.is_file(),
@@ -77,6 +84,7 @@ impl TestImage {
         Self {
             tag,
             _context: context,
+            _podman: podman,
         }
     }
 }
