@@ -860,6 +860,14 @@ pub struct ServedDelay {
     pub actual_ms: f64,
 }
 
+impl ServedDelay {
+    /// Whether the fault asked for this wait. PostgreSQL's log also lists
+    /// the retrieval statements that ran without the fault.
+    pub fn is_fault(&self) -> bool {
+        self.planned_ms > 0.0
+    }
+}
+
 /// Returns `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the probe
 /// and of every log of the stack.
 pub fn monotonic_now_ns() -> u64 {

@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(share.max_us, 200_000.0);
     }
 
-    /// A timeline from `(at ms, throttled ms so far)` samples.
+    /// Builds a timeline from `(at ms, throttled ms so far)` samples.
     fn timeline_of(samples: &[(u64, u64)], waits: &[Interval]) -> ThrottleTimeline {
         let cpu = CgroupCpu {
             cgroup_path: "x".into(),
@@ -495,7 +495,7 @@ mod tests {
         ThrottleTimeline::from_cpu_stat(&cpu, waits)
     }
 
-    /// A timeline of one second, throttled `throttled_ms` in all.
+    /// Builds a timeline of one second, throttled `throttled_ms` in all.
     fn timeline(throttled_ms: u64, waits: &[Interval]) -> ThrottleTimeline {
         timeline_of(&[(0, 0), (1000, throttled_ms)], waits)
     }

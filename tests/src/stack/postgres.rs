@@ -129,8 +129,8 @@ impl Postgres {
         Ok(())
     }
 
-    /// Returns every retrieval query the server completed, delayed or
-    /// not, as its log shows it: the delay `retrieval_delay()` was asked
+    /// Returns every retrieval query the server completed, delayed or not,
+    /// from its log. Each has the delay that `retrieval_delay()` was asked
     /// for (0 without the fault) and the duration of the query's execute
     /// step, which includes the sleep and the work around it. The ends move
     /// from the wall clock (to the millisecond) to `CLOCK_MONOTONIC`.

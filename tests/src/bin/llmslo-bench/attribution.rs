@@ -861,12 +861,12 @@ impl Bench<'_> {
         let deadline = Instant::now() + RECOVERY_TIMEOUT;
         // Half a second of requests (at least three) that all started
         // after the clear.
-        let wanted = ((self.options.rate() / 2.0).ceil() as usize).max(3);
+        let expected = ((self.options.rate() / 2.0).ceil() as usize).max(3);
         thread::sleep(Duration::from_millis(1000));
         while Instant::now() < deadline {
             let requests = self.stack.client_requests();
             let after = ClientStats::of(&requests, cleared_ns, u64::MAX);
-            let healthy = after.requests >= wanted
+            let healthy = after.requests >= expected
                 && after.errors == 0
                 && after.e2e_p50_ms
                     <= (reference.e2e_p50_ms * 1.5).max(reference.e2e_p50_ms + 50.0);
@@ -1036,11 +1036,11 @@ fn served_delay_us(
     window: (u64, u64),
     reference: (u64, u64),
 ) -> Option<f64> {
-    let mean_excess_us = |(from, to): (u64, u64), served_only: bool| {
+    let mean_excess_us = |(from, to): (u64, u64), fault_only: bool| {
         let excess: Vec<f64> = delays
             .iter()
             .filter(|delay| (from..=to).contains(&delay.ended_ns))
-            .filter(|delay| !served_only || delay.planned_ms > 0.0)
+            .filter(|delay| !fault_only || delay.is_fault())
             .map(|delay| (delay.actual_ms - delay.planned_ms) * 1000.0)
             .collect();
         (!excess.is_empty()).then(|| excess.iter().sum::<f64>() / excess.len() as f64)
