@@ -50,7 +50,7 @@ use std::{
 
 use serde::Deserialize;
 
-pub use faults::{DnsFailure, FAULT_SYNTAX, Fault, ProviderTiming};
+pub use faults::{CpuQuota, DnsFailure, FAULT_SYNTAX, Fault, ProviderTiming};
 pub use registry::sweep_leftovers;
 
 use crate::{
@@ -279,6 +279,19 @@ impl Stack {
     /// chat-api's cgroup v2 id.
     pub fn chat_api_cgroup_id(&self) -> Option<u64> {
         self.cgroup.as_ref().and_then(ServiceCgroup::v2_id)
+    }
+
+    /// CPU time chat-api has used since the stack started, from its cgroup.
+    ///
+    /// # Errors
+    ///
+    /// When the stack runs without its cgroup or the kernel's counter
+    /// cannot be read.
+    pub fn chat_api_cpu_usage(&self) -> Result<Duration, StackError> {
+        self.cgroup
+            .as_ref()
+            .ok_or_else(|| StackError::new("chat-api runs without a cgroup of its own"))?
+            .cpu_usage()
     }
 
     /// The stack's directory: logs of every service and the data.
@@ -688,10 +701,7 @@ impl Stack {
             }))?;
         if let Some(cgroup) = &self.cgroup {
             cgroup.set_cpu_quota(faults.iter().find_map(|fault| match fault {
-                Fault::CpuQuota {
-                    percent_of_cpu,
-                    period,
-                } => Some((*percent_of_cpu, *period)),
+                Fault::CpuQuota(quota) => Some(*quota),
                 _ => None,
             }))?;
         }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use llmslo_tests::stack::{
-    DnsFailure, Fault, Stack,
+    CpuQuota, DnsFailure, Fault, Stack,
     diagnose::contributors,
     scenario::{self, Sli},
 };
@@ -110,10 +110,9 @@ fn cpu_quota_names_cpu_throttling() {
     // 4% of one CPU: far below what chat-api needs at 4 requests per
     // second, so most of its runnable time is throttled.
     let outcome = scenario::run(
-        Stack::builder().fault(Fault::CpuQuota {
-            percent_of_cpu: 4,
-            period: Duration::from_millis(100),
-        }),
+        Stack::builder().fault(Fault::CpuQuota(
+            CpuQuota::of_cpu(4.0, Duration::from_millis(100)).expect("4 ms per 100 ms"),
+        )),
         WINDOW,
         &["ttft.p95=600ms"],
     );

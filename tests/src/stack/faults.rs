@@ -26,6 +26,93 @@ impl DnsFailure {
     }
 }
 
+/// A CFS bandwidth limit as `cpu.max` takes it: a quota of CPU time in
+/// each period, both in whole microseconds. [`CpuQuota::new`] accepts only
+/// what the kernel accepts, so a quota that exists can be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuQuota {
+    quota: Duration,
+    period: Duration,
+}
+
+impl CpuQuota {
+    /// The kernel's bounds: periods from 1 ms to 1 s, quotas from 1 ms.
+    const MIN_PERIOD: Duration = Duration::from_millis(1);
+    const MAX_PERIOD: Duration = Duration::from_secs(1);
+    const MIN_QUOTA: Duration = Duration::from_millis(1);
+
+    /// # Errors
+    ///
+    /// When `cpu.max` would refuse the pair; the message names the bound.
+    pub fn new(quota: Duration, period: Duration) -> Result<Self, String> {
+        let whole_us = |d: Duration| d.subsec_nanos().is_multiple_of(1_000);
+        if !whole_us(quota) || !whole_us(period) {
+            return Err("cpu.max takes whole microseconds".into());
+        }
+        if !(Self::MIN_PERIOD..=Self::MAX_PERIOD).contains(&period) {
+            return Err(format!(
+                "the period {period:?} is outside the kernel's 1ms to 1s"
+            ));
+        }
+        if quota < Self::MIN_QUOTA {
+            return Err(format!(
+                "the quota {quota:?} per {period:?} is below the kernel's 1ms; use a longer period"
+            ));
+        }
+        Ok(Self { quota, period })
+    }
+
+    /// `percent` of one CPU in each `period`, both rounded to the
+    /// microsecond (durations parsed from text carry float error).
+    ///
+    /// # Errors
+    ///
+    /// As [`CpuQuota::new`], or for a percentage that is not a positive
+    /// number.
+    pub fn of_cpu(percent: f64, period: Duration) -> Result<Self, String> {
+        if !(percent.is_finite() && percent > 0.0) {
+            return Err(format!("{percent}% of a CPU is not a positive share"));
+        }
+        let period_us = (period.as_secs_f64() * 1e6).round();
+        let quota_us = (period_us * percent / 100.0).round();
+        if quota_us > u64::MAX as f64 {
+            return Err(format!("{percent}% of a CPU is too large a quota"));
+        }
+        Self::new(
+            Duration::from_micros(quota_us as u64),
+            Duration::from_micros(period_us as u64),
+        )
+    }
+
+    pub fn quota(&self) -> Duration {
+        self.quota
+    }
+
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// The quota as a percentage of one CPU.
+    pub fn percent_of_cpu(&self) -> f64 {
+        100.0 * self.quota.as_secs_f64() / self.period.as_secs_f64()
+    }
+}
+
+/// `PERCENT/PERIOD`, the value of `cpu-quota=`. The percentage keeps two
+/// decimals, which is exact for the quotas the text form can produce on
+/// periods of whole milliseconds up to 100 ms.
+impl fmt::Display for CpuQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let percent = (self.percent_of_cpu() * 100.0).round() / 100.0;
+        let period_us = self.period.as_micros();
+        if period_us.is_multiple_of(1_000) {
+            write!(f, "{percent}/{}ms", period_us / 1_000)
+        } else {
+            write!(f, "{percent}/{}ms", period_us as f64 / 1_000.0)
+        }
+    }
+}
+
 /// One injected fault. Each slows or breaks one component for real: a
 /// server that waits, a kernel that drops packets, a cgroup that throttles.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,14 +148,11 @@ pub enum Fault {
     PacketLoss { percent: f64 },
     /// A `tbf` qdisc limits the provider's sending rate towards chat-api.
     ProviderBandwidth { kbit_per_sec: u32 },
-    /// chat-api's cgroup may use this percentage of one CPU in each CFS
-    /// period (`cpu.max`). A short period throttles each burst of work
-    /// that needs more than the period's quota, without starving a
-    /// service whose average use stays below the quota.
-    CpuQuota {
-        percent_of_cpu: u32,
-        period: Duration,
-    },
+    /// chat-api's cgroup may use this much CPU time in each CFS period
+    /// (`cpu.max`). A short period throttles each burst of work that needs
+    /// more than the period's quota, without starving a service whose
+    /// average use stays below the quota.
+    CpuQuota(CpuQuota),
     /// Two busy loops pinned to the CPU that chat-api is pinned to, in a
     /// sibling cgroup whose CPU weight is `weight_ratio` times chat-api's:
     /// a neighbour pod that requested that many times more CPU.
@@ -98,7 +182,7 @@ pub const FAULT_SYNTAX: &[&str] = &[
     "dns-failure=servfail|nxdomain|drop",
     "packet-loss=PERCENT",
     "bandwidth=KBIT_PER_SEC",
-    "cpu-quota=PERCENT_OF_ONE_CPU[/PERIOD] (period 100ms unless given)",
+    "cpu-quota=PERCENT_OF_ONE_CPU[/PERIOD] (period 100ms unless given; 1ms to 1s, quota at least 1ms)",
     "noisy-neighbour=WEIGHT_RATIO",
 ];
 
@@ -168,20 +252,10 @@ impl Fault {
             },
             "cpu-quota" => {
                 let (percent, period) = value.split_once('/').unwrap_or((value, "100ms"));
-                let (percent_of_cpu, period) = (number(percent)?, duration(period)?);
-                // What cpu.max accepts: whole-millisecond periods here, from
-                // 1 ms to 1 s, and a quota of at least 1 ms.
-                let period_ms = period.as_millis();
-                if period.subsec_nanos() % 1_000_000 != 0
-                    || !(1..=1000).contains(&period_ms)
-                    || u128::from(percent_of_cpu) * period_ms < 100
-                {
-                    return Err(invalid());
-                }
-                Fault::CpuQuota {
-                    percent_of_cpu,
-                    period,
-                }
+                let percent = percent.parse::<f64>().map_err(|_| invalid())?;
+                let quota = CpuQuota::of_cpu(percent, duration(period)?)
+                    .map_err(|reason| format!("{}: {reason}", invalid()))?;
+                Fault::CpuQuota(quota)
             }
             "noisy-neighbour" => Fault::NoisyNeighbour {
                 weight_ratio: number(value)?,
@@ -233,10 +307,7 @@ impl fmt::Display for Fault {
             Fault::DnsFailure(kind) => write!(f, "dns-failure={}", kind.as_str()),
             Fault::PacketLoss { percent } => write!(f, "packet-loss={percent}"),
             Fault::ProviderBandwidth { kbit_per_sec } => write!(f, "bandwidth={kbit_per_sec}"),
-            Fault::CpuQuota {
-                percent_of_cpu,
-                period,
-            } => write!(f, "cpu-quota={percent_of_cpu}/{}", ms(period)),
+            Fault::CpuQuota(quota) => write!(f, "cpu-quota={quota}"),
             Fault::NoisyNeighbour { weight_ratio } => write!(f, "noisy-neighbour={weight_ratio}"),
         }
     }
@@ -339,24 +410,40 @@ mod tests {
             Fault::DnsFailure(DnsFailure::ServFail),
             Fault::PacketLoss { percent: 5.0 },
             Fault::NoisyNeighbour { weight_ratio: 20 },
-            Fault::CpuQuota {
-                percent_of_cpu: 15,
-                period: Duration::from_millis(10),
-            },
+            Fault::CpuQuota(CpuQuota::of_cpu(15.0, Duration::from_millis(10)).unwrap()),
+            Fault::CpuQuota(CpuQuota::of_cpu(10.8, Duration::from_millis(10)).unwrap()),
         ];
         for fault in faults {
             assert_eq!(Fault::parse(&fault.to_string()), Ok(fault.clone()));
         }
-        assert!(Fault::parse("cpu-quota=15/1.5ms").is_err());
-        assert!(Fault::parse("cpu-quota=5/10ms").is_err());
-        assert!(Fault::parse("cpu-quota=50/2s").is_err());
         assert_eq!(
             Fault::parse("cpu-quota=4"),
-            Ok(Fault::CpuQuota {
-                percent_of_cpu: 4,
-                period: Duration::from_millis(100),
-            })
+            Ok(Fault::CpuQuota(
+                CpuQuota::new(Duration::from_millis(4), Duration::from_millis(100)).unwrap()
+            ))
         );
+    }
+
+    #[test]
+    fn cpu_quotas_outside_the_kernel_bounds_are_refused() {
+        // 0.5 ms per 10 ms, and periods over 1 s and under 1 ms.
+        for text in ["cpu-quota=5/10ms", "cpu-quota=50/2s", "cpu-quota=50/0.5ms"] {
+            let error = Fault::parse(text).unwrap_err();
+            assert!(error.contains(text), "{error}");
+        }
+        let error = CpuQuota::of_cpu(3.0, Duration::from_millis(10)).unwrap_err();
+        assert!(error.contains("below the kernel's 1ms"), "{error}");
+        assert!(CpuQuota::of_cpu(f64::NAN, Duration::from_millis(10)).is_err());
+        assert!(CpuQuota::of_cpu(-10.0, Duration::from_millis(10)).is_err());
+        assert!(CpuQuota::of_cpu(1e300, Duration::from_millis(10)).is_err());
+        // Periods need not be whole milliseconds.
+        let quota = Fault::parse("cpu-quota=80/1.5ms").unwrap();
+        let Fault::CpuQuota(quota) = quota else {
+            panic!("{quota:?} is not a CPU quota");
+        };
+        assert_eq!(quota.quota(), Duration::from_micros(1_200));
+        assert_eq!(quota.to_string(), "80/1.5ms");
+        assert!(CpuQuota::new(Duration::from_nanos(1_000_500), Duration::from_millis(10)).is_err());
     }
 
     #[test]

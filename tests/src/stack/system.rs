@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use super::StackError;
+use super::{StackError, faults::CpuQuota};
 
 /// Address of chat-api's end of the veth link, in its namespace.
 pub const SERVICE_ADDRESS: &str = "10.77.0.1";
@@ -344,6 +344,46 @@ impl ServiceCgroup {
         fs::metadata(path).ok().map(|metadata| metadata.ino())
     }
 
+    /// CPU time that the cgroup's processes have used since it was made:
+    /// `usage_usec` of cgroup v2's `cpu.stat`, or v1's `cpuacct.usage`.
+    pub fn cpu_usage(&self) -> Result<Duration, StackError> {
+        let read = |path: PathBuf| {
+            fs::read_to_string(&path)
+                .map_err(|error| StackError::new(format!("reading {}: {error}", path.display())))
+                .map(|text| (path, text))
+        };
+        if let Some(v2) = &self.layout.v2 {
+            let dir = self.paths.iter().find(|path| path.starts_with(v2));
+            if let Some(dir) = dir {
+                let (path, text) = read(dir.join("cpu.stat"))?;
+                return text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("usage_usec "))
+                    .and_then(|value| value.trim().parse().ok())
+                    .map(Duration::from_micros)
+                    .ok_or_else(|| {
+                        StackError::new(format!("{} has no usage_usec line", path.display()))
+                    });
+            }
+        }
+        let Some(dir) = self
+            .layout
+            .v1_cpu
+            .as_ref()
+            .and_then(|v1| self.paths.iter().find(|path| path.starts_with(v1)))
+        else {
+            return Err(StackError::new(
+                "this host has no cgroup that counts chat-api's CPU time",
+            ));
+        };
+        // cpuacct shares the cpu hierarchy on the usual v1 layouts.
+        let (path, text) = read(dir.join("cpuacct.usage"))?;
+        text.trim()
+            .parse()
+            .map(Duration::from_nanos)
+            .map_err(|_| StackError::new(format!("{} is not a number: {text:?}", path.display())))
+    }
+
     /// Sets the cgroup's CPU weight (cgroup v2 `cpu.weight`, 1 to 10000,
     /// default 100), or the matching `cpu.shares` on cgroup v1.
     pub fn set_cpu_weight(&self, weight: u32) -> Result<(), StackError> {
@@ -370,15 +410,11 @@ impl ServiceCgroup {
             .map_err(|error| StackError::new(format!("writing {}: {error}", path.display())))
     }
 
-    /// Sets the CFS quota to `percent` of one CPU in each `period`, or
-    /// removes it (and restores the default period of 100 ms).
-    pub fn set_cpu_quota(&self, quota: Option<(u32, Duration)>) -> Result<(), StackError> {
-        // The kernel accepts periods from 1 ms to 1 s and quotas from 1 ms.
-        let period_us = quota.map_or(100_000, |(_, period)| {
-            (period.as_micros() as u64).clamp(1_000, 1_000_000)
-        });
-        let quota_us =
-            quota.map(|(percent, _)| (period_us * u64::from(percent.max(1)) / 100).max(1_000));
+    /// Sets the CFS quota, or removes it (and restores the default period
+    /// of 100 ms).
+    pub fn set_cpu_quota(&self, quota: Option<CpuQuota>) -> Result<(), StackError> {
+        let period_us = quota.map_or(100_000, |quota| quota.period().as_micros());
+        let quota_us = quota.map(|quota| quota.quota().as_micros());
         if self.layout.v2_has_cpu() {
             let path = self.paths[0].join("cpu.max");
             let value = match quota_us {

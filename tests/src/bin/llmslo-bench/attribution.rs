@@ -21,7 +21,10 @@ use std::{
 
 use llmslo_tests::{
     probe::exclusive,
-    stack::{ClientRequest, Fault, ServedDelay, Stack, StackError, monotonic_now_ns},
+    stack::{
+        ClientRequest, CpuQuota, Fault, ServedDelay, Stack, StackError, faults::parse_duration,
+        monotonic_now_ns,
+    },
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -122,6 +125,17 @@ enum Injection {
     ConnectFailures {
         percent: u32,
     },
+    /// chat-api may use `times_use` times the CPU it used in the latest
+    /// fault-free window, in each CFS `period`. A quota relative to the
+    /// service's own use throttles it about as much on a fast machine as
+    /// on a slow one, where a fixed share would do nothing on the first or
+    /// starve it on the second. Where the quota would be under the
+    /// kernel's 1 ms, the period grows to the next whole millisecond that
+    /// allows it.
+    RelativeCpuQuota {
+        times_use: f64,
+        period: Duration,
+    },
 }
 
 impl Injection {
@@ -133,13 +147,48 @@ impl Injection {
                     .expect("the catalogue's percentages are numbers"),
             };
         }
+        if let Some((times_use, period)) = text
+            .strip_prefix("cpu-quota=")
+            .and_then(|value| value.split_once("x/"))
+        {
+            return Injection::RelativeCpuQuota {
+                times_use: times_use
+                    .parse()
+                    .expect("the catalogue's CPU factors are numbers"),
+                period: parse_duration(period).expect("the catalogue's periods parse"),
+            };
+        }
         Injection::Stack(Fault::parse(text).expect("the catalogue's faults parse"))
+    }
+
+    /// The stack fault this injection sets, given chat-api's CPU use in
+    /// the reference window as a share of one CPU; `None` for faults the
+    /// bench sets itself.
+    fn stack_fault(&self, reference_cpu_share: Option<f64>) -> Option<Result<Fault, String>> {
+        match self {
+            Injection::Stack(fault) => Some(Ok(fault.clone())),
+            Injection::ConnectFailures { .. } => None,
+            Injection::RelativeCpuQuota { times_use, period } => Some(
+                reference_cpu_share
+                    .ok_or_else(|| {
+                        format!("{self} needs chat-api's CPU use in the reference window, which is unknown")
+                    })
+                    .and_then(|share| {
+                        let share = times_use * share;
+                        // share * period must reach 1 ms.
+                        let shortest = Duration::from_millis((1.0 / share).ceil() as u64);
+                        CpuQuota::of_cpu(100.0 * share, (*period).max(shortest))
+                    })
+                    .map(Fault::CpuQuota),
+            ),
+        }
     }
 
     fn component(&self) -> &'static str {
         match self {
             Injection::Stack(fault) => fault.component(),
             Injection::ConnectFailures { .. } => "connect",
+            Injection::RelativeCpuQuota { .. } => "cpu_throttling",
         }
     }
 
@@ -162,6 +211,9 @@ impl std::fmt::Display for Injection {
         match self {
             Injection::Stack(fault) => write!(f, "{fault}"),
             Injection::ConnectFailures { percent } => write!(f, "connect-failures={percent}"),
+            Injection::RelativeCpuQuota { times_use, period } => {
+                write!(f, "cpu-quota={times_use}x/{}ms", period.as_secs_f64() * 1e3)
+            }
         }
     }
 }
@@ -290,9 +342,9 @@ const CATALOGUE: &[FaultType] = &[
         name: "CPU throttling",
         effect: Effect::Latency,
         magnitudes: &[
-            "cpu-quota=15/10ms",
-            "cpu-quota=13/10ms",
-            "cpu-quota=11/10ms",
+            "cpu-quota=1.2x/10ms",
+            "cpu-quota=1.3x/10ms",
+            "cpu-quota=1.4x/10ms",
         ],
         quick: 1,
     },
@@ -312,7 +364,7 @@ const CATALOGUE: &[FaultType] = &[
 const PAIRS: &[&[&str]] = &[
     &["slow-retrieval=500ms", "slow-guardrail=500ms"],
     &["slow-first-token=800ms", "slow-dns=500ms"],
-    &["slow-retrieval=500ms", "cpu-quota=15/10ms"],
+    &["slow-retrieval=500ms", "cpu-quota=1.3x/10ms"],
     &["server-errors=0.3", "slow-guardrail=500ms"],
 ];
 
@@ -525,6 +577,8 @@ struct ScenarioResult {
     fault_type: String,
     effect: Effect,
     truth: Vec<String>,
+    /// The stack faults as set, with relative quotas worked out.
+    faults_set: Vec<String>,
     outcome: Outcome,
     top1: bool,
     top3: bool,
@@ -544,6 +598,8 @@ struct ScenarioResult {
     window_ns: (u64, u64),
     report_requests: u64,
     event_loss_fraction: f64,
+    /// chat-api's CPU use while diagnose ran, as a share of one CPU.
+    service_cpu_share: Option<f64>,
     error: Option<String>,
 }
 
@@ -554,6 +610,8 @@ struct Reference {
     client: ClientStats,
     /// The reference's diagnose window, in `CLOCK_MONOTONIC` nanoseconds.
     window_ns: (u64, u64),
+    /// chat-api's CPU use in that window, as a share of one CPU.
+    cpu_share: Option<f64>,
 }
 
 struct Bench<'a> {
@@ -610,6 +668,9 @@ pub fn run(options: &Options) -> Result<(), String> {
             result.named,
             result.client_change.as_deref().unwrap_or("no change")
         );
+        if let Some(error) = &result.error {
+            eprintln!("llmslo-bench:   error: {error}");
+        }
         for reason in result.verdicts.iter().filter_map(|v| v.reason.as_ref()) {
             eprintln!("llmslo-bench:   inconclusive because {reason}");
         }
@@ -618,6 +679,7 @@ pub fn run(options: &Options) -> Result<(), String> {
                 name: format!("scenario-{index}"),
                 client: result.client_during.clone(),
                 window_ns: result.window_ns,
+                cpu_share: result.service_cpu_share,
             };
         }
         results.push(result);
@@ -647,7 +709,7 @@ pub fn run(options: &Options) -> Result<(), String> {
 impl Bench<'_> {
     /// Runs a fault-free window saved as baseline `name`.
     fn fault_free_reference(&mut self, name: &str) -> Result<Reference, String> {
-        let diagnosis = self.diagnose(&["--save-baseline".into(), name.into()])?;
+        let (diagnosis, cpu_share) = self.diagnose(&["--save-baseline".into(), name.into()])?;
         let requests = self.stack.client_requests();
         Ok(Reference {
             name: name.to_owned(),
@@ -657,17 +719,34 @@ impl Bench<'_> {
                 diagnosis.window_end_ns,
             ),
             window_ns: (diagnosis.window_start_ns, diagnosis.window_end_ns),
+            cpu_share,
         })
     }
 
-    fn diagnose(&self, extra: &[String]) -> Result<Diagnosis, String> {
+    /// Runs diagnose; returns its outcome and chat-api's CPU use while it
+    /// ran, as a share of one CPU (`None` when the cgroup cannot say).
+    fn diagnose(&self, extra: &[String]) -> Result<(Diagnosis, Option<f64>), String> {
         let _probe_lock = exclusive();
-        diagnose(
+        let usage = || match self.stack.chat_api_cpu_usage() {
+            Ok(usage) => Some((usage, Instant::now())),
+            Err(error) => {
+                eprintln!("llmslo-bench:   chat-api's CPU use is unknown: {error}");
+                None
+            }
+        };
+        let before = usage();
+        let diagnosis = diagnose(
             self.stack.chat_api_pid(),
             self.window,
             &self.data_dir,
             extra,
-        )
+        )?;
+        let share = before
+            .zip(usage())
+            .map(|((used, start), (used_after, end))| {
+                (used_after.saturating_sub(used)).as_secs_f64() / (end - start).as_secs_f64()
+            });
+        Ok((diagnosis, share))
     }
 
     fn run_scenario(
@@ -688,6 +767,7 @@ impl Bench<'_> {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+            faults_set: Vec::new(),
             outcome: Outcome::Failed,
             top1: false,
             top3: false,
@@ -704,15 +784,19 @@ impl Bench<'_> {
             window_ns: (0, 0),
             report_requests: 0,
             event_loss_fraction: 0.0,
+            service_cpu_share: None,
             error: None,
         };
-        let outcome = self.inject_and_diagnose(scenario, reference, index);
+        let outcome = self.inject_and_diagnose(scenario, reference, index, &mut result);
         if let Err(error) = self.clear_faults() {
             eprintln!("llmslo-bench:   clearing the faults failed: {error}");
         }
         self.wait_for_recovery(&reference.client);
         let diagnosis = match outcome {
-            Ok(diagnosis) => diagnosis,
+            Ok((diagnosis, cpu_share)) => {
+                result.service_cpu_share = cpu_share;
+                diagnosis
+            }
             Err(error) => {
                 result.error = Some(error);
                 return result;
@@ -763,20 +847,32 @@ impl Bench<'_> {
         result
     }
 
+    /// Sets the scenario's faults (noting them in `result`) and diagnoses
+    /// a window under them.
     fn inject_and_diagnose(
         &mut self,
         scenario: &Scenario,
         reference: &Reference,
         index: usize,
-    ) -> Result<Diagnosis, String> {
+        result: &mut ScenarioResult,
+    ) -> Result<(Diagnosis, Option<f64>), String> {
         let faults: Vec<Fault> = scenario
             .injections
             .iter()
-            .filter_map(|injection| match injection {
-                Injection::Stack(fault) => Some(fault.clone()),
-                Injection::ConnectFailures { .. } => None,
-            })
-            .collect();
+            .filter_map(|injection| injection.stack_fault(reference.cpu_share))
+            .collect::<Result<_, _>>()?;
+        result.faults_set = faults.iter().map(Fault::to_string).collect();
+        if scenario
+            .injections
+            .iter()
+            .any(|injection| matches!(injection, Injection::RelativeCpuQuota { .. }))
+        {
+            eprintln!(
+                "llmslo-bench:   set {} (chat-api used {:.1}% of a CPU in the reference)",
+                result.faults_set.join(" + "),
+                100.0 * reference.cpu_share.unwrap_or_default()
+            );
+        }
         self.stack
             .set_faults(&faults)
             .map_err(|error| format!("setting {faults:?}: {error}"))?;
@@ -785,7 +881,7 @@ impl Bench<'_> {
             .iter()
             .find_map(|injection| match injection {
                 Injection::ConnectFailures { percent } => Some(*percent),
-                Injection::Stack(_) => None,
+                Injection::Stack(_) | Injection::RelativeCpuQuota { .. } => None,
             });
         if let Some(percent) = connect_percent {
             self.set_connect_failures(percent)
@@ -1333,6 +1429,40 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn relative_cpu_quotas_follow_the_measured_use() {
+        let injection = Injection::parse("cpu-quota=1.3x/10ms");
+        assert_eq!(
+            injection,
+            Injection::RelativeCpuQuota {
+                times_use: 1.3,
+                period: Duration::from_millis(10),
+            }
+        );
+        assert_eq!(injection.to_string(), "cpu-quota=1.3x/10ms");
+        assert_eq!(injection.component(), "cpu_throttling");
+        let set = |share| injection.stack_fault(share).expect("a stack fault");
+        // 1.3 times 8.2% of a CPU per 10 ms.
+        assert_eq!(
+            set(Some(0.082)),
+            Ok(Fault::parse("cpu-quota=10.66/10ms").unwrap())
+        );
+        // 1.3 times 4% per 10 ms would be 0.52 ms, under the kernel's
+        // 1 ms: the period grows to 20 ms.
+        assert_eq!(
+            set(Some(0.04)),
+            Ok(Fault::parse("cpu-quota=5.2/20ms").unwrap())
+        );
+        let error = set(None).unwrap_err();
+        assert!(error.contains("cpu-quota=1.3x/10ms"), "{error}");
+        assert!(set(Some(0.0)).is_err());
+        assert!(set(Some(f64::NAN)).is_err());
+        assert_eq!(
+            Injection::parse("connect-failures=10").stack_fault(None),
+            None
+        );
+    }
 
     fn served(ended_ns: u64, planned_ms: f64, actual_ms: f64) -> ServedDelay {
         ServedDelay {
