@@ -6,6 +6,7 @@
 //! the event is built on exit, when the byte count is known.
 
 use aya_ebpf::{
+    EbpfContext as _,
     macros::{map, tracepoint},
     maps::HashMap,
     programs::TracePointContext,
@@ -29,6 +30,18 @@ const ARG1: usize = 24;
 const ARG2: usize = 32;
 const ARG4: usize = 48;
 const RET: usize = 16;
+
+/// Reads the 8-byte field at `offset` of a syscall tracepoint record with
+/// a plain load instead of a helper call, which these programs would
+/// otherwise make several times per system call. The verifier allows
+/// aligned loads from a tracepoint's record at constant offsets, and
+/// checks at attach time that they fit the record.
+#[inline(always)]
+fn field(ctx: &TracePointContext, offset: usize) -> u64 {
+    // SAFETY: callers pass one of the constants above, which are 8-byte
+    // aligned and inside the records of the syscalls they handle.
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(offset).cast::<u64>()) }
+}
 
 /// At most this many iovec entries of one `readv`/`writev`/`recvmsg`/
 /// `sendmsg` are copied; the rest counts as truncated.
@@ -135,17 +148,7 @@ fn enter_data(
     if !is_target(tgid) {
         return 0;
     }
-    // SAFETY: offsets come from the syscall tracepoints' fixed format.
-    let (Ok(fd), Ok(buffer), Ok(count)) = (unsafe {
-        (
-            ctx.read_at::<u64>(ARG0),
-            ctx.read_at::<u64>(ARG1),
-            ctx.read_at::<u64>(ARG2),
-        )
-    }) else {
-        return 0;
-    };
-    let fd = fd as i32;
+    let (fd, buffer, count) = (field(ctx, ARG0) as i32, field(ctx, ARG1), field(ctx, ARG2));
     let mut prompt = false;
     match socket_mark(tgid, fd) {
         Some(SOCKET_SEEDED) => {
@@ -186,10 +189,8 @@ fn enter_data(
 /// arguments end before `ARG4`, and reading past them returns unrelated
 /// bytes.
 fn sendto_has_ip_address(ctx: &TracePointContext) -> bool {
-    // SAFETY: `sys_enter_sendto` has six arguments, so ARG4 is inside it.
-    let Ok(address) = (unsafe { ctx.read_at::<u64>(ARG4) }) else {
-        return false;
-    };
+    // `sys_enter_sendto` has six arguments, so ARG4 is inside it.
+    let address = field(ctx, ARG4);
     if address == 0 {
         return false;
     }
@@ -218,10 +219,7 @@ fn exit_data(ctx: &TracePointContext) -> u32 {
 /// on `prompt` with their own state, which multiplies the verifier's work.
 #[inline(never)]
 fn report_data(ctx: &TracePointContext, args: &DataArgs) {
-    // SAFETY: offset from the fixed sys_exit_* format.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(RET) }) else {
-        return;
-    };
+    let ret = field(ctx, RET) as i64;
 
     let is_read = args.kind == EventKind::Read as u8;
     let kind = if is_read {
@@ -462,15 +460,10 @@ fn enter_conn(ctx: &TracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    // SAFETY: offsets from the fixed sys_enter_* format.
-    let (Ok(fd), Ok(sockaddr)) = (unsafe { (ctx.read_at::<u64>(ARG0), ctx.read_at::<u64>(ARG1)) })
-    else {
-        return 0;
-    };
     let args = ConnArgs {
         start_ns: now_ns(),
-        sockaddr,
-        fd: fd as i32,
+        sockaddr: field(ctx, ARG1),
+        fd: field(ctx, ARG0) as i32,
         _pad: [0; 4],
     };
     if ACTIVE_CONN
@@ -487,9 +480,7 @@ fn take_conn_args(ctx: &TracePointContext) -> Option<(ConnArgs, i64)> {
     // SAFETY: the value is copied before the entry is removed.
     let args = unsafe { ACTIVE_CONN.get(&pid_tgid) }.copied()?;
     let _ = ACTIVE_CONN.remove(&pid_tgid);
-    // SAFETY: offset from the fixed sys_exit_* format.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
-    Some((args, ret))
+    Some((args, field(ctx, RET) as i64))
 }
 
 /// Reads an IPv4 or IPv6 `struct sockaddr`; other families yield `None`.
@@ -579,11 +570,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    // SAFETY: offset from the fixed sys_enter_close format.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(ARG0) }) else {
-        return 0;
-    };
-    let fd = fd as i32;
+    let fd = field(&ctx, ARG0) as i32;
     if !untrack_socket(tgid, fd) {
         return 0;
     }
