@@ -546,7 +546,9 @@ struct Calibration {
     high_us: f64,
     injected_us: Option<f64>,
     served_us: Option<f64>,
-    client_shift_us: f64,
+    /// How much the client's p95 of the verdict's SLI moved; `None` for
+    /// pairs, where it sums both faults.
+    client_shift_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -588,9 +590,10 @@ struct ScenarioResult {
     client_during: ClientStats,
     verdicts: Vec<VerdictSummary>,
     scored_subject: Option<String>,
-    /// The fixed delay that the fault added per request, from what its
-    /// service measured (see [`served_delay_us`]).
-    served_delay_us: Option<f64>,
+    /// The fixed delay that each injection added per request, from what
+    /// its service measured (see [`served_delay_us`]), in the order of the
+    /// scenario's injections.
+    served_delays_us: Vec<Option<f64>>,
     calibration: Vec<Calibration>,
     diagnose_code: Option<i32>,
     attach_secs: f64,
@@ -601,6 +604,44 @@ struct ScenarioResult {
     /// chat-api's CPU use while diagnose ran, as a share of one CPU.
     service_cpu_share: Option<f64>,
     error: Option<String>,
+}
+
+impl ScenarioResult {
+    /// A result that says the scenario failed until it is scored.
+    fn new(scenario: &Scenario, client_before: &ClientStats) -> Self {
+        ScenarioResult {
+            name: scenario.name.clone(),
+            kind: scenario.kind.clone(),
+            fault_type: scenario.fault_type.to_owned(),
+            effect: scenario.effect,
+            truth: scenario
+                .injections
+                .iter()
+                .map(|injection| injection.component().to_owned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            faults_set: Vec::new(),
+            outcome: Outcome::Failed,
+            top1: false,
+            top3: false,
+            named: Vec::new(),
+            client_change: None,
+            client_before: client_before.clone(),
+            client_during: ClientStats::default(),
+            verdicts: Vec::new(),
+            scored_subject: None,
+            served_delays_us: Vec::new(),
+            calibration: Vec::new(),
+            diagnose_code: None,
+            attach_secs: f64::NAN,
+            window_ns: (0, 0),
+            report_requests: 0,
+            event_loss_fraction: 0.0,
+            service_cpu_share: None,
+            error: None,
+        }
+    }
 }
 
 /// The reference a scenario is compared with: a saved baseline and the
@@ -755,38 +796,7 @@ impl Bench<'_> {
         reference: &Reference,
         index: usize,
     ) -> ScenarioResult {
-        let mut result = ScenarioResult {
-            name: scenario.name.clone(),
-            kind: scenario.kind.clone(),
-            fault_type: scenario.fault_type.to_owned(),
-            effect: scenario.effect,
-            truth: scenario
-                .injections
-                .iter()
-                .map(|injection| injection.component().to_owned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-            faults_set: Vec::new(),
-            outcome: Outcome::Failed,
-            top1: false,
-            top3: false,
-            named: Vec::new(),
-            client_change: None,
-            client_before: reference.client.clone(),
-            client_during: ClientStats::default(),
-            verdicts: Vec::new(),
-            scored_subject: None,
-            served_delay_us: None,
-            calibration: Vec::new(),
-            diagnose_code: None,
-            attach_secs: f64::NAN,
-            window_ns: (0, 0),
-            report_requests: 0,
-            event_loss_fraction: 0.0,
-            service_cpu_share: None,
-            error: None,
-        };
+        let mut result = ScenarioResult::new(scenario, &reference.client);
         let outcome = self.inject_and_diagnose(scenario, reference, index, &mut result);
         if let Err(error) = self.clear_faults() {
             eprintln!("llmslo-bench:   clearing the faults failed: {error}");
@@ -818,22 +828,27 @@ impl Bench<'_> {
         );
         result.client_change = client_change(&reference.client, &result.client_during);
         result.window_ns = (diagnosis.window_start_ns, diagnosis.window_end_ns);
-        if let Some(Injection::Stack(fault)) = scenario.injections.first() {
-            match self.stack.served_delays(fault) {
-                Ok(Some(delays)) => {
-                    result.served_delay_us = served_delay_us(
-                        scenario.injections[0].injected_delay_us(),
-                        &delays,
+        result.served_delays_us = scenario
+            .injections
+            .iter()
+            .map(|injection| {
+                let Injection::Stack(fault) = injection else {
+                    return None;
+                };
+                match self.stack.served_delays(fault) {
+                    Ok(delays) => served_delay_us(
+                        injection.injected_delay_us(),
+                        &delays?,
                         result.window_ns,
                         reference.window_ns,
-                    );
+                    ),
+                    Err(error) => {
+                        eprintln!("llmslo-bench:   reading the served delays failed: {error}");
+                        None
+                    }
                 }
-                Ok(None) => {}
-                Err(error) => {
-                    eprintln!("llmslo-bench:   reading the served delays failed: {error}")
-                }
-            }
-        }
+            })
+            .collect();
         result.diagnose_code = diagnosis.code;
         result.attach_secs = diagnosis.attach_secs;
         result.report_requests = diagnosis.report["requests"]["requests"]
@@ -1064,6 +1079,9 @@ fn score(scenario: &Scenario, report: &Value, result: &mut ScenarioResult) {
         } else {
             Outcome::Wrong
         };
+        if let Some(verdict) = scored_verdict(report, scenario.effect) {
+            calibrate(scenario, verdict, None, result);
+        }
         return;
     }
     let Some(verdict) = scored_verdict(report, scenario.effect) else {
@@ -1099,21 +1117,43 @@ fn score(scenario: &Scenario, report: &Value, result: &mut ScenarioResult) {
     } else {
         result.client_during.e2e_p95_ms - result.client_before.e2e_p95_ms
     } * 1000.0;
-    for contributor in contributors {
-        if contributor["component"].as_str() != Some(truth.as_str()) || contributor["unit"] != "us"
-        {
+    calibrate(scenario, verdict, Some(client_shift_us), result);
+}
+
+/// Sets each contributor of `verdict` beside the truth of the injection
+/// it is about: for a single fault any truth (with the client's shift),
+/// for a pair the fixed delays only, since the client's shift sums both.
+fn calibrate(
+    scenario: &Scenario,
+    verdict: &Value,
+    client_shift_us: Option<f64>,
+    result: &mut ScenarioResult,
+) {
+    let subject = verdict["subject"].as_str().unwrap_or("");
+    let contributors = verdict["contributors"].as_array().into_iter().flatten();
+    for contributor in contributors.filter(|contributor| contributor["unit"] == "us") {
+        let component = contributor["component"].as_str().unwrap_or("");
+        let Some(index) = scenario
+            .injections
+            .iter()
+            .position(|injection| injection.component() == component)
+        else {
+            continue;
+        };
+        let injected_us = scenario.injections[index].injected_delay_us();
+        if client_shift_us.is_none() && injected_us.is_none() {
             continue;
         }
         let field = |name: &str| contributor["interval"][name].as_f64().unwrap_or(f64::NAN);
         result.calibration.push(Calibration {
             scenario: scenario.name.clone(),
-            component: truth.clone(),
-            subject: subject.clone(),
+            component: component.to_owned(),
+            subject: subject.to_owned(),
             value_us: contributor["value"].as_f64().unwrap_or(f64::NAN),
             low_us: field("low"),
             high_us: field("high"),
-            injected_us: scenario.injections[0].injected_delay_us(),
-            served_us: result.served_delay_us,
+            injected_us,
+            served_us: result.served_delays_us.get(index).copied().flatten(),
             client_shift_us,
         });
     }
@@ -1360,9 +1400,10 @@ fn render(results: &[ScenarioResult], options: &Options, elapsed_secs: f64) -> S
                 "delay per request as asked (fixed-delay faults)",
                 |p| p.injected_us,
             ),
-            truth_row("client-side p95 shift of the scored SLI", |p| {
-                Some(p.client_shift_us)
-            }),
+            truth_row(
+                "client-side p95 shift of the scored SLI (single faults)",
+                |p| p.client_shift_us,
+            ),
         ],
     ));
     text.push('\n');
@@ -1378,7 +1419,7 @@ fn render(results: &[ScenarioResult], options: &Options, elapsed_secs: f64) -> S
                 format!("{} .. {}", ms(p.low_us), ms(p.high_us)),
                 p.injected_us.map_or("-".to_owned(), ms),
                 p.served_us.map_or("-".to_owned(), ms),
-                ms(p.client_shift_us),
+                p.client_shift_us.map_or("-".to_owned(), ms),
             ]
         })
         .collect();
@@ -1550,6 +1591,47 @@ mod tests {
         assert_eq!(subject(Effect::Errors), Some(json!("error_rate")));
         let none = json!({"verdicts": []});
         assert!(scored_verdict(&none, Effect::Ttft).is_none());
+    }
+
+    #[test]
+    fn pairs_calibrate_each_fixed_delay_against_its_own_truth() {
+        let scenario = Scenario {
+            name: "slow-retrieval=500ms + cpu-quota=1.3x/10ms".into(),
+            kind: Kind::Pair,
+            fault_type: "pair",
+            effect: Effect::Ttft,
+            injections: vec![
+                Injection::parse("slow-retrieval=500ms"),
+                Injection::parse("cpu-quota=1.3x/10ms"),
+            ],
+        };
+        let mut result = ScenarioResult::new(&scenario, &stats(180.0, 600.0, 0));
+        result.client_during = stats(800.0, 1200.0, 0);
+        result.client_change = Some("TTFT p95 180 -> 800 ms".into());
+        result.served_delays_us = vec![Some(500_600.0), None];
+        let contributor = |component: &str, value: f64, low: f64, high: f64| {
+            json!({"component": component, "unit": "us", "value": value,
+                   "interval": {"low": low, "high": high}})
+        };
+        let report = json!({"verdicts": [{
+            "subject": "ttft.p95", "status": "attributed", "trigger": "regression",
+            "summary": "", "contributors": [
+                contributor("retrieval", 500_400.0, 500_200.0, 502_800.0),
+                contributor("cpu_throttling", 90_000.0, 60_000.0, 120_000.0),
+            ],
+        }]});
+        result.verdicts = verdicts(&report);
+        score(&scenario, &report, &mut result);
+
+        assert_eq!(result.outcome, Outcome::Correct);
+        // The quota has no fixed delay and the client's shift sums both
+        // faults, so only retrieval has a truth.
+        assert_eq!(result.calibration.len(), 1, "{:?}", result.calibration);
+        let point = &result.calibration[0];
+        assert_eq!(point.component, "retrieval");
+        assert_eq!(point.injected_us, Some(500_000.0));
+        assert_eq!(point.served_us, Some(500_600.0));
+        assert_eq!(point.client_shift_us, None);
     }
 
     #[test]
