@@ -237,12 +237,12 @@ def bpf_run_time_statistics():
             setting.write(before)
 
 
-def bpf_run_time_ns(pid):
-    """Return the summed run time of the eBPF programs that process `pid`
-    has open, from /proc/PID/fdinfo (run_time_ns, counted while
+def bpf_program_stats(pid):
+    """Return {program id: (run_time_ns, run_cnt)} of the eBPF programs that
+    process `pid` has open, from /proc/PID/fdinfo (counted while
     kernel.bpf_stats_enabled is 1). Each program counts once, however many
     descriptors refer to it."""
-    run_times = {}
+    stats = {}
     directory = f"/proc/{pid}/fdinfo"
     for fd in os.listdir(directory):
         try:
@@ -251,8 +251,36 @@ def bpf_run_time_ns(pid):
         except OSError:
             continue  # closed since the listing
         if "prog_id" in fields and "run_time_ns" in fields:
-            run_times[fields["prog_id"].strip()] = int(fields["run_time_ns"])
-    return sum(run_times.values())
+            stats[int(fields["prog_id"])] = (int(fields["run_time_ns"]), int(fields.get("run_cnt", 0)))
+    return stats
+
+
+def program_names(ids):
+    """Return {program id: name} from bpftool, which scripts/setup.sh
+    installs; an empty dict when bpftool fails."""
+    try:
+        listing = json.loads(subprocess.run(
+            ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
+        ).stdout)
+    except (OSError, subprocess.CalledProcessError, json.JSONDecodeError) as error:
+        print(f"probe_overhead: no eBPF program names ({error}); the per-program table is left out",
+              file=sys.stderr)
+        return {}
+    return {program["id"]: program.get("name", str(program["id"])) for program in listing
+            if program["id"] in ids}
+
+
+def program_costs(before, after, names):
+    """Return {name: {"runs": n, "run_time_ns": t}} for the programs that
+    ran between two bpf_program_stats() snapshots."""
+    costs = {}
+    for program, (run_time_ns, runs) in after.items():
+        start_ns, start_runs = before.get(program, (0, 0))
+        if runs > start_runs and program in names:
+            entry = costs.setdefault(names[program], {"runs": 0, "run_time_ns": 0})
+            entry["runs"] += runs - start_runs
+            entry["run_time_ns"] += run_time_ns - start_ns
+    return costs
 
 
 def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=None, stop_probe_secs=0,
@@ -306,7 +334,7 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
             "attach_cpu_us": started_us - before_start_us,
             "started_cpu_us": started_us,
             "started_secs": time.monotonic(),
-            "bpf_ns": bpf_run_time_ns(probe.pid),
+            "bpf_programs": bpf_program_stats(probe.pid),
         }
     client.stdin.write("go\n")
     client.stdin.flush()
@@ -320,7 +348,10 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
     result = None
     if costs is not None:
         costs["window_cpu_us"] = cgroup.cpu_us() - costs.pop("started_cpu_us")
-        costs["bpf_ns"] = bpf_run_time_ns(probe.pid) - costs["bpf_ns"]
+        before = costs.pop("bpf_programs")
+        after = bpf_program_stats(probe.pid)
+        costs["bpf_ns"] = sum(t for t, _ in after.values()) - sum(t for t, _ in before.values())
+        costs["bpf_programs"] = program_costs(before, after, program_names(set(after)))
         costs["window_secs"] = time.monotonic() - costs.pop("started_secs")
     client.stdin.write("exit\n")
     client.stdin.flush()
@@ -381,6 +412,12 @@ def load_rows(probe_path, scenarios, certificates, cgroup):
         cpu_us = sum(costs["window_cpu_us"] for _, _, costs in on_runs)
         bpf_us = sum(costs["bpf_ns"] for _, _, costs in on_runs) / 1000
         usages = [result["probe_usage"] for _, result, _ in on_runs]
+        programs = {}
+        for _, _, costs in on_runs:
+            for program, cost in costs["bpf_programs"].items():
+                entry = programs.setdefault(program, {"runs": 0, "run_time_ns": 0})
+                entry["runs"] += cost["runs"]
+                entry["run_time_ns"] += cost["run_time_ns"]
         rows.append(
             {
                 "scenario": name,
@@ -408,6 +445,14 @@ def load_rows(probe_path, scenarios, certificates, cgroup):
                 "events": sum(usage["events"] for usage in usages),
                 "events_per_sec": sum(usage["events"] for usage in usages) / on_secs,
                 "ring_drops": sum(result["drops"]["ring_buffer_full"] for _, result, _ in on_runs),
+                "bpf_programs": {
+                    program: {
+                        "runs_per_sec": cost["runs"] / counted_secs,
+                        "ns_per_run": cost["run_time_ns"] / cost["runs"],
+                        "percent_of_one_core": 100 * cost["run_time_ns"] / (counted_secs * 1e9),
+                    }
+                    for program, cost in programs.items()
+                },
             }
         )
     return rows
@@ -524,6 +569,29 @@ def render(load, ramp, stopped):
         "to the programs and uprobe traps (TLS rows) are in neither figure. Load and attach is "
         "the probe's CPU from its start to the start of the load, once per run.",
         "",
+    ]
+    target = max(load, key=lambda r: (r["pairs"], r["rate_per_sec"]))
+    if target["bpf_programs"]:
+        text += [
+            f"### eBPF programs at {target['rate_per_sec']} requests/s ({target['scenario']})",
+            "",
+            markdown_table(
+                ["program", "runs/s", "ns per run", "% of one core"],
+                [
+                    [name, f"{cost['runs_per_sec']:.0f}", f"{cost['ns_per_run']:.0f}",
+                     f"{cost['percent_of_one_core']:.3f}"]
+                    for name, cost in sorted(target["bpf_programs"].items(),
+                                             key=lambda item: -item[1]["percent_of_one_core"])
+                    if cost["percent_of_one_core"] >= 0.0005
+                ],
+            ),
+            "",
+            "Tracepoints fire for every task on the host, so the runs include those of the "
+            "stand-in server and of every other process, which return after the target check. "
+            "Programs under 0.0005% of a core are left out.",
+            "",
+        ]
+    text += [
         "### Ring buffer: event rate of the first drop (1 MiB ring buffer, 200-token streams)",
         "",
     ]
