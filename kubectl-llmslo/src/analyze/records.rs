@@ -254,6 +254,13 @@ impl CallRecord {
         Interval::new(self.t0_ns, end_ns)
     }
 
+    /// Returns when the first response byte came, or the end of `call`
+    /// (its interval) for a call without a response.
+    pub fn first_byte_ns(&self, call: Interval) -> u64 {
+        self.ttfb_us
+            .map_or(call.end_ns, |ttfb_us| self.t0_ns + ttfb_us * 1000)
+    }
+
     pub fn is_error(&self) -> bool {
         self.error.is_some()
     }

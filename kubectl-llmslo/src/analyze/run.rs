@@ -53,9 +53,7 @@ impl NodeContext<'_> {
         else {
             return Vec::new();
         };
-        let first_byte_ns = record
-            .ttfb_us
-            .map_or(call.end_ns, |ttfb_us| record.t0_ns + ttfb_us * 1000);
+        let first_byte_ns = record.first_byte_ns(call);
         let waits: Vec<Interval> = losses
             .iter()
             .filter_map(|loss| match loss.kind {
@@ -625,13 +623,16 @@ fn link_and_decompose(
 /// Splits the call `record` (over `call`) into pieces: `network` where its
 /// connection waited on loss recovery, its own component elsewhere.
 ///
-/// Run-queue waits of the calling thread inside the call belong to no
-/// piece. A thread blocked on a call becomes runnable when the response
-/// arrives, so such a wait is the service waiting for a CPU, not for the
-/// peer. Left to the request's own time, it is split into run-queue wait
-/// and CPU throttling like any other. This matters where the call ends
-/// at the read of its response rather than at the response's arrival
-/// (UDP, or TCP without arrival stamps).
+/// Run-queue waits of the calling thread once the response has begun
+/// belong to no piece. A thread blocked on a call becomes runnable when
+/// response bytes arrive, so such a wait is the service waiting for a
+/// CPU, not for the peer. Left to the request's own time, it is split
+/// into run-queue wait and CPU throttling like any other. This matters
+/// where the call ends at the read of its response rather than at the
+/// response's arrival (UDP, or TCP without arrival stamps), and inside a
+/// stream. Waits before the first response byte, such as a throttled
+/// thread between sending a query and blocking on the response, overlap
+/// the peer's work and stay in the call.
 fn call_parts<'c>(
     context: Option<&NodeContext<'_>>,
     record: &'c CallRecord,
@@ -641,11 +642,13 @@ fn call_parts<'c>(
         return vec![(call, record.component.as_str())];
     };
     let network = context.loss_waits(record, call);
+    let first_byte_ns = record.first_byte_ns(call);
     let runnable: Vec<Interval> = context
         .thread_waits
         .get(&(record.pid, record.tid))
         .map_or(&[][..], Vec::as_slice)
         .iter()
+        .filter(|wait| wait.end_ns.saturating_add(WAKE_TO_RETURN_NS) >= first_byte_ns)
         .filter_map(|wait| wait.clip(call))
         .collect();
     let not_own = intervals::merge(&[network.as_slice(), runnable.as_slice()].concat());
@@ -659,6 +662,13 @@ fn call_parts<'c>(
         .chain(network)
         .collect()
 }
+
+/// Time from a thread getting the CPU back to its read returning, at
+/// most: the rest of one system call. An estimate with a wide margin; a
+/// read returns microseconds after its thread runs again. Where a call
+/// ends at the read of its first response bytes, the wait that the
+/// response's arrival started ends this little before them.
+const WAKE_TO_RETURN_NS: u64 = 1_000_000;
 
 /// Returns whether the service retransmitted a SYN to the peer of
 /// `connect` while its handshake was in progress.

@@ -277,15 +277,16 @@ fn run_queue_wait_inside_a_call_is_own_time() {
         .iter()
         .find(|e| e.direction == Direction::Outbound && e.llm.is_some())
         .unwrap();
-    // The calling thread waited 2 ms for a CPU inside its provider call,
-    // as it does when the response arrived while the CPU was busy.
+    // The calling thread waited 2 ms for a CPU at the end of its provider
+    // call, as it does when the response arrived while the CPU was busy.
+    let call_end_ns = provider.t0_ns + provider.e2e_us.unwrap() * 1000;
     result
         .scheduling
         .long_waits
         .push(llmslo_schema::RunQueueWait {
             pid,
             tid: provider.tid,
-            end_ns: provider.t0_ns + 5_000_000,
+            end_ns: call_end_ns - 10_000,
             wait_us: 2_000,
         });
     let after = analyze(&collection, &AnalysisOptions::default());
@@ -298,6 +299,44 @@ fn run_queue_wait_inside_a_call_is_own_time() {
     assert_eq!(
         e2e(&after, components::PROVIDER),
         e2e(&before, components::PROVIDER) - 2_000.0
+    );
+}
+
+#[test]
+fn early_run_queue_wait_stays_in_call() {
+    let scenario = Scenario {
+        requests: 1,
+        ..Scenario::default()
+    };
+    let before = analyze(&scenario.collection(), &AnalysisOptions::default());
+    let mut collection = scenario.collection();
+    let result = collection.nodes[0].result.as_mut().unwrap();
+    let pid = result.processes[0].pid;
+    let provider = result
+        .exchanges
+        .iter()
+        .find(|e| e.direction == Direction::Outbound && e.llm.is_some())
+        .unwrap();
+    // Throttled right after sending the request: the provider was already
+    // working, so the wait is not on the request's critical path.
+    result
+        .scheduling
+        .long_waits
+        .push(llmslo_schema::RunQueueWait {
+            pid,
+            tid: provider.tid,
+            end_ns: provider.t0_ns + 3_000_000,
+            wait_us: 2_000,
+        });
+    let after = analyze(&collection, &AnalysisOptions::default());
+
+    let e2e = |analysis: &Analysis, component| {
+        request_decompositions(analysis)[0].critical_us(Phase::E2e, component)
+    };
+    assert_eq!(e2e(&after, components::RUN_QUEUE), 0.0);
+    assert_eq!(
+        e2e(&after, components::PROVIDER),
+        e2e(&before, components::PROVIDER)
     );
 }
 
