@@ -266,8 +266,13 @@ def program_names(ids):
         print(f"probe_overhead: no eBPF program names ({error}); the per-program table is left out",
               file=sys.stderr)
         return {}
-    return {program["id"]: program.get("name", str(program["id"])) for program in listing
-            if program["id"] in ids}
+    names = {program["id"]: program.get("name", str(program["id"])) for program in listing
+             if program["id"] in ids}
+    # Older bpftool prints the kernel's 15-character names, in which
+    # sys_enter_write and sys_enter_writev are the same: keep them apart.
+    repeated = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {program_id: f"{name}#{program_id}" if name in repeated else name
+            for program_id, name in names.items()}
 
 
 def program_costs(before, after, names):
@@ -350,9 +355,10 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
         costs["window_cpu_us"] = cgroup.cpu_us() - costs.pop("started_cpu_us")
         before = costs.pop("bpf_programs")
         after = bpf_program_stats(probe.pid)
-        costs["bpf_ns"] = sum(t for t, _ in after.values()) - sum(t for t, _ in before.values())
-        costs["bpf_programs"] = program_costs(before, after, program_names(set(after)))
         costs["window_secs"] = time.monotonic() - costs.pop("started_secs")
+        costs["bpf_ns"] = sum(t for t, _ in after.values()) - sum(t for t, _ in before.values())
+        # bpftool runs after the window closed, so that it adds nothing to it.
+        costs["bpf_programs"] = program_costs(before, after, program_names(set(after)))
     client.stdin.write("exit\n")
     client.stdin.flush()
     client.wait()

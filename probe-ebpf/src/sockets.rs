@@ -134,10 +134,15 @@ struct Iovec {
 enum Untracked {
     Ignore,
     /// `sendto` with an IPv4 or IPv6 destination: how unconnected UDP (DNS)
-    /// clients send.
-    TrackIfAddressed,
+    /// clients send. The field is the call's `struct sockaddr *`, read by
+    /// the `sendto` program itself, since the records of syscalls with
+    /// fewer arguments end before it.
+    TrackIfAddressed(u64),
 }
 
+// Inlined into each program: as a BPF function its arguments would need a
+// sixth register, and BPF calls pass five.
+#[inline(always)]
 fn enter_data(
     ctx: &TracePointContext,
     kind: EventKind,
@@ -157,7 +162,10 @@ fn enter_data(
         }
         Some(_) => {}
         None => {
-            if untracked != Untracked::TrackIfAddressed || !sendto_has_ip_address(ctx) {
+            let Untracked::TrackIfAddressed(destination) = untracked else {
+                return 0;
+            };
+            if !is_ip_address(destination) {
                 return 0;
             }
             track_socket(tgid, fd);
@@ -184,13 +192,9 @@ fn enter_data(
     0
 }
 
-/// True when `sys_enter_sendto` has an `AF_INET` or `AF_INET6` destination.
-/// Only `sendto` may call this: the records of syscalls with fewer
-/// arguments end before `ARG4`, and reading past them returns unrelated
-/// bytes.
-fn sendto_has_ip_address(ctx: &TracePointContext) -> bool {
-    // `sys_enter_sendto` has six arguments, so ARG4 is inside it.
-    let address = field(ctx, ARG4);
+/// True when the user-space `struct sockaddr` at `address` is an
+/// `AF_INET` or `AF_INET6` address.
+fn is_ip_address(address: u64) -> bool {
     if address == 0 {
         return false;
     }
@@ -403,7 +407,8 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
         &ctx,
         EventKind::Write,
         BufferShape::Flat,
-        Untracked::TrackIfAddressed,
+        // `sys_enter_sendto` has six arguments, so ARG4 is inside its record.
+        Untracked::TrackIfAddressed(field(&ctx, ARG4)),
     )
 }
 

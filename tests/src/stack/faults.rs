@@ -36,10 +36,12 @@ pub struct CpuQuota {
 }
 
 impl CpuQuota {
-    /// The kernel's bounds: periods from 1 ms to 1 s, quotas from 1 ms.
+    /// The kernel's bounds: periods from 1 ms to 1 s, quotas from 1 ms to
+    /// 2^44 - 1 us, about 203 days (`max_cfs_runtime`).
     const MIN_PERIOD: Duration = Duration::from_millis(1);
     const MAX_PERIOD: Duration = Duration::from_secs(1);
     const MIN_QUOTA: Duration = Duration::from_millis(1);
+    const MAX_QUOTA: Duration = Duration::from_micros((1 << 44) - 1);
 
     /// # Errors
     ///
@@ -59,6 +61,11 @@ impl CpuQuota {
                 "the quota {quota:?} per {period:?} is below the kernel's 1ms; use a longer period"
             ));
         }
+        if quota > Self::MAX_QUOTA {
+            return Err(format!(
+                "the quota {quota:?} is above the kernel's limit of about 203 days"
+            ));
+        }
         Ok(Self { quota, period })
     }
 
@@ -75,7 +82,7 @@ impl CpuQuota {
         }
         let period_us = (period.as_secs_f64() * 1e6).round();
         let quota_us = (period_us * percent / 100.0).round();
-        if quota_us > u64::MAX as f64 {
+        if quota_us > Self::MAX_QUOTA.as_micros() as f64 {
             return Err(format!("{percent}% of a CPU is too large a quota"));
         }
         Self::new(
@@ -94,22 +101,21 @@ impl CpuQuota {
 
     /// The quota as a percentage of one CPU.
     pub fn percent_of_cpu(&self) -> f64 {
-        100.0 * self.quota.as_secs_f64() / self.period.as_secs_f64()
+        (self.quota.as_micros() * 100) as f64 / self.period.as_micros() as f64
     }
 }
 
-/// `PERCENT/PERIOD`, the value of `cpu-quota=`. The percentage keeps two
-/// decimals, which is exact for the quotas the text form can produce on
-/// periods of whole milliseconds up to 100 ms.
+/// `PERCENT/PERIOD`, the value of `cpu-quota=`. The percentage is the
+/// shortest decimal of one division, so that it parses back to the same
+/// microseconds.
 impl fmt::Display for CpuQuota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let percent = (self.percent_of_cpu() * 100.0).round() / 100.0;
-        let period_us = self.period.as_micros();
-        if period_us.is_multiple_of(1_000) {
-            write!(f, "{percent}/{}ms", period_us / 1_000)
-        } else {
-            write!(f, "{percent}/{}ms", period_us as f64 / 1_000.0)
-        }
+        write!(
+            f,
+            "{}/{}",
+            self.percent_of_cpu(),
+            format_duration(self.period)
+        )
     }
 }
 
@@ -287,7 +293,7 @@ impl Fault {
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = |d: &Duration| format!("{}ms", d.as_millis());
+        let ms = |d: &Duration| format_duration(*d);
         match self {
             Fault::ProviderSlowFirstToken(d) => write!(f, "slow-first-token={}", ms(d)),
             Fault::ProviderSlowTokens(d) => write!(f, "slow-tokens={}", ms(d)),
@@ -310,6 +316,17 @@ impl fmt::Display for Fault {
             Fault::CpuQuota(quota) => write!(f, "cpu-quota={quota}"),
             Fault::NoisyNeighbour { weight_ratio } => write!(f, "noisy-neighbour={weight_ratio}"),
         }
+    }
+}
+
+/// Formats a duration in milliseconds as [`parse_duration`] reads it,
+/// such as `400ms` or `1.5ms`, to the microsecond.
+pub fn format_duration(duration: Duration) -> String {
+    let us = duration.as_micros();
+    if us.is_multiple_of(1_000) {
+        format!("{}ms", us / 1_000)
+    } else {
+        format!("{}ms", us as f64 / 1_000.0)
     }
 }
 
@@ -444,6 +461,19 @@ mod tests {
         assert_eq!(quota.quota(), Duration::from_micros(1_200));
         assert_eq!(quota.to_string(), "80/1.5ms");
         assert!(CpuQuota::new(Duration::from_nanos(1_000_500), Duration::from_millis(10)).is_err());
+        assert!(CpuQuota::new(Duration::from_secs(204 * 86_400), Duration::from_secs(1)).is_err());
+        // Quotas the benchmark works out from a measured use print exactly.
+        for (quota_us, period_ms) in [(1_047, 20), (1_001, 11), (333_333, 1_000)] {
+            let quota = CpuQuota::new(
+                Duration::from_micros(quota_us),
+                Duration::from_millis(period_ms),
+            )
+            .unwrap();
+            assert_eq!(
+                Fault::parse(&Fault::CpuQuota(quota).to_string()),
+                Ok(Fault::CpuQuota(quota))
+            );
+        }
     }
 
     #[test]
@@ -461,6 +491,9 @@ mod tests {
         assert_eq!(parse_duration("400"), None);
         assert_eq!(parse_duration("1e30s"), None);
         assert_eq!(parse_duration("-1ms"), None);
+        assert_eq!(format_duration(Duration::from_millis(400)), "400ms");
+        assert_eq!(format_duration(Duration::from_micros(700)), "0.7ms");
+        assert_eq!(format_duration(Duration::from_micros(1_234)), "1.234ms");
     }
 
     #[test]

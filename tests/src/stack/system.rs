@@ -376,7 +376,8 @@ impl ServiceCgroup {
                 "this host has no cgroup that counts chat-api's CPU time",
             ));
         };
-        // cpuacct shares the cpu hierarchy on the usual v1 layouts.
+        // NOTE: cpuacct shares the cpu hierarchy on the usual v1 layouts; a
+        // host that mounts it apart fails here with the missing file named.
         let (path, text) = read(dir.join("cpuacct.usage"))?;
         text.trim()
             .parse()

@@ -22,7 +22,8 @@ use std::{
 use llmslo_tests::{
     probe::exclusive,
     stack::{
-        ClientRequest, CpuQuota, Fault, ServedDelay, Stack, StackError, faults::parse_duration,
+        ClientRequest, CpuQuota, Fault, ServedDelay, Stack, StackError,
+        faults::{format_duration, parse_duration},
         monotonic_now_ns,
     },
 };
@@ -212,7 +213,7 @@ impl std::fmt::Display for Injection {
             Injection::Stack(fault) => write!(f, "{fault}"),
             Injection::ConnectFailures { percent } => write!(f, "connect-failures={percent}"),
             Injection::RelativeCpuQuota { times_use, period } => {
-                write!(f, "cpu-quota={times_use}x/{}ms", period.as_secs_f64() * 1e3)
+                write!(f, "cpu-quota={times_use}x/{}", format_duration(*period))
             }
         }
     }
@@ -1133,11 +1134,15 @@ fn calibrate(
     let contributors = verdict["contributors"].as_array().into_iter().flatten();
     for contributor in contributors.filter(|contributor| contributor["unit"] == "us") {
         let component = contributor["component"].as_str().unwrap_or("");
-        let Some(index) = scenario
+        let mut matching = scenario
             .injections
             .iter()
-            .position(|injection| injection.component() == component)
-        else {
+            .enumerate()
+            .filter(|(_, injection)| injection.component() == component)
+            .map(|(index, _)| index);
+        // Two faults in one component share its contributor, which then
+        // belongs to neither alone.
+        let (Some(index), None) = (matching.next(), matching.next()) else {
             continue;
         };
         let injected_us = scenario.injections[index].injected_delay_us();
@@ -1632,6 +1637,29 @@ mod tests {
         assert_eq!(point.injected_us, Some(500_000.0));
         assert_eq!(point.served_us, Some(500_600.0));
         assert_eq!(point.client_shift_us, None);
+    }
+
+    #[test]
+    fn pairs_in_one_component_are_not_calibrated() {
+        let scenario = Scenario {
+            name: "slow-first-token=800ms + server-errors=0.3".into(),
+            kind: Kind::Pair,
+            fault_type: "pair",
+            effect: Effect::Ttft,
+            injections: vec![
+                Injection::parse("slow-first-token=800ms"),
+                Injection::parse("server-errors=0.3"),
+            ],
+        };
+        let mut result = ScenarioResult::new(&scenario, &stats(180.0, 600.0, 0));
+        result.served_delays_us = vec![Some(800_200.0), None];
+        let verdict = json!({
+            "subject": "ttft.p95", "status": "attributed",
+            "contributors": [{"component": "provider", "unit": "us", "value": 800_000.0,
+                              "interval": {"low": 790_000.0, "high": 810_000.0}}],
+        });
+        calibrate(&scenario, &verdict, None, &mut result);
+        assert!(result.calibration.is_empty(), "{:?}", result.calibration);
     }
 
     #[test]
