@@ -262,8 +262,13 @@ fn loss_recovery_inside_a_call_is_network_time() {
     assert!((total - e2e as f64).abs() < 2.0, "{total} vs {e2e}");
 }
 
-#[test]
-fn run_queue_wait_inside_a_call_is_own_time() {
+/// Analyzes one request, then again with a 2 ms run-queue wait of its
+/// provider call's thread that ends at `wait_end_ns(call start, call
+/// end)`; returns the E2E critical time of `component` before and after.
+fn e2e_with_provider_thread_wait(
+    wait_end_ns: impl Fn(u64, u64) -> u64,
+    component: &str,
+) -> (f64, f64) {
     let scenario = Scenario {
         requests: 1,
         ..Scenario::default()
@@ -277,67 +282,47 @@ fn run_queue_wait_inside_a_call_is_own_time() {
         .iter()
         .find(|e| e.direction == Direction::Outbound && e.llm.is_some())
         .unwrap();
-    // The calling thread waited 2 ms for a CPU at the end of its provider
-    // call, as it does when the response arrived while the CPU was busy.
-    let call_end_ns = provider.t0_ns + provider.e2e_us.unwrap() * 1000;
+    let end_ns = wait_end_ns(
+        provider.t0_ns,
+        provider.t0_ns + provider.e2e_us.unwrap() * 1000,
+    );
     result
         .scheduling
         .long_waits
         .push(llmslo_schema::RunQueueWait {
             pid,
             tid: provider.tid,
-            end_ns: call_end_ns - 10_000,
+            end_ns,
             wait_us: 2_000,
         });
     let after = analyze(&collection, &AnalysisOptions::default());
-
-    let e2e = |analysis: &Analysis, component| {
+    let e2e = |analysis: &Analysis| {
         request_decompositions(analysis)[0].critical_us(Phase::E2e, component)
     };
-    assert_eq!(e2e(&before, components::RUN_QUEUE), 0.0);
-    assert_eq!(e2e(&after, components::RUN_QUEUE), 2_000.0);
-    assert_eq!(
-        e2e(&after, components::PROVIDER),
-        e2e(&before, components::PROVIDER) - 2_000.0
-    );
+    (e2e(&before), e2e(&after))
+}
+
+#[test]
+fn run_queue_wait_inside_a_call_is_own_time() {
+    // The calling thread waited 2 ms for a CPU at the end of its provider
+    // call, as it does when the response arrived while the CPU was busy.
+    let at_end = |_, end_ns: u64| end_ns - 10_000;
+    let (before, after) = e2e_with_provider_thread_wait(at_end, components::RUN_QUEUE);
+    assert_eq!(before, 0.0);
+    assert_eq!(after, 2_000.0);
+    let (before, after) = e2e_with_provider_thread_wait(at_end, components::PROVIDER);
+    assert_eq!(after, before - 2_000.0);
 }
 
 #[test]
 fn early_run_queue_wait_stays_in_call() {
-    let scenario = Scenario {
-        requests: 1,
-        ..Scenario::default()
-    };
-    let before = analyze(&scenario.collection(), &AnalysisOptions::default());
-    let mut collection = scenario.collection();
-    let result = collection.nodes[0].result.as_mut().unwrap();
-    let pid = result.processes[0].pid;
-    let provider = result
-        .exchanges
-        .iter()
-        .find(|e| e.direction == Direction::Outbound && e.llm.is_some())
-        .unwrap();
     // Throttled right after sending the request: the provider was already
     // working, so the wait is not on the request's critical path.
-    result
-        .scheduling
-        .long_waits
-        .push(llmslo_schema::RunQueueWait {
-            pid,
-            tid: provider.tid,
-            end_ns: provider.t0_ns + 3_000_000,
-            wait_us: 2_000,
-        });
-    let after = analyze(&collection, &AnalysisOptions::default());
-
-    let e2e = |analysis: &Analysis, component| {
-        request_decompositions(analysis)[0].critical_us(Phase::E2e, component)
-    };
-    assert_eq!(e2e(&after, components::RUN_QUEUE), 0.0);
-    assert_eq!(
-        e2e(&after, components::PROVIDER),
-        e2e(&before, components::PROVIDER)
-    );
+    let early = |start_ns: u64, _| start_ns + 3_000_000;
+    let (_, after) = e2e_with_provider_thread_wait(early, components::RUN_QUEUE);
+    assert_eq!(after, 0.0);
+    let (before, after) = e2e_with_provider_thread_wait(early, components::PROVIDER);
+    assert_eq!(after, before);
 }
 
 #[test]

@@ -99,7 +99,7 @@ impl CpuQuota {
         self.period
     }
 
-    /// The quota as a percentage of one CPU.
+    /// Returns the quota as a percentage of one CPU.
     pub fn percent_of_cpu(&self) -> f64 {
         (self.quota.as_micros() * 100) as f64 / self.period.as_micros() as f64
     }
@@ -442,17 +442,27 @@ mod tests {
     }
 
     #[test]
-    fn cpu_quotas_outside_the_kernel_bounds_are_refused() {
+    fn cpu_quotas_outside_kernel_bounds_fail() {
         // 0.5 ms per 10 ms, and periods over 1 s and under 1 ms.
         for text in ["cpu-quota=5/10ms", "cpu-quota=50/2s", "cpu-quota=50/0.5ms"] {
             let error = Fault::parse(text).unwrap_err();
             assert!(error.contains(text), "{error}");
         }
+
         let error = CpuQuota::of_cpu(3.0, Duration::from_millis(10)).unwrap_err();
         assert!(error.contains("below the kernel's 1ms"), "{error}");
         assert!(CpuQuota::of_cpu(f64::NAN, Duration::from_millis(10)).is_err());
         assert!(CpuQuota::of_cpu(-10.0, Duration::from_millis(10)).is_err());
         assert!(CpuQuota::of_cpu(1e300, Duration::from_millis(10)).is_err());
+
+        let period = Duration::from_millis(10);
+        assert!(CpuQuota::new(Duration::from_nanos(1_000_500), period).is_err());
+        let over_max = Duration::from_secs(204 * 86_400);
+        assert!(CpuQuota::new(over_max, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn cpu_quotas_print_exactly() {
         // Periods need not be whole milliseconds.
         let quota = Fault::parse("cpu-quota=80/1.5ms").unwrap();
         let Fault::CpuQuota(quota) = quota else {
@@ -460,9 +470,8 @@ mod tests {
         };
         assert_eq!(quota.quota(), Duration::from_micros(1_200));
         assert_eq!(quota.to_string(), "80/1.5ms");
-        assert!(CpuQuota::new(Duration::from_nanos(1_000_500), Duration::from_millis(10)).is_err());
-        assert!(CpuQuota::new(Duration::from_secs(204 * 86_400), Duration::from_secs(1)).is_err());
-        // Quotas the benchmark works out from a measured use print exactly.
+
+        // Quotas the benchmark works out from a measured use.
         for (quota_us, period_ms) in [(1_047, 20), (1_001, 11), (333_333, 1_000)] {
             let quota = CpuQuota::new(
                 Duration::from_micros(quota_us),

@@ -162,9 +162,9 @@ impl Injection {
         Injection::Stack(Fault::parse(text).expect("the catalogue's faults parse"))
     }
 
-    /// The stack fault this injection sets, given chat-api's CPU use in
-    /// the reference window as a share of one CPU; `None` for faults the
-    /// bench sets itself.
+    /// Returns the stack fault this injection sets, given chat-api's CPU
+    /// use in the reference window as a share of one CPU; `None` for
+    /// faults the bench sets itself.
     fn stack_fault(&self, reference_cpu_share: Option<f64>) -> Option<Result<Fault, String>> {
         match self {
             Injection::Stack(fault) => Some(Ok(fault.clone())),
@@ -608,7 +608,7 @@ struct ScenarioResult {
 }
 
 impl ScenarioResult {
-    /// A result that says the scenario failed until it is scored.
+    /// Returns a result marked failed until the scenario is scored.
     fn new(scenario: &Scenario, client_before: &ClientStats) -> Self {
         ScenarioResult {
             name: scenario.name.clone(),
@@ -766,7 +766,7 @@ impl Bench<'_> {
     }
 
     /// Runs diagnose; returns its outcome and chat-api's CPU use while it
-    /// ran, as a share of one CPU (`None` when the cgroup cannot say).
+    /// ran, as a share of one CPU (`None` when the cgroup is unreadable).
     fn diagnose(&self, extra: &[String]) -> Result<(Diagnosis, Option<f64>), String> {
         let _probe_lock = exclusive();
         let usage = || match self.stack.chat_api_cpu_usage() {
@@ -1477,7 +1477,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relative_cpu_quotas_follow_the_measured_use() {
+    fn relative_cpu_quotas_follow_use() {
         let injection = Injection::parse("cpu-quota=1.3x/10ms");
         assert_eq!(
             injection,
@@ -1488,6 +1488,7 @@ mod tests {
         );
         assert_eq!(injection.to_string(), "cpu-quota=1.3x/10ms");
         assert_eq!(injection.component(), "cpu_throttling");
+
         let set = |share| injection.stack_fault(share).expect("a stack fault");
         // 1.3 times 8.2% of a CPU per 10 ms.
         assert_eq!(
@@ -1500,6 +1501,7 @@ mod tests {
             set(Some(0.04)),
             Ok(Fault::parse("cpu-quota=5.2/20ms").unwrap())
         );
+
         let error = set(None).unwrap_err();
         assert!(error.contains("cpu-quota=1.3x/10ms"), "{error}");
         assert!(set(Some(0.0)).is_err());
@@ -1598,18 +1600,19 @@ mod tests {
         assert!(scored_verdict(&none, Effect::Ttft).is_none());
     }
 
-    #[test]
-    fn pairs_calibrate_each_fixed_delay_against_its_own_truth() {
-        let scenario = Scenario {
-            name: "slow-retrieval=500ms + cpu-quota=1.3x/10ms".into(),
+    fn pair(first: &str, second: &str) -> Scenario {
+        Scenario {
+            name: format!("{first} + {second}"),
             kind: Kind::Pair,
             fault_type: "pair",
             effect: Effect::Ttft,
-            injections: vec![
-                Injection::parse("slow-retrieval=500ms"),
-                Injection::parse("cpu-quota=1.3x/10ms"),
-            ],
-        };
+            injections: vec![Injection::parse(first), Injection::parse(second)],
+        }
+    }
+
+    #[test]
+    fn pair_delays_calibrate_separately() {
+        let scenario = pair("slow-retrieval=500ms", "cpu-quota=1.3x/10ms");
         let mut result = ScenarioResult::new(&scenario, &stats(180.0, 600.0, 0));
         result.client_during = stats(800.0, 1200.0, 0);
         result.client_change = Some("TTFT p95 180 -> 800 ms".into());
@@ -1641,16 +1644,7 @@ mod tests {
 
     #[test]
     fn pairs_in_one_component_are_not_calibrated() {
-        let scenario = Scenario {
-            name: "slow-first-token=800ms + server-errors=0.3".into(),
-            kind: Kind::Pair,
-            fault_type: "pair",
-            effect: Effect::Ttft,
-            injections: vec![
-                Injection::parse("slow-first-token=800ms"),
-                Injection::parse("server-errors=0.3"),
-            ],
-        };
+        let scenario = pair("slow-first-token=800ms", "server-errors=0.3");
         let mut result = ScenarioResult::new(&scenario, &stats(180.0, 600.0, 0));
         result.served_delays_us = vec![Some(800_200.0), None];
         let verdict = json!({
