@@ -36,6 +36,7 @@ This is a benchmark, not a test: numbers depend on the machine and its load.
 """
 
 import argparse
+import collections
 import contextlib
 import http.client
 import json
@@ -270,21 +271,20 @@ def program_names(ids):
              if program["id"] in ids}
     # Older bpftool prints the kernel's 15-character names, in which
     # sys_enter_write and sys_enter_writev are the same: keep them apart.
-    repeated = {name for name in names.values() if list(names.values()).count(name) > 1}
-    return {program_id: f"{name}#{program_id}" if name in repeated else name
+    counts = collections.Counter(names.values())
+    return {program_id: f"{name}#{program_id}" if counts[name] > 1 else name
             for program_id, name in names.items()}
 
 
 def program_costs(before, after, names):
     """Return {name: {"runs": n, "run_time_ns": t}} for the programs that
-    ran between two bpf_program_stats() snapshots."""
+    ran between two bpf_program_stats() snapshots; `names` is unique per
+    program."""
     costs = {}
     for program, (run_time_ns, runs) in after.items():
         start_ns, start_runs = before.get(program, (0, 0))
         if runs > start_runs and program in names:
-            entry = costs.setdefault(names[program], {"runs": 0, "run_time_ns": 0})
-            entry["runs"] += runs - start_runs
-            entry["run_time_ns"] += run_time_ns - start_ns
+            costs[names[program]] = {"runs": runs - start_runs, "run_time_ns": run_time_ns - start_ns}
     return costs
 
 

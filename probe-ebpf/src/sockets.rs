@@ -130,7 +130,7 @@ struct Iovec {
 
 /// Whether a data syscall may start tracking a socket that is not tracked
 /// yet.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Untracked {
     Ignore,
     /// `sendto` with an IPv4 or IPv6 destination: how unconnected UDP (DNS)
@@ -140,8 +140,9 @@ enum Untracked {
     TrackIfAddressed(u64),
 }
 
-// Inlined into each program: as a BPF function its arguments would need a
-// sixth register, and BPF calls pass five.
+// Inlined into each program. As a BPF function it takes all five argument
+// registers, and for `Untracked::Ignore` the caller leaves the last one
+// unset, which the verifier rejects.
 #[inline(always)]
 fn enter_data(
     ctx: &TracePointContext,

@@ -157,12 +157,8 @@ impl ThrottleTimeline {
 
     /// Estimated throttled nanoseconds within `wait`, a run-queue wait.
     pub fn throttled_ns(&self, wait: Interval) -> f64 {
-        let first = self
-            .spans
-            .partition_point(|(span, _)| span.end_ns <= wait.start_ns);
-        self.spans[first..]
+        intervals::overlapping(&self.spans, |(span, _)| *span, wait)
             .iter()
-            .take_while(|(span, _)| span.start_ns < wait.end_ns)
             .filter_map(|(span, share)| {
                 span.clip(wait)
                     .map(|overlap| overlap.len_ns() as f64 * share)

@@ -103,12 +103,20 @@ pub fn intersection(a: &[Interval], b: &[Interval]) -> Vec<Interval> {
     out
 }
 
+/// Returns the items that may overlap `window`, found by binary search.
+/// `interval_of` gives each item's interval, and those intervals must be
+/// sorted and disjoint.
+pub fn overlapping<T>(items: &[T], interval_of: impl Fn(&T) -> Interval, window: Interval) -> &[T] {
+    let first = items.partition_point(|item| interval_of(item).end_ns <= window.start_ns);
+    let rest = &items[first..];
+    let count = rest.partition_point(|item| interval_of(item).start_ns < window.end_ns);
+    &rest[..count]
+}
+
 /// Nanoseconds of `window` that the sorted, disjoint `intervals` cover.
 pub fn covered_ns(intervals: &[Interval], window: Interval) -> u64 {
-    let first = intervals.partition_point(|interval| interval.end_ns <= window.start_ns);
-    intervals[first..]
+    overlapping(intervals, |interval| *interval, window)
         .iter()
-        .take_while(|interval| interval.start_ns < window.end_ns)
         .filter_map(|interval| interval.clip(window))
         .map(|overlap| overlap.len_ns())
         .sum()

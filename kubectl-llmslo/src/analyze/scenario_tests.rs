@@ -262,9 +262,9 @@ fn loss_recovery_inside_a_call_is_network_time() {
     assert!((total - e2e as f64).abs() < 2.0, "{total} vs {e2e}");
 }
 
-/// Analyzes one request, then again with a 2 ms run-queue wait of its
-/// provider call's thread that ends at `wait_end_ns(call start, call
-/// end)`; returns the E2E critical time of `component` before and after.
+/// Returns the E2E critical time of `component` in one request before and
+/// after adding a 2 ms run-queue wait of its provider call's thread. The
+/// wait ends at `wait_end_ns(call start, call end)`.
 fn e2e_with_provider_thread_wait(
     wait_end_ns: impl Fn(u64, u64) -> u64,
     component: &str,
@@ -303,7 +303,7 @@ fn e2e_with_provider_thread_wait(
 }
 
 #[test]
-fn run_queue_wait_inside_a_call_is_own_time() {
+fn trailing_run_queue_wait_is_own_time() {
     // The calling thread waited 2 ms for a CPU at the end of its provider
     // call, as it does when the response arrived while the CPU was busy.
     let at_end = |_, end_ns: u64| end_ns - 10_000;

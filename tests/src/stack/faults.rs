@@ -69,8 +69,9 @@ impl CpuQuota {
         Ok(Self { quota, period })
     }
 
-    /// `percent` of one CPU in each `period`, both rounded to the
-    /// microsecond (durations parsed from text carry float error).
+    /// Returns a quota of `percent` of one CPU in each `period`, both
+    /// rounded to the microsecond because durations parsed from text
+    /// carry float error.
     ///
     /// # Errors
     ///
