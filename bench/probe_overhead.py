@@ -64,18 +64,21 @@ TOKENS_2000 = ["--min-tokens", "2000", "--max-tokens", "2000"]
 # name, request rate per second, seconds per run, pairs of runs (without
 # and with the probe), request body, server arguments, whether the client
 # uses TLS (Python's http.client on OpenSSL, whose plaintext the probe
-# reads through uprobes). The row of the target (200 streams/s) gets the
-# most pairs: a p99 of one run moves by hundreds of microseconds here.
+# reads through uprobes), whether it opens a new connection for each
+# request (the probe then follows a connect, and the server an accept, per
+# request). The row of the target (200 streams/s) gets the most pairs: a
+# p99 of one run moves by hundreds of microseconds here.
 LOAD_SCENARIOS = [
-    ("stream 20 tokens", 50, 10, 1, STREAM, TOKENS_20, False),
-    ("stream 20 tokens", 100, 10, 1, STREAM, TOKENS_20, False),
-    ("stream 20 tokens", 200, 10, 6, STREAM, TOKENS_20, False),
-    ("blocking 2000 tokens", 20, 10, 1, BLOCKING, TOKENS_2000, False),
-    ("TLS stream 20 tokens", 50, 10, 1, STREAM, TOKENS_20, True),
-    ("TLS blocking 2000 tokens", 20, 10, 1, BLOCKING, TOKENS_2000, True),
+    ("stream 20 tokens", 50, 10, 1, STREAM, TOKENS_20, False, False),
+    ("stream 20 tokens", 100, 10, 1, STREAM, TOKENS_20, False, False),
+    ("stream 20 tokens", 200, 10, 6, STREAM, TOKENS_20, False, False),
+    ("stream 20 tokens, connection per request", 100, 10, 1, STREAM, TOKENS_20, False, True),
+    ("blocking 2000 tokens", 20, 10, 1, BLOCKING, TOKENS_2000, False, False),
+    ("TLS stream 20 tokens", 50, 10, 1, STREAM, TOKENS_20, True, False),
+    ("TLS blocking 2000 tokens", 20, 10, 1, BLOCKING, TOKENS_2000, True, False),
 ]
 # The quick run measures 200 requests/s only: 2 pairs of 6 s.
-QUICK_LOAD_SCENARIOS = [("stream 20 tokens", 200, 6, 2, STREAM, TOKENS_20, False)]
+QUICK_LOAD_SCENARIOS = [("stream 20 tokens", 200, 6, 2, STREAM, TOKENS_20, False, False)]
 
 # Streams of 200 tokens give many events per request; a 1 MiB ring buffer
 # is the smallest the probe accepts.
@@ -101,10 +104,11 @@ def make_certificates(directory):
             "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", "server.pem")
 
 
-def run_client(port, rate, seconds, body, connections, cafile):
+def run_client(port, rate, seconds, body, connections, cafile, reconnect):
     """Paced load over `connections` keep-alive connections, request i on
     connection i mod `connections`; prints latencies as JSON. With a CA
-    file the connections use TLS."""
+    file the connections use TLS; with `reconnect` each request opens its
+    own connection, which counts in its latency."""
     payload = dict(body)
     payload["messages"] = [{"role": "user", "content": "benchmark request"}]
     encoded = json.dumps(payload).encode()
@@ -130,6 +134,8 @@ def run_client(port, rate, seconds, body, connections, cafile):
             if delay > 0:
                 time.sleep(delay)
             sent = time.monotonic()
+            if reconnect:
+                connection.close()
             connection.request("POST", "/v1/chat/completions", encoded, headers)
             response = connection.getresponse()
             size = len(response.read())
@@ -289,7 +295,7 @@ def program_costs(before, after, names):
 
 
 def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=None, stop_probe_secs=0,
-             certificates=None, cgroup=None):
+             certificates=None, cgroup=None, reconnect=False):
     """Run the paced load once. Returns the client's report, the probe's result (or
     None without the probe) and, with a `cgroup`, the probe's costs while
     the load ran: CPU of its process and run time of its eBPF programs."""
@@ -307,7 +313,7 @@ def run_once(probe_path, rate, seconds, body, server_args, with_probe, ring_mib=
     connections = max(1, int(rate) // 50)
     client = subprocess.Popen(
         [sys.executable, __file__, "--client", str(port), str(rate), str(seconds), json.dumps(body),
-         str(connections), cafile],
+         str(connections), cafile, "1" if reconnect else ""],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -396,7 +402,7 @@ def added(off_runs, on_runs, fraction):
 
 def load_rows(probe_path, scenarios, certificates, cgroup):
     rows = []
-    for name, rate, seconds, pairs, body, server_args, tls in scenarios:
+    for name, rate, seconds, pairs, body, server_args, tls, reconnect in scenarios:
         server_certificates = certificates if tls else None
         off_runs, on_runs = [], []
         for pair in range(pairs):
@@ -404,7 +410,7 @@ def load_rows(probe_path, scenarios, certificates, cgroup):
             for with_probe in (False, True) if pair % 2 == 0 else (True, False):
                 report, result, costs = run_once(
                     probe_path, rate, seconds, body, server_args, with_probe=with_probe,
-                    certificates=server_certificates, cgroup=cgroup,
+                    certificates=server_certificates, cgroup=cgroup, reconnect=reconnect,
                 )
                 if with_probe:
                     on_runs.append((report, result, costs))
@@ -645,11 +651,13 @@ def main(argv):
         "--quick", action="store_true", help="only 200 requests/s, a short ramp and no stopped probe"
     )
     parser.add_argument("--json", help="write every measurement to this file")
-    parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=7, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.client:
-        port, rate, seconds, body, connections, cafile = options.client
-        run_client(int(port), float(rate), float(seconds), json.loads(body), int(connections), cafile)
+        port, rate, seconds, body, connections, cafile, reconnect = options.client
+        run_client(
+            int(port), float(rate), float(seconds), json.loads(body), int(connections), cafile, bool(reconnect)
+        )
         return
 
     cgroup = ProbeCgroup()
