@@ -173,10 +173,18 @@ pub fn connected_sockets(pid: u32) -> Vec<(i32, SocketInfo)> {
         return Vec::new();
     }
 
-    let tables = SocketTables::load(pid);
+    // The tables are read only if some socket cannot be queried itself.
+    let mut tables = None;
     let mut sockets: Vec<(i32, SocketInfo)> = inodes
         .into_iter()
-        .filter_map(|(fd, inode)| Some((fd, tables.get(inode)?)))
+        .filter_map(|(fd, inode)| {
+            let info = query_socket(pid, fd).unwrap_or_else(|_| {
+                tables
+                    .get_or_insert_with(|| SocketTables::load(pid))
+                    .get(inode)
+            })?;
+            Some((fd, info))
+        })
         .filter(|(_, info)| !info.listening && info.peer.is_some())
         .collect();
     sockets.sort_by_key(|(fd, _)| *fd);
