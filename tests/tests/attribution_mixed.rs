@@ -1,12 +1,13 @@
 //! Attribution end to end without faults and with two faults at once: no
-//! false verdict on a healthy stack, and never one confident wrong verdict
-//! when two components are slow.
+//! false verdict on a healthy stack, never one confident wrong verdict
+//! when two components are slow, and a retrieval delay measured whole
+//! while a CPU quota throttles the caller.
 //! Needs what attribution_faults.rs needs.
 
 use std::time::Duration;
 
 use llmslo_tests::stack::{
-    Fault, Stack,
+    CpuQuota, Fault, Stack,
     diagnose::contributors,
     scenario::{self, Outcome},
 };
@@ -86,4 +87,57 @@ fn two_slow_components_are_both_named_or_inconclusive() {
         Some("inconclusive") => {}
         other => panic!("unexpected verdict status {other:?}\n{}", outcome.explain()),
     }
+}
+
+#[test]
+fn throttled_caller_keeps_retrieval() {
+    // A quota of 1 ms per 20 ms throttles chat-api around its PostgreSQL
+    // queries, also between sending one and blocking on its response. Those
+    // run-queue waits overlap PostgreSQL's own delay, so they must not be
+    // taken out of the retrieval call's time (they took 50 to 90 ms out of
+    // it when every wait of the calling thread was).
+    let delay_ms = 500.0;
+    let budget_ms = 600.0;
+    let outcome = scenario::run(
+        Stack::builder()
+            .fault(Fault::SlowRetrievalQuery(ms(500)))
+            .fault(Fault::CpuQuota(
+                CpuQuota::new(Duration::from_micros(1_000), ms(20)).expect("1 ms per 20 ms"),
+            )),
+        WINDOW,
+        &["ttft.p95=600ms"],
+    );
+    outcome.assert_client_slower(|s| s.ttft_p50_ms, 400.0);
+    outcome.assert_delays_served();
+
+    // Throttling may come first: the quota delays every request as well.
+    let verdict = outcome.verdict("ttft.p95");
+    assert_eq!(
+        verdict["status"],
+        "attributed",
+        "the verdict is not attributed\n{}",
+        outcome.explain()
+    );
+    let retrieval = contributors(verdict)
+        .into_iter()
+        .find(|contributor| contributor.component == "retrieval")
+        .unwrap_or_else(|| panic!("retrieval is not named\n{}", outcome.explain()));
+    let (low_ms, high_ms) = (retrieval.low * budget_ms, retrieval.high * budget_ms);
+    assert!(
+        low_ms <= delay_ms * 1.01 && delay_ms <= high_ms * 1.01,
+        "retrieval's interval {low_ms:.1}..{high_ms:.1} ms misses the {delay_ms} ms delay\n{}",
+        outcome.explain()
+    );
+    let p95_ms = outcome.diagnosis.report["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|row| row["component"] == "retrieval" && row["phase"] == "ttft")
+        .and_then(|row| row["p95_critical_us"].as_f64())
+        .map_or(0.0, |us| us / 1000.0);
+    assert!(
+        p95_ms >= delay_ms * 0.97,
+        "retrieval's p95 on the TTFT path is {p95_ms:.1} ms for a {delay_ms} ms delay\n{}",
+        outcome.explain()
+    );
 }
