@@ -65,9 +65,9 @@ TOKENS_2000 = ["--min-tokens", "2000", "--max-tokens", "2000"]
 # and with the probe), request body, server arguments, whether the client
 # uses TLS (Python's http.client on OpenSSL, whose plaintext the probe
 # reads through uprobes), whether it opens a new connection for each
-# request (the probe then follows a connect, and the server an accept, per
-# request). The row of the target (200 streams/s) gets the most pairs: a
-# p99 of one run moves by hundreds of microseconds here.
+# request (the probe then follows a connect per request). The row of the
+# target (200 streams/s) gets the most pairs: a p99 of one run moves by
+# hundreds of microseconds here.
 LOAD_SCENARIOS = [
     ("stream 20 tokens", 50, 10, 1, STREAM, TOKENS_20, False, False),
     ("stream 20 tokens", 100, 10, 1, STREAM, TOKENS_20, False, False),
