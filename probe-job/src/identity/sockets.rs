@@ -84,25 +84,60 @@ pub fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
 
 /// Looks one fd up; used when a connection starts or first carries bytes.
 ///
-/// Queries the socket itself when the probe may duplicate the fd, at a
-/// cost independent of how many sockets the node has. Reading the tables
-/// is the fallback, because the kernel walks every bucket of its TCP hash
-/// table for each read: a lookup in the four tables took 2.4 ms on a
-/// 24 GiB host with three sockets.
+/// Queries the socket itself where duplicating the fd changes nothing, at
+/// a cost independent of how many sockets the node has. Reading the
+/// tables is the fallback, because the kernel walks every bucket of its
+/// TCP hash table for each read: a lookup in the four tables took 2.4 ms
+/// on a 24 GiB host with three sockets.
 pub fn resolve(pid: u32, fd: i32) -> Option<SocketInfo> {
-    match query_socket(pid, fd) {
-        Ok(info) => info,
-        Err(error) => {
-            tracing::trace!(%error, pid, fd, "failed to duplicate the fd; reading the socket tables instead");
-            let inode = socket_inode(pid, fd)?;
-            SocketTables::load(pid).get(inode)
+    if duplication_is_inert() {
+        match query_socket(pid, fd) {
+            Ok(info) => return info,
+            Err(error) => tracing::trace!(
+                %error, pid, fd, "failed to duplicate the fd; reading the socket tables instead"
+            ),
         }
     }
+    let inode = socket_inode(pid, fd)?;
+    SocketTables::load(pid).get(inode)
+}
+
+/// Returns whether a socket duplicated into the probe stays as it was.
+///
+/// Receiving a socket fd sets the socket's net_cls class id and net_prio
+/// index to those of the receiver: the kernel's `__receive_sock`, written
+/// for fds passed with SCM_RIGHTS, runs for every received fd. Where those cgroup v1 controllers have groups
+/// besides the root, that could change how the target's traffic is
+/// classified, so the probe does not duplicate there. Read on every call:
+/// a group may be created during the window.
+fn duplication_is_inert() -> bool {
+    fs::read_to_string("/proc/cgroups").is_ok_and(|table| only_root_network_groups(&table))
+}
+
+/// Returns whether `/proc/cgroups` lists no group of net_cls or net_prio
+/// other than the root; true also where the kernel lacks them.
+fn only_root_network_groups(table: &str) -> bool {
+    table
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .all(|line| {
+            // subsys_name, hierarchy, num_cgroups, enabled
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                ["net_cls" | "net_prio", _, groups, ..] => {
+                    groups.parse::<u64>().is_ok_and(|n| n <= 1)
+                }
+                ["net_cls" | "net_prio", ..] => false,
+                _ => true,
+            }
+        })
 }
 
 /// Duplicates `fd` of `pid` into the probe (`pidfd_getfd`, Linux 5.6, which
 /// needs the right to ptrace the process) and reads the socket's type and
-/// addresses. `Ok(None)` for fds that are not TCP or UDP sockets over IP;
+/// addresses. Callers check [`duplication_is_inert`] first. The duplicate
+/// lives for a few system calls; should the target close its fd in that
+/// time, the socket closes when the probe drops it. `Ok(None)` for fds that are not TCP or UDP sockets over IP;
 /// `Err` when the fd cannot be duplicated, where the tables may still know
 /// it.
 fn query_socket(pid: u32, fd: i32) -> rustix::io::Result<Option<SocketInfo>> {
@@ -174,11 +209,13 @@ pub fn connected_sockets(pid: u32) -> Vec<(i32, SocketInfo)> {
     }
 
     // The tables are read only if some socket cannot be queried itself.
+    let inert = duplication_is_inert();
     let mut tables = None;
     let mut sockets: Vec<(i32, SocketInfo)> = inodes
         .into_iter()
         .filter_map(|(fd, inode)| {
-            let info = query_socket(pid, fd).unwrap_or_else(|_| {
+            let queried = inert.then(|| query_socket(pid, fd).ok()).flatten();
+            let info = queried.unwrap_or_else(|| {
                 tables
                     .get_or_insert_with(|| SocketTables::load(pid))
                     .get(inode)
@@ -271,6 +308,18 @@ mod tests {
         let not_open = 1 << 20;
         assert!(query_socket(pid, not_open).is_err());
         assert_eq!(resolve(pid, not_open), None);
+    }
+
+    #[test]
+    fn network_groups_gate_duplication() {
+        let header = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t1\t90\t1\n";
+        let only_root = format!("{header}net_cls\t0\t1\t1\nnet_prio\t0\t1\t1\n");
+        let classes_in_use = format!("{header}net_cls\t6\t42\t1\nnet_prio\t6\t42\t1\n");
+        let unreadable = format!("{header}net_cls\t6\n");
+        assert!(only_root_network_groups(&only_root));
+        assert!(only_root_network_groups(header));
+        assert!(!only_root_network_groups(&classes_in_use));
+        assert!(!only_root_network_groups(&unreadable));
     }
 
     #[test]
