@@ -106,10 +106,10 @@ pub fn resolve(pid: u32, fd: i32) -> Option<SocketInfo> {
 ///
 /// Receiving a socket fd sets the socket's net_cls class id and net_prio
 /// index to those of the receiver: the kernel's `__receive_sock`, written
-/// for fds passed with SCM_RIGHTS, runs for every received fd. Where those cgroup v1 controllers have groups
-/// besides the root, that could change how the target's traffic is
-/// classified, so the probe does not duplicate there. Read on every call:
-/// a group may be created during the window.
+/// for fds passed with SCM_RIGHTS, runs for every received fd. Where those
+/// cgroup v1 controllers have groups besides the root, that could change
+/// how the target's traffic is classified, so the probe does not duplicate
+/// there. Read on every call: a group may be created during the window.
 fn duplication_is_inert() -> bool {
     fs::read_to_string("/proc/cgroups").is_ok_and(|table| only_root_network_groups(&table))
 }
@@ -135,11 +135,11 @@ fn only_root_network_groups(table: &str) -> bool {
 
 /// Duplicates `fd` of `pid` into the probe (`pidfd_getfd`, Linux 5.6, which
 /// needs the right to ptrace the process) and reads the socket's type and
-/// addresses. Callers check [`duplication_is_inert`] first. The duplicate
-/// lives for a few system calls; should the target close its fd in that
-/// time, the socket closes when the probe drops it. `Ok(None)` for fds that are not TCP or UDP sockets over IP;
+/// addresses. `Ok(None)` for fds that are not TCP or UDP sockets over IP;
 /// `Err` when the fd cannot be duplicated, where the tables may still know
-/// it.
+/// it. Callers check [`duplication_is_inert`] first. The duplicate lives
+/// for a few system calls; should the target close its fd in that time,
+/// the socket closes when the probe drops it.
 fn query_socket(pid: u32, fd: i32) -> rustix::io::Result<Option<SocketInfo>> {
     use rustix::{
         net::{AddressFamily, SocketType, getpeername, getsockname, ipproto, sockopt},
