@@ -20,6 +20,14 @@ pub struct SocketInfo {
     pub listening: bool,
 }
 
+impl SocketInfo {
+    /// Returns whether this is a TCP socket that is neither listening nor
+    /// connected, such as one still in its handshake.
+    fn is_connecting_tcp(&self) -> bool {
+        self.transport == Transport::Tcp && !self.listening && self.peer.is_none()
+    }
+}
+
 /// IP sockets of one network namespace, by inode.
 #[derive(Debug, Default)]
 pub struct SocketTables {
@@ -114,8 +122,11 @@ fn duplication_is_inert() -> bool {
     fs::read_to_string("/proc/cgroups").is_ok_and(|table| only_root_network_groups(&table))
 }
 
-/// Returns whether `/proc/cgroups` lists no group of net_cls or net_prio
-/// other than the root; true also where the kernel lacks them.
+/// Returns whether `/proc/cgroups` shows that every process shares the
+/// root group of net_cls and net_prio. That holds where they are on no
+/// cgroup v1 hierarchy (hierarchy 0): cgroup v2 cannot enable them, and
+/// their `num_cgroups` then counts every v2 group. It also holds where
+/// their v1 hierarchy has only the root, or the kernel lacks them.
 fn only_root_network_groups(table: &str) -> bool {
     table
         .lines()
@@ -124,8 +135,8 @@ fn only_root_network_groups(table: &str) -> bool {
             // subsys_name, hierarchy, num_cgroups, enabled
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
-                ["net_cls" | "net_prio", _, groups, ..] => {
-                    groups.parse::<u64>().is_ok_and(|n| n <= 1)
+                ["net_cls" | "net_prio", hierarchy, groups, ..] => {
+                    *hierarchy == "0" || groups.parse::<u64>().is_ok_and(|n| n <= 1)
                 }
                 ["net_cls" | "net_prio", ..] => false,
                 _ => true,
@@ -180,12 +191,27 @@ fn query_socket(pid: u32, fd: i32) -> rustix::io::Result<Option<SocketInfo>> {
         .ok()
         .flatten()
         .and_then(|address| SocketAddr::try_from(address).ok());
+    if sockopt::socket_linger(&socket).is_ok_and(|linger| linger.is_some_and(|t| !t.is_zero())) {
+        // Should the target close its fd meanwhile, dropping the duplicate
+        // is the socket's last close, which lingers while unsent data
+        // remains: that wait must not stall the event loop.
+        std::thread::spawn(move || drop(socket));
+    }
     Ok(Some(SocketInfo {
         transport,
-        local,
-        peer,
+        local: without_scope(local),
+        peer: peer.map(without_scope),
         listening,
     }))
+}
+
+/// Drops the IPv6 scope id, which the socket tables and the addresses of
+/// the probe's other records do not carry.
+fn without_scope(mut address: SocketAddr) -> SocketAddr {
+    if let SocketAddr::V6(v6) = &mut address {
+        v6.set_scope_id(0);
+    }
+    address
 }
 
 /// Lists the fds of `pid` that are connected IP sockets: TCP sockets that
@@ -214,7 +240,12 @@ pub fn connected_sockets(pid: u32) -> Vec<(i32, SocketInfo)> {
     let mut sockets: Vec<(i32, SocketInfo)> = inodes
         .into_iter()
         .filter_map(|(fd, inode)| {
-            let queried = inert.then(|| query_socket(pid, fd).ok()).flatten();
+            let queried = inert
+                .then(|| query_socket(pid, fd).ok())
+                .flatten()
+                // A TCP socket still in its handshake has no peer for
+                // getpeername, but the tables list the address it connects to.
+                .filter(|info| !info.is_some_and(|info| info.is_connecting_tcp()));
             let info = queried.unwrap_or_else(|| {
                 tables
                     .get_or_insert_with(|| SocketTables::load(pid))
@@ -311,13 +342,58 @@ mod tests {
     }
 
     #[test]
+    fn connecting_socket_is_seeded() {
+        use rustix::net::{
+            AddressFamily, SocketFlags, SocketType, bind, connect, getsockname, listen, socket,
+            socket_with,
+        };
+
+        // A listen backlog of 0 admits one connection; the SYN of the next
+        // is dropped, which keeps that socket in SYN_SENT.
+        let listener = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        bind(
+            &listener,
+            &std::net::SocketAddrV4::new([127, 0, 0, 1].into(), 0),
+        )
+        .unwrap();
+        listen(&listener, 0).unwrap();
+        let address = SocketAddr::try_from(getsockname(&listener).unwrap()).unwrap();
+        let _queued = TcpStream::connect(address).unwrap();
+        let connecting = socket_with(
+            AddressFamily::INET,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        connect(&connecting, &address).unwrap_err();
+
+        let pid = std::process::id();
+        let peer = connected_sockets(pid)
+            .into_iter()
+            .find(|(fd, _)| *fd == connecting.as_raw_fd())
+            .map(|(_, info)| info.peer);
+        assert_eq!(peer, Some(Some(address)));
+    }
+
+    #[test]
+    fn ipv6_scope_is_dropped() {
+        let scoped: SocketAddr = "[fe80::1%2]:443".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        assert_eq!(without_scope(scoped).to_string(), "[fe80::1]:443");
+        assert_eq!(without_scope(v4), v4);
+    }
+
+    #[test]
     fn network_groups_gate_duplication() {
         let header = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t1\t90\t1\n";
         let only_root = format!("{header}net_cls\t0\t1\t1\nnet_prio\t0\t1\t1\n");
         let classes_in_use = format!("{header}net_cls\t6\t42\t1\nnet_prio\t6\t42\t1\n");
+        let cgroup_v2 = format!("{header}net_cls\t0\t90\t1\nnet_prio\t0\t90\t1\n");
         let unreadable = format!("{header}net_cls\t6\n");
         assert!(only_root_network_groups(&only_root));
         assert!(only_root_network_groups(header));
+        assert!(only_root_network_groups(&cgroup_v2));
         assert!(!only_root_network_groups(&classes_in_use));
         assert!(!only_root_network_groups(&unreadable));
     }
