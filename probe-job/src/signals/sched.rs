@@ -134,17 +134,6 @@ pub fn read_totals(ebpf: &Ebpf, now_ns: u64) -> Result<Totals, SignalError> {
             map: "PROCESS_CPU",
             source,
         })?;
-    // An entry that vanishes while iterating is skipped; the programs
-    // never delete entries, so that does not happen during a run.
-    for (pid, per_cpu) in processes.iter().flatten() {
-        let sum = totals.processes.entry(pid).or_default();
-        for cpu in per_cpu.iter() {
-            sum.on_cpu_ns += cpu.on_cpu_ns;
-            sum.waits += cpu.waits;
-            sum.total_wait_ns += cpu.total_wait_ns;
-        }
-    }
-
     let running_map = ebpf
         .map("ON_CPU")
         .ok_or(SignalError::MissingMap { map: "ON_CPU" })?;
@@ -154,13 +143,69 @@ pub fn read_totals(ebpf: &Ebpf, now_ns: u64) -> Result<Totals, SignalError> {
             map: "ON_CPU",
             source,
         })?;
-    let per_cpu = running.get(&0, 0).map_err(|source| SignalError::Map {
-        action: "read the running target threads",
-        map: "ON_CPU",
-        source,
-    })?;
-    add_open_slices(&mut totals, per_cpu.iter(), now_ns);
+
+    let read_running = || {
+        running
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().copied().collect::<Vec<OnCpu>>())
+            .map_err(|source| SignalError::Map {
+                action: "read the running target threads",
+                map: "ON_CPU",
+                source,
+            })
+    };
+    let read_processes = || {
+        let mut sums = BTreeMap::<u32, ProcessCpu>::new();
+        // An entry that vanishes while iterating is skipped; the programs
+        // never delete entries, so that does not happen during a run.
+        for (pid, per_cpu) in processes.iter().flatten() {
+            let sum = sums.entry(pid).or_default();
+            for cpu in per_cpu.iter() {
+                sum.on_cpu_ns += cpu.on_cpu_ns;
+                sum.waits += cpu.waits;
+                sum.total_wait_ns += cpu.total_wait_ns;
+            }
+        }
+        Ok(sums)
+    };
+    let (sums, open) = read_consistent(read_running, read_processes)?;
+    totals.processes = sums;
+    add_open_slices(&mut totals, open.iter(), now_ns);
     Ok(totals)
+}
+
+/// Attempts at reading the per-process totals while no target slice
+/// starts or ends.
+const CONSISTENT_READ_ATTEMPTS: usize = 8;
+
+/// Reads the per-process totals between two reads of the running slices,
+/// again while a slice started or ended in between, and returns them with
+/// the slices of the second read. A slice is charged to its process when
+/// it ends. One that ended between the two reads may be missing from both,
+/// but while the running slices stay unchanged, every slice is counted
+/// once. After [`CONSISTENT_READ_ATTEMPTS`] the last reads are returned as
+/// they are.
+fn read_consistent<P, E>(
+    mut read_running: impl FnMut() -> Result<Vec<OnCpu>, E>,
+    mut read_processes: impl FnMut() -> Result<P, E>,
+) -> Result<(P, Vec<OnCpu>), E> {
+    let same = |a: &[OnCpu], b: &[OnCpu]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(a, b)| a.tid == b.tid && a.since_ns == b.since_ns)
+    };
+    let mut before = read_running()?;
+    let mut attempt = 1;
+    loop {
+        let processes = read_processes()?;
+        let after = read_running()?;
+        if same(&before, &after) || attempt == CONSISTENT_READ_ATTEMPTS {
+            return Ok((processes, after));
+        }
+        before = after;
+        attempt += 1;
+    }
 }
 
 /// Adds the slices of target threads still on a CPU at `now_ns`.
@@ -203,6 +248,55 @@ pub fn scheduling(totals: &Totals, long_waits: LongWaits, threshold_ns: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slot(tid: u32, since_ns: u64) -> OnCpu {
+        OnCpu {
+            tid,
+            tgid: tid,
+            since_ns,
+        }
+    }
+
+    #[test]
+    fn totals_reread_while_slices_change() {
+        // The slice on the second CPU ends during the first read of the
+        // totals, then nothing changes.
+        let mut running = vec![
+            vec![slot(0, 0), slot(7, 100)],
+            vec![slot(0, 0), slot(0, 0)],
+            vec![slot(0, 0), slot(0, 0)],
+        ]
+        .into_iter();
+        let mut reads = 0;
+        let (totals, open) = read_consistent::<_, ()>(
+            || Ok(running.next().unwrap()),
+            || {
+                reads += 1;
+                Ok(reads)
+            },
+        )
+        .unwrap();
+        assert_eq!(totals, 2);
+        assert!(open.iter().all(|slot| slot.tid == 0));
+    }
+
+    #[test]
+    fn totals_read_gives_up_after_attempts() {
+        let mut since = 0;
+        let mut reads = 0;
+        let (totals, _) = read_consistent::<_, ()>(
+            || {
+                since += 1;
+                Ok(vec![slot(3, since)])
+            },
+            || {
+                reads += 1;
+                Ok(reads)
+            },
+        )
+        .unwrap();
+        assert_eq!(totals, CONSISTENT_READ_ATTEMPTS);
+    }
 
     #[test]
     fn long_waits_beyond_limit_are_counted() {
