@@ -21,7 +21,7 @@ use crate::{
         cgroup::{self, PathIds},
         namespace,
         processes::{ProcessRegistry, read_facts},
-        sockets::{self, SocketInfo},
+        sockets::{SocketInfo, SocketLookup},
     },
     reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats, Transfer},
     signals::{
@@ -94,8 +94,7 @@ type Parsers = ConnectionTable<
 pub struct Pipeline {
     table: Parsers,
     registry: ProcessRegistry,
-    /// Sockets found in `/proc` before their first event, with their
-    /// addresses from `/proc`.
+    /// Sockets found open before their first event, with their addresses.
     seeded: HashMap<SocketKey, ConnectionMeta>,
     /// Target containers, to name processes that join them.
     containers: Vec<ContainerTarget>,
@@ -119,6 +118,8 @@ pub struct Pipeline {
     retransmit_flows: bool,
     /// Whether the kernel's thread map needs the threads of new targets.
     threads: bool,
+    /// Addresses of the sockets that targets open, connect and accept.
+    socket_lookup: SocketLookup,
     /// Followed TCP connections by their kernel flow, and back.
     socket_of_flow: HashMap<FlowKey, SocketKey>,
     flow_of_socket: HashMap<SocketKey, FlowKey>,
@@ -154,6 +155,7 @@ impl Pipeline {
             sequence_numbers: false,
             retransmit_flows: false,
             threads: false,
+            socket_lookup: SocketLookup::default(),
             socket_of_flow: HashMap::new(),
             flow_of_socket: HashMap::new(),
             window_start_ns: 0,
@@ -200,7 +202,7 @@ impl Pipeline {
     /// Finds the connected sockets a process already has and queues them
     /// for the kernel's socket map.
     pub fn seed_sockets(&mut self, pid: u32) {
-        let sockets = sockets::connected_sockets(pid);
+        let sockets = self.socket_lookup.connected_sockets(pid);
         tracing::debug!(pid, count = sockets.len(), "found existing sockets");
         for (fd, info) in sockets {
             let key = SocketKey { tgid: pid, fd };
@@ -402,7 +404,7 @@ impl Pipeline {
             return;
         }
         let meta = self.seeded.remove(&key).unwrap_or_else(|| {
-            let info = sockets::resolve(key.tgid, key.fd);
+            let info = self.socket_lookup.resolve(key.tgid, key.fd);
             match info {
                 Some(info) => meta_from_proc(&info, None),
                 None => ConnectionMeta {
@@ -447,7 +449,7 @@ impl Pipeline {
             fd: header.fd,
         };
         self.seeded.remove(&key);
-        let info = sockets::resolve(key.tgid, key.fd);
+        let info = self.socket_lookup.resolve(key.tgid, key.fd);
         // The kernel's view wins over `/proc`, which no longer lists a
         // socket that was closed before this event was read (glibc's
         // resolver closes its UDP socket right after the answers).
@@ -475,7 +477,7 @@ impl Pipeline {
             fd: header.fd,
         };
         self.seeded.remove(&key);
-        let info = sockets::resolve(key.tgid, key.fd);
+        let info = self.socket_lookup.resolve(key.tgid, key.fd);
         let meta = ConnectionMeta {
             transport: Transport::Tcp,
             role: Some(Direction::Inbound),

@@ -2,7 +2,12 @@
 //! addresses, from the socket itself or from the tables of the process's
 //! network namespace in `/proc`.
 
-use std::{collections::HashMap, fs, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    fs,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use llmslo_wire::Transport;
 use procfs::{
@@ -90,24 +95,53 @@ pub fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
         .ok()
 }
 
-/// Looks one fd up; used when a connection starts or first carries bytes.
+/// How long a reading of `/proc/cgroups` is trusted. Reading it costs
+/// about twice as much as the socket query it allows.
+const GATE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Looks up the sockets of target processes.
 ///
-/// Queries the socket itself where duplicating the fd changes nothing, at
+/// Queries each socket itself where duplicating the fd changes nothing, at
 /// a cost independent of how many sockets the node has. Reading the
 /// tables is the fallback, because the kernel walks every bucket of its
 /// TCP hash table for each read: a lookup in the four tables took 2.4 ms
 /// on a 24 GiB host with three sockets.
-pub fn resolve(pid: u32, fd: i32) -> Option<SocketInfo> {
-    if duplication_is_inert() {
-        match query_socket(pid, fd) {
-            Ok(info) => return info,
-            Err(error) => tracing::trace!(
-                %error, pid, fd, "failed to duplicate the fd; reading the socket tables instead"
-            ),
+#[derive(Debug, Default)]
+pub struct SocketLookup {
+    /// The last reading of [`duplication_is_inert`], and when it was made.
+    gate: Option<(Instant, bool)>,
+}
+
+impl SocketLookup {
+    /// Looks one fd up; used when a connection starts or first carries
+    /// bytes.
+    pub fn resolve(&mut self, pid: u32, fd: i32) -> Option<SocketInfo> {
+        if self.may_duplicate() {
+            match query_socket(pid, fd) {
+                Ok(info) => return info,
+                Err(error) => tracing::trace!(
+                    %error, pid, fd, "failed to duplicate the fd; reading the socket tables instead"
+                ),
+            }
+        }
+        let inode = socket_inode(pid, fd)?;
+        SocketTables::load(pid).get(inode)
+    }
+
+    /// Returns [`duplication_is_inert`], read again after
+    /// [`GATE_MAX_AGE`], because a net_cls or net_prio group may be
+    /// created during the window.
+    fn may_duplicate(&mut self) -> bool {
+        let now = Instant::now();
+        match self.gate {
+            Some((read_at, inert)) if now.duration_since(read_at) < GATE_MAX_AGE => inert,
+            _ => {
+                let inert = duplication_is_inert();
+                self.gate = Some((now, inert));
+                inert
+            }
         }
     }
-    let inode = socket_inode(pid, fd)?;
-    SocketTables::load(pid).get(inode)
 }
 
 /// Returns whether a socket duplicated into the probe stays as it was.
@@ -117,7 +151,7 @@ pub fn resolve(pid: u32, fd: i32) -> Option<SocketInfo> {
 /// for fds passed with SCM_RIGHTS, runs for every received fd. Where those
 /// cgroup v1 controllers have groups besides the root, that could change
 /// how the target's traffic is classified, so the probe does not duplicate
-/// there. Read on every call: a group may be created during the window.
+/// there.
 fn duplication_is_inert() -> bool {
     fs::read_to_string("/proc/cgroups").is_ok_and(|table| only_root_network_groups(&table))
 }
@@ -148,7 +182,7 @@ fn only_root_network_groups(table: &str) -> bool {
 /// needs the right to ptrace the process) and reads the socket's type and
 /// addresses. `Ok(None)` for fds that are not TCP or UDP sockets over IP;
 /// `Err` when the fd cannot be duplicated, where the tables may still know
-/// it. Callers check [`duplication_is_inert`] first. The duplicate lives
+/// it. Callers check [`SocketLookup::may_duplicate`] first. The duplicate lives
 /// for a few system calls; should the target close its fd in that time,
 /// the socket closes when the probe drops it.
 fn query_socket(pid: u32, fd: i32) -> rustix::io::Result<Option<SocketInfo>> {
@@ -214,49 +248,51 @@ fn without_scope(mut address: SocketAddr) -> SocketAddr {
     address
 }
 
-/// Lists the fds of `pid` that are connected IP sockets: TCP sockets that
-/// are not listening and UDP sockets with a peer.
-pub fn connected_sockets(pid: u32) -> Vec<(i32, SocketInfo)> {
-    let Ok(process) = Process::new(pid as i32) else {
-        return Vec::new();
-    };
-    let Ok(fds) = process.fd() else {
-        return Vec::new();
-    };
-    let inodes: Vec<(i32, u64)> = fds
-        .flatten()
-        .filter_map(|fd| match fd.target {
-            FDTarget::Socket(inode) => Some((fd.fd, inode)),
-            _ => None,
-        })
-        .collect();
-    if inodes.is_empty() {
-        return Vec::new();
-    }
+impl SocketLookup {
+    /// Lists the fds of `pid` that are connected IP sockets: TCP sockets that
+    /// are not listening and UDP sockets with a peer.
+    pub fn connected_sockets(&mut self, pid: u32) -> Vec<(i32, SocketInfo)> {
+        let Ok(process) = Process::new(pid as i32) else {
+            return Vec::new();
+        };
+        let Ok(fds) = process.fd() else {
+            return Vec::new();
+        };
+        let inodes: Vec<(i32, u64)> = fds
+            .flatten()
+            .filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) => Some((fd.fd, inode)),
+                _ => None,
+            })
+            .collect();
+        if inodes.is_empty() {
+            return Vec::new();
+        }
 
-    // The tables are read only if some socket cannot be queried itself.
-    let inert = duplication_is_inert();
-    let mut tables = None;
-    let mut sockets: Vec<(i32, SocketInfo)> = inodes
-        .into_iter()
-        .filter_map(|(fd, inode)| {
-            let queried = inert
-                .then(|| query_socket(pid, fd).ok())
-                .flatten()
-                // A TCP socket still in its handshake has no peer for
-                // getpeername, but the tables list the address it connects to.
-                .filter(|info| !info.is_some_and(|info| info.is_connecting_tcp()));
-            let info = queried.unwrap_or_else(|| {
-                tables
-                    .get_or_insert_with(|| SocketTables::load(pid))
-                    .get(inode)
-            })?;
-            Some((fd, info))
-        })
-        .filter(|(_, info)| !info.listening && info.peer.is_some())
-        .collect();
-    sockets.sort_by_key(|(fd, _)| *fd);
-    sockets
+        // The tables are read only if some socket cannot be queried itself.
+        let inert = self.may_duplicate();
+        let mut tables = None;
+        let mut sockets: Vec<(i32, SocketInfo)> = inodes
+            .into_iter()
+            .filter_map(|(fd, inode)| {
+                let queried = inert
+                    .then(|| query_socket(pid, fd).ok())
+                    .flatten()
+                    // A TCP socket still in its handshake has no peer for
+                    // getpeername, but the tables list the address it connects to.
+                    .filter(|info| !info.is_some_and(|info| info.is_connecting_tcp()));
+                let info = queried.unwrap_or_else(|| {
+                    tables
+                        .get_or_insert_with(|| SocketTables::load(pid))
+                        .get(inode)
+                })?;
+                Some((fd, info))
+            })
+            .filter(|(_, info)| !info.listening && info.peer.is_some())
+            .collect();
+        sockets.sort_by_key(|(fd, _)| *fd);
+        sockets
+    }
 }
 
 #[cfg(test)]
@@ -277,7 +313,7 @@ mod tests {
         client.write_all(b"x").unwrap();
 
         let pid = std::process::id();
-        let sockets = connected_sockets(pid);
+        let sockets = SocketLookup::default().connected_sockets(pid);
         let (_, info) = sockets
             .iter()
             .find(|(fd, _)| *fd == client.as_raw_fd())
@@ -290,7 +326,9 @@ mod tests {
             "listening socket must not be listed"
         );
 
-        let resolved = resolve(pid, listener.as_raw_fd()).unwrap();
+        let resolved = SocketLookup::default()
+            .resolve(pid, listener.as_raw_fd())
+            .unwrap();
         assert!(resolved.listening);
     }
 
@@ -333,12 +371,13 @@ mod tests {
         let pid = std::process::id();
         assert_eq!(query_socket(pid, unix.as_raw_fd()), Ok(None));
         assert_eq!(query_socket(pid, file.as_raw_fd()), Ok(None));
-        assert_eq!(resolve(pid, unix.as_raw_fd()), None);
+        let mut lookup = SocketLookup::default();
+        assert_eq!(lookup.resolve(pid, unix.as_raw_fd()), None);
         // An fd that is not open cannot be duplicated, and the tables do
         // not list it. A just-closed number would be reused by the pidfd.
         let not_open = 1 << 20;
         assert!(query_socket(pid, not_open).is_err());
-        assert_eq!(resolve(pid, not_open), None);
+        assert_eq!(lookup.resolve(pid, not_open), None);
     }
 
     #[test]
@@ -369,7 +408,8 @@ mod tests {
         connect(&connecting, &address).unwrap_err();
 
         let pid = std::process::id();
-        let peer = connected_sockets(pid)
+        let peer = SocketLookup::default()
+            .connected_sockets(pid)
             .into_iter()
             .find(|(fd, _)| *fd == connecting.as_raw_fd())
             .map(|(_, info)| info.peer);
