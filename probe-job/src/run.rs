@@ -34,10 +34,10 @@ const DRAIN_BUDGET: usize = 4_096;
 /// Events carry kernel timestamps, so reading them later changes no
 /// timing. Events that user space acts on, and a ring buffer filling up,
 /// wake the reader before this (see `Wakeup` in the eBPF crate). Each
-/// wake-up costs tens of microseconds: at 200 streams/s, reading every
-/// 100 ms instead took the process from 1.34% to about 1.0% of a core,
-/// but a 1 MiB ring buffer then lost events at 71,500 events/s, which this
-/// interval reads without loss up to 80,000.
+/// wake-up costs tens of microseconds. At 200 streams/s, reading every
+/// 100 ms instead took the process from 1.34% to about 1.0% of a core.
+/// But a 1 MiB ring buffer then lost events at 71,500 events/s, a rate
+/// that this interval reads without loss.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Maximum time spent reading the ring buffer after the window ended. The
