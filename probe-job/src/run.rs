@@ -555,10 +555,6 @@ async fn collect_window(
     cpu_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Set when a timed read used its whole budget. The kernel wakes the
-    // reader only when the unread bytes cross a quarter of the ring buffer,
-    // so a backlog left above that point would wait for the next tick.
-    let mut backlog = false;
 
     loop {
         // Checked on every turn, because under a flood of events the drain
@@ -594,12 +590,12 @@ async fn collect_window(
             }
             _ = drain_tick.tick() => {
                 let read = collector.drain_now(DRAIN_BUDGET, |record| pipeline.handle_record(record));
-                backlog = read == DRAIN_BUDGET;
-                apply_drained(collector, pipeline, tls, diagnostics);
-            }
-            () = std::future::ready(()), if backlog => {
-                let read = collector.drain_now(DRAIN_BUDGET, |record| pipeline.handle_record(record));
-                backlog = read == DRAIN_BUDGET;
+                if read == DRAIN_BUDGET {
+                    // The kernel wakes the reader only when the unread bytes
+                    // cross a quarter of the ring buffer, so a backlog left
+                    // above that point is read on the next turn, not tick.
+                    drain_tick.reset_immediately();
+                }
                 apply_drained(collector, pipeline, tls, diagnostics);
             }
             drained = collector.drain(DRAIN_BUDGET, |record| pipeline.handle_record(record)) => {

@@ -157,10 +157,10 @@ fn duplication_is_inert() -> bool {
 }
 
 /// Returns whether `/proc/cgroups` shows that every process shares the
-/// root group of net_cls and net_prio. That holds where they are on no
-/// cgroup v1 hierarchy (hierarchy 0): cgroup v2 cannot enable them, and
-/// their `num_cgroups` then counts every v2 group. It also holds where
-/// their v1 hierarchy has only the root, or the kernel lacks them.
+/// root group of net_cls and net_prio. That is the case where they are on
+/// no cgroup v1 hierarchy (hierarchy 0): cgroup v2 cannot enable them, and
+/// their `num_cgroups` then counts every v2 group. It is also the case
+/// where their v1 hierarchy has only the root, or the kernel lacks them.
 fn only_root_network_groups(table: &str) -> bool {
     table
         .lines()
