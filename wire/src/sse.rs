@@ -29,10 +29,10 @@ pub struct SseParser {
     /// The previous byte was `\r`, so a `\n` that follows belongs to it.
     skip_lf: bool,
     at_stream_start: bool,
-    event: String,
-    data: Vec<u8>,
+    /// The event being read. Its buffers are reused for the next event, so
+    /// a long stream costs no allocation per event.
+    pending: SseEvent,
     has_data: bool,
-    oversized: bool,
     /// Comment lines seen, such as `: ping` keep-alives.
     pub comments: u64,
 }
@@ -45,16 +45,16 @@ impl SseParser {
             line_oversized: false,
             skip_lf: false,
             at_stream_start: true,
-            event: String::new(),
-            data: Vec::new(),
+            pending: SseEvent::default(),
             has_data: false,
-            oversized: false,
             comments: 0,
         }
     }
 
-    /// Parses `bytes` and appends every event they complete to `events`.
-    pub fn feed(&mut self, mut bytes: &[u8], events: &mut Vec<SseEvent>) {
+    /// Parses `bytes` and passes every event they complete to `on_event`.
+    /// The event is lent: the parser reuses its buffers once the call
+    /// returns.
+    pub fn feed(&mut self, mut bytes: &[u8], on_event: &mut impl FnMut(&SseEvent)) {
         if self.at_stream_start && !bytes.is_empty() {
             bytes = self.skip_byte_order_mark(bytes);
         }
@@ -73,7 +73,7 @@ impl SseParser {
                     self.append_to_line(&bytes[..end]);
                     self.skip_lf = bytes[end] == b'\r';
                     bytes = &bytes[end + 1..];
-                    self.end_line(events);
+                    self.end_line(on_event);
                 }
                 None => {
                     self.append_to_line(bytes);
@@ -90,8 +90,8 @@ impl SseParser {
         // The standard discards an unterminated event at the end of the
         // stream; callers use this only to count it.
         if !self.line.is_empty() || self.line_oversized {
-            let mut events = Vec::new();
-            self.end_line(&mut events);
+            // A line that is not empty ends no event.
+            self.end_line(&mut |_| {});
         }
         if !self.has_data {
             return None;
@@ -131,18 +131,17 @@ impl SseParser {
         }
     }
 
-    fn end_line(&mut self, events: &mut Vec<SseEvent>) {
+    fn end_line(&mut self, on_event: &mut impl FnMut(&SseEvent)) {
         self.at_stream_start = false;
         let line = std::mem::take(&mut self.line);
         let oversized = std::mem::replace(&mut self.line_oversized, false);
 
         if line.is_empty() && !oversized {
             if self.has_data {
-                events.push(self.take_event());
-            } else {
-                self.event.clear();
-                self.oversized = false;
+                self.strip_final_newline();
+                on_event(&self.pending);
             }
+            self.reset_event();
         } else {
             self.process_field(&line, oversized);
         }
@@ -169,37 +168,49 @@ impl SseParser {
 
         match name {
             b"data" => {
-                let room = self.max_event_bytes.saturating_sub(self.data.len());
+                let pending = &mut self.pending;
+                let room = self.max_event_bytes.saturating_sub(pending.data.len());
                 if value.len() + 1 > room {
-                    self.oversized = true;
-                    self.data.extend_from_slice(&value[..value.len().min(room)]);
+                    pending.oversized = true;
+                    pending
+                        .data
+                        .extend_from_slice(&value[..value.len().min(room)]);
                 } else {
-                    self.data.extend_from_slice(value);
-                    self.data.push(b'\n');
+                    pending.data.extend_from_slice(value);
+                    pending.data.push(b'\n');
                 }
                 self.has_data = true;
-                self.oversized |= oversized;
+                pending.oversized |= oversized;
             }
             b"event" => {
-                self.event = String::from_utf8_lossy(value).into_owned();
-                self.oversized |= oversized;
+                self.pending.event.clear();
+                self.pending.event.push_str(&String::from_utf8_lossy(value));
+                self.pending.oversized |= oversized;
             }
             // `id`, `retry` and unknown fields carry nothing llmslo reports.
             _ => {}
         }
     }
 
-    fn take_event(&mut self) -> SseEvent {
-        let mut data = std::mem::take(&mut self.data);
-        if data.last() == Some(&b'\n') {
-            data.pop();
+    /// Removes the `\n` that follows the last `data:` line.
+    fn strip_final_newline(&mut self) {
+        if self.pending.data.last() == Some(&b'\n') {
+            self.pending.data.pop();
         }
+    }
+
+    /// Empties the pending event and keeps its buffers.
+    fn reset_event(&mut self) {
+        self.pending.event.clear();
+        self.pending.data.clear();
+        self.pending.oversized = false;
         self.has_data = false;
-        SseEvent {
-            event: std::mem::take(&mut self.event),
-            data,
-            oversized: std::mem::replace(&mut self.oversized, false),
-        }
+    }
+
+    fn take_event(&mut self) -> SseEvent {
+        self.strip_final_newline();
+        self.has_data = false;
+        std::mem::take(&mut self.pending)
     }
 }
 
@@ -211,7 +222,7 @@ mod tests {
         let mut parser = SseParser::new(1024);
         let mut events = Vec::new();
         for chunk in chunks {
-            parser.feed(chunk, &mut events);
+            parser.feed(chunk, &mut |event| events.push(event.clone()));
         }
         events
     }
@@ -256,9 +267,9 @@ mod tests {
     #[test]
     fn comments_are_counted_not_dispatched() {
         let mut parser = SseParser::new(64);
-        let mut events = Vec::new();
-        parser.feed(b": keep-alive\n\n:\n\n", &mut events);
-        assert!(events.is_empty());
+        let mut events = 0;
+        parser.feed(b": keep-alive\n\n:\n\n", &mut |_| events += 1);
+        assert_eq!(events, 0);
         assert_eq!(parser.comments, 2);
     }
 
@@ -273,7 +284,9 @@ mod tests {
     fn oversized_line_is_flagged() {
         let mut parser = SseParser::new(8);
         let mut events = Vec::new();
-        parser.feed(b"data: 0123456789abcdef\n\ndata: ok\n\n", &mut events);
+        parser.feed(b"data: 0123456789abcdef\n\ndata: ok\n\n", &mut |event| {
+            events.push(event.clone())
+        });
         assert_eq!(events.len(), 2);
         assert!(events[0].oversized);
         assert!(events[0].data.len() <= 8);
@@ -290,9 +303,9 @@ mod tests {
     #[test]
     fn finish_returns_unterminated_event() {
         let mut parser = SseParser::new(64);
-        let mut events = Vec::new();
-        parser.feed(b"data: partial", &mut events);
-        assert!(events.is_empty());
+        let mut events = 0;
+        parser.feed(b"data: partial", &mut |_| events += 1);
+        assert_eq!(events, 0);
         let last = parser.finish().expect("pending event");
         assert_eq!(last.data, b"partial");
     }

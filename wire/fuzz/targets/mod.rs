@@ -135,13 +135,11 @@ pub fn http2(input: &[u8]) {
 /// Feeds the SSE parser the bytes of each data operation as one read.
 pub fn sse(input: &[u8]) {
     let mut parser = SseParser::new(SSE_MAX_DATA_BYTES);
-    let mut events = Vec::new();
     for op in ops::decode(input) {
         if let Op::Data { bytes, .. } = op {
-            parser.feed(bytes, &mut events);
-            for event in events.drain(..) {
+            parser.feed(bytes, &mut |event| {
                 assert!(event.data.len() <= SSE_MAX_DATA_BYTES);
-            }
+            });
         }
     }
     let _ = parser.finish();

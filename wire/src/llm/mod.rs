@@ -252,12 +252,17 @@ impl LlmTracker {
         match &mut self.reader {
             ResponseReader::Pending | ResponseReader::Ignored => {}
             ResponseReader::Whole(body) => body.push(bytes, self.max_body_bytes),
-            ResponseReader::Sse(parser) => {
-                let mut events = Vec::new();
-                parser.feed(bytes, &mut events);
-                for event in events {
-                    self.on_event(ts_ns, &event.event, &event.data, event.oversized);
+            ResponseReader::Sse(_) => {
+                // Taken out for the call, so that reading an event can
+                // borrow the rest of the tracker. Reading events never
+                // replaces the reader.
+                let mut reader = std::mem::replace(&mut self.reader, ResponseReader::Pending);
+                if let ResponseReader::Sse(parser) = &mut reader {
+                    parser.feed(bytes, &mut |event| {
+                        self.on_event(ts_ns, &event.event, &event.data, event.oversized)
+                    });
                 }
+                self.reader = reader;
             }
             ResponseReader::Ndjson(splitter) => {
                 let mut lines = Vec::new();
