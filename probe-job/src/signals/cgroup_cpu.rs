@@ -10,7 +10,9 @@
 
 use std::{
     collections::HashSet,
-    fs,
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
 
@@ -121,6 +123,7 @@ struct SampledCgroup {
     /// Path below the hierarchy's root, for the result.
     path: String,
     files: StatFiles,
+    open: OpenFiles,
     samples: Vec<CpuStatSample>,
     /// Set once a read failed, so that a removed cgroup is logged once.
     failed: bool,
@@ -223,6 +226,7 @@ impl CpuSampler {
         self.cgroups.push(SampledCgroup {
             path,
             files,
+            open: OpenFiles::default(),
             samples: Vec::new(),
             failed: false,
         });
@@ -231,7 +235,7 @@ impl CpuSampler {
     /// Reads every cgroup's statistics once; `at_ns` is `CLOCK_MONOTONIC`.
     pub fn sample(&mut self, at_ns: u64) {
         for cgroup in &mut self.cgroups {
-            match read_sample(&cgroup.files, at_ns) {
+            match read_sample(&cgroup.files, &mut cgroup.open, at_ns) {
                 Ok(sample) => cgroup.samples.push(sample),
                 Err(error) => {
                     if !cgroup.failed {
@@ -272,25 +276,67 @@ impl CpuSampler {
     }
 }
 
-fn read_sample(files: &StatFiles, at_ns: u64) -> std::io::Result<CpuStatSample> {
+/// The statistics files of one cgroup, kept open between samples: each
+/// sample reads them again from the start, which saves an open and a close
+/// per read and per tick.
+#[derive(Debug, Default)]
+struct OpenFiles {
+    cpu_stat: Option<File>,
+    usage: Option<File>,
+    /// Reused for every read.
+    bytes: Vec<u8>,
+}
+
+fn read_sample(files: &StatFiles, open: &mut OpenFiles, at_ns: u64) -> io::Result<CpuStatSample> {
     match files {
         StatFiles::V1 { cpu_stat, usage } => {
-            let stat = fs::read_to_string(cpu_stat)?;
             let usage_ns = match usage {
-                Some(path) => read_number(path)?,
+                Some(path) => parse_number(path, reread(&mut open.usage, path, &mut open.bytes)?)?,
                 None => 0,
             };
-            Ok(parse_v1(&stat, usage_ns, at_ns))
+            let stat = reread(&mut open.cpu_stat, cpu_stat, &mut open.bytes)?;
+            Ok(parse_v1(stat, usage_ns, at_ns))
         }
-        StatFiles::V2 { cpu_stat } => Ok(parse_v2(&fs::read_to_string(cpu_stat)?, at_ns)),
+        StatFiles::V2 { cpu_stat } => Ok(parse_v2(
+            reread(&mut open.cpu_stat, cpu_stat, &mut open.bytes)?,
+            at_ns,
+        )),
     }
 }
 
-fn read_number(path: &Path) -> std::io::Result<u64> {
-    let text = fs::read_to_string(path)?;
+/// Reads all of `path` through `file`, which is opened on first use and
+/// kept. cgroupfs renders a file anew for each read at offset 0.
+fn reread<'a>(file: &mut Option<File>, path: &Path, bytes: &'a mut Vec<u8>) -> io::Result<&'a str> {
+    let file = match file {
+        Some(file) => file,
+        None => file.insert(File::open(path)?),
+    };
+    bytes.clear();
+    loop {
+        let start = bytes.len();
+        bytes.resize(start + 4096, 0);
+        match file.read_at(&mut bytes[start..], start as u64) {
+            Ok(0) => {
+                bytes.truncate(start);
+                break;
+            }
+            Ok(read) => bytes.truncate(start + read),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => bytes.truncate(start),
+            Err(error) => return Err(error),
+        }
+    }
+    std::str::from_utf8(bytes).map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8: {error}", path.display()),
+        )
+    })
+}
+
+fn parse_number(path: &Path, text: &str) -> io::Result<u64> {
     text.trim().parse().map_err(|error| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
+        io::Error::new(
+            io::ErrorKind::InvalidData,
             format!(
                 "{} holds {:?}, not a number: {error}",
                 path.display(),
@@ -335,6 +381,7 @@ fn parse_v2(stat: &str, at_ns: u64) -> CpuStatSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn v1_stat_converts_nanoseconds() {
@@ -451,5 +498,29 @@ mod tests {
         let located = sampler.locate(&missing);
         fs::remove_dir_all(&root).unwrap();
         assert_eq!(located, None);
+    }
+
+    #[test]
+    fn reread_sees_each_new_content_through_one_open_file() {
+        let path = std::env::temp_dir().join(format!("llmslo-reread-{}", std::process::id()));
+        let long = "nr_periods 1\n".repeat(1000);
+        fs::write(&path, "usage_usec 1\n").unwrap();
+        let (mut file, mut bytes) = (None, Vec::new());
+        assert_eq!(
+            reread(&mut file, &path, &mut bytes).unwrap(),
+            "usage_usec 1\n"
+        );
+        fs::write(&path, &long).unwrap();
+        let text = reread(&mut file, &path, &mut bytes).map(str::to_owned);
+        fs::remove_file(&path).unwrap();
+        assert_eq!(
+            text.unwrap(),
+            long,
+            "a file longer than one read, same open file"
+        );
+
+        let mut closed = None;
+        let error = reread(&mut closed, &path, &mut bytes).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
     }
 }
