@@ -120,9 +120,11 @@ pub struct Pipeline {
     threads: bool,
     /// Addresses of the sockets that targets open, connect and accept.
     socket_lookup: SocketLookup,
-    /// Followed TCP connections by their kernel flow, and back.
-    socket_of_flow: HashMap<FlowKey, SocketKey>,
-    flow_of_socket: HashMap<SocketKey, FlowKey>,
+    /// Followed TCP connections by their kernel flow, and back. Every
+    /// arrival event looks its flow up here, hence foldhash (seeded per
+    /// process) rather than SipHash.
+    socket_of_flow: foldhash::HashMap<FlowKey, SocketKey>,
+    flow_of_socket: foldhash::HashMap<SocketKey, FlowKey>,
     window_start_ns: u64,
     events: u64,
     payload_bytes: u64,
@@ -156,8 +158,8 @@ impl Pipeline {
             retransmit_flows: false,
             threads: false,
             socket_lookup: SocketLookup::default(),
-            socket_of_flow: HashMap::new(),
-            flow_of_socket: HashMap::new(),
+            socket_of_flow: foldhash::HashMap::default(),
+            flow_of_socket: foldhash::HashMap::default(),
             window_start_ns: 0,
             events: 0,
             payload_bytes: 0,

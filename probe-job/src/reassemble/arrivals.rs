@@ -118,15 +118,16 @@ impl ArrivalQueue {
         self.read_end
     }
 
-    /// Splits a read of `bytes` into runs by arrival. Bytes the queue does
-    /// not cover (an arrival event was lost or came before the connection
-    /// was followed) get `read_ns`, the read's own time.
+    /// Splits a read of `bytes` into runs by arrival, which replace the
+    /// contents of `runs`. Bytes the queue does not cover (an arrival event
+    /// was lost or came before the connection was followed) get `read_ns`,
+    /// the read's own time.
     ///
     /// NOTE: reads take bytes by count, also where segments carry sequence
     /// numbers, so a lost arrival event shifts later bytes onto the next
     /// segments' arrivals until the queue runs empty.
-    pub fn take(&mut self, bytes: u64, read_ns: u64) -> Vec<Run> {
-        let mut runs: Vec<Run> = Vec::new();
+    pub fn take(&mut self, bytes: u64, read_ns: u64, runs: &mut Vec<Run>) {
+        runs.clear();
         let mut left = bytes;
         while left > 0 {
             let Some(front) = self.segments.front_mut() else {
@@ -158,7 +159,6 @@ impl ArrivalQueue {
                 bytes: left,
             });
         }
-        runs
     }
 
     /// Drops segments that arrived before `read_start_ns` after a read that
@@ -181,6 +181,12 @@ impl ArrivalQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn take(queue: &mut ArrivalQueue, bytes: u64, read_ns: u64) -> Vec<Run> {
+        let mut runs = Vec::new();
+        queue.take(bytes, read_ns, &mut runs);
+        runs
+    }
     use crate::reassemble::gaps::SequenceGaps;
 
     fn run(arrival_ns: u64, bytes: u64) -> Run {
@@ -192,16 +198,16 @@ mod tests {
         let mut queue = ArrivalQueue::default();
         queue.push(100, 10);
         queue.push(200, 5);
-        assert_eq!(queue.take(12, 500), vec![run(100, 10), run(200, 2)]);
-        assert_eq!(queue.take(3, 600), vec![run(200, 3)]);
+        assert_eq!(take(&mut queue, 12, 500), vec![run(100, 10), run(200, 2)]);
+        assert_eq!(take(&mut queue, 3, 600), vec![run(200, 3)]);
     }
 
     #[test]
     fn uncovered_bytes_get_read_time() {
         let mut queue = ArrivalQueue::default();
         queue.push(100, 4);
-        assert_eq!(queue.take(10, 500), vec![run(100, 4), run(500, 6)]);
-        assert_eq!(queue.take(3, 700), vec![run(700, 3)]);
+        assert_eq!(take(&mut queue, 10, 500), vec![run(100, 4), run(500, 6)]);
+        assert_eq!(take(&mut queue, 3, 700), vec![run(700, 3)]);
     }
 
     #[test]
@@ -211,12 +217,12 @@ mod tests {
         // A retransmission of the same 10 bytes.
         queue.push(150, 10);
         queue.push(400, 5);
-        assert_eq!(queue.take(10, 300), vec![run(100, 10)]);
+        assert_eq!(take(&mut queue, 10, 300), vec![run(100, 10)]);
         // The read started at 250 and emptied the socket: the duplicate
         // from 150 cannot still be unread; the segment from 400 can.
         queue.drained(250);
         assert_eq!(queue.discarded, 1);
-        assert_eq!(queue.take(5, 500), vec![run(400, 5)]);
+        assert_eq!(take(&mut queue, 5, 500), vec![run(400, 5)]);
     }
 
     /// Feeds segments `(seq, len, arrival)` through a gap tracker into a
@@ -243,7 +249,7 @@ mod tests {
 
         // The process reads in sequence order: the bytes past the gap were
         // readable only once the retransmission arrived at 900.
-        assert_eq!(queue.take(25, 1_000), vec![run(100, 10), run(900, 15)]);
+        assert_eq!(take(&mut queue, 25, 1_000), vec![run(100, 10), run(900, 15)]);
         assert_eq!(queue.read_end(), Some(25));
     }
 
@@ -253,11 +259,11 @@ mod tests {
         let mut queue = ArrivalQueue::default();
         placed(&mut gaps, &mut queue, &[(0, 10, 100), (20, 5, 200)]);
         // The read returns the bytes before the gap, fewer than requested.
-        assert_eq!(queue.take(10, 300), vec![run(100, 10)]);
+        assert_eq!(take(&mut queue, 10, 300), vec![run(100, 10)]);
         queue.drained(250);
 
         placed(&mut gaps, &mut queue, &[(10, 10, 900)]);
-        assert_eq!(queue.take(15, 1_000), vec![run(900, 15)]);
+        assert_eq!(take(&mut queue, 15, 1_000), vec![run(900, 15)]);
         assert_eq!(queue.discarded, 0);
     }
 
@@ -265,7 +271,7 @@ mod tests {
     fn arrival_never_after_read() {
         let mut queue = ArrivalQueue::default();
         queue.push(900, 4);
-        assert_eq!(queue.take(4, 800), vec![run(800, 4)]);
+        assert_eq!(take(&mut queue, 4, 800), vec![run(800, 4)]);
     }
 
     #[test]
@@ -275,6 +281,6 @@ mod tests {
             queue.push(index, 1);
         }
         assert_eq!(queue.discarded, 1);
-        assert_eq!(queue.take(1, u64::MAX), vec![run(1, 1)]);
+        assert_eq!(take(&mut queue, 1, u64::MAX), vec![run(1, 1)]);
     }
 }

@@ -117,6 +117,8 @@ pub struct ConnectionTable<P, F> {
     next_exchange_id: u64,
     exchanges: Vec<Exchange>,
     stats: TableStats,
+    /// Runs of the read being fed, kept to reuse the allocation.
+    runs: Vec<arrivals::Run>,
 }
 
 impl<P, F> ConnectionTable<P, F>
@@ -133,6 +135,7 @@ where
             next_exchange_id: 1,
             exchanges: Vec::new(),
             stats: TableStats::default(),
+            runs: Vec::new(),
         }
     }
 
@@ -264,9 +267,9 @@ where
         };
         match arrivals {
             Some(queue) => {
-                let runs = queue.take(transfer.byte_count, transfer.ts_ns);
+                queue.take(transfer.byte_count, transfer.ts_ns, &mut self.runs);
                 let mut offset = 0usize;
-                for run in runs {
+                for run in &self.runs {
                     let end = (offset as u64 + run.bytes).min(captured) as usize;
                     if offset < end {
                         connection.parser.on_data(
