@@ -6,7 +6,7 @@ use llmslo_schema::{LlmCall, TokenSource, TokenUsage};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ErrorBody, NonEmptyText, set_label};
+use super::json::{self, ErrorBody, NonEmptyText, set_label};
 
 /// Token counts as Anthropic reports them. `input_tokens` excludes the
 /// tokens read from or written to the prompt cache.
@@ -119,7 +119,7 @@ struct Delta {
 /// Reads one SSE event of a Messages stream. `name` is the SSE `event:`
 /// field, used when the data lacks `type`.
 pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
-    let Ok(event) = serde_json::from_slice::<Event>(data) else {
+    let Some(event) = json::parse::<Event>(data) else {
         return EventFacts::UNREADABLE;
     };
     let kind = super::event_type(&event.kind, name);
@@ -177,7 +177,7 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
 /// blocks carried as one event. Returns `None` when the body is not JSON
 /// of this shape.
 pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
-    let message = serde_json::from_slice::<Message>(body).ok()?;
+    let message = json::parse::<Message>(body)?;
     message.apply(call);
     let mut facts = EventFacts::default();
     for block in message.content.iter().flatten() {

@@ -91,7 +91,7 @@ impl ApiFormat {
 
     /// Reads `model` and `stream` from a request body into `call`.
     pub fn read_request(self, call: &mut LlmCall, body: &[u8]) {
-        let Ok(fields) = serde_json::from_slice::<RequestFields>(body) else {
+        let Some(fields) = json::parse::<RequestFields>(body) else {
             return;
         };
         if let Some(model) = fields.model.as_deref().filter(|m| !m.is_empty()) {

@@ -5,7 +5,7 @@ use llmslo_schema::{LlmCall, TokenSource};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ErrorBody, NonEmptyText, label, set_label};
+use super::json::{self, ErrorBody, NonEmptyText, label, set_label};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,9 +114,9 @@ impl GenerateContentResponse {
 /// Reads one SSE `data:` payload of a `streamGenerateContent?alt=sse`
 /// stream.
 pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
-    match serde_json::from_slice::<GenerateContentResponse>(data) {
-        Ok(response) => response.apply(call),
-        Err(_) => EventFacts::UNREADABLE,
+    match json::parse::<GenerateContentResponse>(data) {
+        Some(response) => response.apply(call),
+        None => EventFacts::UNREADABLE,
     }
 }
 
@@ -125,7 +125,7 @@ pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
 /// what the body carried as one event. Returns `None` when the body is not
 /// JSON of this shape.
 pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
-    if let Ok(responses) = serde_json::from_slice::<Vec<GenerateContentResponse>>(body) {
+    if let Some(responses) = json::parse::<Vec<GenerateContentResponse>>(body) {
         let mut facts = EventFacts::default();
         for response in responses {
             let part = response.apply(call);
@@ -135,7 +135,7 @@ pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
         }
         return Some(facts);
     }
-    let response = serde_json::from_slice::<GenerateContentResponse>(body).ok()?;
+    let response = json::parse::<GenerateContentResponse>(body)?;
     Some(response.apply(call))
 }
 

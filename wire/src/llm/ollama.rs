@@ -6,7 +6,7 @@ use llmslo_schema::{LlmCall, TokenSource};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ArrayLength, NonEmptyText, set_label};
+use super::json::{self, ArrayLength, NonEmptyText, set_label};
 
 #[derive(Debug, Default, Deserialize)]
 struct Object {
@@ -84,9 +84,9 @@ impl Object {
 
 /// Reads one NDJSON line of a streaming response.
 pub fn stream_event(call: &mut LlmCall, line: &[u8]) -> EventFacts {
-    match serde_json::from_slice::<Object>(line) {
-        Ok(object) => object.apply(call),
-        Err(_) => EventFacts::UNREADABLE,
+    match json::parse::<Object>(line) {
+        Some(object) => object.apply(call),
+        None => EventFacts::UNREADABLE,
     }
 }
 
@@ -94,7 +94,7 @@ pub fn stream_event(call: &mut LlmCall, line: &[u8]) -> EventFacts {
 /// event. Returns `None` when the body is not JSON of this shape or lacks
 /// `"done": true`.
 pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
-    let object = serde_json::from_slice::<Object>(body).ok()?;
+    let object = json::parse::<Object>(body)?;
     let facts = object.apply(call);
     facts.terminal.then_some(facts)
 }

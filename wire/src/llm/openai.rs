@@ -8,7 +8,7 @@ use llmslo_schema::{LlmCall, TokenUsage};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ArrayLength, ErrorBody, NonEmptyText, set_label};
+use super::json::{self, ArrayLength, ErrorBody, NonEmptyText, set_label};
 
 /// Token counts as Chat Completions reports them.
 #[derive(Debug, Default, Deserialize)]
@@ -125,11 +125,8 @@ pub fn stream_event(call: &mut LlmCall, data: &[u8]) -> EventFacts {
         };
     }
 
-    let chunk: ChatChunk = match serde_json::from_slice(data) {
-        Ok(chunk) => chunk,
-        Err(_) => {
-            return EventFacts::UNREADABLE;
-        }
+    let Some(chunk) = json::parse::<ChatChunk>(data) else {
+        return EventFacts::UNREADABLE;
     };
 
     let mut facts = EventFacts::default();
@@ -190,7 +187,7 @@ struct ResponseChoice {
 /// response, and returns what the body carried as one event. Returns `None`
 /// when the body is not JSON of this shape.
 pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
-    let response = serde_json::from_slice::<ChatResponse>(body).ok()?;
+    let response = json::parse::<ChatResponse>(body)?;
     if let Some(model) = response.model.as_deref().filter(|m| !m.is_empty()) {
         set_label(&mut call.response_model, model);
     }

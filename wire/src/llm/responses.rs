@@ -6,7 +6,7 @@ use llmslo_schema::{LlmCall, TokenSource, TokenUsage};
 use serde::Deserialize;
 
 use super::EventFacts;
-use super::json::{ErrorBody, NonEmptyText, label, set_label};
+use super::json::{self, ErrorBody, NonEmptyText, label, set_label};
 
 /// Token counts as the Responses API reports them.
 #[derive(Debug, Default, Deserialize)]
@@ -159,7 +159,7 @@ struct Event {
 /// Reads one SSE event of a Responses stream. `name` is the SSE `event:`
 /// field, used when the data lacks `type`.
 pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
-    let Ok(event) = serde_json::from_slice::<Event>(data) else {
+    let Some(event) = json::parse::<Event>(data) else {
         return EventFacts::UNREADABLE;
     };
     let kind = super::event_type(&event.kind, name);
@@ -200,7 +200,7 @@ pub fn stream_event(call: &mut LlmCall, name: &str, data: &[u8]) -> EventFacts {
 /// items carried as one event. Returns `None` when the body is not JSON of
 /// this shape.
 pub fn whole_response(call: &mut LlmCall, body: &[u8]) -> Option<EventFacts> {
-    let response = serde_json::from_slice::<Response>(body).ok()?;
+    let response = json::parse::<Response>(body)?;
     response.apply(call);
     let mut facts = EventFacts::default();
     for item in response.output.iter().flatten() {
