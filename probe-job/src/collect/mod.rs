@@ -67,14 +67,18 @@ pub enum CollectError {
 
 /// Passes up to `budget` records of `ring` to `handle`; returns how many it
 /// passed, fewer than `budget` only when the ring buffer is empty.
+/// Passes up to `budget` records to `handle`; returns how many it passed
+/// and adds their bytes to `bytes_read`.
 fn read_records(
     ring: &mut RingBuf<MapData>,
     budget: usize,
+    bytes_read: &mut u64,
     handle: &mut impl FnMut(&[u8]),
 ) -> usize {
     let mut count = 0;
     while count < budget {
         let Some(item) = ring.next() else { break };
+        *bytes_read += item.len() as u64;
         handle(&item);
         count += 1;
     }
@@ -121,6 +125,9 @@ impl Unload<'_> {
 pub struct Collector {
     ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
+    ring_buffer_bytes: u32,
+    /// Bytes of the records read from the ring buffer so far.
+    bytes_read: u64,
     /// The links of [`Collector::attach`], detached in parallel on drop.
     links: Vec<(&'static str, TracePointLinkId)>,
 }
@@ -171,8 +178,20 @@ impl Collector {
         Ok(Self {
             ebpf,
             events,
+            ring_buffer_bytes,
+            bytes_read: 0,
             links: Vec::new(),
         })
+    }
+
+    /// Size of the ring buffer in bytes.
+    pub fn ring_buffer_bytes(&self) -> u32 {
+        self.ring_buffer_bytes
+    }
+
+    /// Bytes of the records read from the ring buffer so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// The loaded object, for attaching the TLS uprobes to library files
@@ -297,8 +316,8 @@ impl Collector {
     /// records to `handle`; returns how many it passed. Readiness is
     /// cleared only once the ring buffer is empty, so the next call after a
     /// full budget returns at once. Most events do not wake user space (see
-    /// `WAKEUP_DIVISOR` in the loader): [`Collector::drain_now`] on a timer
-    /// reads those.
+    /// `WAKEUP_DIVISOR` in the loader): [`Collector::drain_now`] reads
+    /// those.
     ///
     /// # Errors
     ///
@@ -313,7 +332,12 @@ impl Collector {
             .readable_mut()
             .await
             .map_err(CollectError::Poll)?;
-        let count = read_records(guard.get_inner_mut(), budget, &mut handle);
+        let count = read_records(
+            guard.get_inner_mut(),
+            budget,
+            &mut self.bytes_read,
+            &mut handle,
+        );
         if count < budget {
             guard.clear_ready();
         }
@@ -323,7 +347,12 @@ impl Collector {
     /// Passes up to `budget` records in the ring buffer to `handle` without
     /// waiting; returns how many it passed.
     pub fn drain_now(&mut self, budget: usize, mut handle: impl FnMut(&[u8])) -> usize {
-        read_records(self.events.get_mut(), budget, &mut handle)
+        read_records(
+            self.events.get_mut(),
+            budget,
+            &mut self.bytes_read,
+            &mut handle,
+        )
     }
 
     /// Passes the records in the ring buffer to `handle` without waiting,

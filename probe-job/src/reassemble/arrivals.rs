@@ -249,7 +249,10 @@ mod tests {
 
         // The process reads in sequence order: the bytes past the gap were
         // readable only once the retransmission arrived at 900.
-        assert_eq!(take(&mut queue, 25, 1_000), vec![run(100, 10), run(900, 15)]);
+        assert_eq!(
+            take(&mut queue, 25, 1_000),
+            vec![run(100, 10), run(900, 15)]
+        );
         assert_eq!(queue.read_end(), Some(25));
     }
 
