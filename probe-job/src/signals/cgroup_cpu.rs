@@ -238,6 +238,10 @@ impl CpuSampler {
             match read_sample(&cgroup.files, &mut cgroup.open, at_ns) {
                 Ok(sample) => cgroup.samples.push(sample),
                 Err(error) => {
+                    // A removed cgroup may come back at the same path (a
+                    // restarted unit or container), which only a new open
+                    // reaches.
+                    cgroup.open.close();
                     if !cgroup.failed {
                         cgroup.failed = true;
                         tracing::debug!(cgroup = %cgroup.path, %error, "failed to read the cgroup's CPU statistics");
@@ -285,6 +289,13 @@ struct OpenFiles {
     usage: Option<File>,
     /// Reused for every read.
     bytes: Vec<u8>,
+}
+
+impl OpenFiles {
+    fn close(&mut self) {
+        self.cpu_stat = None;
+        self.usage = None;
+    }
 }
 
 fn read_sample(files: &StatFiles, open: &mut OpenFiles, at_ns: u64) -> io::Result<CpuStatSample> {
@@ -522,5 +533,35 @@ mod tests {
         let mut closed = None;
         let error = reread(&mut closed, &path, &mut bytes).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_file_that_failed_to_read_is_opened_again() {
+        let directory =
+            std::env::temp_dir().join(format!("llmslo-cgroup-again-{}", std::process::id()));
+        let cpu_stat = directory.join("cpu.stat");
+        // A directory opens but fails to read, as the kept file of a removed
+        // cgroup does.
+        fs::create_dir_all(&cpu_stat).unwrap();
+        let mut sampler = CpuSampler::new(CgroupMounts {
+            v1_cpu: None,
+            v1_cpuacct: None,
+            v2: None,
+        });
+        sampler.add(
+            "/pod".into(),
+            StatFiles::V2 {
+                cpu_stat: cpu_stat.clone(),
+            },
+        );
+        sampler.sample(1);
+        fs::remove_dir(&cpu_stat).unwrap();
+        fs::write(&cpu_stat, "usage_usec 30\n").unwrap();
+        sampler.sample(2);
+        fs::remove_dir_all(&directory).unwrap();
+
+        let samples = &sampler.cgroups[0].samples;
+        assert_eq!(samples.len(), 1, "{samples:?}");
+        assert_eq!(samples[0].usage_usec, 30);
     }
 }
