@@ -27,7 +27,8 @@ use crate::{
     tls::watch::TlsWatcher,
 };
 
-/// Records handled per wake-up before signals and timers are checked again.
+/// Records handled per turn of the collection loop before signals and
+/// timers are checked again.
 const DRAIN_BUDGET: usize = 4_096;
 
 /// Shortest and longest time between reads of the ring buffer when the
@@ -542,8 +543,9 @@ fn pid_namespaces(targets: &Targets) -> PidNamespaces {
 /// The rate is measured over windows of at least [`DRAIN_INTERVAL_MIN`]:
 /// a read right after another finds little, which says nothing about the
 /// rate. The higher rate of the last two windows counts, so that the
-/// interval shrinks at once when events come faster and grows a window
-/// later when they slow down.
+/// interval grows a window after events slow down. A window whose rate
+/// more than doubled gets the shortest interval: a burst that began late
+/// in a long window is averaged over all of it.
 struct DrainPacer {
     /// Bytes that one interval may add to the ring buffer.
     fill_bytes: f64,
@@ -577,10 +579,13 @@ impl DrainPacer {
         let bytes = bytes_read.saturating_sub(self.window_bytes);
         let rate = bytes as f64 / elapsed.as_secs_f64();
         let recent_rate = rate.max(self.previous_rate);
+        let rising = rate > 2.0 * self.previous_rate;
         self.previous_rate = rate;
         self.window_bytes = bytes_read;
         self.window_start = now;
-        self.interval = if recent_rate > 0.0 {
+        self.interval = if rising {
+            DRAIN_INTERVAL_MIN
+        } else if recent_rate > 0.0 {
             Duration::try_from_secs_f64(self.fill_bytes / recent_rate)
                 .unwrap_or(DRAIN_INTERVAL_MAX)
                 .clamp(DRAIN_INTERVAL_MIN, DRAIN_INTERVAL_MAX)
@@ -633,7 +638,8 @@ async fn collect_window(
         }
         // Recomputed on every turn: a drain may have queued scans.
         let tls_due = tokio::time::Instant::from_std(tls.next_due(std::time::Instant::now()));
-        tokio::select! {
+        // Records read by the branch that woke the loop.
+        let read = tokio::select! {
             // Signals and the deadline first, then the timers, and the
             // drain last, so that a busy ring buffer cannot starve them.
             biased;
@@ -648,25 +654,34 @@ async fn collect_window(
                 if none_left {
                     return Stop::TargetsExited;
                 }
+                0
             }
-            _ = cpu_sample.tick() => cpu_sampler.sample(result::monotonic_ns()),
+            _ = cpu_sample.tick() => {
+                cpu_sampler.sample(result::monotonic_ns());
+                0
+            }
             () = tokio::time::sleep_until(tls_due) => {
                 tls.run_due(std::time::Instant::now());
                 for pid in tls.poll(collector.ebpf_mut()) {
                     pipeline.set_openssl_api_name(pid, tls.openssl_api_name(pid));
                 }
+                0
             }
-            _ = drain_tick.tick() => {}
+            _ = drain_tick.tick() => 0,
             drained = collector.drain(DRAIN_BUDGET, |record| pipeline.handle_record(record)) => {
-                if let Err(error) = drained {
-                    tracing::error!(%error, "collection failed");
-                    return Stop::Failed(error.to_string());
+                match drained {
+                    Ok(read) => read,
+                    Err(error) => {
+                        tracing::error!(%error, "collection failed");
+                        return Stop::Failed(error.to_string());
+                    }
                 }
             }
-        }
+        };
         // Every wake-up reads what waits in the ring buffer, so the drain
         // tick fires only when nothing else woke the loop in its interval.
-        let read = collector.drain_now(DRAIN_BUDGET, |record| pipeline.handle_record(record));
+        let read = read
+            + collector.drain_now(DRAIN_BUDGET - read, |record| pipeline.handle_record(record));
         if read == DRAIN_BUDGET {
             // The kernel wakes the reader only when the unread bytes cross
             // a quarter of the ring buffer, so a backlog left above that
@@ -803,11 +818,17 @@ mod tests {
     fn pacer_interval_fills_an_eighth_of_the_ring_at_the_recent_rate() {
         let start = tokio::time::Instant::now();
         let mut pacer = DrainPacer::new(RING, 0, start);
-        // 2 MB/s: 131,072 bytes take 65.5 ms.
-        let interval = pacer.next_interval(200_000, start + ms(100));
+        assert_eq!(
+            pacer.next_interval(2_000, start + ms(100)),
+            DRAIN_INTERVAL_MIN
+        );
+        // 20 kB/s, then 2 MB/s: 131,072 bytes take 65.5 ms at the higher.
+        let interval = pacer.next_interval(202_000, start + ms(200));
+        assert_eq!(interval, DRAIN_INTERVAL_MIN, "the rate rose a hundredfold");
+        let interval = pacer.next_interval(402_000, start + ms(300));
         assert_eq!(interval.as_millis(), 65);
         // 10 MB/s would need 13 ms, below the shortest interval.
-        let busy = pacer.next_interval(1_200_000, start + ms(200));
+        let busy = pacer.next_interval(1_402_000, start + ms(400));
         assert_eq!(busy, DRAIN_INTERVAL_MIN);
     }
 
@@ -816,15 +837,9 @@ mod tests {
         let start = tokio::time::Instant::now();
         let mut pacer = DrainPacer::new(RING, 0, start);
         assert_eq!(pacer.next_interval(0, start + ms(30)), DRAIN_INTERVAL_MAX);
-        // A read 5 ms after the last one found nothing new: too short a
-        // window to say the events stopped, or that they are many.
-        assert_eq!(pacer.next_interval(0, start + ms(35)), DRAIN_INTERVAL_MAX);
-        let busy = pacer.next_interval(600_000, start + ms(60));
-        assert_eq!(busy, DRAIN_INTERVAL_MIN);
-        assert_eq!(
-            pacer.next_interval(600_000, start + ms(61)),
-            DRAIN_INTERVAL_MIN
-        );
+        // 1,000 bytes in 0.1 ms would be 10 MB/s: too short a window to say.
+        let soon = start + ms(30) + Duration::from_micros(100);
+        assert_eq!(pacer.next_interval(1_000, soon), DRAIN_INTERVAL_MAX);
     }
 
     #[test]
@@ -833,6 +848,10 @@ mod tests {
         let mut pacer = DrainPacer::new(RING, 0, start);
         assert_eq!(
             pacer.next_interval(500_000, start + ms(50)),
+            DRAIN_INTERVAL_MIN
+        );
+        assert_eq!(
+            pacer.next_interval(500_000, start + ms(60)),
             DRAIN_INTERVAL_MIN
         );
         assert_eq!(

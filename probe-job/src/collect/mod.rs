@@ -65,10 +65,15 @@ pub enum CollectError {
     Signal(#[from] SignalError),
 }
 
+/// Space a record of `len` bytes takes in the ring buffer: an 8-byte
+/// header, and the record padded to 8 bytes.
+fn ring_record_bytes(len: usize) -> u64 {
+    (len as u64 + 8).next_multiple_of(8)
+}
+
 /// Passes up to `budget` records of `ring` to `handle`; returns how many it
-/// passed, fewer than `budget` only when the ring buffer is empty.
-/// Passes up to `budget` records to `handle`; returns how many it passed
-/// and adds their bytes to `bytes_read`.
+/// passed, fewer than `budget` only when the ring buffer is empty. Adds the
+/// ring buffer space the records took to `bytes_read`.
 fn read_records(
     ring: &mut RingBuf<MapData>,
     budget: usize,
@@ -78,7 +83,7 @@ fn read_records(
     let mut count = 0;
     while count < budget {
         let Some(item) = ring.next() else { break };
-        *bytes_read += item.len() as u64;
+        *bytes_read += ring_record_bytes(item.len());
         handle(&item);
         count += 1;
     }
@@ -126,7 +131,7 @@ pub struct Collector {
     ebpf: Ebpf,
     events: AsyncFd<RingBuf<MapData>>,
     ring_buffer_bytes: u32,
-    /// Bytes of the records read from the ring buffer so far.
+    /// Ring buffer space of the records read during the window.
     bytes_read: u64,
     /// The links of [`Collector::attach`], detached in parallel on drop.
     links: Vec<(&'static str, TracePointLinkId)>,
@@ -189,7 +194,8 @@ impl Collector {
         self.ring_buffer_bytes
     }
 
-    /// Bytes of the records read from the ring buffer so far.
+    /// Ring buffer space of the records that [`Collector::drain`] and
+    /// [`Collector::drain_now`] read so far, headers included.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
     }
