@@ -814,10 +814,15 @@ mod tests {
         Duration::from_millis(millis)
     }
 
+    /// A pacer for a 1 MiB ring buffer that starts now, and the start.
+    fn pacer() -> (tokio::time::Instant, DrainPacer) {
+        let start = tokio::time::Instant::now();
+        (start, DrainPacer::new(RING, 0, start))
+    }
+
     #[test]
     fn pacer_interval_fills_an_eighth_of_the_ring_at_the_recent_rate() {
-        let start = tokio::time::Instant::now();
-        let mut pacer = DrainPacer::new(RING, 0, start);
+        let (start, mut pacer) = pacer();
         assert_eq!(
             pacer.next_interval(2_000, start + ms(100)),
             DRAIN_INTERVAL_MIN
@@ -834,8 +839,7 @@ mod tests {
 
     #[test]
     fn pacer_keeps_the_interval_within_a_short_window() {
-        let start = tokio::time::Instant::now();
-        let mut pacer = DrainPacer::new(RING, 0, start);
+        let (start, mut pacer) = pacer();
         assert_eq!(pacer.next_interval(0, start + ms(30)), DRAIN_INTERVAL_MAX);
         // 1,000 bytes in 0.1 ms would be 10 MB/s: too short a window to say.
         let soon = start + ms(30) + Duration::from_micros(100);
@@ -844,23 +848,16 @@ mod tests {
 
     #[test]
     fn pacer_grows_the_interval_one_window_after_events_slow_down() {
-        let start = tokio::time::Instant::now();
-        let mut pacer = DrainPacer::new(RING, 0, start);
-        assert_eq!(
-            pacer.next_interval(500_000, start + ms(50)),
-            DRAIN_INTERVAL_MIN
-        );
-        assert_eq!(
-            pacer.next_interval(500_000, start + ms(60)),
-            DRAIN_INTERVAL_MIN
-        );
-        assert_eq!(
-            pacer.next_interval(500_000, start + ms(150)),
-            DRAIN_INTERVAL_MIN
-        );
-        assert_eq!(
-            pacer.next_interval(500_000, start + ms(250)),
-            DRAIN_INTERVAL_MAX
-        );
+        let (start, mut pacer) = pacer();
+        // 500 kB in the first 50 ms, then nothing.
+        for (at_ms, expected) in [
+            (50, DRAIN_INTERVAL_MIN),
+            (60, DRAIN_INTERVAL_MIN),
+            (150, DRAIN_INTERVAL_MIN),
+            (250, DRAIN_INTERVAL_MAX),
+        ] {
+            let interval = pacer.next_interval(500_000, start + ms(at_ms));
+            assert_eq!(interval, expected, "at {at_ms} ms");
+        }
     }
 }
