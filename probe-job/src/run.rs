@@ -648,12 +648,13 @@ async fn collect_window(
             () = tokio::time::sleep_until(deadline) => return Stop::Completed,
             _ = target_check.tick() => {
                 let none_left = pipeline.check_targets(result::monotonic_ns());
-                apply_map_actions(collector, pipeline, diagnostics);
                 cpu_sampler.add_processes(&pipeline.registry().live_pids());
-                apply_process_changes(pipeline, tls);
                 if none_left {
+                    apply_queued_changes(collector, pipeline, tls, diagnostics);
                     return Stop::TargetsExited;
                 }
+                // Otherwise its map and process changes are applied after
+                // the select, as for every branch.
                 0
             }
             _ = cpu_sample.tick() => {
@@ -691,13 +692,13 @@ async fn collect_window(
             let now = tokio::time::Instant::now();
             drain_tick.reset_at(now + pacer.next_interval(collector.bytes_read(), now));
         }
-        apply_drained(collector, pipeline, tls, diagnostics);
+        apply_queued_changes(collector, pipeline, tls, diagnostics);
     }
 }
 
-/// Applies what the records just read asked for: kernel map changes and
-/// the TLS watcher's process changes.
-fn apply_drained(
+/// Applies the kernel map changes and the TLS watcher's process changes
+/// that the records read and the target check queued.
+fn apply_queued_changes(
     collector: &mut Collector,
     pipeline: &mut Pipeline,
     tls: &mut TlsWatcher,
