@@ -35,18 +35,18 @@ const DRAIN_BUDGET: usize = 4_096;
 /// kernel does not wake the reader. Events carry kernel timestamps, so
 /// reading them later changes no timing. Events that user space acts on,
 /// and a ring buffer filling up, wake the reader sooner (see `Wakeup` in
-/// the eBPF crate). A wake-up cost about 70 us of CPU on a 2-CPU VM, so
-/// the interval grows while few events come (see [`DrainPacer`]): at 200
-/// streams/s the process then used 1.4% of a core instead of 2.1% with
-/// reads every 20 ms. The longest interval equals the cgroup sampling
-/// interval, whose wake-ups read the ring buffer too. A 1 MiB ring buffer
-/// lost events at 71,500 events/s when read every 100 ms, and none when
-/// read every 20 ms.
+/// the eBPF crate). A wake-up cost about 70 us of CPU on a 2-CPU VM
+/// (`perf stat` of an idle probe), so the interval grows while few events
+/// come (see [`DrainPacer`]). At 200 streams/s the process then used 1.4%
+/// of a core instead of 2.1% with reads every 20 ms. The maximum interval
+/// equals the cgroup sampling interval, whose wake-ups read the ring
+/// buffer too. A 1 MiB ring buffer lost events at 71,500 events/s when
+/// read every 100 ms, and none when read every 20 ms.
 const DRAIN_INTERVAL_MIN: Duration = Duration::from_millis(20);
 const DRAIN_INTERVAL_MAX: Duration = cgroup_cpu::SAMPLE_INTERVAL;
 
-/// The interval between reads is chosen so that the events written in it
-/// at the recent rate fill at most this fraction of the ring buffer.
+/// Divisor of the ring buffer's size: the events written at the recent
+/// rate between two reads fill at most this fraction of it.
 const DRAIN_FILL_DIVISOR: u32 = 8;
 
 /// Maximum time spent reading the ring buffer after the window ended. The
@@ -541,7 +541,7 @@ fn pid_namespaces(targets: &Targets) -> PidNamespaces {
 /// at which records were read.
 ///
 /// The rate is measured over windows of at least [`DRAIN_INTERVAL_MIN`]:
-/// a read right after another finds little, which says nothing about the
+/// a read right after another finds little, which is no measure of the
 /// rate. The higher rate of the last two windows counts, so that the
 /// interval grows a window after events slow down. A window whose rate
 /// more than doubled gets the shortest interval: a burst that began late
@@ -815,14 +815,15 @@ mod tests {
         Duration::from_millis(millis)
     }
 
-    /// A pacer for a 1 MiB ring buffer that starts now, and the start.
+    /// Builds a pacer for a 1 MiB ring buffer that starts now, and returns
+    /// it with its start.
     fn pacer() -> (tokio::time::Instant, DrainPacer) {
         let start = tokio::time::Instant::now();
         (start, DrainPacer::new(RING, 0, start))
     }
 
     #[test]
-    fn pacer_interval_fills_an_eighth_of_the_ring_at_the_recent_rate() {
+    fn pacer_interval_follows_rate() {
         let (start, mut pacer) = pacer();
         assert_eq!(
             pacer.next_interval(2_000, start + ms(100)),
@@ -839,16 +840,17 @@ mod tests {
     }
 
     #[test]
-    fn pacer_keeps_the_interval_within_a_short_window() {
+    fn pacer_ignores_short_windows() {
         let (start, mut pacer) = pacer();
         assert_eq!(pacer.next_interval(0, start + ms(30)), DRAIN_INTERVAL_MAX);
-        // 1,000 bytes in 0.1 ms would be 10 MB/s: too short a window to say.
+        // 1,000 bytes in 0.1 ms would be 10 MB/s: too short a window to
+        // measure.
         let soon = start + ms(30) + Duration::from_micros(100);
         assert_eq!(pacer.next_interval(1_000, soon), DRAIN_INTERVAL_MAX);
     }
 
     #[test]
-    fn pacer_grows_the_interval_one_window_after_events_slow_down() {
+    fn pacer_grows_after_slowdown() {
         let (start, mut pacer) = pacer();
         // 500 kB in the first 50 ms, then nothing.
         for (at_ms, expected) in [

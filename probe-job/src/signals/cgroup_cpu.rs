@@ -512,7 +512,7 @@ mod tests {
     }
 
     #[test]
-    fn reread_sees_each_new_content_through_one_open_file() {
+    fn reread_follows_file_content() {
         let path = std::env::temp_dir().join(format!("llmslo-reread-{}", std::process::id()));
         let long = "nr_periods 1\n".repeat(1000);
         fs::write(&path, "usage_usec 1\n").unwrap();
@@ -536,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_failed_to_read_is_opened_again() {
+    fn sample_reopens_failed_file() {
         let directory =
             std::env::temp_dir().join(format!("llmslo-cgroup-again-{}", std::process::id()));
         let cpu_stat = directory.join("cpu.stat");

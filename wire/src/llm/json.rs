@@ -192,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn parse_reads_fields_past_bytes_that_are_not_utf8() {
+    fn parse_skips_invalid_utf8() {
         let parse = |bytes: &[u8]| parse::<RequestFields>(bytes).map(|fields| fields.model);
         assert_eq!(
             parse(br#"{"model":"m\u00e9"}"#),
