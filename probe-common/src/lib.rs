@@ -244,7 +244,29 @@ pub struct ArrivalEvent {
     /// `seq_known` is 1.
     pub seq: u32,
     pub seq_known: u8,
-    pub _pad: [u8; 7],
+    /// 1 when bytes this end sent were still unacknowledged as the segment
+    /// arrived (`snd_una` short of `snd_nxt`); read only when
+    /// `missed_packets` is not 0.
+    pub own_data_unacked: u8,
+    /// Packets of the peer that never arrived between the previous packet
+    /// of this connection (with or without payload) and this one, from
+    /// the gap in their IPv4 IDs, since Linux numbers the packets of each
+    /// connection consecutively. 0 when none are missing or the IDs are
+    /// unknown (IPv6, or a kernel without the offsets).
+    pub missed_packets: u16,
+    pub _pad: [u8; 4],
+}
+
+/// Per-connection state of the arrival program, the value of the `FLOWS`
+/// map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    /// The IPv4 ID that the peer's next packet carries when none is lost;
+    /// valid when `ip_id_known` is 1.
+    pub next_ip_id: u16,
+    pub ip_id_known: u8,
+    pub _pad: u8,
 }
 
 /// Byte offsets of the `tcp:tcp_probe` fields the probe reads, taken from
@@ -266,6 +288,19 @@ pub struct TcpProbeLayout {
     /// (`cb` plus `tcp_skb_cb.seq`), from the kernel's BTF; 0 when
     /// unknown, which leaves `ArrivalEvent::seq` unset.
     pub skb_seq: u32,
+    /// `snd_nxt` and `snd_una` of the receiving socket; 0 when the
+    /// tracepoint lacks them.
+    pub snd_nxt: u32,
+    pub snd_una: u32,
+    /// Offsets from the kernel's BTF that lead to a segment's IP header
+    /// and packet count: `sk_buff.head`, `sk_buff.network_header`,
+    /// `sk_buff.end` (where `struct skb_shared_info` starts, counted from
+    /// `head`) and `skb_shared_info.gso_segs`. All four set, or all 0,
+    /// which leaves `ArrivalEvent::missed_packets` at 0.
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_end: u32,
+    pub shinfo_gso_segs: u32,
 }
 
 /// Waits of target threads for a CPU, from the sched tracepoints.
@@ -510,6 +545,7 @@ mod user {
     unsafe impl aya::Pod for super::SocketKey {}
     unsafe impl aya::Pod for super::TlsSessionKey {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::TcpProbeLayout {}
     unsafe impl aya::Pod for super::TcpLayout {}
     unsafe impl aya::Pod for super::SockTupleLayout {}

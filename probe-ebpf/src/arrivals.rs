@@ -5,17 +5,30 @@
 //! A read returns when the process gets around to it, which on a busy host
 //! can be milliseconds after the bytes arrived. These events let user space
 //! stamp received bytes with their arrival instead.
+//!
+//! They also show packets of the peer that never arrived. A Linux sender
+//! numbers the IPv4 packets of a connection consecutively, pure
+//! acknowledgements included, so a jump in the IDs of what arrives counts
+//! the packets lost on the way. A lost segment that no later segment
+//! overtakes leaves no gap in the sequence numbers, only in the IDs.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel, macros::map, macros::tracepoint, maps::HashMap,
     programs::TracePointContext,
 };
-use llmslo_probe_common::{ArrivalEvent, EventKind, FlowKey, TcpProbeLayout};
+use llmslo_probe_common::{
+    ArrivalEvent, EventHeader, EventKind, FlowKey, FlowState, TcpProbeLayout,
+};
 
-use crate::maps::{Wakeup, emit, header, now_ns};
+use crate::maps::{Wakeup, emit, now_ns};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+
+/// A jump of the IPv4 ID larger than this is not taken as lost packets:
+/// the peer does not number its packets per connection (some systems
+/// count across connections, or send 0), or a packet came late.
+const MAX_MISSED_PACKETS: u16 = 1024;
 
 /// Offsets of the `tcp:tcp_probe` fields; user space reads them from the
 /// tracepoint's format file and sets them before load.
@@ -28,12 +41,18 @@ static TCP_PROBE_LAYOUT: TcpProbeLayout = TcpProbeLayout {
     data_len: 0,
     skbaddr: 0,
     skb_seq: 0,
+    snd_nxt: 0,
+    snd_una: 0,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_end: 0,
+    shinfo_gso_segs: 0,
 };
 
 /// Connections whose arrivals are reported. User space adds a connection
 /// when it starts following it and removes it on close.
 #[map]
-pub static FLOWS: HashMap<FlowKey, u8> = HashMap::with_max_entries(65_536, 0);
+pub static FLOWS: HashMap<FlowKey, FlowState> = HashMap::with_max_entries(65_536, 0);
 
 fn layout() -> TcpProbeLayout {
     // SAFETY: a plain read of a global; the volatile read keeps the compiler
@@ -56,21 +75,68 @@ fn read_address(ctx: &TracePointContext, offset: usize, family: u16) -> Option<[
     Some(address)
 }
 
+/// Reads a `T` from kernel memory at `address`.
+#[inline(always)]
+fn read_kernel<T>(address: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address and reports faults.
+    unsafe { bpf_probe_read_kernel(address as *const T) }.ok()
+}
+
 /// Reads the sequence number of the segment's first payload byte from the
 /// TCP control block in the `sk_buff`, which the receive path fills in
 /// before `tcp_probe` fires.
-fn read_seq(ctx: &TracePointContext, layout: &TcpProbeLayout) -> Option<u32> {
-    if layout.skb_seq == 0 || layout.skbaddr == 0 {
+fn read_seq(skb: u64, layout: &TcpProbeLayout) -> Option<u32> {
+    if layout.skb_seq == 0 {
         return None;
     }
-    // SAFETY: the offset comes from the tracepoint's format file.
-    let skb = unsafe { ctx.read_at::<u64>(layout.skbaddr as usize) }.ok()?;
-    if skb == 0 {
+    read_kernel(skb + u64::from(layout.skb_seq))
+}
+
+/// Counts the peer's packets that are missing before this segment's, by
+/// its IPv4 ID, and moves `state` past the packets the segment stands for:
+/// more than one when the receiving host merged segments (GRO, or the
+/// socket backlog), which keeps the count in `gso_segs`.
+fn missed_packets(state: &mut FlowState, skb: u64, layout: &TcpProbeLayout) -> Option<u16> {
+    let head: u64 = read_kernel(skb + u64::from(layout.skb_head))?;
+    let network: u16 = read_kernel(skb + u64::from(layout.skb_network_header))?;
+    let ip = head + u64::from(network);
+    let version: u8 = read_kernel(ip)?;
+    if version >> 4 != 4 {
         return None;
     }
-    // SAFETY: bpf_probe_read_kernel checks the address; the offset comes
-    // from the kernel's BTF.
-    unsafe { bpf_probe_read_kernel((skb + u64::from(layout.skb_seq)) as *const u32) }.ok()
+    // The identification field, in network byte order.
+    let id = u16::from_be(read_kernel(ip + 4)?);
+    // `end` is an offset from `head` on 64-bit kernels.
+    let end: u32 = read_kernel(skb + u64::from(layout.skb_end))?;
+    let segments: u16 = read_kernel(head + u64::from(end) + u64::from(layout.shinfo_gso_segs))?;
+    let missed = id.wrapping_sub(state.next_ip_id);
+    let known = state.ip_id_known != 0;
+    if known && missed > MAX_MISSED_PACKETS {
+        // Late or not numbered per connection: keep the expectation, so
+        // that a late packet does not hide the losses after it.
+        return None;
+    }
+    state.next_ip_id = id.wrapping_add(if segments > 1 { segments } else { 1 });
+    state.ip_id_known = 1;
+    known.then_some(missed)
+}
+
+/// Whether bytes this end sent were unacknowledged when the segment
+/// arrived.
+fn own_data_unacked(ctx: &TracePointContext, layout: &TcpProbeLayout) -> bool {
+    if layout.snd_nxt == 0 || layout.snd_una == 0 {
+        return false;
+    }
+    // SAFETY: offsets come from the tracepoint's format file.
+    let (Ok(snd_nxt), Ok(snd_una)) = (unsafe {
+        (
+            ctx.read_at::<u32>(layout.snd_nxt as usize),
+            ctx.read_at::<u32>(layout.snd_una as usize),
+        )
+    }) else {
+        return false;
+    };
+    snd_nxt != snd_una
 }
 
 #[tracepoint]
@@ -83,7 +149,9 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
     let Ok(data_len) = (unsafe { ctx.read_at::<u16>(layout.data_len as usize) }) else {
         return 0;
     };
-    if data_len == 0 {
+    // Segments without payload matter only for their IP IDs.
+    let ip_ids = layout.skb_head != 0 && layout.skbaddr != 0;
+    if data_len == 0 && !ip_ids {
         return 0;
     }
     // SAFETY: as above.
@@ -113,19 +181,50 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
         local_addr,
         remote_addr,
     };
-    // SAFETY: only presence is checked; the value is not read.
-    if unsafe { FLOWS.get(&flow) }.is_none() {
+    let Some(state) = FLOWS.get_ptr_mut(&flow) else {
+        return 0;
+    };
+    let skb: u64 = if layout.skbaddr == 0 {
+        0
+    } else {
+        // SAFETY: the offset comes from the tracepoint's format file.
+        unsafe { ctx.read_at::<u64>(layout.skbaddr as usize) }.unwrap_or(0)
+    };
+    let mut missed = 0;
+    if ip_ids && skb != 0 {
+        // SAFETY: the entry stays valid for the program's run, and
+        // tcp_probe runs under the socket's lock, so no other run updates
+        // this connection's state at the same time.
+        let state = unsafe { &mut *state };
+        missed = missed_packets(state, skb, &layout).unwrap_or(0);
+    }
+    if data_len == 0 {
         return 0;
     }
 
-    let seq = read_seq(&ctx, &layout);
+    let seq = if skb == 0 {
+        None
+    } else {
+        read_seq(skb, &layout)
+    };
     let event = ArrivalEvent {
-        header: header(EventKind::Arrival, -1, now_ns()),
+        // Softirq context: the current task is unrelated to the segment.
+        header: EventHeader {
+            ts_ns: now_ns(),
+            cgroup_id: 0,
+            tgid: 0,
+            tid: 0,
+            kind: EventKind::Arrival as u8,
+            _pad: [0; 3],
+            fd: -1,
+        },
         flow,
         data_len: u32::from(data_len),
         seq: seq.unwrap_or(0),
         seq_known: u8::from(seq.is_some()),
-        _pad: [0; 7],
+        own_data_unacked: u8::from(missed != 0 && own_data_unacked(&ctx, &layout)),
+        missed_packets: missed,
+        _pad: [0; 4],
     };
     emit(&event, Wakeup::Batched);
     0

@@ -137,11 +137,16 @@ pub enum Event<'a> {
     Exec(Header),
     /// A TCP segment with `data_len` payload bytes arrived on `flow`; `seq`
     /// is the sequence number of its first byte, when the kernel gave it.
+    /// `missed_packets` of the peer never arrived right before it, and
+    /// `own_data_unacked` tells whether one of them may have been an
+    /// acknowledgement of this end's data rather than a lost segment.
     Arrival {
         ts_ns: u64,
         flow: FlowKey,
         data_len: u32,
         seq: Option<u32>,
+        missed_packets: u16,
+        own_data_unacked: bool,
     },
     /// Thread `tid` of process `pid` got a CPU at `end_ns` after waiting
     /// `wait_ns` for it.
@@ -274,6 +279,8 @@ fn decode_arrival(record: &[u8], header: Header) -> Result<Event<'_>, DecodeErro
         data_len: read_u32(record, offset_of!(ArrivalEvent, data_len)),
         seq: (record[offset_of!(ArrivalEvent, seq_known)] == 1)
             .then(|| read_u32(record, offset_of!(ArrivalEvent, seq))),
+        missed_packets: read_u16(record, offset_of!(ArrivalEvent, missed_packets)),
+        own_data_unacked: record[offset_of!(ArrivalEvent, own_data_unacked)] == 1,
     })
 }
 
@@ -585,13 +592,16 @@ mod tests {
                 flow,
                 data_len,
                 seq,
+                missed_packets,
+                own_data_unacked,
             } = decode(record).unwrap()
             else {
                 panic!("not an arrival event");
             };
-            (ts_ns, flow, data_len, seq)
+            (ts_ns, flow, data_len, seq, missed_packets, own_data_unacked)
         };
-        let (ts_ns, flow, data_len, seq) = decode_arrival(&record);
+        let (ts_ns, flow, data_len, seq, missed, unacked) = decode_arrival(&record);
+        assert_eq!((missed, unacked), (0, false));
         assert_eq!(ts_ns, 1_000);
         assert_eq!(flow.local_port, 40000);
         assert_eq!(flow.remote_port, 443);
@@ -601,6 +611,11 @@ mod tests {
         assert_eq!(seq, None);
         record[offset_of!(ArrivalEvent, seq_known)] = 1;
         assert_eq!(decode_arrival(&record).3, Some(7));
+        record[offset_of!(ArrivalEvent, missed_packets)..][..2]
+            .copy_from_slice(&3u16.to_ne_bytes());
+        record[offset_of!(ArrivalEvent, own_data_unacked)] = 1;
+        let (.., missed, unacked) = decode_arrival(&record);
+        assert_eq!((missed, unacked), (3, true));
     }
 
     fn flow_bytes(record: &mut [u8], at: usize) {

@@ -23,7 +23,7 @@ use crate::{
         processes::{ProcessRegistry, read_facts},
         sockets::{SocketInfo, SocketLookup},
     },
-    reassemble::{ConnectionMeta, ConnectionTable, SocketKey, TableStats, Transfer},
+    reassemble::{ConnectionMeta, ConnectionTable, Segment, SocketKey, TableStats, Transfer},
     signals::{
         connects::{ConnectTracker, SocketKind},
         retransmits::{Retransmits, Socket},
@@ -272,20 +272,24 @@ impl Pipeline {
                 flow,
                 data_len,
                 seq,
+                missed_packets,
+                own_data_unacked,
             } => {
                 let Some(&key) = self.socket_of_flow.get(&flow) else {
                     return;
                 };
-                if let Some((refill, meta)) =
-                    self.table.arrival(key, ts_ns, seq, u64::from(data_len))
+                let segment = Segment {
+                    ts_ns,
+                    seq,
+                    bytes: u64::from(data_len),
+                    missed_packets,
+                    own_data_unacked,
+                };
+                if let Some((wait, meta)) = self.table.arrival(key, &segment)
                     && let Some(socket) = loss_socket(key, meta)
                 {
-                    self.retransmits.add_recovery(
-                        socket,
-                        LossRecoveryKind::Refilled,
-                        refill.from_ns,
-                        refill.to_ns,
-                    );
+                    self.retransmits
+                        .add_recovery(socket, wait.kind, wait.from_ns, wait.to_ns);
                 }
             }
             Event::RunQueueWait {

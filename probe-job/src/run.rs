@@ -5,6 +5,7 @@ use std::{path::Path, time::Duration};
 
 use llmslo_probe_common::{
     FILTER_BY_CGROUP, FILTER_BY_PID_NAMESPACE, FILTER_BY_TGID, MAX_PID_NAMESPACES, PidNamespaces,
+    TcpProbeLayout,
 };
 use llmslo_schema::{Diagnostic, Outcome, OutcomeStatus, ProbeResult, Severity, Window};
 use llmslo_wire::ParserConfig;
@@ -14,6 +15,7 @@ use crate::{
     cli::{Args, exit_code},
     collect::{
         self, CollectError, Collector, KernelDrops,
+        btf::Btf,
         features::{Feature, KernelFeatures},
         preflight,
     },
@@ -125,18 +127,7 @@ pub async fn run(args: &Args) -> Result<Report, SetupError> {
     let tcp_probe_layout = features
         .check(Feature::TcpProbe)
         .and_then(|()| collect::loader::tcp_probe_layout(&tracefs))
-        .map(|layout| {
-            let btf = Path::new(collect::features::BTF_PATH);
-            collect::loader::with_sequence_numbers(layout, btf).unwrap_or_else(
-                |(layout, reason)| {
-                    tracing::warn!(
-                        %reason,
-                        "gaps in received data (the peer's loss recovery) are not detected"
-                    );
-                    layout
-                },
-            )
-        });
+        .map(with_segment_details);
     if let Err(reason) = &tcp_probe_layout {
         tracing::warn!(%reason, "received bytes are stamped at their read, not their arrival");
     }
@@ -437,6 +428,31 @@ fn scheduling(
         }
         None => llmslo_schema::Scheduling::default(),
     }
+}
+
+/// Adds the kernel structure offsets that let the arrival program read
+/// each segment's sequence number and IPv4 ID. Either can be missing, with
+/// a warning that says which loss signals are lost with it.
+fn with_segment_details(layout: TcpProbeLayout) -> TcpProbeLayout {
+    const NO_GAPS: &str = "gaps in received data (the peer's loss recovery) are not detected";
+    const NO_IDS: &str = "packets of the peer that never arrived are counted only where a later \
+                          segment overtakes them";
+    let btf = match Btf::read(Path::new(collect::features::BTF_PATH)) {
+        Ok(btf) => btf,
+        Err(reason) => {
+            tracing::warn!(%reason, "{NO_GAPS}; {NO_IDS}");
+            return layout;
+        }
+    };
+    let layout =
+        collect::loader::with_sequence_numbers(layout, &btf).unwrap_or_else(|(layout, reason)| {
+            tracing::warn!(%reason, "{NO_GAPS}");
+            layout
+        });
+    collect::loader::with_packet_ids(layout, &btf).unwrap_or_else(|(layout, reason)| {
+        tracing::warn!(%reason, "{NO_IDS}");
+        layout
+    })
 }
 
 /// Fails before loading anything when a feature every signal needs is

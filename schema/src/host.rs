@@ -73,7 +73,8 @@ pub struct LossRecovery {
     pub peer: String,
     pub kind: LossRecoveryKind,
     /// `CLOCK_MONOTONIC` of the first sign of the loss: the arrival past
-    /// the gap for `refilled`, the retransmission itself for `resent`.
+    /// the gap for `refilled`, the retransmission itself for `resent`, the
+    /// arrival before the missing packets for `missed`.
     pub from_ns: u64,
     /// `CLOCK_MONOTONIC` when the lost data went out again or arrived.
     pub to_ns: u64,
@@ -97,6 +98,16 @@ pub enum LossRecoveryKind {
     /// that closed part of it): a lower bound, since the lost segment left
     /// the peer before `from_ns`.
     Refilled,
+    /// Packets of the peer never arrived, and none arrived past them. The
+    /// next packet that did carried an IPv4 ID beyond theirs (Linux
+    /// numbers the packets of each connection), and its bytes were the
+    /// next in sequence, so it was most likely the peer's retransmission.
+    /// `from_ns` is the arrival of the connection's previous data (or its
+    /// start), `to_ns` this arrival. That is an upper bound, since the
+    /// lost packet left the peer somewhere in between. Not reported while
+    /// this end's data was unacknowledged, when the missing packet may
+    /// have been an acknowledgement.
+    Missed,
 }
 
 /// Run-queue waits of target threads: the time between becoming runnable

@@ -319,3 +319,105 @@ fn check_refilled_gaps(tls: Option<&TestCa>) {
         );
     }
 }
+
+/// Port of the source in the namespace whose lost segments nothing
+/// overtakes.
+const TAIL_SOURCE_PORT: u16 = 7103;
+
+/// Sends 12 writes of 100 bytes to the target, each alone on the wire for
+/// 0.5 s, and loses every third on arrival: no later segment overtakes a
+/// loss, so no gap shows in the sequence numbers, and only the jump in the
+/// source's IPv4 IDs tells that the retransmission came late.
+#[test]
+fn losses_nothing_overtakes_show_as_missed_packets() {
+    let _lock = probe::exclusive();
+    let netns = Netns::create("miss");
+    let (host, peer) = (netns.host_ip.clone(), netns.peer_ip.clone());
+    // Only segments with payload (an IP length above the 52 bytes of a
+    // bare header with timestamps) count towards the rule.
+    netns.nft(&format!(
+        "table ip llmslo_missed {{\n\
+         \x20 chain input {{\n\
+         \x20   type filter hook input priority 0; policy accept;\n\
+         \x20   ip saddr {host} tcp sport {TAIL_SOURCE_PORT} ip length > 100 \
+         numgen inc mod 3 == 1 drop\n\
+         \x20 }}\n\
+         }}\n"
+    ));
+    let source = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket, time\n\
+                 listener = socket.create_server(('{host}', {TAIL_SOURCE_PORT}))\n\
+                 connection, _ = listener.accept()\n\
+                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+                 time.sleep(0.3)\n\
+                 for _ in range(12):\n\
+                 \x20   connection.sendall(b'z' * 100)\n\
+                 \x20   time.sleep(0.5)\n\
+                 connection.close()\n"
+            ),
+        ])
+        .spawn()
+        .expect("python3 starts");
+    let _source = ChildGuard::new("source", source);
+    let namespace = netns.name.clone();
+    let target = self_gated_python(
+        "receiver",
+        &["ip", "netns", "exec", &namespace],
+        &format!(
+            "import socket, sys, time\n\
+             print('waiting', flush=True)\n\
+             sys.stdin.readline()\n\
+             for _ in range(100):\n\
+             \x20   try:\n\
+             \x20       source = socket.create_connection(('{host}', {TAIL_SOURCE_PORT}))\n\
+             \x20       break\n\
+             \x20   except ConnectionRefusedError:\n\
+             \x20       time.sleep(0.05)\n\
+             received = 0\n\
+             while chunk := source.recv(65536):\n\
+             \x20   received += len(chunk)\n\
+             assert received == 1200, received\n"
+        ),
+    );
+    let pid = target.pid();
+    let result = probe_gated(target);
+
+    let of_source = |kind: LossRecoveryKind| -> Vec<&LossRecovery> {
+        result
+            .loss_recoveries
+            .iter()
+            .filter(|recovery| {
+                recovery.pid == pid
+                    && recovery.kind == kind
+                    && recovery.peer == format!("{host}:{TAIL_SOURCE_PORT}")
+            })
+            .collect()
+    };
+    let missed = of_source(LossRecoveryKind::Missed);
+    // Four writes are lost; a lost retransmission makes one wait of two.
+    assert!(
+        missed.len() >= 3,
+        "few missed packets: {:?}",
+        result.loss_recoveries
+    );
+    for wait in &missed {
+        assert!(wait.local.starts_with(&format!("{peer}:")), "{wait:?}");
+        // From the write before (0.5 s earlier) to the retransmission.
+        assert!(
+            wait.to_ns - wait.from_ns >= 400_000_000,
+            "{wait:?}: shorter than the pause between writes"
+        );
+        assert!(
+            (result.window.start_ns..=result.window.end_ns).contains(&wait.to_ns),
+            "{wait:?}"
+        );
+    }
+    assert!(
+        of_source(LossRecoveryKind::Refilled).is_empty(),
+        "a gap opened although nothing overtook a loss: {:?}",
+        result.loss_recoveries
+    );
+}

@@ -40,7 +40,8 @@ struct NodeContext<'a> {
 impl NodeContext<'_> {
     /// The parts of `call` (the interval of `record`) that its connection
     /// spent on TCP loss recovery, sorted and disjoint. A gap in received
-    /// data counts while the gap was open. A retransmission of the
+    /// data counts while the gap was open, and missing packets from the
+    /// data before them. A retransmission of the
     /// record's own data before its first response byte counts from the
     /// call's start, because the request was waiting to get through.
     fn loss_waits(&self, record: &CallRecord, call: Interval) -> Vec<Interval> {
@@ -58,6 +59,9 @@ impl NodeContext<'_> {
             .iter()
             .filter_map(|loss| match loss.kind {
                 LossRecoveryKind::Refilled => Interval::new(loss.from_ns, loss.to_ns).clip(call),
+                // NOTE: an upper bound, like `resent`: the packet was lost
+                // somewhere between the two arrivals.
+                LossRecoveryKind::Missed => Interval::new(loss.from_ns, loss.to_ns).clip(call),
                 // NOTE: an upper bound. The probe cannot tell which data
                 // went out again, and a retransmission after a lost
                 // acknowledgement counts too.

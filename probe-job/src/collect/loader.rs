@@ -13,6 +13,7 @@ use aya::{
 };
 use llmslo_probe_common::{PidNamespaces, TcpProbeLayout};
 
+use super::btf::Btf;
 use crate::signals::KernelGlobals;
 
 /// The eBPF object built by build.rs from `probe-ebpf/`.
@@ -266,7 +267,9 @@ pub fn tcp_probe_layout(tracefs: &Path) -> Result<TcpProbeLayout, String> {
         data_len: field("data_len", 2)?,
         // Older kernels have no skbaddr; see `with_sequence_numbers`.
         skbaddr: field("skbaddr", 8).unwrap_or(0),
-        skb_seq: 0,
+        snd_nxt: field("snd_nxt", 4).unwrap_or(0),
+        snd_una: field("snd_una", 4).unwrap_or(0),
+        ..TcpProbeLayout::default()
     })
 }
 
@@ -280,33 +283,57 @@ pub fn tcp_probe_layout(tracefs: &Path) -> Result<TcpProbeLayout, String> {
 /// Why sequence numbers cannot be read; the layout is returned unchanged.
 pub fn with_sequence_numbers(
     layout: TcpProbeLayout,
-    btf_path: &Path,
+    btf: &Btf,
 ) -> Result<TcpProbeLayout, (TcpProbeLayout, String)> {
     if layout.skbaddr == 0 {
-        return Err((
-            layout,
-            "tcp:tcp_probe has no skbaddr field on this kernel; newer kernels have it".into(),
-        ));
+        return Err((layout, NO_SKBADDR.into()));
     }
-    match skb_seq_offset(btf_path) {
-        Ok(skb_seq) => Ok(TcpProbeLayout { skb_seq, ..layout }),
-        Err(reason) => Err((layout, reason)),
+    // The TCP control block (`tcp_skb_cb`) lives in the `cb` scratch area
+    // of the `sk_buff` while TCP handles the segment.
+    match (
+        member_offset(btf, "sk_buff", "cb"),
+        member_offset(btf, "tcp_skb_cb", "seq"),
+    ) {
+        (Ok(cb), Ok(seq)) => Ok(TcpProbeLayout {
+            skb_seq: cb + seq,
+            ..layout
+        }),
+        (Err(reason), _) | (_, Err(reason)) => Err((layout, reason)),
     }
 }
 
-/// Offset of the sequence number of a received segment inside its
-/// `struct sk_buff`: the TCP control block (`tcp_skb_cb`) lives in the
-/// `cb` scratch area while TCP handles the segment.
-fn skb_seq_offset(btf_path: &Path) -> Result<u32, String> {
-    let btf = super::btf::Btf::read(btf_path)?;
-    let missing = |name: &str| format!("the kernel's BTF has no usable {name}");
-    let cb = btf
-        .member_offset("sk_buff", "cb")
-        .ok_or_else(|| missing("sk_buff.cb"))?;
-    let seq = btf
-        .member_offset("tcp_skb_cb", "seq")
-        .ok_or_else(|| missing("tcp_skb_cb.seq"))?;
-    Ok(cb + seq)
+/// Adds what the `tcp_probe` program needs to read the IPv4 ID and the
+/// packet count of each segment, which show the peer's packets that never
+/// arrived. Without it arrivals still work, and only gaps in the sequence
+/// numbers show losses.
+///
+/// # Errors
+///
+/// Why packet IDs cannot be read; the layout is returned unchanged.
+pub fn with_packet_ids(
+    layout: TcpProbeLayout,
+    btf: &Btf,
+) -> Result<TcpProbeLayout, (TcpProbeLayout, String)> {
+    if layout.skbaddr == 0 {
+        return Err((layout, NO_SKBADDR.into()));
+    }
+    let offsets = (|| {
+        Ok::<_, String>(TcpProbeLayout {
+            skb_head: member_offset(btf, "sk_buff", "head")?,
+            skb_network_header: member_offset(btf, "sk_buff", "network_header")?,
+            skb_end: member_offset(btf, "sk_buff", "end")?,
+            shinfo_gso_segs: member_offset(btf, "skb_shared_info", "gso_segs")?,
+            ..layout
+        })
+    })();
+    offsets.map_err(|reason| (layout, reason))
+}
+
+const NO_SKBADDR: &str = "tcp:tcp_probe has no skbaddr field on this kernel; newer kernels have it";
+
+fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32, String> {
+    btf.member_offset(name, member)
+        .ok_or_else(|| format!("the kernel's BTF has no usable {name}.{member}"))
 }
 
 /// Parses `field:__u16 sport;\toffset:64;\tsize:2;\tsigned:0;` into
@@ -413,5 +440,13 @@ mod tests {
         let layout = tcp_probe_layout(Path::new("/sys/kernel/tracing")).unwrap();
         assert_ne!(layout.data_len, 0);
         assert_eq!(layout.dport, layout.sport + 2);
+        assert_eq!(layout.snd_una, layout.snd_nxt + 4);
+
+        let btf = Btf::read(Path::new(super::super::features::BTF_PATH)).unwrap();
+        let layout = with_sequence_numbers(layout, &btf).unwrap();
+        let layout = with_packet_ids(layout, &btf).unwrap();
+        assert_ne!(layout.skb_seq, 0);
+        assert_ne!(layout.skb_head, layout.skb_network_header);
+        assert_ne!(layout.shinfo_gso_segs, 0);
     }
 }

@@ -15,7 +15,7 @@ use aya::{
     },
 };
 use llmslo_probe_common::{
-    DropReason, FlowKey, PidNamespaces, SOCKET_SEEDED, SocketKey, TcpProbeLayout,
+    DropReason, FlowKey, FlowState, PidNamespaces, SOCKET_SEEDED, SocketKey, TcpProbeLayout,
 };
 use std::time::Instant;
 
@@ -255,18 +255,19 @@ impl Collector {
 
     /// Makes the kernel report segment arrivals of a connection.
     pub fn add_flow(&mut self, flow: &FlowKey) -> Result<(), CollectError> {
-        let mut map: HashMap<_, FlowKey, u8> = self.hash_map("FLOWS")?;
-        map.insert(flow, &1, 0).map_err(|source| CollectError::Map {
-            action: "insert a connection",
-            map: "FLOWS",
-            source,
-        })
+        let mut map: HashMap<_, FlowKey, FlowState> = self.hash_map("FLOWS")?;
+        map.insert(flow, &FlowState::default(), 0)
+            .map_err(|source| CollectError::Map {
+                action: "insert a connection",
+                map: "FLOWS",
+                source,
+            })
     }
 
     /// Stops arrival reports of a connection; a missing entry is not an
     /// error.
     pub fn remove_flow(&mut self, flow: &FlowKey) -> Result<(), CollectError> {
-        let mut map: HashMap<_, FlowKey, u8> = self.hash_map("FLOWS")?;
+        let mut map: HashMap<_, FlowKey, FlowState> = self.hash_map("FLOWS")?;
         let _ = map.remove(flow);
         Ok(())
     }

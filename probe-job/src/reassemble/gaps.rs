@@ -45,6 +45,9 @@ pub struct Placement {
     pub duplicate_bytes: u32,
     /// The wait for the gaps this segment closed.
     pub refill: Option<Refill>,
+    /// Whether the segment arrived past bytes that had not arrived, which
+    /// opened a gap.
+    pub opened_gap: bool,
 }
 
 /// A gap that closed: from the arrival of the first segment past it to the
@@ -86,6 +89,7 @@ impl SequenceGaps {
                     end: seq,
                     opened_ns: arrival_ns,
                 });
+                placement.opened_gap = true;
             }
             self.highest_end = Some(end);
             placement.appended = Some((seq, len));

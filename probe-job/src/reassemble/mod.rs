@@ -9,11 +9,10 @@ mod stream;
 
 use std::net::SocketAddr;
 
-use llmslo_schema::{Direction, Exchange};
+use llmslo_schema::{Direction, Exchange, LossRecoveryKind};
 use llmslo_wire::{ConnectionInfo, Flow, StreamEnd, Transport};
 
 pub use arrivals::ArrivalQueue;
-pub use gaps::Refill;
 pub use parser::ExchangeParser;
 pub use stream::StreamState;
 
@@ -64,6 +63,9 @@ struct Connection<P> {
     /// Gaps in the received sequence space, kept also where TLS hides
     /// which plaintext bytes a segment carried.
     gaps: gaps::SequenceGaps,
+    /// When the last segment with payload arrived, or the connection
+    /// opened (or was first seen).
+    last_arrival_ns: u64,
 }
 
 impl<P> Connection<P> {
@@ -73,6 +75,29 @@ impl<P> Connection<P> {
             Flow::Ingress => &mut self.ingress,
         }
     }
+}
+
+/// A TCP segment with payload that arrived on a followed connection, as
+/// the kernel reported it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Segment {
+    pub ts_ns: u64,
+    /// Sequence number of the first payload byte, when known.
+    pub seq: Option<u32>,
+    pub bytes: u64,
+    /// Packets of the peer that never arrived right before this one.
+    pub missed_packets: u16,
+    /// Whether this end's data was unacknowledged when it arrived.
+    pub own_data_unacked: bool,
+}
+
+/// A wait inside a connection that loss recovery explains, seen from
+/// this end (see [`LossRecoveryKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossWait {
+    pub kind: LossRecoveryKind,
+    pub from_ns: u64,
+    pub to_ns: u64,
 }
 
 /// Bytes that one socket call transferred.
@@ -162,6 +187,7 @@ where
                 ingress: StreamState::default(),
                 arrivals: None,
                 gaps: gaps::SequenceGaps::default(),
+                last_arrival_ns: ts_ns,
             },
         );
         self.stats.connections_opened += 1;
@@ -177,30 +203,51 @@ where
         }
     }
 
-    /// Records a segment of `bytes` payload that arrived at `arrival_ns`,
-    /// starting at sequence number `seq` when the kernel reported it.
-    /// Returns the wait for a gap in the received bytes that this segment
-    /// closed, with the connection's addresses.
+    /// Records a segment that arrived on a connection. Returns the wait
+    /// that loss recovery explains, seen from this end, with the
+    /// connection's addresses: a gap in the received bytes that this
+    /// segment closed, or else packets of the peer that went missing right
+    /// before it.
     pub fn arrival(
         &mut self,
         key: SocketKey,
-        arrival_ns: u64,
-        seq: Option<u32>,
-        bytes: u64,
-    ) -> Option<(Refill, &ConnectionMeta)> {
+        segment: &Segment,
+    ) -> Option<(LossWait, &ConnectionMeta)> {
         let connection = self.connections.get_mut(&key)?;
-        let Some(seq) = seq else {
+        let previous_ns = std::mem::replace(&mut connection.last_arrival_ns, segment.ts_ns);
+        let mut in_order = true;
+        let mut wait = None;
+        if let Some(seq) = segment.seq {
+            // tcp:tcp_probe reports the payload length as 16 bits.
+            let placement = connection
+                .gaps
+                .observe(seq, segment.bytes as u32, segment.ts_ns);
             if let Some(queue) = connection.arrivals.as_mut() {
-                queue.push(arrival_ns, bytes);
+                queue.place(segment.ts_ns, &placement);
             }
-            return None;
-        };
-        // tcp:tcp_probe reports the payload length as 16 bits.
-        let placement = connection.gaps.observe(seq, bytes as u32, arrival_ns);
-        if let Some(queue) = connection.arrivals.as_mut() {
-            queue.place(arrival_ns, &placement);
+            in_order = placement.appended.is_some()
+                && !placement.opened_gap
+                && placement.filled.is_empty();
+            wait = placement.refill.map(|refill| LossWait {
+                kind: LossRecoveryKind::Refilled,
+                from_ns: refill.from_ns,
+                to_ns: refill.to_ns,
+            });
+        } else if let Some(queue) = connection.arrivals.as_mut() {
+            queue.push(segment.ts_ns, segment.bytes);
         }
-        placement.refill.map(|refill| (refill, &connection.meta))
+        // A segment past a gap leaves the wait to the one that fills it,
+        // and one that repeats bytes delays nothing. While this end's data
+        // was unacknowledged, a missing packet may have been the peer's
+        // acknowledgement, whose loss delays nothing here either.
+        if wait.is_none() && in_order && segment.missed_packets > 0 && !segment.own_data_unacked {
+            wait = Some(LossWait {
+                kind: LossRecoveryKind::Missed,
+                from_ns: previous_ns.min(segment.ts_ns),
+                to_ns: segment.ts_ns,
+            });
+        }
+        wait.map(|wait| (wait, &connection.meta))
     }
 
     /// Returns what is known about a followed connection.

@@ -1,6 +1,6 @@
 use std::{cell::RefCell, rc::Rc};
 
-use llmslo_schema::Connection as ExchangeConnection;
+use llmslo_schema::{Connection as ExchangeConnection, LossRecoveryKind};
 
 use super::*;
 
@@ -237,8 +237,8 @@ fn received_bytes_carry_arrival_times() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
     table.enable_arrivals(KEY);
-    table.arrival(KEY, 100, None, 4);
-    table.arrival(KEY, 200, None, 6);
+    table.arrival(KEY, &segment(100, None, 4));
+    table.arrival(KEY, &segment(200, None, 6));
     table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcdefghij", 10));
     table.data(KEY, transfer(Flow::Egress, 310, 101, b"req", 3));
     assert_eq!(
@@ -257,7 +257,7 @@ fn received_bytes_carry_arrival_times() {
 fn arrivals_ignored_until_enabled() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
-    table.arrival(KEY, 100, None, 4);
+    table.arrival(KEY, &segment(100, None, 4));
     table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcd", 4));
     assert_eq!(*log.borrow(), ["data Ingress 300 101 abcd"]);
 }
@@ -267,8 +267,8 @@ fn short_read_discards_duplicate_arrivals() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
     table.enable_arrivals(KEY);
-    table.arrival(KEY, 100, None, 2);
-    table.arrival(KEY, 120, None, 2);
+    table.arrival(KEY, &segment(100, None, 2));
+    table.arrival(KEY, &segment(120, None, 2));
     let mut first = transfer(Flow::Ingress, 300, 101, b"ab", 2);
     first.call_start_ns = 250;
     first.requested_bytes = 65_536;
@@ -287,11 +287,18 @@ fn refilled_gap_is_reported_also_under_tls() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
     table.enable_arrivals(KEY);
-    assert!(table.arrival(KEY, 100, Some(0), 2).is_none());
+    assert!(table.arrival(KEY, &segment(100, Some(0), 2)).is_none());
     // Bytes 2..4 are lost; 4..6 overtake them and open a gap at 150.
-    assert!(table.arrival(KEY, 150, Some(4), 2).is_none());
-    let (refill, _) = table.arrival(KEY, 400, Some(2), 2).unwrap();
-    assert_eq!((refill.from_ns, refill.to_ns), (150, 400));
+    assert!(table.arrival(KEY, &segment(150, Some(4), 2)).is_none());
+    let (refill, _) = table.arrival(KEY, &segment(400, Some(2), 2)).unwrap();
+    assert_eq!(
+        refill,
+        LossWait {
+            kind: LossRecoveryKind::Refilled,
+            from_ns: 150,
+            to_ns: 400
+        }
+    );
     table.data(KEY, transfer(Flow::Ingress, 500, 101, b"abcdef", 6));
     assert_eq!(
         *log.borrow(),
@@ -300,8 +307,78 @@ fn refilled_gap_is_reported_also_under_tls() {
 
     // TLS plaintext cannot be stamped, but gaps are still seen.
     assert!(table.mark_tls(KEY, Some("openssl"), None));
-    assert!(table.arrival(KEY, 600, Some(8), 2).is_none());
-    assert!(table.arrival(KEY, 700, Some(6), 2).is_some());
+    assert!(table.arrival(KEY, &segment(600, Some(8), 2)).is_none());
+    assert!(table.arrival(KEY, &segment(700, Some(6), 2)).is_some());
+}
+
+/// A segment of `bytes` at `ts_ns` with nothing missing before it.
+fn segment(ts_ns: u64, seq: Option<u32>, bytes: u64) -> Segment {
+    Segment {
+        ts_ns,
+        seq,
+        bytes,
+        ..Segment::default()
+    }
+}
+
+#[test]
+fn missed_packets_before_an_in_order_segment_are_a_wait() {
+    let (mut table, _, _) = table();
+    table.open(KEY, 9, outbound(), 50);
+    table.enable_arrivals(KEY);
+    let lost_first = Segment {
+        missed_packets: 1,
+        ..segment(100, Some(0), 2)
+    };
+    // Nothing arrived before: the wait runs from the connection's start.
+    let (wait, _) = table.arrival(KEY, &lost_first).unwrap();
+    assert_eq!(
+        wait,
+        LossWait {
+            kind: LossRecoveryKind::Missed,
+            from_ns: 50,
+            to_ns: 100
+        }
+    );
+    assert!(table.arrival(KEY, &segment(130, Some(2), 2)).is_none());
+    let lost_next = Segment {
+        missed_packets: 2,
+        ..segment(400, Some(4), 2)
+    };
+    let (wait, _) = table.arrival(KEY, &lost_next).unwrap();
+    assert_eq!((wait.from_ns, wait.to_ns), (130, 400));
+}
+
+#[test]
+fn missed_packets_that_may_be_acknowledgements_are_no_wait() {
+    let (mut table, _, _) = table();
+    table.open(KEY, 9, outbound(), 50);
+    table.enable_arrivals(KEY);
+    let after_lost_ack = Segment {
+        missed_packets: 1,
+        own_data_unacked: true,
+        ..segment(100, Some(0), 2)
+    };
+    assert!(table.arrival(KEY, &after_lost_ack).is_none());
+}
+
+#[test]
+fn missed_packets_past_a_gap_leave_the_wait_to_the_refill() {
+    let (mut table, _, _) = table();
+    table.open(KEY, 9, outbound(), 50);
+    table.enable_arrivals(KEY);
+    assert!(table.arrival(KEY, &segment(100, Some(0), 2)).is_none());
+    // Bytes 2..4 are lost, and 4..6 overtake them.
+    let past_gap = Segment {
+        missed_packets: 1,
+        ..segment(150, Some(4), 2)
+    };
+    assert!(table.arrival(KEY, &past_gap).is_none());
+    let (wait, _) = table.arrival(KEY, &segment(400, Some(2), 2)).unwrap();
+    assert_eq!(
+        (wait.kind, wait.from_ns, wait.to_ns),
+        (LossRecoveryKind::Refilled, 150, 400)
+    );
 }
 
 #[test]
@@ -338,7 +415,7 @@ fn tls_stops_arrival_stamps() {
     let (mut table, log, _) = table();
     table.open(KEY, 9, outbound(), 1);
     table.enable_arrivals(KEY);
-    table.arrival(KEY, 100, None, 40);
+    table.arrival(KEY, &segment(100, None, 40));
     assert!(table.mark_tls(KEY, Some("openssl"), None));
     table.data(KEY, transfer(Flow::Ingress, 300, 101, b"abcd", 4));
     assert_eq!(
