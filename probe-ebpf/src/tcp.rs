@@ -10,14 +10,15 @@
 //! ones that predate the probe.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::bpf_get_current_pid_tgid,
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap},
     programs::TracePointContext,
 };
 use llmslo_probe_common::{
-    DropReason, EventHeader, EventKind, FlowKey, HandshakeEvent, HandshakeStage, RetransmitEvent,
-    SockTupleLayout, SocketErrorEvent, TcpLayout, TcpOwner,
+    DropReason, EventHeader, EventKind, FlowKey, FlowState, HandshakeEvent, HandshakeStage,
+    RetransmitEvent, SockTupleLayout, SocketErrorEvent, TcpLayout, TcpOwner,
 };
 
 use crate::{
@@ -33,6 +34,7 @@ const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
+const EEXIST: i32 = 17;
 
 /// Offsets of the tracepoint fields; user space reads them from the format
 /// files and sets them before load.
@@ -243,6 +245,9 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         let mut flow = FlowKey::default();
         if read_flow(&ctx, &layout!(set_state_tuple), &mut flow) {
             let now = now_ns();
+            if new_state == TCP_ESTABLISHED {
+                follow_arrivals(&flow);
+            }
             let stage = if new_state == TCP_ESTABLISHED {
                 Stage {
                     stage: HandshakeStage::Established,
@@ -259,8 +264,26 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     if new_state == TCP_CLOSE {
         let _ = TCP_OWNERS.remove(&skaddr);
+        let mut flow = FlowKey::default();
+        if read_flow(&ctx, &layout!(set_state_tuple), &mut flow) {
+            let _ = FLOWS.remove(&flow);
+        }
     }
     0
+}
+
+/// Starts reporting arrivals on a connection that a target opened, as soon
+/// as it is established. User space adds it too, but only once it has read
+/// the connect, and by then the peer's first packets may have come: the
+/// acknowledgement of a request, whose IPv4 ID shows whether the response
+/// that follows lost packets.
+fn follow_arrivals(flow: &FlowKey) {
+    // An entry that user space added first keeps its state.
+    if let Err(error) = FLOWS.insert(flow, &FlowState::default(), u64::from(BPF_NOEXIST)) {
+        if error != -EEXIST {
+            count_drop(DropReason::MapFull, 1);
+        }
+    }
 }
 
 /// Records a target's socket entering `TCP_SYN_SENT`, which happens inside

@@ -25,6 +25,9 @@ pub use loader::LoadError;
 
 use crate::signals::{KernelGlobals, SignalError};
 
+/// `BPF_NOEXIST` of `bpf(BPF_MAP_UPDATE_ELEM)`: insert only a new key.
+const BPF_NOEXIST: u64 = 1;
+
 /// Records read between two looks at the clock in [`Collector::drain_until`].
 const FINAL_DRAIN_BATCH: usize = 256;
 
@@ -253,15 +256,23 @@ impl Collector {
             })
     }
 
-    /// Makes the kernel report segment arrivals of a connection.
+    /// Makes the kernel report segment arrivals of a connection. The kernel
+    /// adds the connections that targets open itself, and an entry already
+    /// there keeps the packet state it holds.
     pub fn add_flow(&mut self, flow: &FlowKey) -> Result<(), CollectError> {
         let mut map: HashMap<_, FlowKey, FlowState> = self.hash_map("FLOWS")?;
-        map.insert(flow, &FlowState::default(), 0)
-            .map_err(|source| CollectError::Map {
+        match map.insert(flow, &FlowState::default(), BPF_NOEXIST) {
+            Err(MapError::SyscallError(error))
+                if error.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(())
+            }
+            result => result.map_err(|source| CollectError::Map {
                 action: "insert a connection",
                 map: "FLOWS",
                 source,
-            })
+            }),
+        }
     }
 
     /// Stops arrival reports of a connection; a missing entry is not an
