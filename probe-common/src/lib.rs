@@ -254,7 +254,9 @@ pub struct ArrivalEvent {
     /// connection consecutively. 0 when none are missing or the IDs are
     /// unknown (IPv6, or a kernel without the offsets).
     pub missed_packets: u16,
-    pub _pad: [u8; 4],
+    /// The receiving socket's smoothed round-trip time in microseconds,
+    /// read only when `missed_packets` is not 0.
+    pub srtt_us: u32,
 }
 
 /// Per-connection state of the arrival program, the value of the `FLOWS`
@@ -263,10 +265,24 @@ pub struct ArrivalEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
     /// The IPv4 ID that the peer's next packet carries when none is lost;
-    /// valid when `ip_id_known` is 1.
+    /// valid in [`IpIds::Known`].
     pub next_ip_id: u16,
-    pub ip_id_known: u8,
+    /// An [`IpIds`] value.
+    pub ip_ids: u8,
     pub _pad: u8,
+}
+
+/// What the arrival program knows of a connection's IPv4 IDs.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpIds {
+    /// No packet of the peer seen yet.
+    Unknown = 0,
+    /// `FlowState::next_ip_id` is the ID of the peer's next packet.
+    Known = 1,
+    /// The peer's IDs jumped by more than a loss explains: it does not
+    /// number its packets per connection, so gaps say nothing.
+    Unusable = 2,
 }
 
 /// Byte offsets of the `tcp:tcp_probe` fields the probe reads, taken from
@@ -288,19 +304,21 @@ pub struct TcpProbeLayout {
     /// (`cb` plus `tcp_skb_cb.seq`), from the kernel's BTF; 0 when
     /// unknown, which leaves `ArrivalEvent::seq` unset.
     pub skb_seq: u32,
-    /// `snd_nxt` and `snd_una` of the receiving socket; 0 when the
-    /// tracepoint lacks them.
+    /// `snd_nxt`, `snd_una` and `srtt` of the receiving socket; 0 when
+    /// the tracepoint lacks them.
     pub snd_nxt: u32,
     pub snd_una: u32,
+    pub srtt: u32,
     /// Offsets from the kernel's BTF that lead to a segment's IP header
     /// and packet count: `sk_buff.head`, `sk_buff.network_header`,
     /// `sk_buff.end` (where `struct skb_shared_info` starts, counted from
-    /// `head`) and `skb_shared_info.gso_segs`. All four set, or all 0,
-    /// which leaves `ArrivalEvent::missed_packets` at 0.
+    /// `head`) and `skb_shared_info.gso_size`, which `gso_segs` directly
+    /// follows. All four set, or all 0, which leaves
+    /// `ArrivalEvent::missed_packets` at 0.
     pub skb_head: u32,
     pub skb_network_header: u32,
     pub skb_end: u32,
-    pub shinfo_gso_segs: u32,
+    pub shinfo_gso_size: u32,
 }
 
 /// Waits of target threads for a CPU, from the sched tracepoints.

@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use llmslo_probe_common::{
-    ArrivalEvent, EventHeader, EventKind, FlowKey, FlowState, TcpProbeLayout,
+    ArrivalEvent, EventHeader, EventKind, FlowKey, FlowState, IpIds, TcpProbeLayout,
 };
 
 use crate::maps::{Wakeup, emit, now_ns};
@@ -27,7 +27,7 @@ const AF_INET6: u16 = 10;
 
 /// A jump of the IPv4 ID larger than this is not taken as lost packets:
 /// the peer does not number its packets per connection (some systems
-/// count across connections, or send 0), or a packet came late.
+/// draw them at random, or send 0). One this far back is a late packet.
 const MAX_MISSED_PACKETS: u16 = 1024;
 
 /// Offsets of the `tcp:tcp_probe` fields; user space reads them from the
@@ -43,14 +43,16 @@ static TCP_PROBE_LAYOUT: TcpProbeLayout = TcpProbeLayout {
     skb_seq: 0,
     snd_nxt: 0,
     snd_una: 0,
+    srtt: 0,
     skb_head: 0,
     skb_network_header: 0,
     skb_end: 0,
-    shinfo_gso_segs: 0,
+    shinfo_gso_size: 0,
 };
 
-/// Connections whose arrivals are reported. User space adds a connection
-/// when it starts following it and removes it on close.
+/// Connections whose arrivals are reported. The handshake program adds the
+/// connections that targets open, user space adds every connection it
+/// follows, and both remove them on close.
 #[map]
 pub static FLOWS: HashMap<FlowKey, FlowState> = HashMap::with_max_entries(65_536, 0);
 
@@ -93,50 +95,68 @@ fn read_seq(skb: u64, layout: &TcpProbeLayout) -> Option<u32> {
 }
 
 /// Counts the peer's packets that are missing before this segment's, by
-/// its IPv4 ID, and moves `state` past the packets the segment stands for:
-/// more than one when the receiving host merged segments (GRO, or the
-/// socket backlog), which keeps the count in `gso_segs`.
-fn missed_packets(state: &mut FlowState, skb: u64, layout: &TcpProbeLayout) -> Option<u16> {
+/// its IPv4 ID, and moves `state` past the packets the segment stands for.
+/// A segment that the receiving host merged from several packets (GRO, or
+/// the socket backlog) counts them in `gso_segs`, except where a virtio
+/// device handed over the merged segment, which sets only `gso_size`.
+fn missed_packets(
+    state: &mut FlowState,
+    skb: u64,
+    data_len: u16,
+    layout: &TcpProbeLayout,
+) -> Option<u16> {
+    if state.ip_ids == IpIds::Unusable as u8 {
+        return None;
+    }
     let head: u64 = read_kernel(skb + u64::from(layout.skb_head))?;
     let network: u16 = read_kernel(skb + u64::from(layout.skb_network_header))?;
-    let ip = head + u64::from(network);
-    let version: u8 = read_kernel(ip)?;
-    if version >> 4 != 4 {
+    // Version, header length, TOS, total length and identification, in
+    // one read.
+    let ip_start: [u8; 6] = read_kernel(head + u64::from(network))?;
+    if ip_start[0] >> 4 != 4 {
         return None;
     }
-    // The identification field, in network byte order.
-    let id = u16::from_be(read_kernel(ip + 4)?);
+    let id = u16::from_be_bytes([ip_start[4], ip_start[5]]);
     // `end` is an offset from `head` on 64-bit kernels.
     let end: u32 = read_kernel(skb + u64::from(layout.skb_end))?;
-    let segments: u16 = read_kernel(head + u64::from(end) + u64::from(layout.shinfo_gso_segs))?;
-    let missed = id.wrapping_sub(state.next_ip_id);
-    let known = state.ip_id_known != 0;
-    if known && missed > MAX_MISSED_PACKETS {
-        // Late or not numbered per connection: keep the expectation, so
-        // that a late packet does not hide the losses after it.
+    let [gso_size, gso_segs]: [u16; 2] =
+        read_kernel(head + u64::from(end) + u64::from(layout.shinfo_gso_size))?;
+    let packets = if gso_segs > 0 {
+        gso_segs
+    } else if gso_size > 0 {
+        data_len.div_ceil(gso_size)
+    } else {
+        1
+    };
+
+    let skipped = id.wrapping_sub(state.next_ip_id);
+    let known = state.ip_ids == IpIds::Known as u8;
+    if known && skipped > MAX_MISSED_PACKETS {
+        if skipped < MAX_MISSED_PACKETS.wrapping_neg() {
+            state.ip_ids = IpIds::Unusable as u8;
+        }
+        // Otherwise a late packet: the expectation stays.
         return None;
     }
-    state.next_ip_id = id.wrapping_add(if segments > 1 { segments } else { 1 });
-    state.ip_id_known = 1;
-    known.then_some(missed)
+    state.next_ip_id = id.wrapping_add(packets.max(1));
+    state.ip_ids = IpIds::Known as u8;
+    known.then_some(skipped)
 }
 
 /// Whether bytes this end sent were unacknowledged when the segment
 /// arrived.
 fn own_data_unacked(ctx: &TracePointContext, layout: &TcpProbeLayout) -> bool {
-    if layout.snd_nxt == 0 || layout.snd_una == 0 {
-        return false;
+    read_field::<u32>(ctx, layout.snd_nxt) != read_field::<u32>(ctx, layout.snd_una)
+}
+
+/// Reads a `T` at `offset` of the tracepoint record; `None` for a field
+/// that the kernel's tracepoint lacks (offset 0) or a failed read.
+fn read_field<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    if offset == 0 {
+        return None;
     }
-    // SAFETY: offsets come from the tracepoint's format file.
-    let (Ok(snd_nxt), Ok(snd_una)) = (unsafe {
-        (
-            ctx.read_at::<u32>(layout.snd_nxt as usize),
-            ctx.read_at::<u32>(layout.snd_una as usize),
-        )
-    }) else {
-        return false;
-    };
-    snd_nxt != snd_una
+    // SAFETY: the offset comes from the tracepoint's format file.
+    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
 }
 
 #[tracepoint]
@@ -196,7 +216,7 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
         // tcp_probe runs under the socket's lock, so no other run updates
         // this connection's state at the same time.
         let state = unsafe { &mut *state };
-        missed = missed_packets(state, skb, &layout).unwrap_or(0);
+        missed = missed_packets(state, skb, data_len, &layout).unwrap_or(0);
     }
     if data_len == 0 {
         return 0;
@@ -224,7 +244,11 @@ pub fn tcp_probe(ctx: TracePointContext) -> u32 {
         seq_known: u8::from(seq.is_some()),
         own_data_unacked: u8::from(missed != 0 && own_data_unacked(&ctx, &layout)),
         missed_packets: missed,
-        _pad: [0; 4],
+        srtt_us: if missed == 0 {
+            0
+        } else {
+            read_field(&ctx, layout.srtt).unwrap_or(0)
+        },
     };
     emit(&event, Wakeup::Batched);
     0

@@ -140,6 +140,8 @@ pub enum Event<'a> {
     /// `missed_packets` of the peer never arrived right before it, and
     /// `own_data_unacked` tells whether one of them may have been an
     /// acknowledgement of this end's data rather than a lost segment.
+    /// `srtt_us` is the socket's smoothed round-trip time (0 when no
+    /// packet is missing).
     Arrival {
         ts_ns: u64,
         flow: FlowKey,
@@ -147,6 +149,7 @@ pub enum Event<'a> {
         seq: Option<u32>,
         missed_packets: u16,
         own_data_unacked: bool,
+        srtt_us: u32,
     },
     /// Thread `tid` of process `pid` got a CPU at `end_ns` after waiting
     /// `wait_ns` for it.
@@ -281,6 +284,7 @@ fn decode_arrival(record: &[u8], header: Header) -> Result<Event<'_>, DecodeErro
             .then(|| read_u32(record, offset_of!(ArrivalEvent, seq))),
         missed_packets: read_u16(record, offset_of!(ArrivalEvent, missed_packets)),
         own_data_unacked: record[offset_of!(ArrivalEvent, own_data_unacked)] == 1,
+        srtt_us: read_u32(record, offset_of!(ArrivalEvent, srtt_us)),
     })
 }
 
@@ -594,14 +598,21 @@ mod tests {
                 seq,
                 missed_packets,
                 own_data_unacked,
+                srtt_us,
             } = decode(record).unwrap()
             else {
                 panic!("not an arrival event");
             };
-            (ts_ns, flow, data_len, seq, missed_packets, own_data_unacked)
+            (
+                ts_ns,
+                flow,
+                data_len,
+                seq,
+                (missed_packets, own_data_unacked, srtt_us),
+            )
         };
-        let (ts_ns, flow, data_len, seq, missed, unacked) = decode_arrival(&record);
-        assert_eq!((missed, unacked), (0, false));
+        let (ts_ns, flow, data_len, seq, loss) = decode_arrival(&record);
+        assert_eq!(loss, (0, false, 0));
         assert_eq!(ts_ns, 1_000);
         assert_eq!(flow.local_port, 40000);
         assert_eq!(flow.remote_port, 443);
@@ -614,8 +625,8 @@ mod tests {
         record[offset_of!(ArrivalEvent, missed_packets)..][..2]
             .copy_from_slice(&3u16.to_ne_bytes());
         record[offset_of!(ArrivalEvent, own_data_unacked)] = 1;
-        let (.., missed, unacked) = decode_arrival(&record);
-        assert_eq!((missed, unacked), (3, true));
+        record[offset_of!(ArrivalEvent, srtt_us)..][..4].copy_from_slice(&250u32.to_ne_bytes());
+        assert_eq!(decode_arrival(&record).4, (3, true, 250));
     }
 
     fn flow_bytes(record: &mut [u8], at: usize) {

@@ -274,6 +274,7 @@ impl Pipeline {
                 seq,
                 missed_packets,
                 own_data_unacked,
+                srtt_us,
             } => {
                 let Some(&key) = self.socket_of_flow.get(&flow) else {
                     return;
@@ -284,6 +285,7 @@ impl Pipeline {
                     bytes: u64::from(data_len),
                     missed_packets,
                     own_data_unacked,
+                    srtt_us,
                 };
                 if let Some((wait, meta)) = self.table.arrival(key, &segment)
                     && let Some(socket) = loss_socket(key, meta)

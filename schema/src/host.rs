@@ -106,8 +106,12 @@ pub enum LossRecoveryKind {
     /// start), `to_ns` this arrival. That is an upper bound, since the
     /// lost packet left the peer somewhere in between. Not reported while
     /// this end's data was unacknowledged, when the missing packet may
-    /// have been an acknowledgement.
+    /// have been an acknowledgement. The wait starts no earlier than the
+    /// peer's likely retransmission timeouts allow.
     Missed,
+    /// A kind this reader does not know, from a newer probe.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Run-queue waits of target threads: the time between becoming runnable

@@ -14,7 +14,8 @@
 //!
 //! [`SCHEMA_VERSION`] changes whenever a field is removed or changes meaning.
 //! Adding an optional field does not change it, so readers ignore unknown
-//! fields.
+//! fields. Nor does a new kind of loss recovery, which readers take as
+//! `unknown`.
 
 pub mod envelope;
 mod exchange;

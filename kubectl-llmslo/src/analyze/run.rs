@@ -62,6 +62,7 @@ impl NodeContext<'_> {
                 // NOTE: an upper bound, like `resent`: the packet was lost
                 // somewhere between the two arrivals.
                 LossRecoveryKind::Missed => Interval::new(loss.from_ns, loss.to_ns).clip(call),
+                LossRecoveryKind::Unknown => None,
                 // NOTE: an upper bound. The probe cannot tell which data
                 // went out again, and a retransmission after a lost
                 // acknowledgement counts too.

@@ -269,6 +269,7 @@ pub fn tcp_probe_layout(tracefs: &Path) -> Result<TcpProbeLayout, String> {
         skbaddr: field("skbaddr", 8).unwrap_or(0),
         snd_nxt: field("snd_nxt", 4).unwrap_or(0),
         snd_una: field("snd_una", 4).unwrap_or(0),
+        srtt: field("srtt", 4).unwrap_or(0),
         ..TcpProbeLayout::default()
     })
 }
@@ -317,12 +318,20 @@ pub fn with_packet_ids(
     if layout.skbaddr == 0 {
         return Err((layout, NO_SKBADDR.into()));
     }
+    if cfg!(target_pointer_width = "32") {
+        // There `sk_buff.end` is a pointer, not an offset from `head`.
+        return Err((layout, "packet IDs are read on 64-bit kernels only".into()));
+    }
     let offsets = (|| {
+        let gso_size = member_offset(btf, "skb_shared_info", "gso_size")?;
+        if member_offset(btf, "skb_shared_info", "gso_segs")? != gso_size + 2 {
+            return Err("skb_shared_info.gso_segs does not follow gso_size on this kernel".into());
+        }
         Ok::<_, String>(TcpProbeLayout {
             skb_head: member_offset(btf, "sk_buff", "head")?,
             skb_network_header: member_offset(btf, "sk_buff", "network_header")?,
             skb_end: member_offset(btf, "sk_buff", "end")?,
-            shinfo_gso_segs: member_offset(btf, "skb_shared_info", "gso_segs")?,
+            shinfo_gso_size: gso_size,
             ..layout
         })
     })();
@@ -441,12 +450,13 @@ mod tests {
         assert_ne!(layout.data_len, 0);
         assert_eq!(layout.dport, layout.sport + 2);
         assert_eq!(layout.snd_una, layout.snd_nxt + 4);
+        assert_ne!(layout.srtt, 0);
 
         let btf = Btf::read(Path::new(super::super::features::BTF_PATH)).unwrap();
         let layout = with_sequence_numbers(layout, &btf).unwrap();
         let layout = with_packet_ids(layout, &btf).unwrap();
         assert_ne!(layout.skb_seq, 0);
         assert_ne!(layout.skb_head, layout.skb_network_header);
-        assert_ne!(layout.shinfo_gso_segs, 0);
+        assert_ne!(layout.shinfo_gso_size, 0);
     }
 }

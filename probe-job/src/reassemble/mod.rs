@@ -89,6 +89,34 @@ pub struct Segment {
     pub missed_packets: u16,
     /// Whether this end's data was unacknowledged when it arrived.
     pub own_data_unacked: bool,
+    /// The connection's smoothed round-trip time, when packets are missing.
+    pub srtt_us: u32,
+}
+
+/// The least retransmission timeout of Linux (`TCP_RTO_MIN`).
+const MIN_RTO_NS: u64 = 200_000_000;
+
+/// The retransmission timeout before a round trip was measured (RFC 6298),
+/// which a peer keeps after a lost handshake packet.
+const INITIAL_RTO_NS: u64 = 1_000_000_000;
+
+/// Missing packets beyond this many do not lengthen the longest wait
+/// they can explain any further.
+const MAX_BACKOFFS: u16 = 6;
+
+/// Returns how long before `segment` the loss of its missing packets can
+/// have begun to delay it: the peer's retransmission timeouts, doubling
+/// for each loss in a row (as if every missing packet were the same
+/// segment lost again). Each is the larger of the initial timeout and the
+/// round-trip time plus Linux's least variance term.
+///
+/// NOTE: an estimate. A peer on a path whose round-trip time varies by
+/// more than 200 ms can wait longer, and within the bound the wait is
+/// partly the peer's own, up to a second per loss.
+fn recovery_bound_ns(segment: &Segment) -> u64 {
+    let timeout = (u64::from(segment.srtt_us) * 1_000 + MIN_RTO_NS).max(INITIAL_RTO_NS);
+    let backoffs = segment.missed_packets.min(MAX_BACKOFFS);
+    timeout * ((1u64 << backoffs) - 1)
 }
 
 /// A wait inside a connection that loss recovery explains, seen from
@@ -207,7 +235,8 @@ where
     /// that loss recovery explains, seen from this end, with the
     /// connection's addresses: a gap in the received bytes that this
     /// segment closed, or else packets of the peer that went missing right
-    /// before it.
+    /// before it, from the previous data but at most the peer's likely
+    /// retransmission timeouts.
     pub fn arrival(
         &mut self,
         key: SocketKey,
@@ -241,9 +270,10 @@ where
         // was unacknowledged, a missing packet may have been the peer's
         // acknowledgement, whose loss delays nothing here either.
         if wait.is_none() && in_order && segment.missed_packets > 0 && !segment.own_data_unacked {
+            let earliest_ns = segment.ts_ns.saturating_sub(recovery_bound_ns(segment));
             wait = Some(LossWait {
                 kind: LossRecoveryKind::Missed,
-                from_ns: previous_ns.min(segment.ts_ns),
+                from_ns: previous_ns.max(earliest_ns).min(segment.ts_ns),
                 to_ns: segment.ts_ns,
             });
         }

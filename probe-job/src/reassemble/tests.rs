@@ -350,6 +350,37 @@ fn missed_packets_before_an_in_order_segment_are_a_wait() {
 }
 
 #[test]
+fn missed_packets_wait_at_most_the_timeouts() {
+    let (mut table, _, _) = table();
+    table.open(KEY, 9, outbound(), 0);
+    table.enable_arrivals(KEY);
+    // The response came 8 s after the request, and its one lost packet
+    // waited at most the initial timeout of 1 s.
+    let late = Segment {
+        missed_packets: 1,
+        srtt_us: 10_000,
+        ..segment(8_000_000_000, Some(0), 2)
+    };
+    let (wait, _) = table.arrival(KEY, &late).unwrap();
+    assert_eq!(wait.to_ns - wait.from_ns, 1_000_000_000);
+    // Two in a row: the second timeout doubles.
+    let twice = Segment {
+        missed_packets: 2,
+        ..segment(20_000_000_000, Some(2), 2)
+    };
+    let (wait, _) = table.arrival(KEY, &twice).unwrap();
+    assert_eq!(wait.to_ns - wait.from_ns, 3_000_000_000);
+    // On a long path the measured round trip sets the timeout.
+    let far = Segment {
+        missed_packets: 1,
+        srtt_us: 900_000,
+        ..segment(30_000_000_000, Some(4), 2)
+    };
+    let (wait, _) = table.arrival(KEY, &far).unwrap();
+    assert_eq!(wait.to_ns - wait.from_ns, 1_100_000_000);
+}
+
+#[test]
 fn missed_packets_that_may_be_acknowledgements_are_no_wait() {
     let (mut table, _, _) = table();
     table.open(KEY, 9, outbound(), 50);
