@@ -138,7 +138,7 @@ pub enum Event<'a> {
     /// A TCP segment with `data_len` payload bytes arrived on `flow`; `seq`
     /// is the sequence number of its first byte, when the kernel gave it.
     /// `missed_packets` of the peer never arrived right before it, and
-    /// `own_data_unacked` tells whether one of them may have been an
+    /// `own_data_unacked` is whether one of them may have been an
     /// acknowledgement of this end's data rather than a lost segment.
     /// `srtt_us` is the socket's smoothed round-trip time (0 when no
     /// packet is missing).

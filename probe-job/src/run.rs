@@ -432,7 +432,7 @@ fn scheduling(
 
 /// Adds the kernel structure offsets that let the arrival program read
 /// each segment's sequence number and IPv4 ID. Either can be missing, with
-/// a warning that says which loss signals are lost with it.
+/// a warning that names the loss signals lost with it.
 fn with_segment_details(layout: TcpProbeLayout) -> TcpProbeLayout {
     const NO_GAPS: &str = "gaps in received data (the peer's loss recovery) are not detected";
     const NO_IDS: &str = "packets of the peer that never arrived are counted only where a later \

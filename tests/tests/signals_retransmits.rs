@@ -327,7 +327,7 @@ const TAIL_SOURCE_PORT: u16 = 7103;
 /// Sends 12 writes of 100 bytes to the target, each alone on the wire for
 /// 0.5 s, and loses every third on arrival: no later segment overtakes a
 /// loss, so no gap shows in the sequence numbers, and only the jump in the
-/// source's IPv4 IDs tells that the retransmission came late.
+/// source's IPv4 IDs shows that the retransmission came late.
 #[test]
 fn losses_nothing_overtakes_show_as_missed_packets() {
     let _lock = probe::exclusive();

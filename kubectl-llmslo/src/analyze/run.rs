@@ -59,8 +59,9 @@ impl NodeContext<'_> {
             .iter()
             .filter_map(|loss| match loss.kind {
                 LossRecoveryKind::Refilled => Interval::new(loss.from_ns, loss.to_ns).clip(call),
-                // NOTE: an upper bound, like `resent`: the packet was lost
-                // somewhere between the two arrivals.
+                // NOTE: an estimate. The packet was lost somewhere between
+                // the two arrivals, and the probe bounds the wait by the
+                // peer's likely retransmission timeouts.
                 LossRecoveryKind::Missed => Interval::new(loss.from_ns, loss.to_ns).clip(call),
                 LossRecoveryKind::Unknown => None,
                 // NOTE: an upper bound. The probe cannot tell which data

@@ -66,6 +66,9 @@ struct Connection<P> {
     /// When the last segment with payload arrived, or the connection
     /// opened (or was first seen).
     last_arrival_ns: u64,
+    /// Whether this end sent its SYN again: the SYN or the peer's SYN-ACK
+    /// was lost.
+    lost_handshake: bool,
 }
 
 impl<P> Connection<P> {
@@ -93,12 +96,15 @@ pub struct Segment {
     pub srtt_us: u32,
 }
 
-/// The least retransmission timeout of Linux (`TCP_RTO_MIN`).
+/// The minimum retransmission timeout of Linux (`TCP_RTO_MIN`).
 const MIN_RTO_NS: u64 = 200_000_000;
 
-/// The retransmission timeout before a round trip was measured (RFC 6298),
-/// which a peer keeps after a lost handshake packet.
+/// The retransmission timeout before a round trip was measured (RFC 6298).
 const INITIAL_RTO_NS: u64 = 1_000_000_000;
+
+/// The retransmission timeout after a lost handshake packet, when the
+/// handshake gave no round trip to measure (RFC 6298, section 5.7).
+const FALLBACK_RTO_NS: u64 = 3_000_000_000;
 
 /// Missing packets beyond this many do not lengthen the longest wait
 /// they can explain any further.
@@ -107,14 +113,21 @@ const MAX_BACKOFFS: u16 = 6;
 /// Returns how long before `segment` the loss of its missing packets can
 /// have begun to delay it: the peer's retransmission timeouts, doubling
 /// for each loss in a row (as if every missing packet were the same
-/// segment lost again). Each is the larger of the initial timeout and the
-/// round-trip time plus Linux's least variance term.
+/// segment lost again). Each is the larger of the initial timeout (the
+/// fallback after `lost_handshake`) and the round-trip time plus Linux's
+/// least variance term.
 ///
 /// NOTE: an estimate. A peer on a path whose round-trip time varies by
 /// more than 200 ms can wait longer, and within the bound the wait is
-/// partly the peer's own, up to a second per loss.
-fn recovery_bound_ns(segment: &Segment) -> u64 {
-    let timeout = (u64::from(segment.srtt_us) * 1_000 + MIN_RTO_NS).max(INITIAL_RTO_NS);
+/// partly the peer's own, up to a second per loss (three after a lost
+/// handshake packet).
+fn recovery_bound_ns(segment: &Segment, lost_handshake: bool) -> u64 {
+    let initial = if lost_handshake {
+        FALLBACK_RTO_NS
+    } else {
+        INITIAL_RTO_NS
+    };
+    let timeout = (u64::from(segment.srtt_us) * 1_000 + MIN_RTO_NS).max(initial);
     let backoffs = segment.missed_packets.min(MAX_BACKOFFS);
     timeout * ((1u64 << backoffs) - 1)
 }
@@ -216,6 +229,7 @@ where
                 arrivals: None,
                 gaps: gaps::SequenceGaps::default(),
                 last_arrival_ns: ts_ns,
+                lost_handshake: false,
             },
         );
         self.stats.connections_opened += 1;
@@ -233,10 +247,10 @@ where
 
     /// Records a segment that arrived on a connection. Returns the wait
     /// that loss recovery explains, seen from this end, with the
-    /// connection's addresses: a gap in the received bytes that this
-    /// segment closed, or else packets of the peer that went missing right
-    /// before it, from the previous data but at most the peer's likely
-    /// retransmission timeouts.
+    /// connection's addresses. That is a gap in the received bytes that
+    /// this segment closed, or else packets of the peer that went missing
+    /// right before it. Their wait starts at the previous data, but no
+    /// earlier than the peer's likely retransmission timeouts allow.
     pub fn arrival(
         &mut self,
         key: SocketKey,
@@ -270,7 +284,8 @@ where
         // was unacknowledged, a missing packet may have been the peer's
         // acknowledgement, whose loss delays nothing here either.
         if wait.is_none() && in_order && segment.missed_packets > 0 && !segment.own_data_unacked {
-            let earliest_ns = segment.ts_ns.saturating_sub(recovery_bound_ns(segment));
+            let bound_ns = recovery_bound_ns(segment, connection.lost_handshake);
+            let earliest_ns = segment.ts_ns.saturating_sub(bound_ns);
             wait = Some(LossWait {
                 kind: LossRecoveryKind::Missed,
                 from_ns: previous_ns.max(earliest_ns).min(segment.ts_ns),
@@ -278,6 +293,14 @@ where
             });
         }
         wait.map(|wait| (wait, &connection.meta))
+    }
+
+    /// Notes that a connection sent its SYN again. The peer then waits
+    /// longer before it sends lost data again.
+    pub fn syn_resent(&mut self, key: SocketKey) {
+        if let Some(connection) = self.connections.get_mut(&key) {
+            connection.lost_handshake = true;
+        }
     }
 
     /// Returns what is known about a followed connection.

@@ -311,7 +311,7 @@ fn refilled_gap_is_reported_also_under_tls() {
     assert!(table.arrival(KEY, &segment(700, Some(6), 2)).is_some());
 }
 
-/// A segment of `bytes` at `ts_ns` with nothing missing before it.
+/// Builds a segment of `bytes` at `ts_ns` with nothing missing before it.
 fn segment(ts_ns: u64, seq: Option<u32>, bytes: u64) -> Segment {
     Segment {
         ts_ns,
@@ -322,7 +322,7 @@ fn segment(ts_ns: u64, seq: Option<u32>, bytes: u64) -> Segment {
 }
 
 #[test]
-fn missed_packets_before_an_in_order_segment_are_a_wait() {
+fn missed_packets_make_a_wait() {
     let (mut table, _, _) = table();
     table.open(KEY, 9, outbound(), 50);
     table.enable_arrivals(KEY);
@@ -350,7 +350,7 @@ fn missed_packets_before_an_in_order_segment_are_a_wait() {
 }
 
 #[test]
-fn missed_packets_wait_at_most_the_timeouts() {
+fn missed_packets_wait_bounded_by_timeouts() {
     let (mut table, _, _) = table();
     table.open(KEY, 9, outbound(), 0);
     table.enable_arrivals(KEY);
@@ -381,7 +381,21 @@ fn missed_packets_wait_at_most_the_timeouts() {
 }
 
 #[test]
-fn missed_packets_that_may_be_acknowledgements_are_no_wait() {
+fn missed_packets_after_resent_syn_wait_longer() {
+    let (mut table, _, _) = table();
+    table.open(KEY, 9, outbound(), 0);
+    table.enable_arrivals(KEY);
+    table.syn_resent(KEY);
+    let late = Segment {
+        missed_packets: 1,
+        ..segment(8_000_000_000, Some(0), 2)
+    };
+    let (wait, _) = table.arrival(KEY, &late).unwrap();
+    assert_eq!(wait.to_ns - wait.from_ns, 3_000_000_000);
+}
+
+#[test]
+fn missed_packets_with_unacked_data_ignored() {
     let (mut table, _, _) = table();
     table.open(KEY, 9, outbound(), 50);
     table.enable_arrivals(KEY);
@@ -394,7 +408,7 @@ fn missed_packets_that_may_be_acknowledgements_are_no_wait() {
 }
 
 #[test]
-fn missed_packets_past_a_gap_leave_the_wait_to_the_refill() {
+fn missed_packets_past_gap_left_to_refill() {
     let (mut table, _, _) = table();
     table.open(KEY, 9, outbound(), 50);
     table.enable_arrivals(KEY);
