@@ -21,7 +21,7 @@ pub const PROVIDER_ADDRESS: &str = "10.77.0.2";
 pub const SERVICE_LINK: &str = "svc0";
 pub const PROVIDER_LINK: &str = "prov0";
 
-/// Name of the nftables table that drops packets; it lives in chat-api's
+/// Name of the nftables table that drops packets; one lives in each
 /// namespace and goes away with it.
 const LOSS_TABLE: &str = "llmslo_stack_loss";
 
@@ -165,28 +165,35 @@ impl Namespaces {
         }
     }
 
-    /// Drops `percent` of the packets in each direction on the service's
-    /// end of the veth link, with nftables `numgen random`.
+    /// Drops `percent` of the packets in each direction of the veth link,
+    /// with nftables `numgen random`, where they arrive: in each
+    /// namespace's input. A drop in the sender's own output would not be
+    /// a lost packet to TCP, which keeps such a segment as unsent and
+    /// sends it again later as new data, with no retransmission.
     pub fn set_packet_loss(&self, percent: Option<f64>) -> Result<(), StackError> {
-        let exists =
-            run(in_netns(&self.service, "nft").args(["list", "table", "inet", LOSS_TABLE])).is_ok();
-        if exists {
-            run(in_netns(&self.service, "nft").args(["delete", "table", "inet", LOSS_TABLE]))?;
+        for (netns, link) in [
+            (&self.service, SERVICE_LINK),
+            (&self.provider, PROVIDER_LINK),
+        ] {
+            let exists =
+                run(in_netns(netns, "nft").args(["list", "table", "inet", LOSS_TABLE])).is_ok();
+            if exists {
+                run(in_netns(netns, "nft").args(["delete", "table", "inet", LOSS_TABLE]))?;
+            }
+            let Some(percent) = percent.filter(|p| *p > 0.0) else {
+                continue;
+            };
+            // numgen draws from 0 to 9999, so the share is set in 0.01% steps.
+            let threshold = (percent * 100.0).round() as u32;
+            let rules = format!(
+                "table inet {LOSS_TABLE} {{\n\
+                 \tchain input {{ type filter hook input priority 0; policy accept;\n\
+                 \t\tiifname \"{link}\" numgen random mod 10000 < {threshold} drop\n\t}}\n\
+                 }}\n"
+            );
+            run_with_input(in_netns(netns, "nft").args(["-f", "-"]), &rules)?;
         }
-        let Some(percent) = percent.filter(|p| *p > 0.0) else {
-            return Ok(());
-        };
-        // numgen draws from 0 to 9999, so the share is set in 0.01% steps.
-        let threshold = (percent * 100.0).round() as u32;
-        let rules = format!(
-            "table inet {LOSS_TABLE} {{\n\
-             \tchain input {{ type filter hook input priority 0; policy accept;\n\
-             \t\tiifname \"{SERVICE_LINK}\" numgen random mod 10000 < {threshold} drop\n\t}}\n\
-             \tchain output {{ type filter hook output priority 0; policy accept;\n\
-             \t\toifname \"{SERVICE_LINK}\" numgen random mod 10000 < {threshold} drop\n\t}}\n\
-             }}\n"
-        );
-        run_with_input(in_netns(&self.service, "nft").args(["-f", "-"]), &rules)
+        Ok(())
     }
 
     /// Limits the provider's sending rate with a `tbf` qdisc on its end
