@@ -272,7 +272,7 @@ pub struct FlowState {
     pub _pad: u8,
 }
 
-/// What the arrival program knows of a connection's IPv4 IDs.
+/// State of a connection's IPv4 IDs in the arrival program.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IpIds {
@@ -281,7 +281,7 @@ pub enum IpIds {
     /// `FlowState::next_ip_id` is the ID of the peer's next packet.
     Known = 1,
     /// The peer's IDs jumped by more than a loss explains: it does not
-    /// number its packets per connection, so gaps say nothing.
+    /// number its packets per connection, so gaps mean nothing.
     Unusable = 2,
 }
 

@@ -143,8 +143,8 @@ fn missed_packets(
     known.then_some(skipped)
 }
 
-/// Whether bytes this end sent were unacknowledged when the segment
-/// arrived.
+/// Returns whether bytes this end sent were unacknowledged when the
+/// segment arrived.
 fn own_data_unacked(ctx: &TracePointContext, layout: &TcpProbeLayout) -> bool {
     read_field::<u32>(ctx, layout.snd_nxt) != read_field::<u32>(ctx, layout.snd_una)
 }

@@ -166,10 +166,10 @@ impl Namespaces {
     }
 
     /// Drops `percent` of the packets in each direction of the veth link,
-    /// with nftables `numgen random`, where they arrive: in each
-    /// namespace's input. A drop in the sender's own output would not be
-    /// a lost packet to TCP, which keeps such a segment as unsent and
-    /// sends it again later as new data, with no retransmission.
+    /// with nftables `numgen random`, in each namespace's input. A drop in
+    /// the sender's own output would not be a lost packet to TCP. The
+    /// kernel keeps such a segment as unsent and sends it later as new
+    /// data, with no retransmission.
     pub fn set_packet_loss(&self, percent: Option<f64>) -> Result<(), StackError> {
         for (netns, link) in [
             (&self.service, SERVICE_LINK),
