@@ -245,53 +245,16 @@ fn check_refilled_gaps(tls: Option<&TestCa>) {
         ),
         None => (String::new(), String::new()),
     };
-    // The source waits before it sends: the probe follows the target's
-    // connection once it has read the connect, and arrivals before that
-    // are not reported. With Nagle's algorithm, each write would wait for
-    // the lost segment's acknowledgement and go out with its
-    // retransmission: no segment would overtake the loss.
-    let source = Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import socket, time\n\
-                 listener = socket.create_server(('{host}', {SOURCE_PORT}))\n\
-                 connection, _ = listener.accept()\n\
-                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
-                 {wrap_server}\
-                 time.sleep(0.3)\n\
-                 for _ in range(200):\n\
-                 \x20   connection.sendall(b'y' * 1000)\n\
-                 \x20   time.sleep(0.002)\n\
-                 connection.close()\n"
-            ),
-        ])
-        .spawn()
-        .expect("python3 starts");
-    let _source = ChildGuard::new("source", source);
-    let namespace = netns.name.clone();
-    let target = self_gated_python(
-        "receiver",
-        &["ip", "netns", "exec", &namespace],
-        &format!(
-            "import socket, sys, time\n\
-             print('waiting', flush=True)\n\
-             sys.stdin.readline()\n\
-             for _ in range(100):\n\
-             \x20   try:\n\
-             \x20       source = socket.create_connection(('{host}', {SOURCE_PORT}))\n\
-             \x20       break\n\
-             \x20   except ConnectionRefusedError:\n\
-             \x20       time.sleep(0.05)\n\
-             {wrap_client}\
-             received = 0\n\
-             while chunk := source.recv(65536):\n\
-             \x20   received += len(chunk)\n\
-             assert received == 200_000, received\n"
-        ),
-    );
-    let pid = target.pid();
-    let result = probe_gated(target);
+    // With Nagle's algorithm, each write would wait for the lost
+    // segment's acknowledgement and go out with its retransmission: no
+    // segment would overtake the loss.
+    let stream = Stream {
+        port: SOURCE_PORT,
+        writes: 200,
+        bytes: 1000,
+        pause_secs: 0.002,
+    };
+    let (pid, result) = stream.probe_receiver(&netns, &wrap_server, &wrap_client);
 
     let refills: Vec<&LossRecovery> = result
         .loss_recoveries
@@ -320,6 +283,80 @@ fn check_refilled_gaps(tls: Option<&TestCa>) {
     }
 }
 
+/// Writes that a source on the host sends to a target in a namespace,
+/// with `TCP_NODELAY`, so that each goes out at once as its own segment.
+struct Stream {
+    port: u16,
+    writes: usize,
+    bytes: usize,
+    pause_secs: f64,
+}
+
+impl Stream {
+    /// Starts the source, then a target in `netns` that connects to it and
+    /// reads everything, with the probe attached. Python code in
+    /// `wrap_server` and `wrap_client` may wrap the two sockets (for TLS).
+    /// The source waits before it sends, because the probe reports
+    /// arrivals only once it has read the connect. Returns the target's
+    /// pid and the probe's result.
+    fn probe_receiver(
+        &self,
+        netns: &Netns,
+        wrap_server: &str,
+        wrap_client: &str,
+    ) -> (u32, ProbeResult) {
+        let Self {
+            port,
+            writes,
+            bytes,
+            pause_secs,
+        } = self;
+        let host = &netns.host_ip;
+        let source = Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket, time\n\
+                     listener = socket.create_server(('{host}', {port}))\n\
+                     connection, _ = listener.accept()\n\
+                     connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+                     {wrap_server}\
+                     time.sleep(0.3)\n\
+                     for _ in range({writes}):\n\
+                     \x20   connection.sendall(b'y' * {bytes})\n\
+                     \x20   time.sleep({pause_secs})\n\
+                     connection.close()\n"
+                ),
+            ])
+            .spawn()
+            .expect("python3 starts");
+        let _source = ChildGuard::new("source", source);
+        let total = writes * bytes;
+        let target = self_gated_python(
+            "receiver",
+            &["ip", "netns", "exec", &netns.name],
+            &format!(
+                "import socket, sys, time\n\
+                 print('waiting', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 for _ in range(100):\n\
+                 \x20   try:\n\
+                 \x20       source = socket.create_connection(('{host}', {port}))\n\
+                 \x20       break\n\
+                 \x20   except ConnectionRefusedError:\n\
+                 \x20       time.sleep(0.05)\n\
+                 {wrap_client}\
+                 received = 0\n\
+                 while chunk := source.recv(65536):\n\
+                 \x20   received += len(chunk)\n\
+                 assert received == {total}, received\n"
+            ),
+        );
+        let pid = target.pid();
+        (pid, probe_gated(target))
+    }
+}
+
 /// Port of the source in the namespace whose lost segments nothing
 /// overtakes.
 const TAIL_SOURCE_PORT: u16 = 7103;
@@ -344,46 +381,13 @@ fn losses_nothing_overtakes_show_as_missed_packets() {
          \x20 }}\n\
          }}\n"
     ));
-    let source = Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import socket, time\n\
-                 listener = socket.create_server(('{host}', {TAIL_SOURCE_PORT}))\n\
-                 connection, _ = listener.accept()\n\
-                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
-                 time.sleep(0.3)\n\
-                 for _ in range(12):\n\
-                 \x20   connection.sendall(b'z' * 100)\n\
-                 \x20   time.sleep(0.5)\n\
-                 connection.close()\n"
-            ),
-        ])
-        .spawn()
-        .expect("python3 starts");
-    let _source = ChildGuard::new("source", source);
-    let namespace = netns.name.clone();
-    let target = self_gated_python(
-        "receiver",
-        &["ip", "netns", "exec", &namespace],
-        &format!(
-            "import socket, sys, time\n\
-             print('waiting', flush=True)\n\
-             sys.stdin.readline()\n\
-             for _ in range(100):\n\
-             \x20   try:\n\
-             \x20       source = socket.create_connection(('{host}', {TAIL_SOURCE_PORT}))\n\
-             \x20       break\n\
-             \x20   except ConnectionRefusedError:\n\
-             \x20       time.sleep(0.05)\n\
-             received = 0\n\
-             while chunk := source.recv(65536):\n\
-             \x20   received += len(chunk)\n\
-             assert received == 1200, received\n"
-        ),
-    );
-    let pid = target.pid();
-    let result = probe_gated(target);
+    let stream = Stream {
+        port: TAIL_SOURCE_PORT,
+        writes: 12,
+        bytes: 100,
+        pause_secs: 0.5,
+    };
+    let (pid, result) = stream.probe_receiver(&netns, "", "");
 
     let of_source = |kind: LossRecoveryKind| -> Vec<&LossRecovery> {
         result
