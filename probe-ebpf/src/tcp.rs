@@ -241,31 +241,32 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let Some(owner) = (unsafe { TCP_OWNERS.get(&skaddr) }).copied() else {
         return 0;
     };
-    if old_state == TCP_SYN_SENT && (new_state == TCP_ESTABLISHED || new_state == TCP_CLOSE) {
-        let mut flow = FlowKey::default();
-        if read_flow(&ctx, &layout!(set_state_tuple), &mut flow) {
-            let now = now_ns();
-            if new_state == TCP_ESTABLISHED {
-                follow_arrivals(&flow);
+    let handshake_ended =
+        old_state == TCP_SYN_SENT && (new_state == TCP_ESTABLISHED || new_state == TCP_CLOSE);
+    if !handshake_ended && new_state != TCP_CLOSE {
+        return 0;
+    }
+    let mut flow = FlowKey::default();
+    let flow_known = read_flow(&ctx, &layout!(set_state_tuple), &mut flow);
+    if handshake_ended && flow_known {
+        let now = now_ns();
+        let stage = if new_state == TCP_ESTABLISHED {
+            follow_arrivals(&flow);
+            Stage {
+                stage: HandshakeStage::Established,
+                error: 0,
             }
-            let stage = if new_state == TCP_ESTABLISHED {
-                Stage {
-                    stage: HandshakeStage::Established,
-                    error: 0,
-                }
-            } else {
-                Stage {
-                    stage: HandshakeStage::Failed,
-                    error: failure_error(&flow, skaddr, now),
-                }
-            };
-            emit_handshake(&owner, skaddr, &flow, stage, now);
-        }
+        } else {
+            Stage {
+                stage: HandshakeStage::Failed,
+                error: failure_error(&flow, skaddr, now),
+            }
+        };
+        emit_handshake(&owner, skaddr, &flow, stage, now);
     }
     if new_state == TCP_CLOSE {
         let _ = TCP_OWNERS.remove(&skaddr);
-        let mut flow = FlowKey::default();
-        if read_flow(&ctx, &layout!(set_state_tuple), &mut flow) {
+        if flow_known {
             let _ = FLOWS.remove(&flow);
         }
     }

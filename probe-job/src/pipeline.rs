@@ -318,15 +318,19 @@ impl Pipeline {
                 if let Some(peer) = retransmit.remote {
                     self.retransmits.add(pid, peer, at_ns, retransmit.syn);
                 }
-                if let (Some(key), true) = (key, retransmit.syn) {
-                    self.table.syn_resent(key);
-                }
-                if let (Some(key), false) = (key, retransmit.syn)
-                    && let Some(socket) =
+                if let Some(key) = key {
+                    if retransmit.syn {
+                        self.table.syn_resent(key);
+                    } else if let Some(socket) =
                         self.table.meta(key).and_then(|meta| loss_socket(key, meta))
-                {
-                    self.retransmits
-                        .add_recovery(socket, LossRecoveryKind::Resent, at_ns, at_ns);
+                    {
+                        self.retransmits.add_recovery(
+                            socket,
+                            LossRecoveryKind::Resent,
+                            at_ns,
+                            at_ns,
+                        );
+                    }
                 }
             }
         }
