@@ -362,8 +362,8 @@ impl Stream {
 const TAIL_SOURCE_PORT: u16 = 7103;
 
 /// Sends 12 writes of 100 bytes to the target, each alone on the wire for
-/// 0.5 s, and loses every third on arrival: no later segment overtakes a
-/// loss, so no gap shows in the sequence numbers, and only the jump in the
+/// 0.5 s, and loses every third on arrival. No later segment overtakes a
+/// loss, so no gap shows in the sequence numbers. Only the jump in the
 /// source's IPv4 IDs shows that the retransmission came late.
 #[test]
 fn losses_nothing_overtakes_show_as_missed_packets() {
@@ -425,5 +425,101 @@ fn losses_nothing_overtakes_show_as_missed_packets() {
         of_source(LossRecoveryKind::Refilled).is_empty(),
         "a gap opened although nothing overtook a loss: {:?}",
         result.loss_recoveries
+    );
+}
+
+/// Port of the server in the namespace whose first response is lost.
+const RESPONSE_PORT: u16 = 7104;
+
+/// The target sends a request, and the server on the host acknowledges it
+/// at once but responds 0.3 s later, and that response is lost. Only the
+/// acknowledgement's IPv4 ID shows that the retransmitted response came
+/// after a loss. The probe is stopped for the first 0.2 s, as a busy probe
+/// would be late, so it reads the connect after the acknowledgement has
+/// come: the kernel must follow the connection from its handshake.
+#[test]
+fn lost_first_response_shows_as_missed_packets() {
+    let _lock = probe::exclusive();
+    let netns = Netns::create("response");
+    let (host, peer) = (netns.host_ip.clone(), netns.peer_ip.clone());
+    // The first segment with payload from the server is dropped, and its
+    // retransmission, the second, passes.
+    netns.nft(&format!(
+        "table ip llmslo_response {{\n\
+         \x20 chain input {{\n\
+         \x20   type filter hook input priority 0; policy accept;\n\
+         \x20   ip saddr {host} tcp sport {RESPONSE_PORT} ip length > 60 \
+         numgen inc mod 1000 == 0 drop\n\
+         \x20 }}\n\
+         }}\n"
+    ));
+    let server = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket, time\n\
+                 listener = socket.create_server(('{host}', {RESPONSE_PORT}))\n\
+                 connection, _ = listener.accept()\n\
+                 connection.recv(100)\n\
+                 time.sleep(0.3)\n\
+                 connection.sendall(b'a' * 100)\n\
+                 connection.recv(1)\n"
+            ),
+        ])
+        .spawn()
+        .expect("python3 starts");
+    let _server = ChildGuard::new("server", server);
+    let mut target = self_gated_python(
+        "client",
+        &["ip", "netns", "exec", &netns.name],
+        &format!(
+            "import socket, sys, time\n\
+             print('waiting', flush=True)\n\
+             sys.stdin.readline()\n\
+             for _ in range(100):\n\
+             \x20   try:\n\
+             \x20       server = socket.create_connection(('{host}', {RESPONSE_PORT}))\n\
+             \x20       break\n\
+             \x20   except ConnectionRefusedError:\n\
+             \x20       time.sleep(0.05)\n\
+             server.sendall(b'question')\n\
+             response = b''\n\
+             while len(response) < 100:\n\
+             \x20   response += server.recv(100)\n"
+        ),
+    );
+    let pid = target.pid();
+    let probe = Probe::start(&[
+        "--pid".into(),
+        pid.to_string(),
+        "--duration".into(),
+        "100s".into(),
+    ]);
+    probe.wait_ready();
+    probe.signal(libc::SIGSTOP);
+    target.go();
+    std::thread::sleep(Duration::from_millis(200));
+    probe.signal(libc::SIGCONT);
+    target.wait(TIMEOUT);
+    let result = probe.wait(TIMEOUT).result();
+
+    let missed: Vec<&LossRecovery> = result
+        .loss_recoveries
+        .iter()
+        .filter(|recovery| {
+            recovery.pid == pid
+                && recovery.kind == LossRecoveryKind::Missed
+                && recovery.peer == format!("{host}:{RESPONSE_PORT}")
+        })
+        .collect();
+    assert_eq!(missed.len(), 1, "{:?}", result.loss_recoveries);
+    let wait = missed[0];
+    assert!(wait.local.starts_with(&format!("{peer}:")), "{wait:?}");
+    // From the connection's start to the retransmitted response, 0.3 s plus
+    // a retransmission timeout later.
+    let wait_ms = (wait.to_ns - wait.from_ns) / 1_000_000;
+    assert!(
+        (400..1_500).contains(&wait_ms),
+        "{wait:?}: {wait_ms} ms is not the server's pause plus one retransmission timeout"
     );
 }
